@@ -1,0 +1,170 @@
+//! Buffered exec: run to completion (or timeout), capture each stream up to a cap.
+
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runta_agent::{tag, ProcessSpec, Response};
+
+use crate::conn::Conn;
+use crate::reaper;
+
+/// How long to keep reading after the command exits, for output still in the
+/// pipes. Background processes that keep the pipe open do not hold the reply.
+const DRAIN_GRACE: Duration = Duration::from_millis(100);
+const CHUNK: usize = 1024 * 1024;
+
+/// Exit code reported when the command timed out (as coreutils `timeout` does).
+pub const TIMEOUT_EXIT: i32 = 124;
+
+/// Builds the command, or the (exit code, message) a shell would give when it
+/// cannot be started.
+pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
+    let Some(program) = p.argv.first() else {
+        return Err((127, "runta: empty command".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&p.argv[1..]).env_clear().envs(p.env.iter().cloned());
+    let cwd = p.cwd.as_deref().unwrap_or("/");
+    match std::fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => {
+            cmd.current_dir(cwd);
+        }
+        Ok(_) => return Err((126, format!("runta: cwd {cwd}: Not a directory"))),
+        Err(e) => return Err((126, format!("runta: cwd {cwd}: {e}"))),
+    }
+    Ok(cmd)
+}
+
+pub fn spawn_error(program: &str, e: &io::Error) -> (i32, String) {
+    let code = match e.kind() {
+        io::ErrorKind::NotFound => 127,
+        _ => 126,
+    };
+    (code, format!("runta: {program}: {e}"))
+}
+
+#[derive(Default)]
+struct Capture {
+    data: Vec<u8>,
+    truncated: bool,
+}
+
+fn capture(mut r: impl Read + Send + 'static, cap: usize, done: mpsc::Sender<()>) -> Arc<Mutex<Capture>> {
+    let out = Arc::new(Mutex::new(Capture::default()));
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut c = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = cap.saturating_sub(c.data.len());
+                    let take = room.min(n);
+                    c.data.extend_from_slice(&buf[..take]);
+                    if take < n {
+                        // Beyond the cap bytes are read and dropped, never kept.
+                        c.truncated = true;
+                    }
+                }
+            }
+        }
+        let _ = done.send(());
+    });
+    out
+}
+
+pub fn run_buffered(
+    c: &mut Conn,
+    process: ProcessSpec,
+    stdin: Option<String>,
+    timeout_ms: u64,
+    max_output_bytes: u64,
+) -> io::Result<()> {
+    let start = Instant::now();
+    let cap = max_output_bytes.min(usize::MAX as u64) as usize;
+    let finish_early = |c: &mut Conn, code: i32, msg: String| -> io::Result<()> {
+        c.frame(tag::STDOUT, b"")?;
+        c.frame(tag::STDERR, format!("{msg}\n").as_bytes())?;
+        c.send(&Response::Done {
+            exit_code: code,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            timed_out: false,
+            duration_ms: start.elapsed().as_millis() as u64,
+        })
+    };
+    let mut cmd = match command(&process) {
+        Ok(cmd) => cmd,
+        Err((code, msg)) => return finish_early(c, code, msg),
+    };
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            let (code, msg) = spawn_error(&process.argv[0], &e);
+            return finish_early(c, code, msg);
+        }
+    };
+    let pid = child.id() as i32;
+    if let (Some(mut w), Some(text)) = (child.stdin.take(), stdin) {
+        std::thread::spawn(move || {
+            let _ = w.write_all(text.as_bytes());
+        });
+    }
+    let (done_tx, done_rx) = mpsc::channel();
+    let out = capture(child.stdout.take().expect("piped"), cap, done_tx.clone());
+    let err = capture(child.stderr.take().expect("piped"), cap, done_tx);
+    drop(child);
+
+    let mut timed_out = false;
+    let mut code = match reaper::wait(pid, Some(Duration::from_millis(timeout_ms))) {
+        Some(code) => code,
+        None => {
+            timed_out = true;
+            reaper::kill_group(pid, libc::SIGKILL);
+            reaper::wait(pid, None).unwrap_or(TIMEOUT_EXIT)
+        }
+    };
+    if timed_out {
+        code = TIMEOUT_EXIT;
+    }
+    let drain_until = Instant::now() + DRAIN_GRACE;
+    for _ in 0..2 {
+        let left = drain_until.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+
+    for (t, cap) in [(tag::STDOUT, &out), (tag::STDERR, &err)] {
+        let c_ = cap.lock().unwrap_or_else(|e| e.into_inner());
+        if c_.data.is_empty() {
+            c.frame(t, b"")?;
+        }
+        for chunk in c_.data.chunks(CHUNK) {
+            c.frame(t, chunk)?;
+        }
+    }
+    let (ot, et) = (
+        out.lock().map(|c| c.truncated).unwrap_or(true),
+        err.lock().map(|c| c.truncated).unwrap_or(true),
+    );
+    c.send(&Response::Done {
+        exit_code: code,
+        stdout_truncated: ot,
+        stderr_truncated: et,
+        timed_out,
+        duration_ms: start.elapsed().as_millis() as u64,
+    })
+}

@@ -1,0 +1,187 @@
+//! File operations, resolved inside the runtime's own root: a path like
+//! `/../../etc/shadow` cannot leave it, because this process is already there.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use runta_agent::{tag, DirEntry, Response};
+
+use crate::conn::{Conn, Incoming};
+
+const CHUNK: usize = 256 * 1024;
+
+fn error(c: &Conn, e: &io::Error, path: &str) -> io::Result<()> {
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => "not_found",
+        io::ErrorKind::PermissionDenied => "permission_denied",
+        io::ErrorKind::IsADirectory => "is_directory",
+        io::ErrorKind::NotADirectory => "not_directory",
+        io::ErrorKind::InvalidInput => "invalid_argument",
+        _ => "io",
+    };
+    c.send(&Response::Error {
+        kind: kind.into(),
+        message: format!("{path}: {e}"),
+    })
+}
+
+fn check(c: &Conn, path: &str) -> io::Result<bool> {
+    if !path.starts_with('/') || path.contains('\0') {
+        c.send(&Response::Error {
+            kind: "invalid_argument".into(),
+            message: format!("{path:?}: must be an absolute path"),
+        })?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+pub fn read(c: &mut Conn, path: &str) -> io::Result<()> {
+    if !check(c, path)? {
+        return Ok(());
+    }
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return error(c, &e, path),
+    };
+    let meta = f.metadata()?;
+    if meta.is_dir() {
+        return c.send(&Response::Error {
+            kind: "is_directory".into(),
+            message: format!("{path}: is a directory"),
+        });
+    }
+    if !meta.is_file() {
+        return c.send(&Response::Error {
+            kind: "invalid_argument".into(),
+            message: format!("{path}: not a regular file"),
+        });
+    }
+    c.send(&Response::FileInfo { size: meta.len() })?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        c.frame(tag::STDOUT, &buf[..n])?;
+    }
+    c.frame(tag::EOF, b"")
+}
+
+pub fn write(c: &mut Conn, path: &str, mode: Option<u32>) -> io::Result<()> {
+    if !check(c, path)? {
+        return Ok(());
+    }
+    let target = Path::new(path);
+    if target.is_dir() {
+        return c.send(&Response::Error {
+            kind: "is_directory".into(),
+            message: format!("{path}: is a directory"),
+        });
+    }
+    let Some(parent) = target.parent() else {
+        return c.send(&Response::Error {
+            kind: "invalid_argument".into(),
+            message: format!("{path}: no file name"),
+        });
+    };
+    if let Err(e) = fs::create_dir_all(parent) {
+        return error(c, &e, path);
+    }
+    // Write beside the target and rename, so a reader never sees half a file and
+    // an interrupted upload leaves the old content in place.
+    let tmp = parent.join(format!(
+        ".{}.runta-upload-{}",
+        target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id() as u64 * 1_000_003 + rand_suffix()
+    ));
+    let mut f = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode.unwrap_or(0o644) & 0o7777)
+        .open(&tmp)
+    {
+        Ok(f) => f,
+        Err(e) => return error(c, &e, path),
+    };
+    let mut size = 0u64;
+    let outcome: io::Result<bool> = loop {
+        match c.recv() {
+            Ok(Some(Incoming::Data(d))) => {
+                if let Err(e) = f.write_all(&d) {
+                    break Err(e);
+                }
+                size += d.len() as u64;
+            }
+            Ok(Some(Incoming::Eof)) => break Ok(true),
+            Ok(Some(Incoming::Request(_))) => break Ok(false),
+            Ok(None) => break Ok(false),
+            Err(e) => break Err(e),
+        }
+    };
+    match outcome {
+        Ok(true) => {
+            if let Some(m) = mode {
+                let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(m & 0o7777));
+            }
+            drop(f);
+            if let Err(e) = fs::rename(&tmp, target) {
+                let _ = fs::remove_file(&tmp);
+                return error(c, &e, path);
+            }
+            c.send(&Response::Written { size })
+        }
+        Ok(false) => {
+            let _ = fs::remove_file(&tmp);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            error(c, &e, path)
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub fn list(c: &mut Conn, path: &str) -> io::Result<()> {
+    if !check(c, path)? {
+        return Ok(());
+    }
+    let rd = match fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) => return error(c, &e, path),
+    };
+    let mut entries = Vec::new();
+    for e in rd.flatten() {
+        let Ok(m) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let ft = m.file_type();
+        let kind = if ft.is_file() {
+            "file"
+        } else if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else {
+            "other"
+        };
+        entries.push(DirEntry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            kind: kind.into(),
+            size: m.len(),
+            mode: m.mode() & 0o7777,
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    c.send(&Response::Dir { entries })
+}

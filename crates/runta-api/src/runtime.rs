@@ -1,0 +1,225 @@
+//! Runtime records and the bodies that create and change them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Where a runtime is in its life (SPEC §1). No status is a dead end: `start` or
+/// `DELETE` leads out of every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeStatus {
+    Creating,
+    Running,
+    Paused,
+    Shutdown,
+    Suspended,
+    Deleting,
+    Error,
+    Crashed,
+}
+
+impl RuntimeStatus {
+    pub const ALL: [RuntimeStatus; 8] = [
+        RuntimeStatus::Creating,
+        RuntimeStatus::Running,
+        RuntimeStatus::Paused,
+        RuntimeStatus::Shutdown,
+        RuntimeStatus::Suspended,
+        RuntimeStatus::Deleting,
+        RuntimeStatus::Error,
+        RuntimeStatus::Crashed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeStatus::Creating => "creating",
+            RuntimeStatus::Running => "running",
+            RuntimeStatus::Paused => "paused",
+            RuntimeStatus::Shutdown => "shutdown",
+            RuntimeStatus::Suspended => "suspended",
+            RuntimeStatus::Deleting => "deleting",
+            RuntimeStatus::Error => "error",
+            RuntimeStatus::Crashed => "crashed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RuntimeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+}
+
+/// A port to publish through the ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    pub port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Https
+}
+
+/// A published port as reported on a runtime, with its public URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublishedPort {
+    pub port: u16,
+    pub protocol: Protocol,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSpec {
+    /// CPUs as a CFS quota; fractions allowed (0.5 = half a core).
+    pub vcpus: Option<f64>,
+    pub memory_mib: Option<u64>,
+    pub disk_gib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Hard memory limit; defaults to the request.
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    #[serde(default)]
+    pub requests: RequestsSpec,
+    pub limits: Option<LimitsSpec>,
+}
+
+/// `POST /v1/runtimes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRuntimeRequest {
+    /// `[a-z0-9][a-z0-9-]{0,62}`, unique per tenant.
+    pub name: String,
+    /// Image name; defaults to `base`.
+    pub image: Option<String>,
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub publish: Vec<PortSpec>,
+    pub idle_timeout_secs: Option<u64>,
+    /// Start from a checkpoint's files instead of a clean image.
+    pub checkpoint: Option<String>,
+}
+
+/// `PATCH /v1/runtimes/{id}`: every field optional; what is given is changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRuntimeRequest {
+    pub resources: Option<ResourcesSpec>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub publish: Option<Vec<PortSpec>>,
+    /// `0` turns the idle policy off.
+    pub idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceRequests {
+    pub vcpus: f64,
+    pub memory_mib: u64,
+    pub disk_gib: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceLimits {
+    pub memory_mib: u64,
+}
+
+/// Live usage, read from the runtime's cgroup when the record is fetched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceUsage {
+    pub memory_mib_used: f64,
+    pub cpu_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Resources {
+    pub requests: ResourceRequests,
+    pub limits: ResourceLimits,
+    pub current: Option<ResourceUsage>,
+}
+
+/// The runtime object (SPEC §1).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Runtime {
+    pub id: Uuid,
+    pub name: String,
+    pub tenant: String,
+    pub status: RuntimeStatus,
+    pub desired_status: RuntimeStatus,
+    pub image: String,
+    pub resources: Resources,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub publish: Vec<PublishedPort>,
+    pub idle_timeout_secs: Option<u64>,
+    /// Private address on the runtime network.
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub revision: u64,
+    pub error: Option<String>,
+}
+
+/// One entry of `GET /v1/runtimes/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub runtime_id: Uuid,
+    /// `created`, `started`, `paused`, `resumed`, `stopped`, `resized`, `oom_killed`,
+    /// `crashed`, `idle_suspended`, `woken`, `deleted`, `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An entry of `GET /v1/runtimes/{id}/files/list`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+}

@@ -1,0 +1,122 @@
+//! Isolation backends for Runta.
+//!
+//! The daemon drives runtimes only through the [`Backend`] trait: create a
+//! runtime's filesystem, network and sandbox and start its init (`runta-agent`),
+//! then stop, boot, pause, resume, resize and delete it. [`oci::OciBackend`] is
+//! the implementation for Linux hosts with an OCI runtime (crun preferred, runc as
+//! fallback); a gVisor or microVM backend would implement the same trait. Nothing
+//! here knows about tenants, HTTP or the store: callers pass plain specs in and
+//! get plain facts back.
+
+pub mod cgroups;
+pub mod images;
+pub mod network;
+pub mod oci;
+mod rootfs;
+mod util;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// What a backend needs to run one runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeSpec {
+    pub id: Uuid,
+    /// Becomes the hostname.
+    pub name: String,
+    pub image: String,
+    pub vcpus: f64,
+    pub memory_limit_mib: u64,
+    pub ip: Ipv4Addr,
+    /// Environment of PID 1 (commands get theirs per exec).
+    pub env: Vec<(String, String)>,
+}
+
+/// Live resource limits that can change without a restart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub vcpus: f64,
+    pub memory_limit_mib: u64,
+}
+
+/// What the backend sees of a runtime, independent of what the store believes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Running { pid: u32 },
+    Paused,
+    /// The sandbox exists but its init has exited.
+    Stopped,
+    /// No sandbox (never started, deleted, or lost with a host reboot).
+    Missing,
+}
+
+/// Usage counters from the runtime's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub cpu_nanos: u64,
+    pub oom_kills: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("image {0:?} does not exist")]
+    ImageNotFound(String),
+    #[error("image {0:?} is not ready: {1}")]
+    ImageBuild(String, String),
+    #[error("{what}: {detail}")]
+    Command { what: String, detail: String },
+    #[error("the runtime's agent did not come up: {0}")]
+    AgentTimeout(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short name for logs and `/metrics`, e.g. `oci/crun`.
+    fn name(&self) -> String;
+
+    /// Makes sure `image` is available, building it first if it is a built-in.
+    async fn ensure_image(&self, image: &str) -> Result<()>;
+
+    /// Prepares the filesystem layer and network for a new runtime and starts it.
+    async fn create(&self, spec: &RuntimeSpec) -> Result<()>;
+
+    /// Boots a runtime whose sandbox is stopped or missing; its files are kept.
+    async fn start(&self, spec: &RuntimeSpec) -> Result<()>;
+
+    /// Shuts a runtime down (SIGTERM, then SIGKILL after `grace`), keeping its files.
+    async fn stop(&self, id: Uuid, grace: Duration) -> Result<()>;
+
+    async fn pause(&self, id: Uuid) -> Result<()>;
+
+    async fn resume(&self, id: Uuid) -> Result<()>;
+
+    /// Applies new limits to a running or paused runtime without restarting it.
+    async fn update(&self, id: Uuid, limits: Limits) -> Result<()>;
+
+    /// Removes everything: processes, sandbox, cgroups, network, files.
+    async fn delete(&self, id: Uuid) -> Result<()>;
+
+    async fn state(&self, id: Uuid) -> Result<BackendState>;
+
+    fn usage(&self, id: Uuid) -> Option<Usage>;
+
+    /// Cheap liveness check (no process spawned): does the runtime still have
+    /// processes? Used by the once-a-second monitor.
+    fn is_alive(&self, id: Uuid) -> bool;
+
+    /// Where the daemon reaches the runtime's agent.
+    fn agent_socket(&self, id: Uuid) -> PathBuf;
+
+    /// Waits until the agent answers on its socket.
+    async fn wait_agent(&self, id: Uuid, timeout: Duration) -> Result<()>;
+}

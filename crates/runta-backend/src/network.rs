@@ -1,0 +1,194 @@
+//! Runtime networking: one bridge per daemon instance with NAT to the outside,
+//! and per runtime a named network namespace joined to it by a veth pair.
+//!
+//! Isolation rules: bridge ports are `isolated`, so runtimes cannot reach each
+//! other; the INPUT chain drops what runtimes start towards the host (the API
+//! port included), while connections the host opens to a runtime (the ingress)
+//! are answered normally.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::util::run;
+use crate::{BackendError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Short per-instance tag (hex), part of every host-side name.
+    tag: String,
+    bridge: String,
+    second_octet: u8,
+}
+
+impl Network {
+    /// `tag` is a few hex characters unique to this daemon instance;
+    /// `second_octet` picks the subnet `10.N.0.0/16`.
+    pub fn new(tag: &str, second_octet: u8) -> Self {
+        let tag: String = tag.chars().take(6).collect();
+        Network {
+            bridge: format!("rtb-{tag}"),
+            tag,
+            second_octet,
+        }
+    }
+
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.second_octet, 0, 1)
+    }
+
+    pub fn subnet(&self) -> String {
+        format!("10.{}.0.0/16", self.second_octet)
+    }
+
+    /// The address for host number `n` (2 ..= 65534) of the subnet.
+    pub fn address(&self, n: u32) -> Option<Ipv4Addr> {
+        if !(2..=65534).contains(&n) {
+            return None;
+        }
+        Some(Ipv4Addr::new(10, self.second_octet, (n >> 8) as u8, (n & 0xff) as u8))
+    }
+
+    /// The inverse of [`Network::address`].
+    pub fn host_number(&self, ip: Ipv4Addr) -> Option<u32> {
+        let o = ip.octets();
+        (o[0] == 10 && o[1] == self.second_octet).then(|| ((o[2] as u32) << 8) | o[3] as u32)
+    }
+
+    pub fn netns_name(&self, id: Uuid) -> String {
+        format!("rt-{}-{}", self.tag, &id.simple().to_string()[..12])
+    }
+
+    pub fn netns_path(&self, id: Uuid) -> PathBuf {
+        Path::new("/run/netns").join(self.netns_name(id))
+    }
+
+    fn veth_name(&self, id: Uuid) -> String {
+        // IFNAMSIZ: at most 15 characters.
+        let t: String = self.tag.chars().take(5).collect();
+        format!("v{t}{}", &id.simple().to_string()[..9])
+    }
+
+    fn chain(&self, what: &str) -> String {
+        format!("RT-{}-{what}", self.tag)
+    }
+
+    /// Creates the bridge, turns on forwarding and installs NAT and isolation
+    /// rules. Idempotent; called at every daemon start.
+    pub async fn setup_host(&self) -> Result<()> {
+        let br = self.bridge.as_str();
+        if !Path::new("/sys/class/net").join(br).exists() {
+            run("ip", &["link", "add", br, "type", "bridge"], None).await?;
+        }
+        let gw = format!("{}/16", self.gateway());
+        let addrs = run("ip", &["-4", "-o", "addr", "show", "dev", br], None).await?;
+        if !addrs.contains(&gw) {
+            run("ip", &["addr", "add", &gw, "dev", br], None).await?;
+        }
+        run("ip", &["link", "set", br, "up"], None).await?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+
+        let subnet = self.subnet();
+        let (fwd, inp, nat) = (self.chain("FWD"), self.chain("IN"), self.chain("NAT"));
+        ensure_chain("filter", &fwd, "FORWARD").await?;
+        ensure_chain("filter", &inp, "INPUT").await?;
+        ensure_chain("nat", &nat, "POSTROUTING").await?;
+        let rules: Vec<(&str, &str, Vec<&str>)> = vec![
+            // Runtimes never talk to each other, on this bridge or another instance's.
+            ("filter", &fwd, vec!["-i", br, "-o", "rtb-+", "-j", "DROP"]),
+            ("filter", &fwd, vec!["-i", br, "-j", "ACCEPT"]),
+            (
+                "filter",
+                &fwd,
+                vec!["-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ),
+            (
+                "filter",
+                &inp,
+                vec!["-i", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ),
+            ("filter", &inp, vec!["-i", br, "-j", "DROP"]),
+            ("nat", &nat, vec!["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"]),
+        ];
+        for (table, chain, args) in rules {
+            let mut a = vec!["-w", "-t", table, "-A", chain];
+            a.extend(args);
+            run("iptables", &a, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the runtime its namespace, veth and address. Idempotent: a
+    /// half-made attachment is removed and made again.
+    pub async fn attach(&self, id: Uuid, ip: Ipv4Addr) -> Result<()> {
+        let ns = self.netns_name(id);
+        let veth = self.veth_name(id);
+        if self.netns_path(id).exists() && Path::new("/sys/class/net").join(&veth).exists() {
+            return Ok(());
+        }
+        self.detach(id).await;
+        let host = format!(
+            "netns add {ns}\n\
+             link add {veth} type veth peer name eth0 netns {ns}\n\
+             link set {veth} master {br} up\n\
+             link set dev {veth} type bridge_slave isolated on\n",
+            br = self.bridge
+        );
+        run("ip", &["-batch", "-"], Some(&host)).await?;
+        let inside = format!(
+            "link set lo up\n\
+             addr add {ip}/16 dev eth0\n\
+             link set eth0 up\n\
+             route add default via {gw}\n",
+            gw = self.gateway()
+        );
+        if let Err(e) = run("ip", &["-n", &ns, "-batch", "-"], Some(&inside)).await {
+            self.detach(id).await;
+            return Err(e);
+        }
+        debug!(%id, %ip, "network attached");
+        Ok(())
+    }
+
+    /// Removes the namespace and veth pair; missing pieces are fine.
+    pub async fn detach(&self, id: Uuid) {
+        let veth = self.veth_name(id);
+        if Path::new("/sys/class/net").join(&veth).exists() {
+            if let Err(e) = run("ip", &["link", "del", &veth], None).await {
+                warn!(%id, "remove veth: {e}");
+            }
+        }
+        if self.netns_path(id).exists() {
+            if let Err(e) = run("ip", &["netns", "del", &self.netns_name(id)], None).await {
+                warn!(%id, "remove netns: {e}");
+            }
+        }
+    }
+
+    /// True if anything of the runtime's network is left on the host.
+    pub fn leftovers(&self, id: Uuid) -> bool {
+        self.netns_path(id).exists() || Path::new("/sys/class/net").join(self.veth_name(id)).exists()
+    }
+}
+
+async fn ensure_chain(table: &str, chain: &str, parent: &str) -> Result<()> {
+    // -N fails when the chain exists; then flush it so rules are not doubled.
+    if run("iptables", &["-w", "-t", table, "-N", chain], None).await.is_err() {
+        run("iptables", &["-w", "-t", table, "-F", chain], None).await?;
+    }
+    if run("iptables", &["-w", "-t", table, "-C", parent, "-j", chain], None)
+        .await
+        .is_err()
+    {
+        run("iptables", &["-w", "-t", table, "-I", parent, "1", "-j", chain], None)
+            .await
+            .map_err(|e| BackendError::Other(format!("install {chain}: {e}")))?;
+    }
+    Ok(())
+}

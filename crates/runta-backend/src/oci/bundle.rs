@@ -1,0 +1,133 @@
+//! The OCI `config.json` of a runtime.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::RuntimeSpec;
+
+/// The capability set processes keep (Podman's default; no NET_RAW, no SYS_ADMIN).
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+pub fn cpu_quota(vcpus: f64) -> i64 {
+    ((vcpus * CPU_PERIOD_US as f64).round() as i64).max(1000)
+}
+
+pub struct BundlePaths<'a> {
+    pub rootfs: &'a Path,
+    pub agent_bin: &'a Path,
+    pub run_dir: &'a Path,
+    pub etc_dir: &'a Path,
+    pub netns: &'a Path,
+    pub cgroups_path: &'a str,
+}
+
+pub struct Tunables {
+    pub pids_limit: i64,
+    pub nofile: u64,
+    pub seccomp: Option<Value>,
+}
+
+pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables) -> Value {
+    let mem = (spec.memory_limit_mib * 1024 * 1024) as i64;
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        format!("HOSTNAME={}", spec.name),
+        "HOME=/root".into(),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let bind = |src: &Path, dst: &str, ro: bool| {
+        let mut opts = vec!["rbind", "nosuid", "nodev"];
+        if ro {
+            opts.push("ro");
+        }
+        json!({"destination": dst, "type": "bind", "source": src, "options": opts})
+    };
+    let mut linux = json!({
+        "namespaces": [
+            {"type": "pid"},
+            {"type": "ipc"},
+            {"type": "uts"},
+            {"type": "mount"},
+            {"type": "cgroup"},
+            {"type": "network", "path": p.netns}
+        ],
+        "cgroupsPath": p.cgroups_path,
+        "resources": {
+            "devices": [
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 136, "access": "rwm"}
+            ],
+            "memory": {"limit": mem},
+            "cpu": {"quota": cpu_quota(spec.vcpus), "period": CPU_PERIOD_US},
+            "pids": {"limit": t.pids_limit}
+        },
+        "maskedPaths": [
+            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+            "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug"
+        ],
+        "readonlyPaths": [
+            "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+        ]
+    });
+    if let Some(s) = &t.seccomp {
+        linux["seccomp"] = s.clone();
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/.runta/agent", "--socket", "/.runta/run/agent.sock"],
+            "env": env,
+            "cwd": "/",
+            "capabilities": {
+                "bounding": CAPABILITIES,
+                "effective": CAPABILITIES,
+                "permitted": CAPABILITIES
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": t.nofile, "soft": t.nofile}],
+            "noNewPrivileges": true,
+            "oomScoreAdj": 500
+        },
+        "root": {"path": p.rootfs, "readonly": false},
+        "hostname": spec.name,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+            bind(p.agent_bin, "/.runta/agent", true),
+            bind(p.run_dir, "/.runta/run", false),
+            bind(&p.etc_dir.join("hosts"), "/etc/hosts", false),
+            bind(&p.etc_dir.join("hostname"), "/etc/hostname", false),
+            bind(&p.etc_dir.join("resolv.conf"), "/etc/resolv.conf", false)
+        ],
+        "linux": linux
+    })
+}

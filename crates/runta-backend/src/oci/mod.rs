@@ -1,0 +1,319 @@
+//! The OCI backend: runtimes are OCI containers run by crun (or runc), each with
+//! an overlay root, a named network namespace and its own cgroup, and
+//! `runta-agent` as PID 1.
+
+mod bundle;
+mod runtime_bin;
+mod seccomp;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+pub use bundle::{cpu_quota, CAPABILITIES, CPU_PERIOD_US};
+pub use runtime_bin::{OciRuntime, RuntimeKind};
+
+use crate::cgroups::{CgroupMode, Cgroups};
+use crate::images::ImageStore;
+use crate::network::Network;
+use crate::rootfs::Layer;
+use crate::{Backend, BackendError, BackendState, Limits, Result, RuntimeSpec, Usage};
+
+pub struct OciConfig {
+    /// Per-runtime folders live here (`<data>/runtimes`).
+    pub runtimes_dir: PathBuf,
+    /// The static `runta-agent` binary to run as PID 1.
+    pub agent_bin: PathBuf,
+    /// Short hex tag unique to this daemon instance (host-side names).
+    pub instance: String,
+    /// Runtime network is `10.<subnet_octet>.0.0/16`.
+    pub subnet_octet: u8,
+    pub pids_limit: i64,
+    /// Force `crun` or `runc`; detected when `None`.
+    pub runtime: Option<RuntimeKind>,
+    pub seccomp: bool,
+}
+
+pub struct OciBackend {
+    oci: OciRuntime,
+    cgroups: Cgroups,
+    network: Network,
+    images: Arc<ImageStore>,
+    cfg: OciConfig,
+    nofile: u64,
+}
+
+impl OciBackend {
+    /// Detects the OCI runtime and cgroup layout and prepares the host network.
+    pub async fn new(cfg: OciConfig, images: Arc<ImageStore>) -> Result<Self> {
+        let mode = CgroupMode::detect();
+        let oci = OciRuntime::detect(
+            cfg.runtime,
+            cfg.runtimes_dir.join("..").join("oci-state"),
+            mode,
+        )?;
+        std::fs::create_dir_all(&cfg.runtimes_dir)?;
+        let network = Network::new(&cfg.instance, cfg.subnet_octet);
+        network.setup_host().await?;
+        // Root lacks CAP_SYS_RESOURCE here: never ask for more than the hard limit.
+        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(_, hard)| hard.min(1 << 20))
+            .unwrap_or(1024);
+        Ok(OciBackend {
+            oci,
+            cgroups: Cgroups::new(mode),
+            network,
+            images,
+            cfg,
+            nofile,
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    pub fn oci_runtime(&self) -> &OciRuntime {
+        &self.oci
+    }
+
+    pub fn cgroup_path(&self, id: Uuid) -> String {
+        format!("/runta-{}/{}", self.cfg.instance, id)
+    }
+
+    fn dir(&self, id: Uuid) -> PathBuf {
+        self.cfg.runtimes_dir.join(id.to_string())
+    }
+
+    /// True if anything of the runtime is left on the host: its folder, mount,
+    /// network or cgroup. Used by tests and the reconciler to prove cleanup.
+    pub fn leftovers(&self, id: Uuid) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.dir(id).exists() {
+            v.push(format!("folder {}", self.dir(id).display()));
+        }
+        if Layer::new(&self.dir(id)).is_mounted() {
+            v.push("overlay mount".into());
+        }
+        if self.network.leftovers(id) {
+            v.push("network namespace or veth".into());
+        }
+        if self.cgroups.exists(&self.cgroup_path(id)) {
+            v.push("cgroup".into());
+        }
+        v
+    }
+
+    fn write_etc(&self, spec: &RuntimeSpec, etc: &Path) -> Result<()> {
+        std::fs::create_dir_all(etc)?;
+        // Files the user may edit inside the runtime survive a reboot: write once.
+        let hosts = etc.join("hosts");
+        if !hosts.exists() {
+            std::fs::write(
+                &hosts,
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+                    spec.ip, spec.name
+                ),
+            )?;
+        }
+        std::fs::write(etc.join("hostname"), format!("{}\n", spec.name))?;
+        let resolv = etc.join("resolv.conf");
+        if !resolv.exists() {
+            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            // A loopback resolver on the host is unreachable from the runtime.
+            let usable: String = host
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("nameserver 127."))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let content = if usable.contains("nameserver") {
+                usable
+            } else {
+                "nameserver 1.1.1.1\n".to_string()
+            };
+            std::fs::write(&resolv, content)?;
+        }
+        Ok(())
+    }
+
+    /// Filesystem, network, config; then the container with the agent as PID 1.
+    async fn boot(&self, spec: &RuntimeSpec) -> Result<()> {
+        let dir = self.dir(spec.id);
+        let run_dir = dir.join("run");
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&run_dir)?;
+        let layer = Layer::new(&dir);
+        if !self.images.is_ready(&spec.image) {
+            self.images.ensure(&spec.image).await?;
+        }
+        layer.mount(&self.images.rootfs(&spec.image))?;
+        self.write_etc(spec, &etc)?;
+        self.network.attach(spec.id, spec.ip).await?;
+        let cg = self.cgroup_path(spec.id);
+        let netns = self.network.netns_path(spec.id);
+        let config = bundle::config(
+            spec,
+            &bundle::BundlePaths {
+                rootfs: &layer.merged,
+                agent_bin: &self.cfg.agent_bin,
+                run_dir: &run_dir,
+                etc_dir: &etc,
+                netns: &netns,
+                cgroups_path: &cg,
+            },
+            &bundle::Tunables {
+                pids_limit: self.cfg.pids_limit,
+                nofile: self.nofile,
+                seccomp: self.cfg.seccomp.then(seccomp::default_profile),
+            },
+        );
+        std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).map_err(|e| BackendError::Other(e.to_string()))?)?;
+        let _ = std::fs::remove_file(run_dir.join("agent.sock"));
+        self.oci.run(spec.id, &dir).await?;
+        self.wait_agent(spec.id, Duration::from_secs(10)).await
+    }
+
+    async fn wait_stopped(&self, id: Uuid, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.oci.state(id).await? {
+                BackendState::Stopped | BackendState::Missing => return Ok(true),
+                _ if Instant::now() >= deadline => return Ok(false),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Ends the container (whatever its state) and removes it from the OCI runtime.
+    async fn destroy_container(&self, id: Uuid, grace: Duration) -> Result<()> {
+        match self.oci.state(id).await? {
+            BackendState::Missing => return Ok(()),
+            BackendState::Paused => {
+                // Frozen processes cannot act on SIGTERM; thaw first.
+                self.oci.resume(id).await?;
+            }
+            _ => {}
+        }
+        if !grace.is_zero() && matches!(self.oci.state(id).await?, BackendState::Running { .. }) {
+            let _ = self.oci.kill(id, "TERM", false).await;
+            if self.wait_stopped(id, grace).await? {
+                return self.oci.delete(id).await;
+            }
+        }
+        if !matches!(self.oci.state(id).await?, BackendState::Stopped | BackendState::Missing) {
+            let _ = self.oci.kill(id, "KILL", true).await;
+            if !self.wait_stopped(id, Duration::from_secs(10)).await? {
+                warn!(%id, "container did not stop after SIGKILL");
+            }
+        }
+        self.oci.delete(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for OciBackend {
+    fn name(&self) -> String {
+        format!("oci/{}", self.oci.kind().as_str())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        self.images.ensure(image).await
+    }
+
+    async fn create(&self, spec: &RuntimeSpec) -> Result<()> {
+        let started = Instant::now();
+        let r = self.boot(spec).await;
+        if let Err(e) = &r {
+            warn!(id = %spec.id, "create failed, cleaning up: {e}");
+            let _ = self.delete(spec.id).await;
+        }
+        debug!(id = %spec.id, ms = started.elapsed().as_millis() as u64, "created");
+        r
+    }
+
+    async fn start(&self, spec: &RuntimeSpec) -> Result<()> {
+        // A stale container record (init died, host rebooted) is removed first.
+        self.destroy_container(spec.id, Duration::ZERO).await?;
+        let r = self.boot(spec).await;
+        if r.is_err() {
+            let _ = self.destroy_container(spec.id, Duration::ZERO).await;
+        }
+        r
+    }
+
+    async fn stop(&self, id: Uuid, grace: Duration) -> Result<()> {
+        self.destroy_container(id, grace).await
+    }
+
+    async fn pause(&self, id: Uuid) -> Result<()> {
+        self.oci.pause(id).await
+    }
+
+    async fn resume(&self, id: Uuid) -> Result<()> {
+        self.oci.resume(id).await
+    }
+
+    async fn update(&self, id: Uuid, limits: Limits) -> Result<()> {
+        self.oci
+            .update(id, limits.memory_limit_mib * 1024 * 1024, cpu_quota(limits.vcpus))
+            .await
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<()> {
+        self.destroy_container(id, Duration::ZERO).await?;
+        self.network.detach(id).await;
+        let dir = self.dir(id);
+        Layer::new(&dir).unmount()?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        self.cgroups.remove(&self.cgroup_path(id));
+        Ok(())
+    }
+
+    async fn state(&self, id: Uuid) -> Result<BackendState> {
+        self.oci.state(id).await
+    }
+
+    fn usage(&self, id: Uuid) -> Option<Usage> {
+        self.cgroups.usage(&self.cgroup_path(id))
+    }
+
+    fn is_alive(&self, id: Uuid) -> bool {
+        self.cgroups.has_processes(&self.cgroup_path(id))
+    }
+
+    fn agent_socket(&self, id: Uuid) -> PathBuf {
+        self.dir(id).join("run").join("agent.sock")
+    }
+
+    async fn wait_agent(&self, id: Uuid, timeout: Duration) -> Result<()> {
+        let sock = self.agent_socket(id);
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_micros(500);
+        loop {
+            match tokio::net::UnixStream::connect(&sock).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    let log = std::fs::read_to_string(self.dir(id).join("init.log")).unwrap_or_default();
+                    return Err(BackendError::AgentTimeout(format!(
+                        "{e}; init log: {}",
+                        log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                    )));
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+fn main() { eprintln!("runta CLI: under construction"); std::process::exit(2) }

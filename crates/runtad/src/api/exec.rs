@@ -1,0 +1,235 @@
+//! Exec routes: buffered (`POST …/exec`) and interactive (`GET …/exec/ws`).
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Json;
+use base64::Engine;
+use runta_agent::{tag, ProcessSpec, Request as AgentRequest, Response as AgentResponse};
+use runta_api::{validate, ClientFrame, Data, ExecRequest, ExecResult, ServerFrame};
+
+use super::error::ApiResult;
+use super::extract::ApiJson;
+use super::AppState;
+use crate::auth::Principal;
+use crate::manager::{Error, Manager};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[utoipa::path(post, path = "/v1/runtimes/{id}/exec", tag = "exec",
+    params(("id" = String, Path, description = "UUID or name")),
+    request_body = ExecRequest,
+    responses((status = 200, body = Data<ExecResult>), (status = 409, body = runta_api::ErrorBody, description = "Runtime not running")))]
+pub async fn exec(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ExecRequest>,
+) -> ApiResult<Json<Data<ExecResult>>> {
+    let r = state.manager.exec(&p.tenant, &id, req).await?;
+    Ok(Json(Data { data: r }))
+}
+
+#[utoipa::path(get, path = "/v1/runtimes/{id}/exec/ws", tag = "exec",
+    params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 101, description = "WebSocket: client sends `start`, then `stdin`/`resize`/`signal`/`close_stdin`; server sends `stdout`/`stderr`/`exit`/`error` (see ClientFrame, ServerFrame)")))]
+pub async fn exec_ws(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    // Resolve now so a wrong name is a plain 404, not a socket that closes.
+    let r = state.manager.find(&p.tenant, &id)?;
+    let manager = state.manager.clone();
+    let tenant = p.tenant.clone();
+    let name = r.id.to_string();
+    Ok(ws
+        .protocols(["runta-v1"])
+        .max_message_size(8 * 1024 * 1024)
+        .on_upgrade(move |mut socket| async move {
+            if let Err(e) = serve_ws(&mut socket, &manager, &tenant, &name).await {
+                let e = crate::api::error::ApiError::from(e);
+                let _ = send(
+                    &mut socket,
+                    &ServerFrame::Error {
+                        code: e.code.to_string(),
+                        message: e.message,
+                    },
+                )
+                .await;
+            }
+            let _ = socket.send(Message::Close(None)).await;
+        }))
+}
+
+async fn send(socket: &mut WebSocket, f: &ServerFrame) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Text(serde_json::to_string(f).unwrap_or_default().into()))
+        .await
+}
+
+fn parse_signal(v: &serde_json::Value) -> Option<i32> {
+    if let Some(n) = v.as_i64() {
+        return (1..=64).contains(&n).then_some(n as i32);
+    }
+    let s = v.as_str()?.trim().to_ascii_uppercase();
+    let s = s.strip_prefix("SIG").unwrap_or(&s);
+    Some(match s {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "WINCH" => libc::SIGWINCH,
+        _ => return None,
+    })
+}
+
+async fn serve_ws(
+    socket: &mut WebSocket,
+    manager: &std::sync::Arc<Manager>,
+    tenant: &str,
+    id: &str,
+) -> Result<(), Error> {
+    // The first frame must be `start`.
+    let first = tokio::time::timeout(Duration::from_secs(30), socket.recv())
+        .await
+        .map_err(|_| Error::invalid("start", "no start frame within 30 s"))?;
+    let start: ClientFrame = match first {
+        Some(Ok(Message::Text(t))) => serde_json::from_str(&t)
+            .map_err(|e| Error::invalid("start", format!("malformed frame: {e}")))?,
+        _ => return Ok(()),
+    };
+    let ClientFrame::Start {
+        command,
+        args,
+        env,
+        cwd,
+        tty,
+        rows,
+        cols,
+    } = start
+    else {
+        return Err(Error::invalid("type", "the first frame must be of type start"));
+    };
+    let argv = Manager::argv(&command, args.as_ref())?;
+    Manager::check_cwd(cwd.as_ref())?;
+    validate::env("env", &env)?;
+    let (r, _guard, agent) = manager.running(tenant, id, "exec").await?;
+    let (mut ar, mut aw) = agent
+        .spawn(
+            ProcessSpec {
+                argv,
+                env: Manager::command_env(&r, &env, tty),
+                cwd: Some(cwd.unwrap_or_else(|| "/root".into())),
+            },
+            tty,
+            rows.unwrap_or(24),
+            cols.unwrap_or(80),
+        )
+        .await?;
+
+    // Frame reads are not cancel-safe: read the agent in its own task.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(f)) = ar.next().await {
+            if tx.send(f).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = loop {
+        tokio::select! {
+            frame = rx.recv() => {
+                let Some(frame) = frame else {
+                    break Err(Error::Unavailable("the runtime's agent went away".into()));
+                };
+                let msg = match frame.tag {
+                    tag::STDOUT => ServerFrame::Stdout { data_base64: B64.encode(&frame.payload) },
+                    tag::STDERR => ServerFrame::Stderr { data_base64: B64.encode(&frame.payload) },
+                    tag::CONTROL => match serde_json::from_slice::<AgentResponse>(&frame.payload) {
+                        Ok(AgentResponse::Exited { exit_code }) => {
+                            let _ = send(socket, &ServerFrame::Exit { exit_code }).await;
+                            break Ok(());
+                        }
+                        Ok(AgentResponse::Error { kind, message }) => ServerFrame::Error { code: kind, message },
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                if send(socket, &msg).await.is_err() {
+                    break Ok(());
+                }
+            }
+            msg = socket.recv() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(b))) => {
+                        // Raw bytes are stdin too (cheaper than base64 for terminals).
+                        if aw.frame(tag::STDIN, &b).await.is_err() { break Ok(()); }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ok(()),
+                    Some(Ok(_)) => continue,
+                };
+                let frame: ClientFrame = match serde_json::from_str(&text) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = send(socket, &ServerFrame::Error {
+                            code: "invalid_argument".into(),
+                            message: format!("malformed frame: {e}"),
+                        }).await;
+                        continue;
+                    }
+                };
+                let sent = match frame {
+                    ClientFrame::Stdin { data_base64 } => match B64.decode(data_base64.as_bytes()) {
+                        Ok(d) => aw.frame(tag::STDIN, &d).await,
+                        Err(e) => {
+                            let _ = send(socket, &ServerFrame::Error {
+                                code: "invalid_argument".into(),
+                                message: format!("data_base64: {e}"),
+                            }).await;
+                            Ok(())
+                        }
+                    },
+                    ClientFrame::Resize { rows, cols } => aw.request(&AgentRequest::Resize { rows, cols }).await,
+                    ClientFrame::Signal { signal } => match parse_signal(&signal) {
+                        Some(sig) => aw.request(&AgentRequest::Signal { signal: sig }).await,
+                        None => {
+                            let _ = send(socket, &ServerFrame::Error {
+                                code: "invalid_argument".into(),
+                                message: format!("signal: {signal} is not a known signal"),
+                            }).await;
+                            Ok(())
+                        }
+                    },
+                    ClientFrame::CloseStdin => aw.frame(tag::EOF, b"").await,
+                    ClientFrame::Start { .. } => {
+                        let _ = send(socket, &ServerFrame::Error {
+                            code: "failed_precondition".into(),
+                            message: "a command is already running on this connection".into(),
+                        }).await;
+                        Ok(())
+                    }
+                };
+                if sent.is_err() {
+                    break Err(Error::Unavailable("the runtime's agent went away".into()));
+                }
+            }
+        }
+    };
+    // Dropping the writer closes the agent connection: the agent hangs up the
+    // process if it is still running.
+    drop(aw);
+    reader.abort();
+    result
+}

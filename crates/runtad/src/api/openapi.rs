@@ -1,0 +1,47 @@
+//! The OpenAPI 3.1 document, generated from the handlers and wire types.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, deploy, exec, files, runtimes};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("rt_…")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Runta API", version = "1", description = "Self-hosted isolated runtimes for AI agents and applications."),
+    paths(
+        runtimes::create, runtimes::list, runtimes::get, runtimes::delete, runtimes::update,
+        runtimes::start, runtimes::stop, runtimes::pause, runtimes::resume, runtimes::events,
+        exec::exec, exec::exec_ws, files::read, files::write, files::list,
+        deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
+    ),
+    components(schemas(
+        runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
+        runta_api::RuntimeStatus, runta_api::ClientFrame, runta_api::ServerFrame, runta_api::Event,
+        runta_api::FileEntry, runta_api::Deployment, runta_api::SandboxSpec, runta_api::PlanLine,
+    )),
+    modifiers(&Security),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,130 @@
+//! `runtad`, the Runta daemon, as a library: configuration, the store, the
+//! runtime manager and the HTTP API. `main.rs` only parses flags and calls
+//! [`run`]. Data flows one way: API handlers → manager → backend → agent.
+
+pub mod agent_client;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod manager;
+pub mod metrics;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow_lite::Context;
+use runta_backend::images::ImageStore;
+use runta_backend::network::Network;
+use runta_backend::oci::{OciBackend, OciConfig};
+use tracing::info;
+
+pub use config::Config;
+
+mod anyhow_lite {
+    //! A tiny context helper so start-up errors say what failed.
+    pub trait Context<T> {
+        fn context(self, what: &str) -> Result<T, String>;
+    }
+    impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+        fn context(self, what: &str) -> Result<T, String> {
+            self.map_err(|e| format!("{what}: {e}"))
+        }
+    }
+}
+
+/// Starts the daemon and serves until the process is stopped.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let started = Instant::now();
+    let data_dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).context("create data dir")?;
+    let data_dir = data_dir.canonicalize().context("resolve data dir")?;
+    let store = Arc::new(store::Store::open(&data_dir.join("runta.db")).context("open store")?);
+    if let Some(token) = auth::ensure_admin_token(&store, &data_dir).context("admin token")? {
+        let _ = token;
+        info!(path = %data_dir.join("admin-token").display(), "created the admin token");
+    }
+
+    let agent_bin = config::install_agent(&cfg, &data_dir)?;
+    let instance = config::instance_tag(&data_dir);
+    let subnet_octet = cfg.subnet_octet.unwrap_or_else(|| config::default_subnet_octet(&instance));
+    let images_dir = cfg.images_dir.clone().unwrap_or_else(|| data_dir.join("images"));
+    let images = Arc::new(ImageStore::new(images_dir, cfg.debian_mirror.clone()));
+    let backend = OciBackend::new(
+        OciConfig {
+            runtimes_dir: data_dir.join("runtimes"),
+            agent_bin,
+            instance: instance.clone(),
+            subnet_octet,
+            pids_limit: cfg.pids_limit,
+            runtime: cfg.oci_runtime.as_deref().and_then(runta_backend::oci::RuntimeKind::parse),
+            seccomp: !cfg.no_seccomp,
+        },
+        images.clone(),
+    )
+    .await
+    .context("start the OCI backend")?;
+    info!(backend = %runta_backend::Backend::name(&backend), instance = %instance, subnet = %backend.network().subnet(), "backend ready");
+    let backend: Arc<dyn runta_backend::Backend> = Arc::new(backend);
+
+    let host_mem_mib = config::host_memory_mib();
+    let capacity = cfg
+        .capacity_memory_mib
+        .unwrap_or((host_mem_mib as f64 * cfg.memory_overcommit) as u64);
+    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let manager = manager::Manager::new(
+        store.clone(),
+        backend,
+        manager::ManagerConfig {
+            capacity_memory_mib: capacity,
+            host_cpus,
+            stop_grace: Duration::from_secs(cfg.stop_grace_secs),
+            default_image: runta_backend::images::BASE_IMAGE.to_string(),
+            default_vcpus: 1.0,
+            default_memory_mib: 512,
+            ingress_domain: cfg.ingress_domain.clone(),
+            ingress_https_port: cfg.ingress_https_port,
+            ingress_http_port: cfg.ingress_http_port,
+            network: Network::new(&instance, subnet_octet),
+        },
+        metrics,
+    );
+    manager.reconcile().await.context("reconcile")?;
+    manager.spawn_monitor();
+
+    // Build the default image in the background so the first create is fast;
+    // creates that need it meanwhile wait for the same build.
+    if !cfg.no_prebuild {
+        let images = images.clone();
+        tokio::spawn(async move {
+            if let Err(e) = images.ensure(runta_backend::images::BASE_IMAGE).await {
+                tracing::error!("building the base image failed: {e}");
+            }
+        });
+    }
+
+    let app = api::router(api::AppState {
+        manager: manager.clone(),
+        started,
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .context(&format!("listen on {}", cfg.listen))?;
+    info!(listen = %cfg.listen, data_dir = %data_dir.display(), ms = started.elapsed().as_millis() as u64, "runtad ready");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve")?;
+    info!("runtad stopped; runtimes keep running and are picked up at the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

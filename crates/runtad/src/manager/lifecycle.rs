@@ -1,0 +1,567 @@
+//! Creating runtimes and moving them through their statuses.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use runta_api::{validate, CreateRuntimeRequest, PortSpec, RuntimeStatus, UpdateRuntimeRequest};
+use runta_backend::{Limits, RuntimeSpec};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Error, Manager, Result, HOLDS_CAPACITY};
+use crate::store::{ListFilter, RuntimeRecord};
+
+/// A lifecycle action a caller can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Pause,
+    Resume,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+}
+
+fn precondition(r: &RuntimeRecord, what: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "cannot {what} runtime {:?}: it is {}",
+        r.name, r.status
+    ))
+}
+
+/// Validated, defaulted form of a create request.
+struct Plan {
+    image: String,
+    vcpus: f64,
+    memory_mib: u64,
+    memory_limit_mib: u64,
+    disk_gib: Option<u64>,
+}
+
+impl Manager {
+    pub(super) fn spec(&self, r: &RuntimeRecord) -> Result<RuntimeSpec> {
+        Ok(RuntimeSpec {
+            id: r.id,
+            name: r.name.clone(),
+            image: r.image.clone(),
+            vcpus: r.vcpus,
+            memory_limit_mib: r.memory_limit_mib,
+            ip: Ipv4Addr::from_str(&r.ip)
+                .map_err(|e| Error::Internal(format!("stored address {:?}: {e}", r.ip)))?,
+            env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        })
+    }
+
+    fn validate_create(&self, req: &CreateRuntimeRequest) -> Result<Plan> {
+        validate::name("name", &req.name)?;
+        let image = req.image.clone().unwrap_or_else(|| self.cfg.default_image.clone());
+        validate::image("image", &image)?;
+        let rq = &req.resources.requests;
+        let vcpus = rq.vcpus.unwrap_or(self.cfg.default_vcpus);
+        validate::vcpus("resources.requests.vcpus", vcpus)?;
+        let memory_mib = rq.memory_mib.unwrap_or(self.cfg.default_memory_mib);
+        validate::memory_mib("resources.requests.memory_mib", memory_mib)?;
+        let memory_limit_mib = req
+            .resources
+            .limits
+            .as_ref()
+            .and_then(|l| l.memory_mib)
+            .unwrap_or(memory_mib);
+        validate::memory_mib("resources.limits.memory_mib", memory_limit_mib)?;
+        if memory_limit_mib < memory_mib {
+            return Err(Error::invalid(
+                "resources.limits.memory_mib",
+                format!("limit {memory_limit_mib} MiB is below the request {memory_mib} MiB"),
+            ));
+        }
+        if let Some(d) = rq.disk_gib {
+            validate::disk_gib("resources.requests.disk_gib", d)?;
+        }
+        validate::env("env", &req.env)?;
+        validate::labels("labels", &req.labels)?;
+        validate::publish("publish", &req.publish)?;
+        if let Some(t) = req.idle_timeout_secs {
+            validate::idle_timeout("idle_timeout_secs", t)?;
+        }
+        if req.checkpoint.is_some() {
+            return Err(Error::invalid("checkpoint", "checkpoints are not supported yet"));
+        }
+        if vcpus > self.cfg.host_cpus {
+            return Err(Error::ResourceExhausted(format!(
+                "resources.requests.vcpus: {vcpus} vCPUs requested, this machine has {}",
+                self.cfg.host_cpus
+            )));
+        }
+        Ok(Plan {
+            image,
+            vcpus,
+            memory_mib,
+            memory_limit_mib,
+            disk_gib: rq.disk_gib,
+        })
+    }
+
+    /// Memory already promised to live runtimes, optionally leaving one out.
+    fn reserved_memory(&self, except: Option<Uuid>) -> Result<u64> {
+        let live = self.store.list_runtimes(&ListFilter {
+            statuses: HOLDS_CAPACITY.to_vec(),
+            ..Default::default()
+        })?;
+        Ok(live
+            .iter()
+            .filter(|r| Some(r.id) != except)
+            .map(|r| r.memory_mib)
+            .sum())
+    }
+
+    /// Capacity for a whole deployment at once, so it is applied whole or not at
+    /// all: each item is (existing runtime, desired memory).
+    pub fn check_apply_capacity(&self, items: &[(Option<Uuid>, u64)]) -> Result<()> {
+        let live = self.store.list_runtimes(&ListFilter {
+            statuses: HOLDS_CAPACITY.to_vec(),
+            ..Default::default()
+        })?;
+        let replaced: std::collections::HashSet<Uuid> = items.iter().filter_map(|(id, _)| *id).collect();
+        let others: u64 = live.iter().filter(|r| !replaced.contains(&r.id)).map(|r| r.memory_mib).sum();
+        let wanted: u64 = items.iter().map(|(_, m)| m).sum();
+        if others + wanted > self.cfg.capacity_memory_mib {
+            return Err(Error::ResourceExhausted(format!(
+                "not enough memory for this deployment: {wanted} MiB wanted, {} MiB of {} MiB free",
+                self.cfg.capacity_memory_mib.saturating_sub(others),
+                self.cfg.capacity_memory_mib
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_capacity(&self, memory_mib: u64, except: Option<Uuid>) -> Result<()> {
+        let reserved = self.reserved_memory(except)?;
+        if reserved + memory_mib > self.cfg.capacity_memory_mib {
+            return Err(Error::ResourceExhausted(format!(
+                "not enough memory: {memory_mib} MiB requested, {} MiB of {} MiB free on this machine",
+                self.cfg.capacity_memory_mib.saturating_sub(reserved),
+                self.cfg.capacity_memory_mib
+            )));
+        }
+        Ok(())
+    }
+
+    fn allocate_ip(&self) -> Result<Ipv4Addr> {
+        let network = self.network();
+        let used: std::collections::HashSet<u32> = self
+            .store
+            .list_runtimes(&Default::default())?
+            .iter()
+            .filter_map(|r| Ipv4Addr::from_str(&r.ip).ok())
+            .filter_map(|ip| network.host_number(ip))
+            .collect();
+        (2..=65534u32)
+            .find(|n| !used.contains(n))
+            .and_then(|n| network.address(n))
+            .ok_or_else(|| Error::ResourceExhausted("no free addresses on the runtime network".into()))
+    }
+
+    /// Creates a runtime. With `wait`, returns once it runs (or fails and leaves
+    /// nothing behind); without, returns the `creating` record at once.
+    pub async fn create(
+        self: &Arc<Self>,
+        tenant: &str,
+        req: CreateRuntimeRequest,
+        idempotency_key: Option<&str>,
+        wait: bool,
+    ) -> Result<(RuntimeRecord, bool)> {
+        let plan = self.validate_create(&req)?;
+        let request_hash = {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "name": req.name, "image": plan.image, "vcpus": plan.vcpus, "mem": plan.memory_mib,
+                "lim": plan.memory_limit_mib, "env": req.env, "labels": req.labels,
+                "publish": req.publish, "idle": req.idle_timeout_secs,
+            }))
+            .unwrap_or_default();
+            Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        if let Some(key) = idempotency_key {
+            if key.is_empty() || key.len() > 255 {
+                return Err(Error::invalid("Idempotency-Key", "must be 1 to 255 characters"));
+            }
+            if let Some((id, hash)) = self.store.idempotent_runtime(tenant, key)? {
+                if hash != request_hash {
+                    return Err(Error::invalid(
+                        "Idempotency-Key",
+                        "this key was used with a different request body",
+                    ));
+                }
+                if let Some(r) = self.store.get_runtime(id)? {
+                    return Ok((r, false));
+                }
+            }
+        }
+        // Unknown images are rejected before anything is recorded; `base` is
+        // built on first use.
+        self.backend.ensure_image(&plan.image).await?;
+
+        let record = {
+            let _admission = self.admission.lock().await;
+            if self.store.find_runtime(tenant, &req.name)?.is_some() {
+                return Err(Error::AlreadyExists(format!(
+                    "a runtime named {:?} already exists",
+                    req.name
+                )));
+            }
+            self.check_capacity(plan.memory_mib, None)?;
+            let ip = self.allocate_ip()?;
+            let now = Utc::now();
+            let mut r = RuntimeRecord {
+                seq: 0,
+                id: Uuid::new_v4(),
+                tenant: tenant.to_string(),
+                name: req.name.clone(),
+                status: RuntimeStatus::Creating,
+                desired_status: RuntimeStatus::Running,
+                image: plan.image,
+                vcpus: plan.vcpus,
+                memory_mib: plan.memory_mib,
+                memory_limit_mib: plan.memory_limit_mib,
+                disk_gib: plan.disk_gib,
+                env: req.env,
+                labels: req.labels,
+                publish: req.publish,
+                idle_timeout_secs: req.idle_timeout_secs.filter(|t| *t > 0),
+                ip: ip.to_string(),
+                created_at: now,
+                updated_at: now,
+                started_at: None,
+                revision: 1,
+                error: None,
+            };
+            r.seq = self.store.insert_runtime(&r)?;
+            if let Some(key) = idempotency_key {
+                self.store.remember_idempotency(tenant, key, r.id, &request_hash)?;
+            }
+            r
+        };
+        self.event(&record, "created", None);
+        let lock = self.lock_for(record.id);
+        let guard = lock.clone().lock_owned().await;
+        if wait {
+            let r = self.boot_new(record).await;
+            drop(guard);
+            return r.map(|r| (r, true));
+        }
+        let me = self.clone();
+        let pending = record.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _ = me.boot_new(pending).await;
+        });
+        Ok((record, true))
+    }
+
+    /// Starts a freshly recorded runtime. A failure removes the record again, so
+    /// a failed create leaves nothing behind.
+    async fn boot_new(&self, mut r: RuntimeRecord) -> Result<RuntimeRecord> {
+        let t0 = Instant::now();
+        let spec = self.spec(&r)?;
+        match self.backend.create(&spec).await {
+            Ok(()) => {
+                r.status = RuntimeStatus::Running;
+                r.started_at = Some(Utc::now());
+                self.store.update_runtime(&mut r)?;
+                self.mark_booted(&r);
+                self.metrics.observe_create(t0.elapsed());
+                self.event(&r, "started", None);
+                info!(id = %r.id, name = %r.name, ms = t0.elapsed().as_millis() as u64, "runtime created");
+                Ok(r)
+            }
+            Err(e) => {
+                warn!(id = %r.id, "create failed: {e}");
+                self.store.delete_runtime(r.id)?;
+                self.store.delete_events(r.id)?;
+                self.forget(r.id);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<RuntimeRecord>> {
+        Ok(self.store.list_runtimes(filter)?)
+    }
+
+    /// Applies a lifecycle action. Asking for the state a runtime is already in
+    /// is a no-op; an impossible transition is `FailedPrecondition`.
+    pub async fn act(&self, tenant: &str, id_or_name: &str, action: Action) -> Result<RuntimeRecord> {
+        let id = self.find(tenant, id_or_name)?.id;
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let mut r = self
+            .store
+            .get_runtime(id)?
+            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
+        use RuntimeStatus as S;
+        match (action, r.status) {
+            (Action::Start, S::Running) | (Action::Stop, S::Shutdown) | (Action::Pause, S::Paused) | (Action::Resume, S::Running) => Ok(r),
+            (Action::Start, S::Shutdown | S::Error | S::Crashed) => {
+                r.desired_status = S::Running;
+                self.check_capacity(r.memory_mib, Some(r.id))?;
+                self.store.update_runtime(&mut r)?;
+                let spec = self.spec(&r)?;
+                match self.backend.start(&spec).await {
+                    Ok(()) => {
+                        r.status = S::Running;
+                        r.error = None;
+                        r.started_at = Some(Utc::now());
+                        self.store.update_runtime(&mut r)?;
+                        self.mark_booted(&r);
+                        self.event(&r, "started", None);
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        r.status = S::Error;
+                        r.error = Some(format!("boot failed: {e}"));
+                        self.store.update_runtime(&mut r)?;
+                        self.event(&r, "error", r.error.clone().as_deref());
+                        Err(e.into())
+                    }
+                }
+            }
+            (Action::Start | Action::Resume, S::Suspended) => {
+                self.wake_locked(&mut r, "woken").await?;
+                Ok(r)
+            }
+            (Action::Resume, S::Paused) => {
+                self.backend.resume(r.id).await?;
+                r.status = S::Running;
+                r.desired_status = S::Running;
+                self.store.update_runtime(&mut r)?;
+                self.touch(r.id);
+                self.event(&r, "resumed", None);
+                Ok(r)
+            }
+            (Action::Pause, S::Running) => {
+                self.backend.pause(r.id).await?;
+                r.status = S::Paused;
+                r.desired_status = S::Paused;
+                self.store.update_runtime(&mut r)?;
+                self.event(&r, "paused", None);
+                Ok(r)
+            }
+            (Action::Pause, S::Suspended) => {
+                // Already frozen by the idle policy; now the user owns the pause.
+                r.status = S::Paused;
+                r.desired_status = S::Paused;
+                self.store.update_runtime(&mut r)?;
+                self.event(&r, "paused", None);
+                Ok(r)
+            }
+            (Action::Stop, S::Running | S::Paused | S::Suspended | S::Error | S::Crashed) => {
+                r.desired_status = S::Shutdown;
+                self.store.update_runtime(&mut r)?;
+                self.backend.stop(r.id, self.cfg.stop_grace).await?;
+                r.status = S::Shutdown;
+                r.error = None;
+                self.store.update_runtime(&mut r)?;
+                self.event(&r, "stopped", None);
+                Ok(r)
+            }
+            (a, _) => Err(precondition(&r, a.verb())),
+        }
+    }
+
+    /// Thaws a suspended runtime; the caller holds its lock.
+    pub(super) async fn wake_locked(&self, r: &mut RuntimeRecord, event: &str) -> Result<()> {
+        self.backend.resume(r.id).await?;
+        r.status = RuntimeStatus::Running;
+        r.desired_status = RuntimeStatus::Running;
+        self.store.update_runtime(r)?;
+        self.touch(r.id);
+        self.event(r, event, None);
+        Ok(())
+    }
+
+    /// Wakes a runtime if the idle policy suspended it (used by exec and ingress).
+    pub async fn wake_if_suspended(&self, id: Uuid) -> Result<RuntimeRecord> {
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let mut r = self
+            .store
+            .get_runtime(id)?
+            .ok_or_else(|| Error::NotFound("runtime is gone".into()))?;
+        if r.status == RuntimeStatus::Suspended {
+            self.wake_locked(&mut r, "woken").await?;
+        }
+        Ok(r)
+    }
+
+    /// Deletes a runtime and everything it has on the host.
+    pub async fn delete(&self, tenant: &str, id_or_name: &str) -> Result<()> {
+        let id = self.find(tenant, id_or_name)?.id;
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let Some(mut r) = self.store.get_runtime(id)? else {
+            return Err(Error::NotFound(format!("no runtime named {id_or_name:?}")));
+        };
+        self.delete_locked(&mut r).await
+    }
+
+    pub(super) async fn delete_locked(&self, r: &mut RuntimeRecord) -> Result<()> {
+        r.status = RuntimeStatus::Deleting;
+        r.desired_status = RuntimeStatus::Deleting;
+        self.store.update_runtime(r)?;
+        if let Err(e) = self.backend.delete(r.id).await {
+            r.status = RuntimeStatus::Error;
+            r.error = Some(format!("delete failed: {e}"));
+            self.store.update_runtime(r)?;
+            return Err(e.into());
+        }
+        self.store.delete_runtime(r.id)?;
+        self.store.delete_events(r.id)?;
+        self.forget(r.id);
+        info!(id = %r.id, name = %r.name, "runtime deleted");
+        Ok(())
+    }
+
+    /// PATCH: live resize, labels, published ports, idle policy.
+    pub async fn update(&self, tenant: &str, id_or_name: &str, req: UpdateRuntimeRequest) -> Result<RuntimeRecord> {
+        let id = self.find(tenant, id_or_name)?.id;
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let mut r = self
+            .store
+            .get_runtime(id)?
+            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
+        if matches!(r.status, RuntimeStatus::Creating | RuntimeStatus::Deleting) {
+            return Err(precondition(&r, "update"));
+        }
+        let mut changes = Vec::new();
+        if let Some(res) = &req.resources {
+            let vcpus = res.requests.vcpus.unwrap_or(r.vcpus);
+            validate::vcpus("resources.requests.vcpus", vcpus)?;
+            if vcpus > self.cfg.host_cpus {
+                return Err(Error::ResourceExhausted(format!(
+                    "resources.requests.vcpus: {vcpus} vCPUs requested, this machine has {}",
+                    self.cfg.host_cpus
+                )));
+            }
+            let memory_mib = res.requests.memory_mib.unwrap_or(r.memory_mib);
+            validate::memory_mib("resources.requests.memory_mib", memory_mib)?;
+            let explicit_limit = res.limits.as_ref().and_then(|l| l.memory_mib);
+            // Without an explicit limit the limit follows the request (the usual case).
+            let limit = explicit_limit.unwrap_or(if res.requests.memory_mib.is_some() {
+                memory_mib.max(if r.memory_limit_mib > r.memory_mib { r.memory_limit_mib } else { memory_mib })
+            } else {
+                r.memory_limit_mib
+            });
+            validate::memory_mib("resources.limits.memory_mib", limit)?;
+            if limit < memory_mib {
+                return Err(Error::invalid(
+                    "resources.limits.memory_mib",
+                    format!("limit {limit} MiB is below the request {memory_mib} MiB"),
+                ));
+            }
+            if let Some(d) = res.requests.disk_gib {
+                validate::disk_gib("resources.requests.disk_gib", d)?;
+                r.disk_gib = Some(d);
+            }
+            if memory_mib > r.memory_mib && HOLDS_CAPACITY.contains(&r.status) {
+                let _admission = self.admission.lock().await;
+                self.check_capacity(memory_mib, Some(r.id))?;
+            }
+            if (vcpus, memory_mib, limit) != (r.vcpus, r.memory_mib, r.memory_limit_mib) {
+                if matches!(
+                    r.status,
+                    RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
+                ) {
+                    self.backend
+                        .update(r.id, Limits { vcpus, memory_limit_mib: limit })
+                        .await
+                        .map_err(|e| {
+                            Error::FailedPrecondition(format!(
+                                "could not apply the new limits live ({e}); is more memory than the new limit in use?"
+                            ))
+                        })?;
+                }
+                changes.push(format!("vcpus={vcpus} memory_mib={memory_mib} limit_mib={limit}"));
+                r.vcpus = vcpus;
+                r.memory_mib = memory_mib;
+                r.memory_limit_mib = limit;
+            }
+        }
+        if let Some(labels) = req.labels {
+            validate::labels("labels", &labels)?;
+            r.labels = labels;
+            changes.push("labels".into());
+        }
+        if let Some(publish) = req.publish {
+            validate::publish("publish", &publish)?;
+            r.publish = publish;
+            changes.push("publish".into());
+        }
+        if let Some(t) = req.idle_timeout_secs {
+            validate::idle_timeout("idle_timeout_secs", t)?;
+            r.idle_timeout_secs = (t > 0).then_some(t);
+            changes.push("idle_timeout_secs".into());
+        }
+        if !changes.is_empty() {
+            self.store.update_runtime(&mut r)?;
+            self.event(&r, "updated", Some(&changes.join(", ")));
+        }
+        Ok(r)
+    }
+
+    /// Parses `status=running,paused` into statuses, naming the bad one.
+    pub fn parse_statuses(s: &str) -> Result<Vec<RuntimeStatus>> {
+        s.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                RuntimeStatus::parse(p.trim())
+                    .ok_or_else(|| Error::invalid("status", format!("unknown status {p:?}")))
+            })
+            .collect()
+    }
+
+    pub fn parse_labels(items: &[String]) -> Result<Vec<(String, String)>> {
+        items
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| Error::invalid("label", format!("{l:?} is not key=value")))
+            })
+            .collect()
+    }
+}
+
+/// What `apply` compares: the fields a deployment controls.
+pub fn deployment_diff(r: &RuntimeRecord, vcpus: f64, memory_mib: u64, publish: &[PortSpec], idle: Option<u64>, env: &BTreeMap<String, String>) -> Vec<String> {
+    let mut diff = Vec::new();
+    if (r.vcpus - vcpus).abs() > f64::EPSILON {
+        diff.push(format!("vcpus {} -> {vcpus}", r.vcpus));
+    }
+    if r.memory_mib != memory_mib {
+        diff.push(format!("memory_mib {} -> {memory_mib}", r.memory_mib));
+    }
+    if r.publish != publish {
+        diff.push("publish".into());
+    }
+    if r.idle_timeout_secs != idle.filter(|t| *t > 0) {
+        diff.push("idle_timeout_secs".into());
+    }
+    if &r.env != env {
+        diff.push("env (needs a new runtime; not changed)".into());
+    }
+    diff
+}

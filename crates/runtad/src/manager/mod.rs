@@ -1,0 +1,308 @@
+//! The runtime manager: the state machine between the API and the backend.
+//!
+//! It validates requests, keeps the store true, serialises lifecycle changes per
+//! runtime, checks capacity, allocates addresses and drives the [`Backend`]. The
+//! API layer calls one method per request; the backend never calls back up.
+
+mod exec;
+mod lifecycle;
+mod monitor;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runta_api::{
+    PublishedPort, ResourceLimits, ResourceRequests, ResourceUsage, Resources, Runtime,
+    RuntimeStatus,
+};
+use runta_backend::Backend;
+use uuid::Uuid;
+
+pub use exec::ExecGuard;
+pub use lifecycle::{deployment_diff, Action};
+
+use crate::agent_client::AgentError;
+use crate::metrics::Metrics;
+use crate::store::{RuntimeRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<runta_api::validate::FieldError> for Error {
+    fn from(e: runta_api::validate::FieldError) -> Self {
+        Error::Invalid {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Error::AlreadyExists(format!("{what} already exists")),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<runta_backend::BackendError> for Error {
+    fn from(e: runta_backend::BackendError) -> Self {
+        use runta_backend::BackendError as B;
+        match e {
+            B::ImageNotFound(name) => Error::invalid("image", format!("image {name:?} does not exist")),
+            B::ImageBuild(name, why) => Error::Unavailable(format!("image {name:?} could not be built: {why}")),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AgentError> for Error {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Unreachable(io) => Error::Unavailable(format!(
+                "the runtime's agent is not reachable ({io}); the runtime may have crashed"
+            )),
+            AgentError::Protocol(m) => Error::Internal(format!("agent protocol error: {m}")),
+            AgentError::Refused { kind, message } => match kind.as_str() {
+                "not_found" => Error::NotFound(message),
+                "permission_denied" => Error::PermissionDenied(message),
+                "is_directory" | "not_directory" | "invalid_argument" => Error::invalid("path", message),
+                _ => Error::Internal(message),
+            },
+        }
+    }
+}
+
+/// Settings the manager needs from the daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Sum of memory requests of live runtimes may not exceed this.
+    pub capacity_memory_mib: u64,
+    /// Largest vCPU request one runtime may make.
+    pub host_cpus: f64,
+    pub stop_grace: Duration,
+    pub default_image: String,
+    pub default_vcpus: f64,
+    pub default_memory_mib: u64,
+    /// Ingress domain and public ports, for the URLs of published ports.
+    pub ingress_domain: String,
+    pub ingress_https_port: u16,
+    pub ingress_http_port: u16,
+    /// Address math of the runtime network (the backend owns the network itself).
+    pub network: runta_backend::network::Network,
+}
+
+/// Per-runtime activity, for the idle policy and `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity {
+    pub in_flight: u32,
+    pub last_active: Instant,
+}
+
+pub struct Manager {
+    store: Arc<Store>,
+    backend: Arc<dyn Backend>,
+    cfg: ManagerConfig,
+    /// One lock per runtime: lifecycle changes of a runtime never interleave.
+    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises capacity checks, address allocation and record insertion.
+    admission: tokio::sync::Mutex<()>,
+    activity: Mutex<HashMap<Uuid, Activity>>,
+    oom_seen: Mutex<HashMap<Uuid, u64>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Statuses in which a runtime holds memory on the host.
+const HOLDS_CAPACITY: [RuntimeStatus; 4] = [
+    RuntimeStatus::Creating,
+    RuntimeStatus::Running,
+    RuntimeStatus::Paused,
+    RuntimeStatus::Suspended,
+];
+
+impl Manager {
+    pub fn new(store: Arc<Store>, backend: Arc<dyn Backend>, cfg: ManagerConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Manager {
+            store,
+            backend,
+            cfg,
+            locks: Mutex::new(HashMap::new()),
+            admission: tokio::sync::Mutex::new(()),
+            activity: Mutex::new(HashMap::new()),
+            oom_seen: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.cfg
+    }
+
+    fn network(&self) -> &runta_backend::network::Network {
+        &self.cfg.network
+    }
+
+    fn lock_for(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.activity.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.oom_seen.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Finds a runtime of `tenant` by UUID or name; another tenant's is "not found".
+    pub fn find(&self, tenant: &str, id_or_name: &str) -> Result<RuntimeRecord> {
+        self.store
+            .find_runtime(tenant, id_or_name)?
+            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))
+    }
+
+    pub fn event(&self, r: &RuntimeRecord, kind: &str, message: Option<&str>) {
+        if let Err(e) = self.store.add_event(r.id, &r.tenant, kind, message) {
+            tracing::warn!(id = %r.id, "record event {kind}: {e}");
+        }
+    }
+
+    pub fn published_urls(&self, r: &RuntimeRecord) -> Vec<PublishedPort> {
+        r.publish
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // The first published port answers at `<uuid>.<domain>`, every port
+                // also at `<port>-<uuid>.<domain>`.
+                let host = if i == 0 {
+                    format!("{}.{}", r.id, self.cfg.ingress_domain)
+                } else {
+                    format!("{}-{}.{}", p.port, r.id, self.cfg.ingress_domain)
+                };
+                let (scheme, port, default) = match p.protocol {
+                    runta_api::Protocol::Https => ("https", self.cfg.ingress_https_port, 443),
+                    runta_api::Protocol::Http => ("http", self.cfg.ingress_http_port, 80),
+                };
+                let url = if port == default {
+                    format!("{scheme}://{host}")
+                } else {
+                    format!("{scheme}://{host}:{port}")
+                };
+                PublishedPort {
+                    port: p.port,
+                    protocol: p.protocol,
+                    url,
+                }
+            })
+            .collect()
+    }
+
+    /// The API view of a record, with live usage where the runtime is up.
+    pub fn view(&self, r: &RuntimeRecord) -> Runtime {
+        let current = if matches!(
+            r.status,
+            RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
+        ) {
+            self.backend.usage(r.id).map(|u| ResourceUsage {
+                memory_mib_used: (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0,
+                cpu_seconds: (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0,
+            })
+        } else {
+            None
+        };
+        Runtime {
+            id: r.id,
+            name: r.name.clone(),
+            tenant: r.tenant.clone(),
+            status: r.status,
+            desired_status: r.desired_status,
+            image: r.image.clone(),
+            resources: Resources {
+                requests: ResourceRequests {
+                    vcpus: r.vcpus,
+                    memory_mib: r.memory_mib,
+                    disk_gib: r.disk_gib,
+                },
+                limits: ResourceLimits {
+                    memory_mib: r.memory_limit_mib,
+                },
+                current,
+            },
+            env: r.env.clone(),
+            labels: r.labels.clone(),
+            publish: self.published_urls(r),
+            idle_timeout_secs: r.idle_timeout_secs,
+            ip: Some(r.ip.clone()),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            revision: r.revision,
+            error: r.error.clone(),
+        }
+    }
+
+    /// Marks activity on a runtime now (ingress request, exec, file I/O).
+    pub fn touch(&self, id: Uuid) {
+        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let e = a.entry(id).or_insert(Activity {
+            in_flight: 0,
+            last_active: Instant::now(),
+        });
+        e.last_active = Instant::now();
+    }
+
+    pub fn activity(&self, id: Uuid) -> Option<Activity> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied()
+    }
+
+    /// Counts of runtimes per status, for `/metrics`.
+    pub fn status_counts(&self) -> Result<HashMap<RuntimeStatus, u64>> {
+        let mut m = HashMap::new();
+        for r in self.store.list_runtimes(&Default::default())? {
+            *m.entry(r.status).or_insert(0) += 1;
+        }
+        Ok(m)
+    }
+}
