@@ -2,6 +2,7 @@
 //! call one manager method, map the result.
 
 mod admin;
+mod dashboard;
 mod deploy;
 pub mod error;
 mod exec;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apply", post(deploy::apply))
         .route("/v1/delete", post(deploy::delete))
         .nest("/v1/runtimes", runtimes)
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
