@@ -1,0 +1,179 @@
+/**
+ * Wire types: the JSON the REST API v1 sends and accepts, field for field
+ * (crates/runta-api). snake_case here is the wire's; the SDK's own options are camelCase.
+ */
+
+export type RuntimeStatus =
+  | "creating"
+  | "running"
+  | "paused"
+  | "shutdown"
+  | "suspended"
+  | "deleting"
+  | "error"
+  | "crashed";
+
+export type Protocol = "http" | "https";
+
+export interface PortSpec {
+  port: number;
+  protocol?: Protocol;
+}
+
+export interface PublishedPort {
+  port: number;
+  protocol: Protocol;
+  /** Public URL through the daemon's ingress, e.g. `https://<uuid>.runta.localhost:8443`. */
+  url: string;
+}
+
+export interface ResourceRequests {
+  vcpus: number;
+  memory_mib: number;
+  disk_gib: number | null;
+}
+
+export interface ResourceLimits {
+  memory_mib: number;
+}
+
+export interface ResourceUsage {
+  memory_mib_used: number;
+  cpu_seconds: number;
+}
+
+export interface Resources {
+  requests: ResourceRequests;
+  limits: ResourceLimits;
+  current: ResourceUsage | null;
+}
+
+/** The runtime object (SPEC §1), as last fetched from the daemon. */
+export interface RuntimeInfo {
+  id: string;
+  name: string;
+  tenant: string;
+  status: RuntimeStatus;
+  desired_status: RuntimeStatus;
+  image: string;
+  resources: Resources;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  publish: PublishedPort[];
+  idle_timeout_secs: number | null;
+  ip: string | null;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  revision: number;
+  error: string | null;
+}
+
+/** `POST /v1/runtimes` body. */
+export interface CreateRuntimeRequest {
+  name: string;
+  image?: string;
+  resources?: {
+    requests?: { vcpus?: number; memory_mib?: number; disk_gib?: number };
+    limits?: { memory_mib?: number };
+  };
+  env?: Record<string, string>;
+  labels?: Record<string, string>;
+  publish?: PortSpec[];
+  idle_timeout_secs?: number;
+  checkpoint?: string;
+}
+
+/** `PATCH /v1/runtimes/{id}` body. */
+export interface UpdateRuntimeRequest {
+  resources?: {
+    requests?: { vcpus?: number; memory_mib?: number; disk_gib?: number };
+    limits?: { memory_mib?: number };
+  };
+  labels?: Record<string, string>;
+  publish?: PortSpec[];
+  idle_timeout_secs?: number;
+}
+
+/** `POST /v1/runtimes/{id}/exec` body. */
+export interface ExecRequest {
+  command: string;
+  args?: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: string;
+  timeout_secs?: number;
+  max_output_bytes?: number;
+}
+
+/** `POST /v1/runtimes/{id}/exec` response `data`. */
+export interface ExecResultData {
+  exit_code: number;
+  stdout: string;
+  stderr: string;
+  stdout_truncated: boolean;
+  stderr_truncated: boolean;
+  duration_ms: number;
+  timed_out: boolean;
+}
+
+/** One entry of `GET /v1/runtimes/{id}/events`. */
+export interface RuntimeEvent {
+  id: number;
+  runtime_id: string;
+  /** `created`, `started`, `paused`, `resumed`, `stopped`, `resized`, `oom_killed`, … */
+  type: string;
+  message: string | null;
+  created_at: string;
+}
+
+/** One entry of `GET /v1/runtimes/{id}/files/list`. */
+export interface FileEntry {
+  name: string;
+  type: "file" | "dir" | "symlink" | "other";
+  size: number;
+  /** Permission bits (and possibly type bits) as a number; `mode & 0o7777` for permissions. */
+  mode: number;
+}
+
+export interface Pagination {
+  next_cursor: string | null;
+  has_more: boolean;
+}
+
+export interface ListResponse<T> {
+  data: T[];
+  pagination: Pagination;
+}
+
+/** Exec WebSocket: frames the client sends. */
+export type ClientFrame =
+  | {
+      type: "start";
+      command: string;
+      args?: string[];
+      env?: Record<string, string>;
+      cwd?: string;
+      tty?: boolean;
+      rows?: number;
+      cols?: number;
+    }
+  | { type: "stdin"; data_base64: string }
+  | { type: "resize"; rows: number; cols: number }
+  | { type: "signal"; signal: string | number }
+  | { type: "close_stdin" };
+
+/** Exec WebSocket: frames the server sends. */
+export type ServerFrame =
+  | { type: "stdout"; data_base64: string }
+  | { type: "stderr"; data_base64: string }
+  | { type: "exit"; exit_code: number }
+  | { type: "error"; code: string; message: string };
+
+/** `POST /v1/tokens` response `data` (admin only). */
+export interface TokenCreated {
+  id: string;
+  tenant: string;
+  token: string;
+  created_at: string;
+}
