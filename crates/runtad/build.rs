@@ -29,7 +29,11 @@ fn main() {
     files.sort();
 
     let mut code = String::new();
-    writeln!(code, "/// Whether the real dashboard (not the placeholder) is embedded.").unwrap();
+    writeln!(
+        code,
+        "/// Whether the real dashboard (not the placeholder) is embedded."
+    )
+    .unwrap();
     writeln!(code, "pub const DASHBOARD_BUILT: bool = {built};").unwrap();
     writeln!(code, "pub static ASSETS: &[Asset] = &[").unwrap();
     for (path, file) in &files {
@@ -50,14 +54,20 @@ fn main() {
 /// Every servable file under `dir`, keyed by its URL path. Names that could not be a
 /// plain route, or that would shadow the API, are skipped with a warning.
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
             collect(root, &p, files);
             continue;
         }
-        let rel = p.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
+        let rel = p
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .replace('\\', "/");
         let url = format!("/{rel}");
         let plain = url
             .bytes()

@@ -62,9 +62,11 @@ impl Cgroups {
         match self.mode {
             CgroupMode::V2 => {
                 let current = read_u64(&self.file("", rel, "memory.current"))?;
-                let inactive = stat_field(&self.file("", rel, "memory.stat"), "inactive_file").unwrap_or(0);
+                let inactive =
+                    stat_field(&self.file("", rel, "memory.stat"), "inactive_file").unwrap_or(0);
                 let cpu_us = stat_field(&self.file("", rel, "cpu.stat"), "usage_usec").unwrap_or(0);
-                let ooms = stat_field(&self.file("", rel, "memory.events"), "oom_kill").unwrap_or(0);
+                let ooms =
+                    stat_field(&self.file("", rel, "memory.events"), "oom_kill").unwrap_or(0);
                 Some(Usage {
                     memory_bytes: current.saturating_sub(inactive),
                     cpu_nanos: cpu_us * 1000,
@@ -73,11 +75,14 @@ impl Cgroups {
             }
             CgroupMode::V1 { .. } => {
                 let usage = read_u64(&self.file("memory", rel, "memory.usage_in_bytes"))?;
-                let inactive =
-                    stat_field(&self.file("memory", rel, "memory.stat"), "total_inactive_file").unwrap_or(0);
+                let inactive = stat_field(
+                    &self.file("memory", rel, "memory.stat"),
+                    "total_inactive_file",
+                )
+                .unwrap_or(0);
                 let cpu = read_u64(&self.file("cpuacct", rel, "cpuacct.usage")).unwrap_or(0);
-                let ooms =
-                    stat_field(&self.file("memory", rel, "memory.oom_control"), "oom_kill").unwrap_or(0);
+                let ooms = stat_field(&self.file("memory", rel, "memory.oom_control"), "oom_kill")
+                    .unwrap_or(0);
                 Some(Usage {
                     memory_bytes: usage.saturating_sub(inactive),
                     cpu_nanos: cpu,

@@ -98,7 +98,9 @@ impl ImageStore {
 
     async fn build_base(&self) -> Result<()> {
         let target = self.dir.join(BASE_IMAGE);
-        let tmp = self.dir.join(format!(".build-{BASE_IMAGE}-{}", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".build-{BASE_IMAGE}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let log = self.dir.join(format!("{BASE_IMAGE}.build.log"));
         info!(mirror = %self.mirror, log = %log.display(), "building image base with debootstrap (about a minute, once)");

@@ -45,7 +45,9 @@ pub struct Limits {
 /// What the backend sees of a runtime, independent of what the store believes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendState {
-    Running { pid: u32 },
+    Running {
+        pid: u32,
+    },
     Paused,
     /// The sandbox exists but its init has exited.
     Stopped,

@@ -52,7 +52,12 @@ impl Network {
         if !(2..=65534).contains(&n) {
             return None;
         }
-        Some(Ipv4Addr::new(10, self.second_octet, (n >> 8) as u8, (n & 0xff) as u8))
+        Some(Ipv4Addr::new(
+            10,
+            self.second_octet,
+            (n >> 8) as u8,
+            (n & 0xff) as u8,
+        ))
     }
 
     /// The inverse of [`Network::address`].
@@ -106,15 +111,37 @@ impl Network {
             (
                 "filter",
                 &fwd,
-                vec!["-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+                vec![
+                    "-o",
+                    br,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                    "-j",
+                    "ACCEPT",
+                ],
             ),
             (
                 "filter",
                 &inp,
-                vec!["-i", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+                vec![
+                    "-i",
+                    br,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                    "-j",
+                    "ACCEPT",
+                ],
             ),
             ("filter", &inp, vec!["-i", br, "-j", "DROP"]),
-            ("nat", &nat, vec!["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"]),
+            (
+                "nat",
+                &nat,
+                vec!["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"],
+            ),
         ];
         for (table, chain, args) in rules {
             let mut a = vec!["-w", "-t", table, "-A", chain];
@@ -173,22 +200,36 @@ impl Network {
 
     /// True if anything of the runtime's network is left on the host.
     pub fn leftovers(&self, id: Uuid) -> bool {
-        self.netns_path(id).exists() || Path::new("/sys/class/net").join(self.veth_name(id)).exists()
+        self.netns_path(id).exists()
+            || Path::new("/sys/class/net")
+                .join(self.veth_name(id))
+                .exists()
     }
 }
 
 async fn ensure_chain(table: &str, chain: &str, parent: &str) -> Result<()> {
     // -N fails when the chain exists; then flush it so rules are not doubled.
-    if run("iptables", &["-w", "-t", table, "-N", chain], None).await.is_err() {
-        run("iptables", &["-w", "-t", table, "-F", chain], None).await?;
-    }
-    if run("iptables", &["-w", "-t", table, "-C", parent, "-j", chain], None)
+    if run("iptables", &["-w", "-t", table, "-N", chain], None)
         .await
         .is_err()
     {
-        run("iptables", &["-w", "-t", table, "-I", parent, "1", "-j", chain], None)
-            .await
-            .map_err(|e| BackendError::Other(format!("install {chain}: {e}")))?;
+        run("iptables", &["-w", "-t", table, "-F", chain], None).await?;
+    }
+    if run(
+        "iptables",
+        &["-w", "-t", table, "-C", parent, "-j", chain],
+        None,
+    )
+    .await
+    .is_err()
+    {
+        run(
+            "iptables",
+            &["-w", "-t", table, "-I", parent, "1", "-j", chain],
+            None,
+        )
+        .await
+        .map_err(|e| BackendError::Other(format!("install {chain}: {e}")))?;
     }
     Ok(())
 }

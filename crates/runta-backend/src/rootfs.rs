@@ -48,7 +48,9 @@ impl Layer {
             MsFlags::MS_NODEV,
             Some(opts.as_str()),
         )
-        .map_err(|e| BackendError::Other(format!("mount overlay on {}: {e}", self.merged.display())))
+        .map_err(|e| {
+            BackendError::Other(format!("mount overlay on {}: {e}", self.merged.display()))
+        })
     }
 
     pub fn unmount(&self) -> Result<()> {

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use runta_agent::{header, parse_header, tag, DirEntry, ProcessSpec, Request, Response, HEADER_LEN};
+use runta_agent::{
+    header, parse_header, tag, DirEntry, ProcessSpec, Request, Response, HEADER_LEN,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -59,7 +61,10 @@ impl FrameReader {
                 }
                 Ok(r)
             }
-            Some(f) => Err(proto(format!("expected a response, got frame tag {}", f.tag))),
+            Some(f) => Err(proto(format!(
+                "expected a response, got frame tag {}",
+                f.tag
+            ))),
             None => Err(proto("agent closed the connection")),
         }
     }
@@ -178,7 +183,11 @@ impl AgentClient {
 
     /// Starts a file upload; send STDIN frames then EOF on the writer, then read
     /// `Written` from the reader.
-    pub async fn write_file(&self, path: &str, mode: Option<u32>) -> Result<(FrameReader, FrameWriter)> {
+    pub async fn write_file(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+    ) -> Result<(FrameReader, FrameWriter)> {
         let (r, mut w) = self.connect().await?;
         w.request(&Request::WriteFile {
             path: path.into(),

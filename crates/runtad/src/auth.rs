@@ -21,7 +21,10 @@ fn random_base32(n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes).expect("OS random source");
-    bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect()
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -35,7 +38,9 @@ pub fn well_formed(token: &str) -> bool {
         .strip_prefix(TOKEN_PREFIX)
         .map(|rest| {
             (20..=128).contains(&rest.len())
-                && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
         .unwrap_or(false)
 }

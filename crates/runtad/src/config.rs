@@ -6,7 +6,11 @@ use clap::Parser;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "runtad", version, about = "The Runta daemon: isolated runtimes behind a REST API")]
+#[command(
+    name = "runtad",
+    version,
+    about = "The Runta daemon: isolated runtimes behind a REST API"
+)]
 pub struct Config {
     /// Where the store, runtimes' files and the admin token live.
     #[arg(long, env = "RUNTA_DATA_DIR", default_value = "/var/lib/runta")]
@@ -103,7 +107,8 @@ pub fn install_agent(cfg: &Config, data_dir: &Path) -> Result<PathBuf, String> {
         let tmp = bin_dir.join(".runta-agent.new");
         std::fs::write(&tmp, &new).map_err(|e| format!("install agent: {e}"))?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &dst).map_err(|e| format!("install agent: {e}"))?;
     }
     Ok(dst)

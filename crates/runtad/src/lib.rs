@@ -47,17 +47,26 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let agent_bin = config::install_agent(&cfg, &data_dir)?;
     let instance = config::instance_tag(&data_dir);
-    let subnet_octet = cfg.subnet_octet.unwrap_or_else(|| config::default_subnet_octet(&instance));
-    let images_dir = cfg.images_dir.clone().unwrap_or_else(|| data_dir.join("images"));
+    let subnet_octet = cfg
+        .subnet_octet
+        .unwrap_or_else(|| config::default_subnet_octet(&instance));
+    let images_dir = cfg
+        .images_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("images"));
     let images = Arc::new(ImageStore::new(images_dir, cfg.debian_mirror.clone()));
     let backend = OciBackend::new(
         OciConfig {
             runtimes_dir: data_dir.join("runtimes"),
+            run_root: std::path::PathBuf::from("/run/runta").join(&instance),
             agent_bin,
             instance: instance.clone(),
             subnet_octet,
             pids_limit: cfg.pids_limit,
-            runtime: cfg.oci_runtime.as_deref().and_then(runta_backend::oci::RuntimeKind::parse),
+            runtime: cfg
+                .oci_runtime
+                .as_deref()
+                .and_then(runta_backend::oci::RuntimeKind::parse),
             seccomp: !cfg.no_seccomp,
         },
         images.clone(),
@@ -71,7 +80,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let capacity = cfg
         .capacity_memory_mib
         .unwrap_or((host_mem_mib as f64 * cfg.memory_overcommit) as u64);
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
     let metrics = Arc::new(metrics::Metrics::default());
     let manager = manager::Manager::new(
         store.clone(),

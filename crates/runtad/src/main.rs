@@ -8,9 +8,15 @@ async fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNTA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if cfg.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init();
     }
     if let Err(e) = runtad::run(cfg).await {
         eprintln!("runtad: {e}");

@@ -19,19 +19,24 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe_exec(&self, d: Duration) {
         self.execs.fetch_add(1, Ordering::Relaxed);
-        self.exec_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.exec_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn observe_create(&self, d: Duration) {
         self.creates.fetch_add(1, Ordering::Relaxed);
-        self.create_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.create_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Renders everything; `statuses` are the live runtime counts per status.
     pub fn render(&self, statuses: &[(String, u64)], backend: &str) -> String {
         let mut s = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(s, "# HELP runta_build_info Build and backend of this daemon.");
+        let _ = writeln!(
+            s,
+            "# HELP runta_build_info Build and backend of this daemon."
+        );
         let _ = writeln!(s, "# TYPE runta_build_info gauge");
         let _ = writeln!(
             s,
@@ -44,18 +49,44 @@ impl Metrics {
             let _ = writeln!(s, "runta_runtimes{{status=\"{status}\"}} {n}");
         }
         let counters: [(&str, &str, u64); 5] = [
-            ("runta_http_requests_total", "API requests served.", g(&self.http_requests)),
-            ("runta_http_errors_total", "API requests answered with an error.", g(&self.http_errors)),
-            ("runta_oom_kills_total", "Processes killed for exceeding a runtime's memory limit.", g(&self.oom_kills)),
-            ("runta_ingress_requests_total", "Requests proxied by the ingress.", g(&self.ingress_requests)),
+            (
+                "runta_http_requests_total",
+                "API requests served.",
+                g(&self.http_requests),
+            ),
+            (
+                "runta_http_errors_total",
+                "API requests answered with an error.",
+                g(&self.http_errors),
+            ),
+            (
+                "runta_oom_kills_total",
+                "Processes killed for exceeding a runtime's memory limit.",
+                g(&self.oom_kills),
+            ),
+            (
+                "runta_ingress_requests_total",
+                "Requests proxied by the ingress.",
+                g(&self.ingress_requests),
+            ),
             ("runta_creates_total", "Runtimes created.", g(&self.creates)),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
         let summaries = [
-            ("runta_exec_duration_seconds", "Buffered exec round trips.", &self.execs, &self.exec_micros),
-            ("runta_create_duration_seconds", "Create to running.", &self.creates, &self.create_micros),
+            (
+                "runta_exec_duration_seconds",
+                "Buffered exec round trips.",
+                &self.execs,
+                &self.exec_micros,
+            ),
+            (
+                "runta_create_duration_seconds",
+                "Create to running.",
+                &self.creates,
+                &self.create_micros,
+            ),
         ];
         for (name, help, count, micros) in summaries {
             let _ = writeln!(

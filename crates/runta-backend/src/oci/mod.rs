@@ -25,6 +25,9 @@ use crate::{Backend, BackendError, BackendState, Limits, Result, RuntimeSpec, Us
 pub struct OciConfig {
     /// Per-runtime folders live here (`<data>/runtimes`).
     pub runtimes_dir: PathBuf,
+    /// Short-path folder for agent sockets (unix socket paths are limited to
+    /// 108 bytes, so they cannot live under an arbitrary data dir).
+    pub run_root: PathBuf,
     /// The static `runta-agent` binary to run as PID 1.
     pub agent_bin: PathBuf,
     /// Short hex tag unique to this daemon instance (host-side names).
@@ -92,12 +95,18 @@ impl OciBackend {
         self.cfg.runtimes_dir.join(id.to_string())
     }
 
+    fn run_dir(&self, id: Uuid) -> PathBuf {
+        self.cfg.run_root.join(id.to_string())
+    }
+
     /// True if anything of the runtime is left on the host: its folder, mount,
     /// network or cgroup. Used by tests and the reconciler to prove cleanup.
     pub fn leftovers(&self, id: Uuid) -> Vec<String> {
         let mut v = Vec::new();
-        if self.dir(id).exists() {
-            v.push(format!("folder {}", self.dir(id).display()));
+        for d in [self.dir(id), self.run_dir(id)] {
+            if d.exists() {
+                v.push(format!("folder {}", d.display()));
+            }
         }
         if Layer::new(&self.dir(id)).is_mounted() {
             v.push("overlay mount".into());
@@ -147,7 +156,7 @@ impl OciBackend {
     /// Filesystem, network, config; then the container with the agent as PID 1.
     async fn boot(&self, spec: &RuntimeSpec) -> Result<()> {
         let dir = self.dir(spec.id);
-        let run_dir = dir.join("run");
+        let run_dir = self.run_dir(spec.id);
         let etc = dir.join("etc");
         std::fs::create_dir_all(&run_dir)?;
         let layer = Layer::new(&dir);
@@ -175,7 +184,10 @@ impl OciBackend {
                 seccomp: self.cfg.seccomp.then(seccomp::default_profile),
             },
         );
-        std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).map_err(|e| BackendError::Other(e.to_string()))?)?;
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec_pretty(&config).map_err(|e| BackendError::Other(e.to_string()))?,
+        )?;
         let _ = std::fs::remove_file(run_dir.join("agent.sock"));
         self.oci.run(spec.id, &dir).await?;
         self.wait_agent(spec.id, Duration::from_secs(10)).await
@@ -208,7 +220,10 @@ impl OciBackend {
                 return self.oci.delete(id).await;
             }
         }
-        if !matches!(self.oci.state(id).await?, BackendState::Stopped | BackendState::Missing) {
+        if !matches!(
+            self.oci.state(id).await?,
+            BackendState::Stopped | BackendState::Missing
+        ) {
             let _ = self.oci.kill(id, "KILL", true).await;
             if !self.wait_stopped(id, Duration::from_secs(10)).await? {
                 warn!(%id, "container did not stop after SIGKILL");
@@ -263,7 +278,11 @@ impl Backend for OciBackend {
 
     async fn update(&self, id: Uuid, limits: Limits) -> Result<()> {
         self.oci
-            .update(id, limits.memory_limit_mib * 1024 * 1024, cpu_quota(limits.vcpus))
+            .update(
+                id,
+                limits.memory_limit_mib * 1024 * 1024,
+                cpu_quota(limits.vcpus),
+            )
             .await
     }
 
@@ -275,6 +294,7 @@ impl Backend for OciBackend {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
+        let _ = std::fs::remove_dir_all(self.run_dir(id));
         self.cgroups.remove(&self.cgroup_path(id));
         Ok(())
     }
@@ -292,7 +312,7 @@ impl Backend for OciBackend {
     }
 
     fn agent_socket(&self, id: Uuid) -> PathBuf {
-        self.dir(id).join("run").join("agent.sock")
+        self.run_dir(id).join("agent.sock")
     }
 
     async fn wait_agent(&self, id: Uuid, timeout: Duration) -> Result<()> {
@@ -303,7 +323,8 @@ impl Backend for OciBackend {
             match tokio::net::UnixStream::connect(&sock).await {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    let log = std::fs::read_to_string(self.dir(id).join("init.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(self.dir(id).join("init.log")).unwrap_or_default();
                     return Err(BackendError::AgentTimeout(format!(
                         "{e}; init log: {}",
                         log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")

@@ -54,7 +54,11 @@ fn find_binary(name: &str) -> Option<PathBuf> {
 }
 
 impl OciRuntime {
-    pub fn detect(prefer: Option<RuntimeKind>, state_root: PathBuf, mode: CgroupMode) -> Result<Self> {
+    pub fn detect(
+        prefer: Option<RuntimeKind>,
+        state_root: PathBuf,
+        mode: CgroupMode,
+    ) -> Result<Self> {
         let order: Vec<RuntimeKind> = match prefer {
             Some(k) => vec![k],
             None => vec![RuntimeKind::Crun, RuntimeKind::Runc],
@@ -67,7 +71,8 @@ impl OciRuntime {
                     kind,
                     binary,
                     state_root,
-                    hide_unified: kind == RuntimeKind::Crun && mode == (CgroupMode::V1 { hybrid: true }),
+                    hide_unified: kind == RuntimeKind::Crun
+                        && mode == (CgroupMode::V1 { hybrid: true }),
                 });
             }
         }
@@ -210,11 +215,15 @@ impl OciRuntime {
     }
 
     pub async fn pause(&self, id: Uuid) -> Result<()> {
-        self.exec("pause", &["pause", &id.to_string()]).await.map(|_| ())
+        self.exec("pause", &["pause", &id.to_string()])
+            .await
+            .map(|_| ())
     }
 
     pub async fn resume(&self, id: Uuid) -> Result<()> {
-        self.exec("resume", &["resume", &id.to_string()]).await.map(|_| ())
+        self.exec("resume", &["resume", &id.to_string()])
+            .await
+            .map(|_| ())
     }
 
     pub async fn update(&self, id: Uuid, memory_bytes: u64, cpu_quota: i64) -> Result<()> {

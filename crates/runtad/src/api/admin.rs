@@ -24,7 +24,11 @@ pub async fn create_tenant(
     let created = store.ensure_tenant(&req.name)?;
     let created_at = store.tenant_created_at(&req.name)?.unwrap_or_else(Utc::now);
     Ok((
-        if created { StatusCode::CREATED } else { StatusCode::OK },
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         Json(Data {
             data: Tenant {
                 name: req.name,
@@ -44,7 +48,10 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<Data<TokenCreated>>)> {
     validate::name("tenant", &req.tenant).map_err(|e| ApiError::invalid(e.field, e.message))?;
     if req.tenant == auth::ADMIN_TENANT {
-        return Err(ApiError::invalid("tenant", "the admin tenant gets no further tokens"));
+        return Err(ApiError::invalid(
+            "tenant",
+            "the admin tenant gets no further tokens",
+        ));
     }
     let (id, token) = auth::mint(state.manager.store(), &req.tenant, false)?;
     Ok((

@@ -42,9 +42,15 @@ pub fn routes() -> Router<AppState> {
     let mut router = Router::new();
     for asset in ASSETS {
         if asset.path == "/index.html" {
-            router = router.route("/", get(move |h: HeaderMap| async move { serve(asset, &h) }));
+            router = router.route(
+                "/",
+                get(move |h: HeaderMap| async move { serve(asset, &h) }),
+            );
         }
-        router = router.route(asset.path, get(move |h: HeaderMap| async move { serve(asset, &h) }));
+        router = router.route(
+            asset.path,
+            get(move |h: HeaderMap| async move { serve(asset, &h) }),
+        );
     }
     router
 }
@@ -53,24 +59,42 @@ fn serve(asset: &'static Asset, req: &HeaderMap) -> Response {
     let fresh = req
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == asset.etag || t.trim() == "*")
+        });
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = Response::new(Body::from(asset.body));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        );
         r
     };
     let h = resp.headers_mut();
-    let cache = if asset.path.starts_with("/assets/") { IMMUTABLE } else { REVALIDATE };
+    let cache = if asset.path.starts_with("/assets/") {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    };
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if asset.content_type.starts_with("text/html") {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
     }
     resp
 }
@@ -80,14 +104,20 @@ mod tests {
     use super::*;
 
     fn index() -> &'static Asset {
-        ASSETS.iter().find(|a| a.path == "/index.html").expect("index.html embedded")
+        ASSETS
+            .iter()
+            .find(|a| a.path == "/index.html")
+            .expect("index.html embedded")
     }
 
     #[test]
     fn index_is_html_and_revalidated() {
         let r = serve(index(), &HeaderMap::new());
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
         assert_eq!(r.headers()[header::CACHE_CONTROL], REVALIDATE);
         assert!(r.headers().contains_key(header::CONTENT_SECURITY_POLICY));
     }
@@ -95,7 +125,10 @@ mod tests {
     #[test]
     fn etag_match_is_not_modified() {
         let mut h = HeaderMap::new();
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(index().etag));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static(index().etag),
+        );
         assert_eq!(serve(index(), &h).status(), StatusCode::NOT_MODIFIED);
     }
 

@@ -27,7 +27,10 @@ struct Desired {
 
 fn check(state: &AppState, d: &Deployment) -> ApiResult<Vec<Desired>> {
     if d.api_version != API_VERSION {
-        return Err(ApiError::invalid("apiVersion", format!("must be {API_VERSION:?}")));
+        return Err(ApiError::invalid(
+            "apiVersion",
+            format!("must be {API_VERSION:?}"),
+        ));
     }
     if d.kind != KIND {
         return Err(ApiError::invalid("kind", format!("must be {KIND:?}")));
@@ -37,10 +40,15 @@ fn check(state: &AppState, d: &Deployment) -> ApiResult<Vec<Desired>> {
     let mut out = Vec::new();
     for (i, s) in d.sandboxes.iter().enumerate() {
         let at = |f: &str| format!("sandboxes[{i}].{f}");
-        let fe = |e: validate::FieldError| ApiError::invalid(format!("sandboxes[{i}].{}", e.field), e.message);
+        let fe = |e: validate::FieldError| {
+            ApiError::invalid(format!("sandboxes[{i}].{}", e.field), e.message)
+        };
         validate::name("name", &s.name).map_err(fe)?;
         if !seen.insert(s.name.clone()) {
-            return Err(ApiError::invalid(at("name"), format!("{:?} appears twice", s.name)));
+            return Err(ApiError::invalid(
+                at("name"),
+                format!("{:?} appears twice", s.name),
+            ));
         }
         let image = s.image.clone().unwrap_or_else(|| cfg.default_image.clone());
         validate::image("image", &image).map_err(fe)?;
@@ -56,7 +64,8 @@ fn check(state: &AppState, d: &Deployment) -> ApiResult<Vec<Desired>> {
         let mut publish = Vec::new();
         for (j, p) in s.publish.iter().enumerate() {
             publish.push(
-                validate::parse_publish(p).map_err(|m| ApiError::invalid(format!("sandboxes[{i}].publish[{j}]"), m))?,
+                validate::parse_publish(p)
+                    .map_err(|m| ApiError::invalid(format!("sandboxes[{i}].publish[{j}]"), m))?,
             );
         }
         validate::publish("publish", &publish).map_err(fe)?;
@@ -104,21 +113,38 @@ pub async fn apply(
         let existing = m.store().find_runtime(&p.tenant, &want.req.name)?;
         let rq = &want.req.resources.requests;
         let (vcpus, mem) = (rq.vcpus.unwrap_or(1.0), rq.memory_mib.unwrap_or(512));
-        let diff = existing
-            .as_ref()
-            .map(|r| deployment_diff(r, vcpus, mem, &want.publish, want.req.idle_timeout_secs, &want.req.env));
+        let diff = existing.as_ref().map(|r| {
+            deployment_diff(
+                r,
+                vcpus,
+                mem,
+                &want.publish,
+                want.req.idle_timeout_secs,
+                &want.req.env,
+            )
+        });
         plan.push((want, existing, diff));
     }
-    m.check_apply_capacity(&plan.iter().map(|(w, e, _)| {
-        let mem = w.req.resources.requests.memory_mib.unwrap_or(512);
-        (e.as_ref().map(|r| r.id), mem)
-    }).collect::<Vec<_>>())?;
+    m.check_apply_capacity(
+        &plan
+            .iter()
+            .map(|(w, e, _)| {
+                let mem = w.req.resources.requests.memory_mib.unwrap_or(512);
+                (e.as_ref().map(|r| r.id), mem)
+            })
+            .collect::<Vec<_>>(),
+    )?;
     let mut lines = Vec::new();
     for (want, existing, diff) in plan {
         let line = match (existing, diff) {
             (None, _) => {
                 let (r, _) = m.create(&p.tenant, want.req.clone(), None, true).await?;
-                PlanLine { name: r.name.clone(), action: PlanAction::Created, changes: vec![], runtime: Some(m.view(&r)) }
+                PlanLine {
+                    name: r.name.clone(),
+                    action: PlanAction::Created,
+                    changes: vec![],
+                    runtime: Some(m.view(&r)),
+                }
             }
             (Some(r), Some(diff)) if diff.iter().any(|d| !d.starts_with("env")) => {
                 let rq = &want.req.resources.requests;
@@ -128,7 +154,11 @@ pub async fn apply(
                         &r.id.to_string(),
                         UpdateRuntimeRequest {
                             resources: Some(ResourcesSpec {
-                                requests: RequestsSpec { vcpus: rq.vcpus, memory_mib: rq.memory_mib, disk_gib: rq.disk_gib },
+                                requests: RequestsSpec {
+                                    vcpus: rq.vcpus,
+                                    memory_mib: rq.memory_mib,
+                                    disk_gib: rq.disk_gib,
+                                },
                                 limits: None,
                             }),
                             labels: None,
@@ -137,7 +167,12 @@ pub async fn apply(
                         },
                     )
                     .await?;
-                PlanLine { name: r.name.clone(), action: PlanAction::Updated, changes: diff, runtime: Some(m.view(&r)) }
+                PlanLine {
+                    name: r.name.clone(),
+                    action: PlanAction::Updated,
+                    changes: diff,
+                    runtime: Some(m.view(&r)),
+                }
             }
             (Some(r), diff) => PlanLine {
                 name: r.name.clone(),
@@ -148,7 +183,9 @@ pub async fn apply(
         };
         lines.push(line);
     }
-    Ok(Json(Data { data: ApplyResult { plan: lines } }))
+    Ok(Json(Data {
+        data: ApplyResult { plan: lines },
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/delete", tag = "deploy",
@@ -167,7 +204,14 @@ pub async fn delete(
             Err(crate::manager::Error::NotFound(_)) => PlanAction::NotFound,
             Err(e) => return Err(e.into()),
         };
-        lines.push(PlanLine { name: want.req.name, action, changes: vec![], runtime: None });
+        lines.push(PlanLine {
+            name: want.req.name,
+            action,
+            changes: vec![],
+            runtime: None,
+        });
     }
-    Ok(Json(Data { data: ApplyResult { plan: lines } }))
+    Ok(Json(Data {
+        data: ApplyResult { plan: lines },
+    }))
 }

@@ -51,12 +51,20 @@ impl ApiError {
         ApiError {
             message: format!("{field}: {}", message.into()),
             field: Some(field),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidArgument, "")
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidArgument,
+                "",
+            )
         }
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -68,11 +76,19 @@ impl ApiError {
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::InvalidArgument, message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidArgument,
+            message,
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 }
 
@@ -82,10 +98,18 @@ impl From<ManagerError> for ApiError {
         match e {
             E::NotFound(m) => Self::not_found(m),
             E::AlreadyExists(m) => Self::new(StatusCode::CONFLICT, ErrorCode::AlreadyExists, m),
-            E::FailedPrecondition(m) => Self::new(StatusCode::CONFLICT, ErrorCode::FailedPrecondition, m),
+            E::FailedPrecondition(m) => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::FailedPrecondition, m)
+            }
             E::Invalid { field, message } => Self::invalid(field, message),
-            E::ResourceExhausted(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ResourceExhausted, m),
-            E::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m),
+            E::ResourceExhausted(m) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ResourceExhausted,
+                m,
+            ),
+            E::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
+            }
             E::PermissionDenied(m) => Self::forbidden(m),
             E::Internal(m) => {
                 tracing::error!("internal error: {m}");
@@ -112,10 +136,8 @@ impl IntoResponse for ApiError {
             request_id: current_request_id(),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
-        resp.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }

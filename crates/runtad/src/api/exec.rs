@@ -67,7 +67,9 @@ pub async fn exec_ws(
 
 async fn send(socket: &mut WebSocket, f: &ServerFrame) -> Result<(), axum::Error> {
     socket
-        .send(Message::Text(serde_json::to_string(f).unwrap_or_default().into()))
+        .send(Message::Text(
+            serde_json::to_string(f).unwrap_or_default().into(),
+        ))
         .await
 }
 
@@ -118,7 +120,10 @@ async fn serve_ws(
         cols,
     } = start
     else {
-        return Err(Error::invalid("type", "the first frame must be of type start"));
+        return Err(Error::invalid(
+            "type",
+            "the first frame must be of type start",
+        ));
     };
     let argv = Manager::argv(&command, args.as_ref())?;
     Manager::check_cwd(cwd.as_ref())?;

@@ -3,8 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -35,7 +35,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::bad_request("request body is empty; expected a JSON object", None));
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+            None,
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -59,11 +62,18 @@ pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, ApiError> {
@@ -87,7 +97,9 @@ impl QueryPairs {
                 .filter(|n| (min..=max).contains(n))
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        format!("query parameter {key}: must be a whole number from {min} to {max}"),
+                        format!(
+                            "query parameter {key}: must be a whole number from {min} to {max}"
+                        ),
                         Some(key.into()),
                     )
                 }),
@@ -142,10 +154,15 @@ fn bearer(parts: &Parts) -> Result<String, ApiError> {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         if !auth::well_formed(&token) {
-            return Err(ApiError::unauthenticated("malformed token: tokens look like rt_…"));
+            return Err(ApiError::unauthenticated(
+                "malformed token: tokens look like rt_…",
+            ));
         }
         match auth::lookup(state.manager.store(), &token)? {
             Some(t) => Ok(Principal {
@@ -163,7 +180,10 @@ pub struct Admin(pub Principal);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let p = Principal::from_request_parts(parts, state).await?;
         if !p.admin {
             return Err(ApiError::forbidden("this route needs the admin token"));

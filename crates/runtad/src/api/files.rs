@@ -18,9 +18,9 @@ use crate::auth::Principal;
 use crate::manager::Error;
 
 fn path_param(q: &QueryPairs) -> ApiResult<String> {
-    let path = q
-        .get("path")
-        .ok_or_else(|| ApiError::bad_request("query parameter path is required", Some("path".into())))?;
+    let path = q.get("path").ok_or_else(|| {
+        ApiError::bad_request("query parameter path is required", Some("path".into()))
+    })?;
     validate::runtime_path("path", path).map_err(|e| ApiError::invalid(e.field, e.message))?;
     Ok(path.to_string())
 }
@@ -38,20 +38,23 @@ pub async fn read(
     let path = path_param(&q)?;
     let (_r, guard, agent) = state.manager.running(&p.tenant, &id, "read files").await?;
     let (size, reader) = agent.read_file(&path).await.map_err(Error::from)?;
-    let stream = futures_util::stream::unfold((reader, guard, false), |(mut r, g, done)| async move {
-        if done {
-            return None;
-        }
-        match r.next().await {
-            Ok(Some(f)) if f.tag == tag::STDOUT => Some((Ok(Bytes::from(f.payload)), (r, g, false))),
-            Ok(Some(f)) if f.tag == tag::EOF => None,
-            Ok(_) => Some((
-                Err(std::io::Error::other("file stream ended early")),
-                (r, g, true),
-            )),
-            Err(e) => Some((Err(std::io::Error::other(e.to_string())), (r, g, true))),
-        }
-    });
+    let stream =
+        futures_util::stream::unfold((reader, guard, false), |(mut r, g, done)| async move {
+            if done {
+                return None;
+            }
+            match r.next().await {
+                Ok(Some(f)) if f.tag == tag::STDOUT => {
+                    Some((Ok(Bytes::from(f.payload)), (r, g, false)))
+                }
+                Ok(Some(f)) if f.tag == tag::EOF => None,
+                Ok(_) => Some((
+                    Err(std::io::Error::other("file stream ended early")),
+                    (r, g, true),
+                )),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (r, g, true))),
+            }
+        });
     Ok((
         StatusCode::OK,
         [
@@ -83,7 +86,9 @@ pub async fn write(
             u32::from_str_radix(m.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| ApiError::invalid("mode", "must be octal permissions such as 0644"))?,
+                .ok_or_else(|| {
+                    ApiError::invalid("mode", "must be octal permissions such as 0644")
+                })?,
         ),
         None => None,
     };
@@ -94,7 +99,9 @@ pub async fn write(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > MAX_FILE_BODY {
-            return Err(ApiError::too_large(format!("files are limited to {MAX_FILE_BODY} bytes")));
+            return Err(ApiError::too_large(format!(
+                "files are limited to {MAX_FILE_BODY} bytes"
+            )));
         }
     }
     let (_r, _guard, agent) = state.manager.running(&p.tenant, &id, "write files").await?;
@@ -102,11 +109,14 @@ pub async fn write(
     let mut body = req.into_body().into_data_stream();
     let mut total: u64 = 0;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}"), None))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}"), None))?;
         total += chunk.len() as u64;
         if total > MAX_FILE_BODY {
             // Dropping the connection makes the agent discard the partial file.
-            return Err(ApiError::too_large(format!("files are limited to {MAX_FILE_BODY} bytes")));
+            return Err(ApiError::too_large(format!(
+                "files are limited to {MAX_FILE_BODY} bytes"
+            )));
         }
         for part in chunk.chunks(1024 * 1024) {
             if let Err(e) = aw.frame(tag::STDIN, part).await {
@@ -121,7 +131,9 @@ pub async fn write(
     aw.frame(tag::EOF, b"").await.map_err(Error::from)?;
     match ar.response().await.map_err(Error::from)? {
         AgentResponse::Written { .. } => Ok(StatusCode::NO_CONTENT),
-        other => Err(ApiError::internal(format!("unexpected agent reply {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "unexpected agent reply {other:?}"
+        ))),
     }
 }
 

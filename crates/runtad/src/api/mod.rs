@@ -42,7 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(runtimes::create).get(runtimes::list))
         .route(
             "/{id}",
-            get(runtimes::get).delete(runtimes::delete).patch(runtimes::update),
+            get(runtimes::get)
+                .delete(runtimes::delete)
+                .patch(runtimes::update),
         )
         .route("/{id}/start", post(runtimes::start))
         .route("/{id}/stop", post(runtimes::stop))
@@ -54,7 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/{id}/files/list", get(files::list))
         .route(
             "/{id}/files",
-            get(files::read).put(files::write).layer(DefaultBodyLimit::disable()),
+            get(files::read)
+                .put(files::write)
+                .layer(DefaultBodyLimit::disable()),
         );
     Router::new()
         .route("/healthz", get(healthz))
@@ -70,9 +74,13 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("the daemon hit an unexpected error; it has been logged").into_response()
+            ApiError::internal("the daemon hit an unexpected error; it has been logged")
+                .into_response()
         }))
-        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
@@ -114,8 +122,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
             })),
         )
             .into_response(),
-        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, runta_api::ErrorCode::Unavailable, e.to_string())
-            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            runta_api::ErrorCode::Unavailable,
+            e.to_string(),
+        )
+        .into_response(),
     }
 }
 
@@ -129,14 +141,24 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .collect();
     counts.sort();
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.manager.metrics.render(&counts, &state.manager.backend().name()),
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state
+            .manager
+            .metrics
+            .render(&counts, &state.manager.backend().name()),
     )
         .into_response()
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

@@ -37,12 +37,20 @@ pub async fn create(
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII", Some("Idempotency-Key".into())))?
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be ASCII",
+                        Some("Idempotency-Key".into()),
+                    )
+                })?
                 .to_string(),
         ),
         None => None,
     };
-    let (r, _fresh) = state.manager.create(&p.tenant, req, key.as_deref(), wait).await?;
+    let (r, _fresh) = state
+        .manager
+        .create(&p.tenant, req, key.as_deref(), wait)
+        .await?;
     let view = state.manager.view(&r);
     let location = format!("/v1/runtimes/{}", r.id);
     Ok((
@@ -68,16 +76,16 @@ pub async fn list(
 ) -> ApiResult<Json<ListResponse<Runtime>>> {
     let limit = q.u32_in("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
     let statuses = match q.get("status") {
-        Some(s) => Manager::parse_statuses(s).map_err(|e| ApiError::bad_request(e.to_string(), Some("status".into())))?,
+        Some(s) => Manager::parse_statuses(s)
+            .map_err(|e| ApiError::bad_request(e.to_string(), Some("status".into())))?,
         None => vec![],
     };
     let labels = Manager::parse_labels(&q.all("label"))
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("label".into())))?;
     let after_seq = match q.get("after") {
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("after: not a cursor from this API", Some("after".into())))?,
-        ),
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("after: not a cursor from this API", Some("after".into()))
+        })?),
         None => None,
     };
     let mut rows = state.manager.list(&ListFilter {
@@ -96,7 +104,10 @@ pub async fn list(
     };
     Ok(Json(ListResponse {
         data: rows.iter().map(|r| state.manager.view(r)).collect(),
-        pagination: Pagination { next_cursor, has_more },
+        pagination: Pagination {
+            next_cursor,
+            has_more,
+        },
     }))
 }
 
@@ -109,7 +120,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Data<Runtime>>> {
     let r = state.manager.find(&p.tenant, &id)?;
-    Ok(Json(Data { data: state.manager.view(&r) }))
+    Ok(Json(Data {
+        data: state.manager.view(&r),
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/runtimes/{id}", tag = "runtimes",
@@ -135,39 +148,64 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateRuntimeRequest>,
 ) -> ApiResult<Json<Data<Runtime>>> {
     let r = state.manager.update(&p.tenant, &id, req).await?;
-    Ok(Json(Data { data: state.manager.view(&r) }))
+    Ok(Json(Data {
+        data: state.manager.view(&r),
+    }))
 }
 
-async fn act(state: AppState, p: Principal, id: String, action: Action) -> ApiResult<Json<Data<Runtime>>> {
+async fn act(
+    state: AppState,
+    p: Principal,
+    id: String,
+    action: Action,
+) -> ApiResult<Json<Data<Runtime>>> {
     let r = state.manager.act(&p.tenant, &id, action).await?;
-    Ok(Json(Data { data: state.manager.view(&r) }))
+    Ok(Json(Data {
+        data: state.manager.view(&r),
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/runtimes/{id}/start", tag = "lifecycle",
     params(("id" = String, Path, description = "UUID or name")),
     responses((status = 200, body = Data<Runtime>, description = "Running (a no-op if it already was)"), (status = 409, body = runta_api::ErrorBody)))]
-pub async fn start(State(s): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<Data<Runtime>>> {
+pub async fn start(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Data<Runtime>>> {
     act(s, p, id, Action::Start).await
 }
 
 #[utoipa::path(post, path = "/v1/runtimes/{id}/stop", tag = "lifecycle",
     params(("id" = String, Path, description = "UUID or name")),
     responses((status = 200, body = Data<Runtime>, description = "Shut down, files kept"), (status = 409, body = runta_api::ErrorBody)))]
-pub async fn stop(State(s): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<Data<Runtime>>> {
+pub async fn stop(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Data<Runtime>>> {
     act(s, p, id, Action::Stop).await
 }
 
 #[utoipa::path(post, path = "/v1/runtimes/{id}/pause", tag = "lifecycle",
     params(("id" = String, Path, description = "UUID or name")),
     responses((status = 200, body = Data<Runtime>, description = "Every process frozen"), (status = 409, body = runta_api::ErrorBody)))]
-pub async fn pause(State(s): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<Data<Runtime>>> {
+pub async fn pause(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Data<Runtime>>> {
     act(s, p, id, Action::Pause).await
 }
 
 #[utoipa::path(post, path = "/v1/runtimes/{id}/resume", tag = "lifecycle",
     params(("id" = String, Path, description = "UUID or name")),
     responses((status = 200, body = Data<Runtime>, description = "Thawed"), (status = 409, body = runta_api::ErrorBody)))]
-pub async fn resume(State(s): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<Data<Runtime>>> {
+pub async fn resume(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Data<Runtime>>> {
     act(s, p, id, Action::Resume).await
 }
 
@@ -185,15 +223,19 @@ pub async fn events(
     let r = state.manager.find(&p.tenant, &id)?;
     let limit = q.u32_in("limit", MAX_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
     let after = match q.get("after") {
-        Some(a) => a
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("after: must be an event id", Some("after".into())))?,
+        Some(a) => a.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("after: must be an event id", Some("after".into()))
+        })?,
         None => 0,
     };
     let mut rows = state.manager.store().events(r.id, after, limit + 1)?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if has_more { rows.last().map(|e| e.id.to_string()) } else { None };
+    let next_cursor = if has_more {
+        rows.last().map(|e| e.id.to_string())
+    } else {
+        None
+    };
     Ok(Json(ListResponse {
         data: rows
             .into_iter()
@@ -205,6 +247,9 @@ pub async fn events(
                 created_at: e.created_at,
             })
             .collect(),
-        pagination: Pagination { next_cursor, has_more },
+        pagination: Pagination {
+            next_cursor,
+            has_more,
+        },
     }))
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use runta_agent::ProcessSpec;
-use runta_api::{validate, ExecRequest, ExecResult, RuntimeStatus, DEFAULT_EXEC_TIMEOUT_SECS, DEFAULT_MAX_OUTPUT_BYTES, MAX_EXEC_TIMEOUT_SECS, MAX_MAX_OUTPUT_BYTES};
+use runta_api::{
+    validate, ExecRequest, ExecResult, RuntimeStatus, DEFAULT_EXEC_TIMEOUT_SECS,
+    DEFAULT_MAX_OUTPUT_BYTES, MAX_EXEC_TIMEOUT_SECS, MAX_MAX_OUTPUT_BYTES,
+};
 use uuid::Uuid;
 
 use super::{Activity, Error, Manager, Result};
@@ -21,7 +24,11 @@ pub struct ExecGuard {
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
-        let mut a = self.manager.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let mut a = self
+            .manager
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(e) = a.get_mut(&self.id) {
             e.in_flight = e.in_flight.saturating_sub(1);
             e.last_active = Instant::now();
@@ -69,9 +76,16 @@ impl Manager {
     }
 
     /// The environment of a command: defaults, then the runtime's, then the call's.
-    pub fn command_env(r: &RuntimeRecord, extra: &BTreeMap<String, String>, tty: bool) -> Vec<(String, String)> {
+    pub fn command_env(
+        r: &RuntimeRecord,
+        extra: &BTreeMap<String, String>,
+        tty: bool,
+    ) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
         env.insert("HOME".into(), "/root".into());
         env.insert("HOSTNAME".into(), r.name.clone());
         env.insert("LANG".into(), "C.UTF-8".into());
@@ -93,7 +107,9 @@ impl Manager {
             return Err(Error::invalid("command", "contains a NUL byte"));
         }
         Ok(match args {
-            Some(a) => std::iter::once(command.to_string()).chain(a.iter().cloned()).collect(),
+            Some(a) => std::iter::once(command.to_string())
+                .chain(a.iter().cloned())
+                .collect(),
             None => vec!["/bin/sh".into(), "-c".into(), command.into()],
         })
     }
@@ -105,7 +121,12 @@ impl Manager {
         Ok(())
     }
 
-    pub async fn exec(self: &Arc<Self>, tenant: &str, id_or_name: &str, req: ExecRequest) -> Result<ExecResult> {
+    pub async fn exec(
+        self: &Arc<Self>,
+        tenant: &str,
+        id_or_name: &str,
+        req: ExecRequest,
+    ) -> Result<ExecResult> {
         let argv = Self::argv(&req.command, req.args.as_ref())?;
         Self::check_cwd(req.cwd.as_ref())?;
         validate::env("env", &req.env)?;
@@ -123,7 +144,11 @@ impl Manager {
                 format!("must be at most {MAX_MAX_OUTPUT_BYTES}"),
             ));
         }
-        if req.stdin.as_ref().is_some_and(|s| s.len() > 16 * 1024 * 1024) {
+        if req
+            .stdin
+            .as_ref()
+            .is_some_and(|s| s.len() > 16 * 1024 * 1024)
+        {
             return Err(Error::invalid("stdin", "must be at most 16 MiB"));
         }
         let (r, _guard, agent) = self.running(tenant, id_or_name, "exec").await?;

@@ -68,7 +68,10 @@ impl Manager {
 
     fn validate_create(&self, req: &CreateRuntimeRequest) -> Result<Plan> {
         validate::name("name", &req.name)?;
-        let image = req.image.clone().unwrap_or_else(|| self.cfg.default_image.clone());
+        let image = req
+            .image
+            .clone()
+            .unwrap_or_else(|| self.cfg.default_image.clone());
         validate::image("image", &image)?;
         let rq = &req.resources.requests;
         let vcpus = rq.vcpus.unwrap_or(self.cfg.default_vcpus);
@@ -98,7 +101,10 @@ impl Manager {
             validate::idle_timeout("idle_timeout_secs", t)?;
         }
         if req.checkpoint.is_some() {
-            return Err(Error::invalid("checkpoint", "checkpoints are not supported yet"));
+            return Err(Error::invalid(
+                "checkpoint",
+                "checkpoints are not supported yet",
+            ));
         }
         if vcpus > self.cfg.host_cpus {
             return Err(Error::ResourceExhausted(format!(
@@ -135,8 +141,13 @@ impl Manager {
             statuses: HOLDS_CAPACITY.to_vec(),
             ..Default::default()
         })?;
-        let replaced: std::collections::HashSet<Uuid> = items.iter().filter_map(|(id, _)| *id).collect();
-        let others: u64 = live.iter().filter(|r| !replaced.contains(&r.id)).map(|r| r.memory_mib).sum();
+        let replaced: std::collections::HashSet<Uuid> =
+            items.iter().filter_map(|(id, _)| *id).collect();
+        let others: u64 = live
+            .iter()
+            .filter(|r| !replaced.contains(&r.id))
+            .map(|r| r.memory_mib)
+            .sum();
         let wanted: u64 = items.iter().map(|(_, m)| m).sum();
         if others + wanted > self.cfg.capacity_memory_mib {
             return Err(Error::ResourceExhausted(format!(
@@ -172,7 +183,9 @@ impl Manager {
         (2..=65534u32)
             .find(|n| !used.contains(n))
             .and_then(|n| network.address(n))
-            .ok_or_else(|| Error::ResourceExhausted("no free addresses on the runtime network".into()))
+            .ok_or_else(|| {
+                Error::ResourceExhausted("no free addresses on the runtime network".into())
+            })
     }
 
     /// Creates a runtime. With `wait`, returns once it runs (or fails and leaves
@@ -192,11 +205,17 @@ impl Manager {
                 "publish": req.publish, "idle": req.idle_timeout_secs,
             }))
             .unwrap_or_default();
-            Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect::<String>()
+            Sha256::digest(&body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         };
         if let Some(key) = idempotency_key {
             if key.is_empty() || key.len() > 255 {
-                return Err(Error::invalid("Idempotency-Key", "must be 1 to 255 characters"));
+                return Err(Error::invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 255 characters",
+                ));
             }
             if let Some((id, hash)) = self.store.idempotent_runtime(tenant, key)? {
                 if hash != request_hash {
@@ -250,7 +269,8 @@ impl Manager {
             };
             r.seq = self.store.insert_runtime(&r)?;
             if let Some(key) = idempotency_key {
-                self.store.remember_idempotency(tenant, key, r.id, &request_hash)?;
+                self.store
+                    .remember_idempotency(tenant, key, r.id, &request_hash)?;
             }
             r
         };
@@ -303,7 +323,12 @@ impl Manager {
 
     /// Applies a lifecycle action. Asking for the state a runtime is already in
     /// is a no-op; an impossible transition is `FailedPrecondition`.
-    pub async fn act(&self, tenant: &str, id_or_name: &str, action: Action) -> Result<RuntimeRecord> {
+    pub async fn act(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        action: Action,
+    ) -> Result<RuntimeRecord> {
         let id = self.find(tenant, id_or_name)?.id;
         let lock = self.lock_for(id);
         let _g = lock.lock().await;
@@ -313,7 +338,10 @@ impl Manager {
             .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
         use RuntimeStatus as S;
         match (action, r.status) {
-            (Action::Start, S::Running) | (Action::Stop, S::Shutdown) | (Action::Pause, S::Paused) | (Action::Resume, S::Running) => Ok(r),
+            (Action::Start, S::Running)
+            | (Action::Stop, S::Shutdown)
+            | (Action::Pause, S::Paused)
+            | (Action::Resume, S::Running) => Ok(r),
             (Action::Start, S::Shutdown | S::Error | S::Crashed) => {
                 r.desired_status = S::Running;
                 self.check_capacity(r.memory_mib, Some(r.id))?;
@@ -435,7 +463,12 @@ impl Manager {
     }
 
     /// PATCH: live resize, labels, published ports, idle policy.
-    pub async fn update(&self, tenant: &str, id_or_name: &str, req: UpdateRuntimeRequest) -> Result<RuntimeRecord> {
+    pub async fn update(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        req: UpdateRuntimeRequest,
+    ) -> Result<RuntimeRecord> {
         let id = self.find(tenant, id_or_name)?.id;
         let lock = self.lock_for(id);
         let _g = lock.lock().await;
@@ -461,7 +494,11 @@ impl Manager {
             let explicit_limit = res.limits.as_ref().and_then(|l| l.memory_mib);
             // Without an explicit limit the limit follows the request (the usual case).
             let limit = explicit_limit.unwrap_or(if res.requests.memory_mib.is_some() {
-                memory_mib.max(if r.memory_limit_mib > r.memory_mib { r.memory_limit_mib } else { memory_mib })
+                memory_mib.max(if r.memory_limit_mib > r.memory_mib {
+                    r.memory_limit_mib
+                } else {
+                    memory_mib
+                })
             } else {
                 r.memory_limit_mib
             });
@@ -494,7 +531,9 @@ impl Manager {
                             ))
                         })?;
                 }
-                changes.push(format!("vcpus={vcpus} memory_mib={memory_mib} limit_mib={limit}"));
+                changes.push(format!(
+                    "vcpus={vcpus} memory_mib={memory_mib} limit_mib={limit}"
+                ));
                 r.vcpus = vcpus;
                 r.memory_mib = memory_mib;
                 r.memory_limit_mib = limit;
@@ -546,7 +585,14 @@ impl Manager {
 }
 
 /// What `apply` compares: the fields a deployment controls.
-pub fn deployment_diff(r: &RuntimeRecord, vcpus: f64, memory_mib: u64, publish: &[PortSpec], idle: Option<u64>, env: &BTreeMap<String, String>) -> Vec<String> {
+pub fn deployment_diff(
+    r: &RuntimeRecord,
+    vcpus: f64,
+    memory_mib: u64,
+    publish: &[PortSpec],
+    idle: Option<u64>,
+    env: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut diff = Vec::new();
     if (r.vcpus - vcpus).abs() > f64::EPSILON {
         diff.push(format!("vcpus {} -> {vcpus}", r.vcpus));

@@ -80,8 +80,12 @@ impl From<runta_backend::BackendError> for Error {
     fn from(e: runta_backend::BackendError) -> Self {
         use runta_backend::BackendError as B;
         match e {
-            B::ImageNotFound(name) => Error::invalid("image", format!("image {name:?} does not exist")),
-            B::ImageBuild(name, why) => Error::Unavailable(format!("image {name:?} could not be built: {why}")),
+            B::ImageNotFound(name) => {
+                Error::invalid("image", format!("image {name:?} does not exist"))
+            }
+            B::ImageBuild(name, why) => {
+                Error::Unavailable(format!("image {name:?} could not be built: {why}"))
+            }
             other => Error::Internal(other.to_string()),
         }
     }
@@ -97,7 +101,9 @@ impl From<AgentError> for Error {
             AgentError::Refused { kind, message } => match kind.as_str() {
                 "not_found" => Error::NotFound(message),
                 "permission_denied" => Error::PermissionDenied(message),
-                "is_directory" | "not_directory" | "invalid_argument" => Error::invalid("path", message),
+                "is_directory" | "not_directory" | "invalid_argument" => {
+                    Error::invalid("path", message)
+                }
                 _ => Error::Internal(message),
             },
         }
@@ -152,7 +158,12 @@ const HOLDS_CAPACITY: [RuntimeStatus; 4] = [
 ];
 
 impl Manager {
-    pub fn new(store: Arc<Store>, backend: Arc<dyn Backend>, cfg: ManagerConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        backend: Arc<dyn Backend>,
+        cfg: ManagerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Manager {
             store,
             backend,
@@ -191,9 +202,18 @@ impl Manager {
     }
 
     fn forget(&self, id: Uuid) {
-        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        self.activity.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        self.oom_seen.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.oom_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// Finds a runtime of `tenant` by UUID or name; another tenant's is "not found".
@@ -246,7 +266,8 @@ impl Manager {
             RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
         ) {
             self.backend.usage(r.id).map(|u| ResourceUsage {
-                memory_mib_used: (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0,
+                memory_mib_used: (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round()
+                    / 100.0,
                 cpu_seconds: (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0,
             })
         } else {
@@ -294,7 +315,11 @@ impl Manager {
     }
 
     pub fn activity(&self, id: Uuid) -> Option<Activity> {
-        self.activity.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied()
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
     }
 
     /// Counts of runtimes per status, for `/metrics`.

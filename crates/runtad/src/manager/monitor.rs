@@ -33,13 +33,20 @@ impl Manager {
         self.oom_seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(r.id, self.backend.usage(r.id).map(|u| u.oom_kills).unwrap_or(0));
+            .insert(
+                r.id,
+                self.backend.usage(r.id).map(|u| u.oom_kills).unwrap_or(0),
+            );
         self.touch(r.id);
     }
 
     async fn scan(&self) -> super::Result<()> {
         let live = self.store.list_runtimes(&ListFilter {
-            statuses: vec![RuntimeStatus::Running, RuntimeStatus::Paused, RuntimeStatus::Suspended],
+            statuses: vec![
+                RuntimeStatus::Running,
+                RuntimeStatus::Paused,
+                RuntimeStatus::Suspended,
+            ],
             ..Default::default()
         })?;
         for r in live {
@@ -60,7 +67,9 @@ impl Manager {
                                 r.memory_limit_mib
                             )),
                         );
-                        self.metrics.oom_kills.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics
+                            .oom_kills
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
@@ -131,7 +140,11 @@ impl Manager {
         self.backend.pause(id).await?;
         r.status = RuntimeStatus::Suspended;
         self.store.update_runtime(&mut r)?;
-        self.event(&r, "idle_suspended", Some(&format!("no activity for {timeout} s")));
+        self.event(
+            &r,
+            "idle_suspended",
+            Some(&format!("no activity for {timeout} s")),
+        );
         info!(%id, name = %r.name, "suspended after {timeout} s idle");
         Ok(())
     }

@@ -45,7 +45,8 @@ impl Manager {
                         }
                         Err(e) => {
                             r.status = S::Error;
-                            r.error = Some(format!("create interrupted and could not be finished: {e}"));
+                            r.error =
+                                Some(format!("create interrupted and could not be finished: {e}"));
                         }
                     }
                 }

@@ -11,8 +11,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use runta_api::{PortSpec, RuntimeStatus};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +90,15 @@ fn ts(t: &DateTime<Utc>) -> String {
 fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn status_col(s: &str) -> rusqlite::Result<RuntimeStatus> {
@@ -135,7 +138,10 @@ fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
         ip: r.get(15)?,
         created_at: parse_ts(&r.get::<_, String>(16)?)?,
         updated_at: parse_ts(&r.get::<_, String>(17)?)?,
-        started_at: r.get::<_, Option<String>>(18)?.map(|s| parse_ts(&s)).transpose()?,
+        started_at: r
+            .get::<_, Option<String>>(18)?
+            .map(|s| parse_ts(&s))
+            .transpose()?,
         revision: r.get::<_, i64>(19)? as u64,
         error: r.get(20)?,
     })
@@ -177,9 +183,11 @@ impl Store {
 
     pub fn tenant_created_at(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
         self.with(|c| {
-            c.query_row("SELECT created_at FROM tenants WHERE name = ?1", [name], |r| {
-                parse_ts(&r.get::<_, String>(0)?)
-            })
+            c.query_row(
+                "SELECT created_at FROM tenants WHERE name = ?1",
+                [name],
+                |r| parse_ts(&r.get::<_, String>(0)?),
+            )
             .optional()
         })
     }
@@ -213,8 +221,10 @@ impl Store {
 
     pub fn has_admin_token(&self) -> Result<bool> {
         self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM tokens WHERE admin = 1", [], |r| r.get::<_, i64>(0))
-                .map(|n| n > 0)
+            c.query_row("SELECT COUNT(*) FROM tokens WHERE admin = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
         })
     }
 
@@ -253,10 +263,9 @@ impl Store {
             Ok(c.last_insert_rowid())
         });
         match res {
-            Err(StoreError::Sqlite(e)) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "a runtime named {:?}",
-                r.name
-            ))),
+            Err(StoreError::Sqlite(e)) if is_unique_violation(&e) => Err(StoreError::Conflict(
+                format!("a runtime named {:?}", r.name),
+            )),
             other => other,
         }
     }
@@ -295,7 +304,10 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM runtimes WHERE id = ?1", [id.to_string()])?;
-            tx.execute("DELETE FROM idempotency WHERE runtime_id = ?1", [id.to_string()])?;
+            tx.execute(
+                "DELETE FROM idempotency WHERE runtime_id = ?1",
+                [id.to_string()],
+            )?;
             tx.commit()
         })
     }
@@ -317,7 +329,9 @@ impl Store {
             if let Ok(id) = Uuid::from_str(id_or_name) {
                 if let Some(r) = c
                     .query_row(
-                        &format!("SELECT {RUNTIME_COLS} FROM runtimes WHERE id = ?1 AND tenant = ?2"),
+                        &format!(
+                            "SELECT {RUNTIME_COLS} FROM runtimes WHERE id = ?1 AND tenant = ?2"
+                        ),
                         params![id.to_string(), tenant],
                         runtime_row,
                     )
@@ -375,7 +389,13 @@ impl Store {
 
     // ---- events ----
 
-    pub fn add_event(&self, runtime_id: Uuid, tenant: &str, kind: &str, message: Option<&str>) -> Result<i64> {
+    pub fn add_event(
+        &self,
+        runtime_id: Uuid,
+        tenant: &str,
+        kind: &str,
+        message: Option<&str>,
+    ) -> Result<i64> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO events(runtime_id, tenant, kind, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -409,8 +429,11 @@ impl Store {
 
     pub fn delete_events(&self, runtime_id: Uuid) -> Result<()> {
         self.with(|c| {
-            c.execute("DELETE FROM events WHERE runtime_id = ?1", [runtime_id.to_string()])
-                .map(|_| ())
+            c.execute(
+                "DELETE FROM events WHERE runtime_id = ?1",
+                [runtime_id.to_string()],
+            )
+            .map(|_| ())
         })
     }
 
@@ -430,7 +453,13 @@ impl Store {
         })
     }
 
-    pub fn remember_idempotency(&self, tenant: &str, key: &str, id: Uuid, hash: &str) -> Result<()> {
+    pub fn remember_idempotency(
+        &self,
+        tenant: &str,
+        key: &str,
+        id: Uuid,
+        hash: &str,
+    ) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "INSERT OR REPLACE INTO idempotency(tenant, key, runtime_id, request_hash, created_at) \
@@ -489,8 +518,14 @@ mod tests {
         assert_eq!(got.id, r.id);
         assert_eq!(got.env, r.env);
         assert!(s.find_runtime("other", "a").unwrap().is_none());
-        assert!(s.find_runtime("other", &r.id.to_string()).unwrap().is_none());
-        assert!(matches!(s.insert_runtime(&record("a")), Err(StoreError::Conflict(_))));
+        assert!(s
+            .find_runtime("other", &r.id.to_string())
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            s.insert_runtime(&record("a")),
+            Err(StoreError::Conflict(_))
+        ));
         r.status = RuntimeStatus::Running;
         s.update_runtime(&mut r).unwrap();
         assert_eq!(s.get_runtime(r.id).unwrap().unwrap().revision, 2);

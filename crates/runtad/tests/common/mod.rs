@@ -1,0 +1,437 @@
+//! The shared end-to-end harness: starts a real `runtad` (once per test binary,
+//! or privately for restart tests), mints tenant tokens, and speaks the REST API.
+//!
+//! Cleanup: the daemon dies with the test process (PDEATHSIG from a thread that
+//! lives as long as the process), and an `atexit` hook deletes every runtime the
+//! tests' tenants still own first, so a failed test leaves nothing running.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub struct Daemon {
+    pub endpoint: String,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub subnet_octet: u8,
+    pub args: Vec<String>,
+    child: Mutex<Option<Child>>,
+}
+
+static TOKENS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+static DAEMONS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+pub fn images_dir() -> String {
+    std::env::var("RUNTA_IMAGES_DIR").unwrap_or_else(|_| "/var/lib/runta/images".into())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn runtad_bin() -> PathBuf {
+    std::env::var_os("RUNTAD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_runtad")))
+}
+
+extern "C" fn cleanup_at_exit() {
+    let tokens = TOKENS.lock().map(|t| t.clone()).unwrap_or_default();
+    for (endpoint, token) in tokens {
+        let Ok(out) = Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "10",
+                &format!("{endpoint}/v1/runtimes?limit=100"),
+            ])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .output()
+        else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        for r in v["data"].as_array().cloned().unwrap_or_default() {
+            let id = r["id"].as_str().unwrap_or_default();
+            let _ = Command::new("curl")
+                .args([
+                    "-s",
+                    "-m",
+                    "30",
+                    "-X",
+                    "DELETE",
+                    &format!("{endpoint}/v1/runtimes/{id}"),
+                ])
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .output();
+        }
+    }
+    for pid in DAEMONS.lock().map(|d| d.clone()).unwrap_or_default() {
+        // SAFETY: signalling our own child daemons.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+}
+
+impl Daemon {
+    /// The daemon shared by every test of this binary.
+    pub fn shared() -> &'static Daemon {
+        static D: OnceLock<Daemon> = OnceLock::new();
+        D.get_or_init(|| Daemon::start_new(&[]))
+    }
+
+    /// A private daemon (for tests that kill and restart it).
+    pub fn start_new(extra: &[&str]) -> Daemon {
+        static HOOK: OnceLock<()> = OnceLock::new();
+        HOOK.get_or_init(|| unsafe {
+            libc::atexit(cleanup_at_exit);
+        });
+        let data_dir =
+            std::env::temp_dir().join(format!("runta-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let data_dir = data_dir.canonicalize().unwrap();
+        // Distinct subnets so test daemons never share addresses.
+        static NEXT_OCTET: Mutex<u8> = Mutex::new(0);
+        let octet = {
+            let mut n = NEXT_OCTET.lock().unwrap();
+            if *n == 0 {
+                *n = std::env::var("RUNTA_TEST_SUBNET_BASE")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(200 + (std::process::id() % 40) as u8);
+            }
+            *n = n.wrapping_add(1).max(200);
+            *n
+        };
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--images-dir".into(),
+            images_dir(),
+            "--subnet-octet".into(),
+            octet.to_string(),
+            "--stop-grace-secs".into(),
+            "3".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let d = Daemon {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.clone(),
+            admin_token: String::new(),
+            subnet_octet: octet,
+            args,
+            child: Mutex::new(None),
+        };
+        d.spawn();
+        let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+        Daemon {
+            admin_token: token.trim().to_string(),
+            ..d
+        }
+    }
+
+    /// Starts the process (again) on the same data dir and waits for /healthz.
+    pub fn spawn(&self) {
+        let bin = runtad_bin();
+        let args = self.args.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("runtad.log"))
+            .unwrap();
+        // Spawn from a thread that lives as long as the process: PDEATHSIG
+        // fires when the spawning thread exits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = Command::new(bin);
+            cmd.args(&args)
+                .env("RUNTA_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().expect("start runtad");
+            tx.send(child).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let child = rx.recv().unwrap();
+        DAEMONS.lock().unwrap().push(child.id());
+        *self.child.lock().unwrap() = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("{}/healthz", self.endpoint);
+        loop {
+            if let Ok(out) = Command::new("curl").args(["-sf", "-m", "2", &url]).output() {
+                if out.status.success() {
+                    break;
+                }
+            }
+            if let Some(c) = self.child.lock().unwrap().as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("runtad exited ({status}); log:\n{}", self.log_tail());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runtad did not become healthy:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(self.data_dir.join("runtad.log")).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Kills the daemon hard (SIGKILL), as a crash would.
+    pub fn kill9(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn instance(&self) -> String {
+        runtad::config::instance_tag(&self.data_dir)
+    }
+
+    /// A client for a fresh tenant.
+    pub async fn tenant(&self, prefix: &str) -> Client {
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let admin = Client::new(&self.endpoint, &self.admin_token);
+        let (st, v) = admin.post("/v1/tokens", json!({ "tenant": name })).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let token = v["data"]["token"].as_str().unwrap().to_string();
+        TOKENS
+            .lock()
+            .unwrap()
+            .push((self.endpoint.clone(), token.clone()));
+        Client::new(&self.endpoint, &token)
+    }
+
+    /// Host-side remains of a runtime: folder, mount, netns/veth, cgroup.
+    pub fn leftovers(&self, id: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        let inst = self.instance();
+        if self.data_dir.join("runtimes").join(id).exists() {
+            v.push("runtime folder".into());
+        }
+        if Path::new(&format!("/run/runta/{inst}/{id}")).exists() {
+            v.push("socket folder".into());
+        }
+        if std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(id)
+        {
+            v.push("mount".into());
+        }
+        let short: String = id.replace('-', "").chars().take(12).collect();
+        if Path::new(&format!("/run/netns/rt-{inst}-{short}")).exists() {
+            v.push("netns".into());
+        }
+        for c in ["memory", "pids", "cpu", "freezer"] {
+            for root in [format!("/sys/fs/cgroup/{c}"), "/sys/fs/cgroup".to_string()] {
+                if Path::new(&format!("{root}/runta-{inst}/{id}")).exists() {
+                    v.push(format!("cgroup {c}"));
+                }
+            }
+        }
+        let crun_state = self.data_dir.join("oci-state").join(id);
+        if crun_state.exists() {
+            v.push("oci state".into());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Self {
+        Client {
+            base: base.to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> reqwest::Response {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b);
+        }
+        rb.send().await.expect("request")
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .raw(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
+            .await;
+        let st = resp.status();
+        let bytes = resp.bytes().await.unwrap();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (st, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Creates a running runtime (asserting success) and returns its record.
+    pub async fn create(&self, name: &str, memory_mib: u64) -> Value {
+        self.create_with(json!({
+            "name": name,
+            "resources": {"requests": {"vcpus": 1, "memory_mib": memory_mib}}
+        }))
+        .await
+    }
+
+    pub async fn create_with(&self, body: Value) -> Value {
+        let (st, v) = self.post("/v1/runtimes", body).await;
+        assert_eq!(st, StatusCode::CREATED, "create: {v}");
+        assert_eq!(v["data"]["status"], "running", "{v}");
+        v["data"].clone()
+    }
+
+    /// Runs a shell command, asserting the call itself succeeded.
+    pub async fn sh(&self, name: &str, cmd: &str) -> Value {
+        let (st, v) = self
+            .post(
+                &format!("/v1/runtimes/{name}/exec"),
+                json!({ "command": cmd }),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "exec {cmd:?}: {v}");
+        v["data"].clone()
+    }
+
+    /// Runs a shell command and returns its stdout, asserting exit code 0.
+    pub async fn out(&self, name: &str, cmd: &str) -> String {
+        let d = self.sh(name, cmd).await;
+        assert_eq!(d["exit_code"], 0, "{cmd:?}: {d}");
+        d["stdout"].as_str().unwrap().to_string()
+    }
+
+    pub async fn events(&self, name: &str) -> Vec<String> {
+        let (_, v) = self.get(&format!("/v1/runtimes/{name}/events")).await;
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["type"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn status(&self, name: &str) -> String {
+        let (_, v) = self.get(&format!("/v1/runtimes/{name}")).await;
+        v["data"]["status"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Waits until `f` holds, polling every 100 ms, up to `secs`.
+    pub async fn eventually<F, Fut>(&self, secs: u64, what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+/// A unique runtime name for a test.
+pub fn name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
+}
+
+/// Asserts an error envelope: status, code, and that the message mentions `needle`.
+pub fn assert_error(st: StatusCode, v: &Value, status: u16, code: &str, needle: &str) {
+    assert_eq!(st.as_u16(), status, "{v}");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should mention {needle:?}"
+    );
+    assert!(
+        v["request_id"].as_str().is_some_and(|s| s.len() == 36),
+        "{v}"
+    );
+}
