@@ -1,0 +1,98 @@
+"""Python SDK for Runta: isolated runtimes for AI agents.
+
+    from runta import Runta
+    with Runta() as runta:
+        rt = runta.runtimes.create("worker", vcpus=2, memory_mib=2048)
+        print(rt.exec("uname -a").stdout_text)
+        rt.delete()
+
+``AsyncRunta`` offers the same classes and method names for asyncio.
+"""
+
+from ._async import (
+    AsyncExecTask,
+    AsyncFiles,
+    AsyncRunta,
+    AsyncRuntime,
+    AsyncRuntimes,
+    AsyncSession,
+)
+from ._common import Page
+from ._errors import (
+    AlreadyExistsError,
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    ConflictError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ResourceExhaustedError,
+    RuntaError,
+    RuntimeFailedError,
+    UnavailableError,
+    UnimplementedError,
+    WaitTimeoutError,
+)
+from ._models import (
+    Event,
+    ExecResult,
+    FileEntry,
+    Port,
+    PublishedPort,
+    ResourceRequests,
+    Resources,
+    ResourceUsage,
+    RuntimeInfo,
+)
+from ._sync import ExecTask, Files, Runta, Runtime, Runtimes, Session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APITimeoutError",
+    "AlreadyExistsError",
+    "AsyncExecTask",
+    "AsyncFiles",
+    "AsyncRunta",
+    "AsyncRuntime",
+    "AsyncRuntimes",
+    "AsyncSession",
+    "AuthenticationError",
+    "ConflictError",
+    "DeadlineExceededError",
+    "Event",
+    "ExecResult",
+    "ExecTask",
+    "FailedPreconditionError",
+    "FileEntry",
+    "Files",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "Page",
+    "PermissionDeniedError",
+    "Port",
+    "PublishedPort",
+    "RateLimitedError",
+    "ResourceExhaustedError",
+    "ResourceRequests",
+    "ResourceUsage",
+    "Resources",
+    "Runta",
+    "RuntaError",
+    "Runtime",
+    "RuntimeFailedError",
+    "RuntimeInfo",
+    "Runtimes",
+    "Session",
+    "UnavailableError",
+    "UnimplementedError",
+    "WaitTimeoutError",
+    "__version__",
+]

@@ -1,0 +1,366 @@
+"""The asyncio client: the same classes and method names as ``_sync``, driving the
+same flows with ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from types import TracebackType
+from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Set, Type, Union
+
+import httpx
+
+from . import _flows as F
+from ._common import Page, RuntimeBase, SessionBase
+from ._models import Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._transport import AsyncTransport, Call, Flow, RetryPolicy, T, client_settings
+
+__all__ = [
+    "AsyncExecTask",
+    "AsyncFiles",
+    "AsyncRunta",
+    "AsyncRuntime",
+    "AsyncRuntimes",
+    "AsyncSession",
+]
+
+
+class AsyncRunta:
+    """Client of a AsyncRunta daemon.
+
+    ``token`` defaults to ``$RUNTA_TOKEN``, ``endpoint`` to ``$RUNTA_ENDPOINT`` or
+    ``http://127.0.0.1:8080``. ``timeout`` is the default per-request timeout in
+    seconds; ``max_retries`` how often idempotent requests (GET, lifecycle actions,
+    DELETE, file PUT) are repeated after a connection error or a 503.
+    """
+
+    def __init__(
+        self,
+        token: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ) -> None:
+        self.endpoint, headers = client_settings(token, endpoint)
+        self._http = httpx.AsyncClient(
+            base_url=self.endpoint, headers=headers, timeout=timeout, transport=transport
+        )
+        self._transport = AsyncTransport(self._http, timeout, RetryPolicy(max_retries=max_retries))
+        self._tasks: Set[asyncio.Task[ExecResult]] = set()
+        self.runtimes = AsyncRuntimes(self)
+
+    async def _run(self, flow: Flow[T]) -> T:
+        return await self._transport.run(flow)
+
+    def _submit(self, flow: Flow[ExecResult]) -> asyncio.Task[ExecResult]:
+        task = asyncio.ensure_future(self._run(flow))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def health(self) -> Dict[str, Any]:
+        """``GET /healthz``: the daemon's status, version and backend."""
+
+        def flow() -> Flow[Dict[str, Any]]:
+            reply = yield Call("GET", "/healthz", idempotent=True)
+            return dict(reply.json())
+
+        return await self._run(flow())
+
+    async def close(self) -> None:
+        """Closes connections; waits for detached execs still running."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncRunta:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+
+class AsyncRuntimes:
+    """``runta.runtimes``: create, find and list runtimes."""
+
+    def __init__(self, client: AsyncRunta) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        name: str,
+        *,
+        vcpus: Optional[float] = None,
+        memory_mib: Optional[int] = None,
+        image: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        publish: Optional[Sequence[PortLike]] = None,
+        idle_timeout: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+        memory_limit_mib: Optional[int] = None,
+        wait: bool = True,
+        timeout: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> AsyncRuntime:
+        """Creates a runtime. With ``wait`` (the default) returns once it is running,
+        raising :class:`RuntimeFailedError` if it fails and :class:`WaitTimeoutError`
+        after ``timeout`` seconds (default 300). With an ``idempotency_key`` the
+        request is safe to repeat (and is retried on connection errors)."""
+        body = F.create_body(
+            name,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            image=image,
+            env=env,
+            labels=labels,
+            publish=publish,
+            idle_timeout=idle_timeout,
+            disk_gib=disk_gib,
+            memory_limit_mib=memory_limit_mib,
+        )
+        info = await self._client._run(
+            F.create(body, wait=wait, timeout=timeout, idempotency_key=idempotency_key)
+        )
+        return AsyncRuntime(self._client, info)
+
+    async def get(self, id_or_name: str) -> AsyncRuntime:
+        """The runtime with this UUID or name (:class:`NotFoundError` otherwise)."""
+        return AsyncRuntime(self._client, await self._client._run(F.get(id_or_name)))
+
+    async def list(
+        self,
+        *,
+        status: Optional[Union[str, Sequence[str]]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+    ) -> List[AsyncRuntime]:
+        """Every runtime of the tenant (all pages), optionally filtered by status
+        (``"running"`` or ``["running", "paused"]``) and labels (all must match)."""
+        infos = await self._client._run(F.list_all(status=status, labels=labels))
+        return [AsyncRuntime(self._client, i) for i in infos]
+
+    async def list_page(
+        self,
+        *,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+        status: Optional[Union[str, Sequence[str]]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+    ) -> Page[AsyncRuntime]:
+        """One page of runtimes; pass ``page.next_cursor`` as ``after`` for the next."""
+        items, cursor = await self._client._run(
+            F.list_page(status=status, labels=labels, limit=limit, after=after)
+        )
+        return Page([AsyncRuntime(self._client, i) for i in items], cursor)
+
+    async def delete(self, id_or_name: str, *, missing_ok: bool = False) -> None:
+        await self._client._run(F.delete(id_or_name, missing_ok=missing_ok))
+
+
+class AsyncRuntime(RuntimeBase):
+    """A handle on one runtime. ``cached_info`` is the record as last seen."""
+
+    def __init__(self, client: AsyncRunta, info: RuntimeInfo) -> None:
+        super().__init__(info)
+        self._client = client
+        self.files = AsyncFiles(client, info.id)
+
+    # -- record and lifecycle ------------------------------------------------
+
+    async def refresh(self) -> RuntimeInfo:
+        """Fetches the record again and updates ``cached_info``."""
+        return self._set(await self._client._run(F.get(self.id)))
+
+    async def start(self) -> RuntimeInfo:
+        """Boots a shut-down (or failed) runtime; a no-op if it runs."""
+        return self._set(await self._client._run(F.action(self.id, "start")))
+
+    async def stop(self) -> RuntimeInfo:
+        """Shuts it down (SIGTERM, grace, SIGKILL), keeping its files."""
+        return self._set(await self._client._run(F.action(self.id, "stop")))
+
+    async def pause(self) -> RuntimeInfo:
+        """Freezes every process."""
+        return self._set(await self._client._run(F.action(self.id, "pause")))
+
+    async def resume(self) -> RuntimeInfo:
+        """Thaws a paused runtime."""
+        return self._set(await self._client._run(F.action(self.id, "resume")))
+
+    async def delete(self, *, missing_ok: bool = False) -> None:
+        """Kills its processes and removes its files and record."""
+        await self._client._run(F.delete(self.id, missing_ok=missing_ok))
+
+    async def resize(
+        self, *, vcpus: Optional[float] = None, memory_mib: Optional[int] = None
+    ) -> RuntimeInfo:
+        """Changes CPU and/or memory, live where the backend can."""
+        return self._set(
+            await self._client._run(F.update(self.id, F.resize_body(vcpus, memory_mib)))
+        )
+
+    async def resize_memory(self, memory_mib: int) -> RuntimeInfo:
+        return await self.resize(memory_mib=memory_mib)
+
+    async def update(
+        self,
+        *,
+        labels: Optional[Mapping[str, str]] = None,
+        publish: Optional[Sequence[PortLike]] = None,
+        idle_timeout: Optional[int] = None,
+    ) -> RuntimeInfo:
+        """Replaces labels / published ports / the idle timeout (``0`` turns it off)."""
+        body: Dict[str, Any] = {}
+        if labels is not None:
+            body["labels"] = dict(labels)
+        if publish is not None:
+            body["publish"] = F.port_specs(publish)
+        if idle_timeout is not None:
+            body["idle_timeout_secs"] = idle_timeout
+        return self._set(await self._client._run(F.update(self.id, body)))
+
+    async def wait_until(self, *statuses: str, timeout: Optional[float] = None) -> RuntimeInfo:
+        """Polls until the status is one of ``statuses`` (default ``running``)."""
+        flow = F.wait_for(self.id, statuses or ("running",), timeout=timeout, name=self.name)
+        return self._set(await self._client._run(flow))
+
+    async def events(
+        self, *, after: Optional[int] = None, limit: Optional[int] = None
+    ) -> List[Event]:
+        """Lifecycle events, oldest first."""
+        return await self._client._run(F.events(self.id, after=after, limit=limit))
+
+    # -- exec ----------------------------------------------------------------
+
+    async def exec(
+        self,
+        cmd: F.Command,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        timeout: Optional[float] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> ExecResult:
+        """Runs a command and returns its output. A ``str`` runs through ``/bin/sh -c``;
+        a list is the argv. ``timeout`` (seconds, default 60) kills the command's
+        process group and sets ``timed_out``."""
+        body = F.exec_body(
+            cmd, cwd=cwd, env=env, stdin=stdin, timeout=timeout, max_output_bytes=max_output_bytes
+        )
+        return await self._client._run(F.exec_call(self.id, body))
+
+    def exec_detached(
+        self,
+        cmd: F.Command,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        timeout: Optional[float] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> AsyncExecTask:
+        """Starts a command in the background; ``task.wait()`` returns its result."""
+        body = F.exec_body(
+            cmd, cwd=cwd, env=env, stdin=stdin, timeout=timeout, max_output_bytes=max_output_bytes
+        )
+        return AsyncExecTask(self._client._submit(F.exec_call(self.id, body)))
+
+    def session(
+        self, *, cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None
+    ) -> AsyncSession:
+        """A client-side shell session that keeps ``cwd`` and env between commands."""
+        return AsyncSession(self._client, self.id, F.SessionState(cwd=cwd, env=dict(env or {})))
+
+
+class AsyncExecTask:
+    """A command running in the background (see ``AsyncRuntime.exec_detached``).
+    ``await task`` or ``await task.wait()`` returns its result."""
+
+    def __init__(self, task: asyncio.Task[ExecResult]) -> None:
+        self._task = task
+
+    async def wait(self, timeout: Optional[float] = None) -> ExecResult:
+        """Waits for the command (``asyncio.TimeoutError`` after ``timeout``; the
+        command keeps running)."""
+        return await asyncio.wait_for(asyncio.shield(self._task), timeout)
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def result(self, timeout: Optional[float] = None) -> ExecResult:
+        return await self.wait(timeout)
+
+    def __await__(self) -> Generator[Any, None, ExecResult]:
+        return self._task.__await__()
+
+
+class AsyncSession(SessionBase):
+    """Commands that share a working directory and exported variables."""
+
+    def __init__(self, client: AsyncRunta, runtime_id: str, state: F.SessionState) -> None:
+        super().__init__(runtime_id, state)
+        self._client = client
+
+    async def exec(
+        self,
+        cmd: F.Command,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        timeout: Optional[float] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> ExecResult:
+        """Runs ``cmd`` in the session's cwd with its env; ``cd`` and ``export``/``unset``
+        carry over to the next command. ``env`` here applies to this command only."""
+        flow = F.session_exec(
+            self._runtime_id,
+            self._state,
+            cmd,
+            env=env,
+            stdin=stdin,
+            timeout=timeout,
+            max_output_bytes=max_output_bytes,
+        )
+        return await self._client._run(flow)
+
+
+class AsyncFiles:
+    """``runtime.files``: read and write files inside the runtime."""
+
+    def __init__(self, client: AsyncRunta, runtime_id: str) -> None:
+        self._client = client
+        self._id = runtime_id
+
+    async def write(
+        self, path: str, data: Union[bytes, str], *, mode: Optional[int] = None
+    ) -> None:
+        """Writes a whole file (atomically), creating parent folders. ``mode`` e.g. 0o755."""
+        await self._client._run(F.write_file(self._id, path, data, mode=mode))
+
+    async def read(self, path: str) -> bytes:
+        return await self._client._run(F.read_file(self._id, path))
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return (await self.read(path)).decode(encoding)
+
+    async def list(self, path: str) -> List[FileEntry]:
+        """The entries of a remote folder."""
+        return await self._client._run(F.list_dir(self._id, path))
+
+    async def upload(self, local_path: Union[str, os.PathLike[str]], remote_path: str) -> int:
+        """Copies a local file or folder (recursively) to ``remote_path``; returns the
+        number of files written."""
+        return await self._client._run(F.upload(self._id, local_path, remote_path))
+
+    async def download(self, remote_path: str, local_path: Union[str, os.PathLike[str]]) -> int:
+        """Copies a remote file or folder (recursively) to ``local_path``; returns the
+        number of files written."""
+        return await self._client._run(F.download(self._id, remote_path, local_path))

@@ -1,0 +1,280 @@
+"""Typed views of the API's JSON objects."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+#: Statuses a runtime can be in (SPEC §1).
+STATUSES = (
+    "creating",
+    "running",
+    "paused",
+    "shutdown",
+    "suspended",
+    "deleting",
+    "error",
+    "crashed",
+)
+
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_time(value: Any) -> Optional[datetime]:
+    """RFC 3339 → aware datetime (nanoseconds are cut to microseconds)."""
+    if not isinstance(value, str) or not value:
+        return None
+    s = value.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    s = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], s, count=1)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _str_map(value: Any) -> Dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _opt_int(value: Any) -> Optional[int]:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class ResourceRequests:
+    vcpus: float
+    memory_mib: int
+    disk_gib: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    memory_mib_used: float
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class Resources:
+    requests: ResourceRequests
+    limit_memory_mib: int
+    current: Optional[ResourceUsage] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Resources:
+        req = d.get("requests") or {}
+        lim = d.get("limits") or {}
+        cur = d.get("current")
+        return cls(
+            requests=ResourceRequests(
+                vcpus=float(req.get("vcpus") or 0.0),
+                memory_mib=int(req.get("memory_mib") or 0),
+                disk_gib=_opt_int(req.get("disk_gib")),
+            ),
+            limit_memory_mib=int(lim.get("memory_mib") or 0),
+            current=ResourceUsage(
+                memory_mib_used=float(cur.get("memory_mib_used") or 0.0),
+                cpu_seconds=float(cur.get("cpu_seconds") or 0.0),
+            )
+            if isinstance(cur, dict)
+            else None,
+        )
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    port: int
+    protocol: str
+    url: str
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """A snapshot of a runtime record as the daemon last reported it."""
+
+    id: str
+    name: str
+    tenant: str
+    status: str
+    desired_status: str
+    image: str
+    resources: Resources
+    env: Dict[str, str]
+    labels: Dict[str, str]
+    publish: List[PublishedPort]
+    idle_timeout_secs: Optional[int]
+    ip: Optional[str]
+    created_at: Optional[datetime]
+    updated_at: Optional[datetime]
+    started_at: Optional[datetime]
+    revision: int
+    error: Optional[str]
+    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def vcpus(self) -> float:
+        return self.resources.requests.vcpus
+
+    @property
+    def memory_mib(self) -> int:
+        return self.resources.requests.memory_mib
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RuntimeInfo:
+        return cls(
+            id=str(d["id"]),
+            name=str(d["name"]),
+            tenant=str(d.get("tenant", "")),
+            status=str(d.get("status", "")),
+            desired_status=str(d.get("desired_status", "")),
+            image=str(d.get("image", "")),
+            resources=Resources.from_dict(d.get("resources") or {}),
+            env=_str_map(d.get("env")),
+            labels=_str_map(d.get("labels")),
+            publish=[
+                PublishedPort(
+                    port=int(p.get("port", 0)),
+                    protocol=str(p.get("protocol", "")),
+                    url=str(p.get("url", "")),
+                )
+                for p in (d.get("publish") or [])
+                if isinstance(p, dict)
+            ],
+            idle_timeout_secs=_opt_int(d.get("idle_timeout_secs")),
+            ip=d.get("ip") if isinstance(d.get("ip"), str) else None,
+            created_at=parse_time(d.get("created_at")),
+            updated_at=parse_time(d.get("updated_at")),
+            started_at=parse_time(d.get("started_at")),
+            revision=int(d.get("revision") or 0),
+            error=d.get("error") if isinstance(d.get("error"), str) else None,
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of one buffered command."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration_ms: int = 0
+    timed_out: bool = False
+
+    @property
+    def stdout_text(self) -> str:
+        """stdout as text (the daemon decodes it as UTF-8, lossy)."""
+        return self.stdout
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0 and did not time out."""
+        return self.exit_code == 0 and not self.timed_out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExecResult:
+        return cls(
+            exit_code=int(d.get("exit_code", -1)),
+            stdout=str(d.get("stdout") or ""),
+            stderr=str(d.get("stderr") or ""),
+            stdout_truncated=bool(d.get("stdout_truncated", False)),
+            stderr_truncated=bool(d.get("stderr_truncated", False)),
+            duration_ms=int(d.get("duration_ms") or 0),
+            timed_out=bool(d.get("timed_out", False)),
+        )
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One entry of a remote folder listing."""
+
+    name: str
+    type: str  # "file", "dir", "symlink" or "other"
+    size: int
+    mode: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "dir"
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == "file"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileEntry:
+        return cls(
+            name=str(d.get("name", "")),
+            type=str(d.get("type", "other")),
+            size=int(d.get("size") or 0),
+            mode=int(d.get("mode") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A lifecycle event of a runtime (``created``, ``started``, ``paused``, …)."""
+
+    id: int
+    runtime_id: str
+    type: str
+    message: Optional[str]
+    created_at: Optional[datetime]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return cls(
+            id=int(d.get("id") or 0),
+            runtime_id=str(d.get("runtime_id", "")),
+            type=str(d.get("type", "")),
+            message=d.get("message") if isinstance(d.get("message"), str) else None,
+            created_at=parse_time(d.get("created_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port to publish: ``Port(8080)``, ``Port(8080, "http")``."""
+
+    port: int
+    protocol: str = "https"
+
+
+#: What ``publish=`` accepts per entry: ``8080``, ``"8080/http"``, ``Port(8080)`` or
+#: ``{"port": 8080, "protocol": "https"}``.
+PortLike = Union[int, str, Port, Mapping[str, Any]]
+
+
+def port_spec(p: PortLike) -> Dict[str, Any]:
+    if isinstance(p, bool):
+        raise TypeError("publish entries are ports, not booleans")
+    if isinstance(p, int):
+        return {"port": p, "protocol": "https"}
+    if isinstance(p, Port):
+        return {"port": p.port, "protocol": p.protocol}
+    if isinstance(p, str):
+        num, _, proto = p.partition("/")
+        try:
+            port = int(num)
+        except ValueError:
+            raise ValueError(f"publish: {p!r} is not PORT or PORT/PROTOCOL") from None
+        return {"port": port, "protocol": proto or "https"}
+    if isinstance(p, Mapping):
+        return dict(p)
+    raise TypeError(f"publish: unsupported entry {p!r}")
+
+
+def port_specs(publish: Optional[Sequence[PortLike]]) -> List[Dict[str, Any]]:
+    return [port_spec(p) for p in (publish or [])]

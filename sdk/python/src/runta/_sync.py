@@ -1,0 +1,354 @@
+"""The synchronous client. Every method drives a shared flow from ``_flows``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from types import TracebackType
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+
+import httpx
+
+from . import _flows as F
+from ._common import Page, RuntimeBase, SessionBase
+from ._models import Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._transport import Call, Flow, RetryPolicy, SyncTransport, T, client_settings
+
+__all__ = ["ExecTask", "Files", "Runta", "Runtime", "Runtimes", "Session"]
+
+
+class Runta:
+    """Client of a Runta daemon.
+
+    ``token`` defaults to ``$RUNTA_TOKEN``, ``endpoint`` to ``$RUNTA_ENDPOINT`` or
+    ``http://127.0.0.1:8080``. ``timeout`` is the default per-request timeout in
+    seconds; ``max_retries`` how often idempotent requests (GET, lifecycle actions,
+    DELETE, file PUT) are repeated after a connection error or a 503.
+    """
+
+    def __init__(
+        self,
+        token: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> None:
+        self.endpoint, headers = client_settings(token, endpoint)
+        self._http = httpx.Client(
+            base_url=self.endpoint, headers=headers, timeout=timeout, transport=transport
+        )
+        self._transport = SyncTransport(self._http, timeout, RetryPolicy(max_retries=max_retries))
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
+        self.runtimes = Runtimes(self)
+
+    def _run(self, flow: Flow[T]) -> T:
+        return self._transport.run(flow)
+
+    def _submit(self, flow: Flow[ExecResult]) -> concurrent.futures.Future[ExecResult]:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=32, thread_name_prefix="runta-exec"
+                )
+            return self._pool.submit(self._run, flow)
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /healthz``: the daemon's status, version and backend."""
+
+        def flow() -> Flow[Dict[str, Any]]:
+            reply = yield Call("GET", "/healthz", idempotent=True)
+            return dict(reply.json())
+
+        return self._run(flow())
+
+    def close(self) -> None:
+        """Closes connections; waits for detached execs still running."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._http.close()
+
+    def __enter__(self) -> Runta:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+class Runtimes:
+    """``runta.runtimes``: create, find and list runtimes."""
+
+    def __init__(self, client: Runta) -> None:
+        self._client = client
+
+    def create(
+        self,
+        name: str,
+        *,
+        vcpus: Optional[float] = None,
+        memory_mib: Optional[int] = None,
+        image: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        publish: Optional[Sequence[PortLike]] = None,
+        idle_timeout: Optional[int] = None,
+        disk_gib: Optional[int] = None,
+        memory_limit_mib: Optional[int] = None,
+        wait: bool = True,
+        timeout: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Runtime:
+        """Creates a runtime. With ``wait`` (the default) returns once it is running,
+        raising :class:`RuntimeFailedError` if it fails and :class:`WaitTimeoutError`
+        after ``timeout`` seconds (default 300). With an ``idempotency_key`` the
+        request is safe to repeat (and is retried on connection errors)."""
+        body = F.create_body(
+            name,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            image=image,
+            env=env,
+            labels=labels,
+            publish=publish,
+            idle_timeout=idle_timeout,
+            disk_gib=disk_gib,
+            memory_limit_mib=memory_limit_mib,
+        )
+        info = self._client._run(
+            F.create(body, wait=wait, timeout=timeout, idempotency_key=idempotency_key)
+        )
+        return Runtime(self._client, info)
+
+    def get(self, id_or_name: str) -> Runtime:
+        """The runtime with this UUID or name (:class:`NotFoundError` otherwise)."""
+        return Runtime(self._client, self._client._run(F.get(id_or_name)))
+
+    def list(
+        self,
+        *,
+        status: Optional[Union[str, Sequence[str]]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+    ) -> List[Runtime]:
+        """Every runtime of the tenant (all pages), optionally filtered by status
+        (``"running"`` or ``["running", "paused"]``) and labels (all must match)."""
+        infos = self._client._run(F.list_all(status=status, labels=labels))
+        return [Runtime(self._client, i) for i in infos]
+
+    def list_page(
+        self,
+        *,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+        status: Optional[Union[str, Sequence[str]]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+    ) -> Page[Runtime]:
+        """One page of runtimes; pass ``page.next_cursor`` as ``after`` for the next."""
+        items, cursor = self._client._run(
+            F.list_page(status=status, labels=labels, limit=limit, after=after)
+        )
+        return Page([Runtime(self._client, i) for i in items], cursor)
+
+    def delete(self, id_or_name: str, *, missing_ok: bool = False) -> None:
+        self._client._run(F.delete(id_or_name, missing_ok=missing_ok))
+
+
+class Runtime(RuntimeBase):
+    """A handle on one runtime. ``cached_info`` is the record as last seen."""
+
+    def __init__(self, client: Runta, info: RuntimeInfo) -> None:
+        super().__init__(info)
+        self._client = client
+        self.files = Files(client, info.id)
+
+    # -- record and lifecycle ------------------------------------------------
+
+    def refresh(self) -> RuntimeInfo:
+        """Fetches the record again and updates ``cached_info``."""
+        return self._set(self._client._run(F.get(self.id)))
+
+    def start(self) -> RuntimeInfo:
+        """Boots a shut-down (or failed) runtime; a no-op if it runs."""
+        return self._set(self._client._run(F.action(self.id, "start")))
+
+    def stop(self) -> RuntimeInfo:
+        """Shuts it down (SIGTERM, grace, SIGKILL), keeping its files."""
+        return self._set(self._client._run(F.action(self.id, "stop")))
+
+    def pause(self) -> RuntimeInfo:
+        """Freezes every process."""
+        return self._set(self._client._run(F.action(self.id, "pause")))
+
+    def resume(self) -> RuntimeInfo:
+        """Thaws a paused runtime."""
+        return self._set(self._client._run(F.action(self.id, "resume")))
+
+    def delete(self, *, missing_ok: bool = False) -> None:
+        """Kills its processes and removes its files and record."""
+        self._client._run(F.delete(self.id, missing_ok=missing_ok))
+
+    def resize(
+        self, *, vcpus: Optional[float] = None, memory_mib: Optional[int] = None
+    ) -> RuntimeInfo:
+        """Changes CPU and/or memory, live where the backend can."""
+        body = F.resize_body(vcpus, memory_mib)
+        return self._set(self._client._run(F.update(self.id, body)))
+
+    def resize_memory(self, memory_mib: int) -> RuntimeInfo:
+        return self.resize(memory_mib=memory_mib)
+
+    def update(
+        self,
+        *,
+        labels: Optional[Mapping[str, str]] = None,
+        publish: Optional[Sequence[PortLike]] = None,
+        idle_timeout: Optional[int] = None,
+    ) -> RuntimeInfo:
+        """Replaces labels / published ports / the idle timeout (``0`` turns it off)."""
+        body: Dict[str, Any] = {}
+        if labels is not None:
+            body["labels"] = dict(labels)
+        if publish is not None:
+            body["publish"] = F.port_specs(publish)
+        if idle_timeout is not None:
+            body["idle_timeout_secs"] = idle_timeout
+        return self._set(self._client._run(F.update(self.id, body)))
+
+    def wait_until(self, *statuses: str, timeout: Optional[float] = None) -> RuntimeInfo:
+        """Polls until the status is one of ``statuses`` (default ``running``)."""
+        flow = F.wait_for(self.id, statuses or ("running",), timeout=timeout, name=self.name)
+        return self._set(self._client._run(flow))
+
+    def events(self, *, after: Optional[int] = None, limit: Optional[int] = None) -> List[Event]:
+        """Lifecycle events, oldest first."""
+        return self._client._run(F.events(self.id, after=after, limit=limit))
+
+    # -- exec ----------------------------------------------------------------
+
+    def exec(
+        self,
+        cmd: F.Command,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        timeout: Optional[float] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> ExecResult:
+        """Runs a command and returns its output. A ``str`` runs through ``/bin/sh -c``;
+        a list is the argv. ``timeout`` (seconds, default 60) kills the command's
+        process group and sets ``timed_out``."""
+        body = F.exec_body(
+            cmd, cwd=cwd, env=env, stdin=stdin, timeout=timeout, max_output_bytes=max_output_bytes
+        )
+        return self._client._run(F.exec_call(self.id, body))
+
+    def exec_detached(
+        self,
+        cmd: F.Command,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        timeout: Optional[float] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> ExecTask:
+        """Starts a command in the background; ``task.wait()`` returns its result."""
+        body = F.exec_body(
+            cmd, cwd=cwd, env=env, stdin=stdin, timeout=timeout, max_output_bytes=max_output_bytes
+        )
+        return ExecTask(self._client._submit(F.exec_call(self.id, body)))
+
+    def session(
+        self, *, cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None
+    ) -> Session:
+        """A client-side shell session that keeps ``cwd`` and env between commands."""
+        return Session(self._client, self.id, F.SessionState(cwd=cwd, env=dict(env or {})))
+
+
+class ExecTask:
+    """A command running in the background (see ``Runtime.exec_detached``)."""
+
+    def __init__(self, future: concurrent.futures.Future[ExecResult]) -> None:
+        self._future = future
+
+    def wait(self, timeout: Optional[float] = None) -> ExecResult:
+        """Blocks until the command finishes (``TimeoutError`` after ``timeout``)."""
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: Optional[float] = None) -> ExecResult:
+        return self.wait(timeout)
+
+
+class Session(SessionBase):
+    """Commands that share a working directory and exported variables."""
+
+    def __init__(self, client: Runta, runtime_id: str, state: F.SessionState) -> None:
+        super().__init__(runtime_id, state)
+        self._client = client
+
+    def exec(
+        self,
+        cmd: F.Command,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Optional[Union[str, bytes]] = None,
+        timeout: Optional[float] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> ExecResult:
+        """Runs ``cmd`` in the session's cwd with its env; ``cd`` and ``export``/``unset``
+        carry over to the next command. ``env`` here applies to this command only."""
+        flow = F.session_exec(
+            self._runtime_id,
+            self._state,
+            cmd,
+            env=env,
+            stdin=stdin,
+            timeout=timeout,
+            max_output_bytes=max_output_bytes,
+        )
+        return self._client._run(flow)
+
+
+class Files:
+    """``runtime.files``: read and write files inside the runtime."""
+
+    def __init__(self, client: Runta, runtime_id: str) -> None:
+        self._client = client
+        self._id = runtime_id
+
+    def write(self, path: str, data: Union[bytes, str], *, mode: Optional[int] = None) -> None:
+        """Writes a whole file (atomically), creating parent folders. ``mode`` e.g. 0o755."""
+        self._client._run(F.write_file(self._id, path, data, mode=mode))
+
+    def read(self, path: str) -> bytes:
+        return self._client._run(F.read_file(self._id, path))
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read(path).decode(encoding)
+
+    def list(self, path: str) -> List[FileEntry]:
+        """The entries of a remote folder."""
+        return self._client._run(F.list_dir(self._id, path))
+
+    def upload(self, local_path: Union[str, os.PathLike[str]], remote_path: str) -> int:
+        """Copies a local file or folder (recursively) to ``remote_path``; returns the
+        number of files written."""
+        return self._client._run(F.upload(self._id, local_path, remote_path))
+
+    def download(self, remote_path: str, local_path: Union[str, os.PathLike[str]]) -> int:
+        """Copies a remote file or folder (recursively) to ``local_path``; returns the
+        number of files written."""
+        return self._client._run(F.download(self._id, remote_path, local_path))
