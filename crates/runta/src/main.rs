@@ -1,1 +1,365 @@
-fn main() { eprintln!("runta CLI: under construction"); std::process::exit(2) }
+//! `runta`: the command-line face of Runta. Every command is one or a few REST
+//! calls; see docs/cli.md.
+
+mod client;
+mod commands;
+mod config;
+mod cp;
+mod error;
+mod exec;
+mod output;
+
+use std::collections::BTreeMap;
+
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
+use runta_api::PortSpec;
+
+use crate::error::CliError;
+
+const EXAMPLES: &str = "\
+Examples:
+  runta run --name worker --cpus 2 --memory 2048
+  runta ps -a
+  runta exec worker -- sh -lc 'pwd && python3 --version'
+  runta exec -it worker bash
+  runta cp ./app worker:/srv/app
+  runta apply -f deployment.json
+
+Environment: RUNTA_ENDPOINT (default http://127.0.0.1:8080), RUNTA_TOKEN, RUNTA_CONFIG
+(default ~/.config/runta/config.toml with `endpoint` and `token`). Flags beat the
+environment, which beats the config file.
+Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage; exec passes the remote code on.";
+
+#[derive(Parser)]
+#[command(
+    name = "runta",
+    version,
+    about = "Run and manage Runta runtimes: isolated Linux environments for agents",
+    after_help = EXAMPLES,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Daemon URL [default: http://127.0.0.1:8080]
+    #[arg(long, global = true, env = "RUNTA_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+    /// API token (tenant token, or the admin token for `token create`)
+    #[arg(
+        long,
+        global = true,
+        env = "RUNTA_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Print the API's JSON (errors: the API error object on stderr)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create a runtime and wait until it runs
+    #[command(
+        after_help = "Examples:\n  runta run --name worker --cpus 2 --memory 2048\n  runta run --name web --cpus 2 --memory 2048 --publish 8080/https --idle-timeout 300\n  runta run --name job --env MODE=batch --label team=ml --image base"
+    )]
+    Run(RunArgs),
+    /// List runtimes (running ones; -a for all)
+    #[command(
+        after_help = "Examples:\n  runta ps\n  runta ps -a\n  runta ps -aq            # ids only\n  runta ps --json"
+    )]
+    Ps(PsArgs),
+    /// Show everything about runtimes, as JSON
+    #[command(after_help = "Example:\n  runta inspect worker")]
+    Inspect {
+        /// Runtime names or ids
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Run a command in a runtime
+    #[command(
+        after_help = "Examples:\n  runta exec worker -- sh -lc 'pwd && python3 --version'\n  echo hi | runta exec worker -- cat\n  runta exec worker 'ls -la /tmp | wc -l'      # one quoted word runs under /bin/sh -c\n  runta exec -it worker bash                  # interactive terminal"
+    )]
+    Exec(ExecArgs),
+    /// Boot shut-down runtimes
+    #[command(visible_alias = "start", after_help = "Example:\n  runta boot worker")]
+    Boot(Names),
+    /// Freeze every process of runtimes
+    #[command(after_help = "Example:\n  runta pause worker")]
+    Pause(Names),
+    /// Thaw paused runtimes
+    #[command(after_help = "Example:\n  runta resume worker")]
+    Resume(Names),
+    /// Shut runtimes down, keeping their files
+    #[command(
+        visible_alias = "stop",
+        after_help = "Example:\n  runta shutdown worker"
+    )]
+    Shutdown(Names),
+    /// Delete runtimes and their files (-f: even when running)
+    #[command(
+        after_help = "Examples:\n  runta rm worker          # only when not running\n  runta rm -f worker web"
+    )]
+    Rm(RmArgs),
+    /// Change a runtime's memory and CPUs (live where possible)
+    #[command(
+        after_help = "Examples:\n  runta resize --memory 4096 worker\n  runta resize --memory 4096 --cpus 4 worker"
+    )]
+    Resize(ResizeArgs),
+    /// Copy files and folders between this machine and a runtime
+    #[command(
+        after_help = "Examples:\n  runta cp ./dir worker:/tmp/dir\n  runta cp worker:/tmp/dir ./back\n  runta cp report.txt worker:/root/\n  runta cp ./src/. worker:/app          # the folder's contents"
+    )]
+    Cp {
+        /// Source: a local path or NAME:/path
+        src: String,
+        /// Destination: a local path or NAME:/path
+        dst: String,
+    },
+    /// Create or update the sandboxes of a deployment file
+    #[command(
+        after_help = "Example:\n  runta apply -f deployment.json\n\ndeployment.json:\n  {\"apiVersion\": \"runta/v1\", \"kind\": \"SandboxSet\",\n   \"sandboxes\": [{\"name\": \"worker\", \"resources\": {\"vcpus\": 2, \"memory_mib\": 2048},\n                   \"publish\": [\"8080/https\"], \"idle_timeout_secs\": 300}]}"
+    )]
+    Apply(FileArg),
+    /// Delete the sandboxes named in a deployment file
+    #[command(after_help = "Example:\n  runta delete -f deployment.json")]
+    Delete(FileArg),
+    /// Show a runtime's lifecycle events
+    #[command(
+        visible_alias = "logs",
+        after_help = "Examples:\n  runta events worker\n  runta logs worker -f"
+    )]
+    Events(EventsArgs),
+    /// Run the daemon (runtad) in the foreground; flags are passed to it
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        after_help = "Examples:\n  runta server\n  runta server --data-dir /var/lib/runta --listen 127.0.0.1:8080\n\nEvery argument is passed to the `runtad` next to this executable; its flags follow."
+    )]
+    Server(ServerArgs),
+    /// Manage API tokens (admin)
+    #[command(
+        subcommand,
+        after_help = "Example:\n  RUNTA_TOKEN=$(cat /var/lib/runta/admin-token) runta token create --tenant acme"
+    )]
+    Token(TokenCmd),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  runta completion bash > /etc/bash_completion.d/runta\n  runta completion zsh > \"${fpath[1]}/_runta\"\n  runta completion fish > ~/.config/fish/completions/runta.fish"
+    )]
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Runtime name: a-z, 0-9 and '-', unique in your tenant
+    #[arg(long, value_parser = parse_name)]
+    pub name: String,
+    /// Image [default: the daemon's, `base`]
+    #[arg(long)]
+    pub image: Option<String>,
+    /// CPUs (fractions allowed, e.g. 0.5)
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Memory in MiB
+    #[arg(long, value_parser = parse_memory, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Disk in GiB
+    #[arg(long, value_name = "GIB")]
+    pub disk: Option<u64>,
+    /// Environment variable (repeatable)
+    #[arg(short, long = "env", value_parser = parse_kv, value_name = "K=V")]
+    pub env: Vec<(String, String)>,
+    /// Label (repeatable)
+    #[arg(short, long = "label", value_parser = parse_kv, value_name = "K=V")]
+    pub label: Vec<(String, String)>,
+    /// Publish a port through the ingress: PORT[/http|/https] (repeatable)
+    #[arg(short, long, value_parser = parse_port, value_name = "PORT/PROTO")]
+    pub publish: Vec<PortSpec>,
+    /// Suspend after this many seconds without traffic or exec
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Return as soon as the runtime is accepted (status `creating`)
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all runtimes (default: only creating, running, paused, suspended)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only print ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print full ids
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and stream it (over the exec WebSocket)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal (raw mode, window size follows yours)
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Environment variable for the command (repeatable)
+    #[arg(short, long = "env", value_parser = parse_kv, value_name = "K=V")]
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the runtime
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Kill the command after this many seconds (buffered exec)
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub timeout: u64,
+    /// Runtime name or id
+    pub name: String,
+    /// The command and its arguments (put `--` before it when it has flags)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct Names {
+    /// Runtime names or ids
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Delete even running runtimes; a missing one is not an error
+    #[arg(short, long)]
+    pub force: bool,
+    /// Runtime names or ids
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("what").required(true).multiple(true).args(["memory", "cpus"])))]
+pub struct ResizeArgs {
+    /// New memory in MiB
+    #[arg(long, value_parser = parse_memory, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// New CPUs
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Runtime name or id
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct FileArg {
+    /// deployment.json (`-` reads stdin)
+    #[arg(short, long, value_name = "FILE")]
+    pub file: String,
+}
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// Keep printing new events
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Runtime name or id
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Flags for runtad, e.g. --data-dir DIR --listen ADDR:PORT
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "RUNTAD_FLAGS"
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token for a tenant (created if new); prints only the token
+    #[command(
+        after_help = "Example:\n  RUNTA_TOKEN=$(cat /var/lib/runta/admin-token) runta token create --tenant acme"
+    )]
+    Create {
+        /// Tenant name
+        #[arg(long, value_parser = parse_name)]
+        tenant: String,
+    },
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    runta_api::validate::name("name", s).map_err(|e| e.message)?;
+    Ok(s.to_string())
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    runta_api::validate::vcpus("cpus", v).map_err(|e| e.message)?;
+    Ok(v)
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of MiB"))?;
+    runta_api::validate::memory_mib("memory", v).map_err(|e| e.message)?;
+    Ok(v)
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_port(s: &str) -> Result<PortSpec, String> {
+    runta_api::validate::parse_publish(s)
+}
+
+pub fn kv_map(v: &[(String, String)]) -> BTreeMap<String, String> {
+    v.iter().cloned().collect()
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(commands::dispatch(cli)) {
+        Ok(()) => 0,
+        Err(e) => e.report(json),
+    };
+    // Do not wait for the stdin reader thread of an interactive exec.
+    drop(rt);
+    std::process::exit(code);
+}
+
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+impl From<clap::Error> for CliError {
+    fn from(e: clap::Error) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
