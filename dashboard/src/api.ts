@@ -1,0 +1,170 @@
+// A small typed client for the Runta REST API (same origin as the dashboard).
+
+export type Status =
+  | 'creating' | 'running' | 'paused' | 'shutdown' | 'suspended' | 'deleting' | 'error' | 'crashed';
+
+export const STATUSES: Status[] = [
+  'creating', 'running', 'paused', 'suspended', 'shutdown', 'error', 'crashed', 'deleting',
+];
+
+export interface Runtime {
+  id: string;
+  name: string;
+  tenant: string;
+  status: Status;
+  desired_status: Status;
+  image: string;
+  resources: {
+    requests: { vcpus: number; memory_mib: number; disk_gib: number | null };
+    limits: { memory_mib: number };
+    current: { memory_mib_used: number; cpu_seconds: number } | null;
+  };
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  publish: { port: number; protocol: 'http' | 'https'; url: string }[];
+  idle_timeout_secs: number | null;
+  ip: string | null;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  revision: number;
+  error: string | null;
+}
+
+export interface RuntimeEvent {
+  id: number;
+  runtime_id: string;
+  type: string;
+  message: string | null;
+  created_at: string;
+}
+
+export interface ExecResult {
+  exit_code: number;
+  stdout: string;
+  stderr: string;
+  stdout_truncated: boolean;
+  stderr_truncated: boolean;
+  duration_ms: number;
+  timed_out: boolean;
+}
+
+export interface CreateRequest {
+  name: string;
+  image?: string;
+  resources: { requests: { vcpus?: number; memory_mib?: number } };
+  env: Record<string, string>;
+  publish: { port: number; protocol: 'http' | 'https' }[];
+  idle_timeout_secs?: number;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+    readonly requestId?: string,
+  ) {
+    super(message);
+  }
+}
+
+const TOKEN_KEY = 'runta.token';
+
+export function getToken(): string | null {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+export function setToken(t: string) {
+  sessionStorage.setItem(TOKEN_KEY, t);
+}
+export function clearToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Called when the daemon says the token is no longer valid. */
+let onUnauthenticated: () => void = () => {};
+export function setUnauthenticatedHandler(f: () => void) {
+  onUnauthenticated = f;
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, token = getToken()): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, 'unavailable', 'Cannot reach the Runta daemon.');
+  }
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  let json: any = undefined;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* not JSON */
+  }
+  if (!res.ok) {
+    const e = json?.error;
+    const err = new ApiError(
+      res.status,
+      e?.code ?? 'internal',
+      e?.message ?? `HTTP ${res.status}`,
+      e?.field ?? undefined,
+      json?.request_id,
+    );
+    if (res.status === 401 && token === getToken()) onUnauthenticated();
+    throw err;
+  }
+  return json as T;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  async listAll(): Promise<Runtime[]> {
+    const out: Runtime[] = [];
+    let after: string | null = null;
+    for (let page = 0; page < 20; page++) {
+      const q: string = after ? `&after=${enc(after)}` : '';
+      const r = await request<{ data: Runtime[]; pagination: { next_cursor: string | null; has_more: boolean } }>(
+        'GET', `/v1/runtimes?limit=100${q}`,
+      );
+      out.push(...r.data);
+      if (!r.pagination?.has_more || !r.pagination.next_cursor) break;
+      after = r.pagination.next_cursor;
+    }
+    return out;
+  },
+  get: (id: string) => request<{ data: Runtime }>('GET', `/v1/runtimes/${enc(id)}`).then((r) => r.data),
+  create: (body: CreateRequest) =>
+    request<{ data: Runtime }>('POST', '/v1/runtimes?wait=false', body).then((r) => r.data),
+  action: (id: string, verb: 'start' | 'stop' | 'pause' | 'resume') =>
+    request<{ data: Runtime }>('POST', `/v1/runtimes/${enc(id)}/${verb}`).then((r) => r.data),
+  remove: (id: string) => request<void>('DELETE', `/v1/runtimes/${enc(id)}`),
+  resizeMemory: (id: string, memory_mib: number) =>
+    request<{ data: Runtime }>('PATCH', `/v1/runtimes/${enc(id)}`, { resources: { requests: { memory_mib } } }).then(
+      (r) => r.data,
+    ),
+  exec: (id: string, command: string) =>
+    request<{ data: ExecResult }>('POST', `/v1/runtimes/${enc(id)}/exec`, { command, timeout_secs: 60 }).then(
+      (r) => r.data,
+    ),
+  events: (id: string) =>
+    request<{ data: RuntimeEvent[] }>('GET', `/v1/runtimes/${enc(id)}/events?limit=100`).then((r) => r.data),
+  /** Checks a token without storing it. */
+  verify: (token: string) => request<unknown>('GET', '/v1/runtimes?limit=1', undefined, token),
+};
+
+/** What each status lets the user do next (mirrors the daemon's transitions). */
+export function allowedActions(s: Status): { boot: boolean; pause: boolean; resume: boolean; stop: boolean; del: boolean } {
+  return {
+    boot: s === 'shutdown' || s === 'error' || s === 'crashed',
+    pause: s === 'running' || s === 'suspended',
+    resume: s === 'paused' || s === 'suspended',
+    stop: s === 'running' || s === 'paused' || s === 'suspended' || s === 'error' || s === 'crashed',
+    del: s !== 'deleting',
+  };
+}

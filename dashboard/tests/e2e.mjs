@@ -1,0 +1,335 @@
+// End-to-end test of the dashboard against a real runtad (see dashboard/run-tests.sh).
+// Starts a fresh daemon, drives Debian's Chromium with playwright-core, and deletes
+// every runtime of its tenant before stopping the daemon.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, mkdirSync, existsSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const dashboard = resolve(here, '..');
+const repo = resolve(dashboard, '..');
+const results = join(dashboard, 'test-results');
+mkdirSync(results, { recursive: true });
+
+const PORT = Number(process.env.RUNTA_TEST_PORT ?? 18184);
+const BASE = `http://127.0.0.1:${PORT}`;
+const BIN = process.env.RUNTAD_BIN ?? join(repo, 'target/debug/runtad');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const STATIC_AGENT = join(repo, 'target/x86_64-unknown-linux-gnu/release/runta-agent');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let step = 'setup';
+const log = (msg) => console.log(`[e2e] ${msg}`);
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+}
+
+async function http(method, path, token, body) {
+  const res = await fetch(BASE + path, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  const json = text ? JSON.parse(text) : undefined;
+  if (!res.ok) throw new Error(`${method} ${path} → ${res.status} ${text}`);
+  return json;
+}
+
+// ---------------------------------------------------------------- daemon
+const dataDir = mkdtempSync(join(tmpdir(), 'runta-dash-e2e-'));
+const daemonLog = join(results, 'runtad.log');
+const env = { ...process.env };
+if (!env.RUNTA_AGENT_BIN && existsSync(STATIC_AGENT)) env.RUNTA_AGENT_BIN = STATIC_AGENT;
+const out = openSync(daemonLog, 'w');
+const daemon = spawn(
+  BIN,
+  ['--data-dir', dataDir, '--listen', `127.0.0.1:${PORT}`, '--images-dir', '/var/lib/runta/images',
+    '--subnet-octet', '153', '--no-prebuild'],
+  { env, stdio: ['ignore', out, out] },
+);
+let daemonExited = false;
+daemon.on('exit', (code, sig) => {
+  daemonExited = true;
+  log(`runtad exited (${code ?? sig})`);
+});
+
+let tenantToken = null;
+let browser = null;
+let failed = false;
+
+async function cleanup() {
+  if (tenantToken && !daemonExited) {
+    try {
+      const list = await http('GET', '/v1/runtimes?limit=100', tenantToken);
+      for (const r of list.data) {
+        log(`cleanup: deleting ${r.name}`);
+        await http('DELETE', `/v1/runtimes/${r.id}`, tenantToken).catch((e) => log(`cleanup: ${e.message}`));
+      }
+    } catch (e) {
+      log(`cleanup: ${e.message}`);
+    }
+  }
+  if (browser) await browser.close().catch(() => {});
+  if (!daemonExited) {
+    daemon.kill('SIGTERM');
+    for (let i = 0; i < 50 && !daemonExited; i++) await sleep(100);
+    if (!daemonExited) daemon.kill('SIGKILL');
+  }
+  try {
+    execFileSync('rm', ['-rf', '--one-file-system', dataDir]);
+  } catch (e) {
+    log(`could not remove ${dataDir}: ${e.message}`);
+  }
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, async () => {
+    await cleanup();
+    process.exit(130);
+  });
+}
+
+try {
+  step = 'wait for /healthz';
+  for (let i = 0; ; i++) {
+    if (daemonExited) throw new Error(`runtad exited early; see ${daemonLog}`);
+    try {
+      if ((await fetch(`${BASE}/healthz`)).ok) break;
+    } catch {}
+    if (i > 300) throw new Error('runtad did not become healthy in 30 s');
+    await sleep(100);
+  }
+  const admin = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+  const tenant = `dash-e2e-${Date.now().toString(36)}`;
+  tenantToken = (await http('POST', '/v1/tokens', admin, { tenant })).data.token;
+  log(`daemon up, tenant ${tenant}`);
+
+  step = 'static assets';
+  {
+    const index = await fetch(`${BASE}/`);
+    check(index.ok && index.headers.get('content-type').startsWith('text/html'), '/ is HTML');
+    const html = await index.text();
+    const js = html.match(/src="(\/assets\/[^"]+\.js)"/)?.[1];
+    check(js, 'index.html references a hashed script (is dashboard/dist embedded?)');
+    const a = await fetch(BASE + js);
+    check(a.headers.get('content-type').startsWith('text/javascript'), 'script content type');
+    check(a.headers.get('cache-control').includes('immutable'), 'hashed assets are immutable');
+    const h = await fetch(`${BASE}/healthz`);
+    check((await h.json()).status === 'ok', '/healthz still answers JSON');
+    const v1 = await fetch(`${BASE}/v1/runtimes`);
+    check(v1.status === 401, '/v1 is not shadowed by the dashboard');
+  }
+
+  // Two neighbours, so the fleet view shows several statuses.
+  step = 'create neighbours via API';
+  const neighbours = Promise.all([
+    http('POST', '/v1/runtimes', tenantToken, {
+      name: 'worker-blue', resources: { requests: { vcpus: 1, memory_mib: 512 } },
+    }).then(() => http('POST', '/v1/runtimes/worker-blue/pause', tenantToken)),
+    http('POST', '/v1/runtimes', tenantToken, {
+      name: 'batch-nightly', resources: { requests: { vcpus: 0.25, memory_mib: 128 } },
+    }).then(() => http('POST', '/v1/runtimes/batch-nightly/stop', tenantToken)),
+  ]);
+
+  step = 'launch chromium';
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  const consoleErrors = [];
+  // The validation step provokes 422s on purpose; Chromium logs those as errors.
+  let expected422 = 0;
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    if (expected422 > 0 && /status of 422/.test(m.text())) {
+      expected422--;
+      return;
+    }
+    consoleErrors.push(m.text());
+  });
+  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+
+  step = 'sign in';
+  await page.goto(`${BASE}/`);
+  await page.getByLabel('Tenant token').fill(tenantToken);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Runtimes' }).waitFor();
+  check(!page.url().includes(tenantToken), 'token is not in the URL');
+  check((await page.evaluate(() => sessionStorage.getItem('runta.token'))) === tenantToken, 'token in sessionStorage');
+
+  step = 'keyboard: skip link';
+  await page.keyboard.press('Tab');
+  check((await page.evaluate(() => document.activeElement?.textContent)) === 'Skip to content', 'first Tab reaches the skip link');
+
+  step = 'validation message next to the field';
+  await page.getByRole('link', { name: '+ New runtime' }).first().click();
+  await page.getByLabel('Name', { exact: true }).fill('Bad_Name');
+  expected422 = 1;
+  await page.getByRole('button', { name: 'Create runtime' }).click();
+  const nameErr = page.locator('[data-error-for="name"]');
+  await nameErr.waitFor();
+  check(/not a valid name/.test(await nameErr.textContent()), 'name error text');
+  check((await page.locator('#f-name').getAttribute('aria-describedby')) === 'err-name', 'name error is tied to the field');
+  check((await page.evaluate(() => document.activeElement?.id)) === 'f-name', 'focus moves to the bad field');
+  // A second one, on a nested field path (resources.requests.vcpus).
+  await page.getByLabel('Name', { exact: true }).fill('e2e-web');
+  await page.getByLabel('vCPUs').fill('0');
+  expected422 = 1;
+  await page.getByRole('button', { name: 'Create runtime' }).click();
+  await page.locator('[data-error-for="vcpus"]').waitFor();
+  check((await page.locator('[data-error-for="name"]').count()) === 0, 'old name error cleared');
+  await page.screenshot({ path: join(results, 'create.png'), fullPage: true });
+
+  step = 'create from the form';
+  await page.getByLabel('vCPUs').fill('0.5');
+  await page.getByLabel('Memory (MiB)').fill('256');
+  await page.getByRole('button', { name: '+ Add variable' }).click();
+  await page.getByLabel('Name of variable 1').fill('GREETING');
+  await page.getByLabel('Value of variable 1').fill('hi');
+  await page.getByRole('button', { name: '+ Add port' }).click();
+  await page.getByLabel('Port 1', { exact: true }).fill('8080');
+  await page.getByLabel('Idle timeout (seconds)').fill('3600');
+  await page.getByRole('button', { name: 'Create runtime' }).click();
+  await page.waitForURL(/#\/runtimes\/e2e-web$/);
+  step = 'see it running';
+  await page.locator('h1 .badge-running').waitFor({ timeout: 90000 });
+  log('runtime e2e-web is running');
+
+  step = 'terminal: echo hello';
+  await page.getByRole('button', { name: 'Open terminal' }).click();
+  await page.locator('.term-open').waitFor();
+  const rows = page.locator('.xterm-rows');
+  await page.waitForFunction(() => /[$#]\s*$/m.test(document.querySelector('.xterm-rows')?.textContent ?? ''), null, { timeout: 15000 });
+  await page.locator('.xterm').click();
+  await page.keyboard.type('echo hello\n');
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('.xterm-rows > div')].some((d) => d.textContent.trim() === 'hello'),
+    null,
+    { timeout: 15000 },
+  );
+  await page.keyboard.type('echo "$GREETING from $(hostname)"\n');
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('.xterm-rows > div')].some((d) => d.textContent.trim() === 'hi from e2e-web'),
+    null,
+    { timeout: 15000 },
+  );
+  log(`terminal OK: ${(await rows.textContent()).replace(/\s+/g, ' ').slice(0, 120)}`);
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await page.getByRole('button', { name: 'Reconnect' }).waitFor();
+
+  step = 'one-shot command';
+  await page.getByRole('textbox', { name: 'Command', exact: true }).fill('echo from-exec; echo oops >&2; exit 3');
+  await page.getByRole('button', { name: 'Run', exact: true }).click();
+  const res = page.getByTestId('exec-result');
+  await res.locator('.exit-bad').waitFor();
+  check((await res.textContent()).includes('from-exec') && (await res.textContent()).includes('exit 3'), 'exec output');
+
+  step = 'pause';
+  const actions = page.getByRole('group', { name: 'Lifecycle' });
+  check(!(await actions.getByRole('button', { name: 'Boot' }).count()), 'no Boot while running');
+  check(!(await actions.getByRole('button', { name: 'Resume' }).count()), 'no Resume while running');
+  await actions.getByRole('button', { name: 'Pause' }).click();
+  await page.locator('h1 .badge-paused').waitFor();
+  check(!(await actions.getByRole('button', { name: 'Pause' }).count()), 'no Pause while paused');
+  step = 'resume';
+  await actions.getByRole('button', { name: 'Resume' }).click();
+  await page.locator('h1 .badge-running').waitFor();
+
+  step = 'resize memory';
+  await page.getByLabel('Memory (MiB)').fill('384');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByText('Currently 384 MiB').waitFor();
+
+  step = 'events timeline';
+  await page.waitForFunction(() => {
+    const t = document.querySelector('.timeline')?.textContent ?? '';
+    return ['created', 'paused', 'resumed', 'updated'].every((w) => t.includes(w));
+  });
+  await page.waitForTimeout(4500); // a few usage samples for the chart
+  await page.evaluate(() => scrollTo(0, 0));
+  await page.screenshot({ path: join(results, 'runtime.png') });
+
+  step = 'fleet view';
+  await neighbours;
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Runtimes' }).click();
+  const row = page.locator('tr[data-runtime="e2e-web"]');
+  await row.locator('.badge-running').waitFor();
+  check((await row.locator('a[href^="https://"]').count()) === 1, 'published URL is a link');
+  await page.locator('tr[data-runtime="worker-blue"] .badge-paused').waitFor();
+  await page.locator('tr[data-runtime="batch-nightly"] .badge-shutdown').waitFor();
+  // Live: a change made elsewhere shows up without a reload.
+  await http('POST', '/v1/runtimes/worker-blue/resume', tenantToken);
+  await page.locator('tr[data-runtime="worker-blue"] .badge-running').waitFor({ timeout: 10000 });
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: join(results, 'fleet.png') });
+  log('saved test-results/fleet.png');
+
+  step = 'filters';
+  await page.getByRole('button', { name: /^shutdown/ }).click();
+  await page.locator('tr[data-runtime="e2e-web"]').waitFor({ state: 'detached' });
+  check((await page.locator('tr[data-runtime]').count()) === 1, 'status filter leaves one row');
+  await page.getByRole('button', { name: /^All/ }).click();
+  await page.getByLabel('Filter by name').fill('worker');
+  await page.locator('tr[data-runtime="e2e-web"]').waitFor({ state: 'detached' });
+  check((await page.locator('tr[data-runtime]').count()) === 1, 'name filter leaves one row');
+  await page.getByLabel('Filter by name').fill('');
+
+  step = 'usage view';
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Usage' }).click();
+  await page.getByRole('heading', { name: 'Usage', exact: true }).waitFor();
+  await page.waitForFunction(() => document.querySelector('.stat-value')?.textContent === '3');
+  await page.waitForTimeout(3500);
+  await page.screenshot({ path: join(results, 'usage.png') });
+
+  step = 'narrow window';
+  await page.setViewportSize({ width: 390, height: 800 });
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Runtimes' }).click();
+  await page.locator('tr[data-runtime="e2e-web"]').waitFor();
+  await page.waitForTimeout(300);
+  check(await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth + 1), 'no horizontal scroll at 390 px');
+  await page.screenshot({ path: join(results, 'fleet-narrow.png'), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  step = 'delete with confirmation';
+  await page.locator('tr[data-runtime="e2e-web"] a.rt-name').click();
+  await page.locator('h1 .badge-running').waitFor();
+  await actions.getByRole('button', { name: 'Delete' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor();
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+  await actions.getByRole('button', { name: 'Delete' }).click();
+  await dialog.getByRole('button', { name: 'Delete runtime' }).click();
+  await page.waitForURL(/#\/$/);
+  await page.locator('tr[data-runtime="worker-blue"]').waitFor();
+  check((await page.locator('tr[data-runtime="e2e-web"]').count()) === 0, 'deleted runtime is gone from the fleet');
+  const left = await http('GET', '/v1/runtimes', tenantToken);
+  check(!left.data.some((r) => r.name === 'e2e-web'), 'deleted on the daemon');
+
+  step = 'sign out';
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('Tenant token').waitFor();
+  check((await page.evaluate(() => sessionStorage.getItem('runta.token'))) === null, 'token forgotten');
+
+  step = 'console';
+  check(consoleErrors.length === 0, `no console errors, got:\n  ${consoleErrors.join('\n  ')}`);
+  log('PASS');
+} catch (e) {
+  failed = true;
+  console.error(`[e2e] FAILED at step "${step}": ${e.stack ?? e}`);
+  try {
+    const pages = browser?.contexts()[0]?.pages() ?? [];
+    if (pages[0]) await pages[0].screenshot({ path: join(results, 'failure.png') });
+  } catch {}
+} finally {
+  await cleanup();
+}
+process.exit(failed ? 1 : 0);
