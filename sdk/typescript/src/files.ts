@@ -240,7 +240,15 @@ export class RuntimeFiles {
     }
     if (entries === undefined) {
       await fsp.mkdir(path.dirname(path.resolve(localPath)), { recursive: true });
-      sum.bytes = await this.downloadFile(remotePath, localPath, undefined, opts);
+      // The parent's listing carries the file's permissions.
+      let mode: number | undefined;
+      try {
+        const base = path.posix.basename(remotePath);
+        mode = (await this.list(path.posix.dirname(remotePath))).find((e) => e.name === base)?.mode;
+      } catch {
+        mode = undefined;
+      }
+      sum.bytes = await this.downloadFile(remotePath, localPath, mode === undefined ? undefined : mode & 0o7777, opts);
       sum.files = 1;
       return sum;
     }

@@ -1,6 +1,6 @@
 /** The `Runtime` handle: one runtime, its lifecycle, exec, files and sessions. */
 
-import { RuntaError, RuntaTimeoutError } from "./errors.js";
+import { InvalidArgumentError, RuntaError, RuntaTimeoutError } from "./errors.js";
 import type { Command, ExecOptions } from "./exec.js";
 import { ExecResult, execRequest } from "./exec.js";
 import { RuntimeFiles } from "./files.js";
@@ -48,7 +48,7 @@ export function portSpec(p: PublishSpec, i = 0): PortSpec {
   if (typeof p === "string") {
     const m = /^(\d{1,5})(?:\/(https?))?$/.exec(p.trim());
     if (!m) {
-      throw new RuntaError({ code: "invalid_argument", status: 0, message: `publish[${i}]: ${JSON.stringify(p)} is not PORT or PORT/http or PORT/https`, field: `publish[${i}]` });
+      throw new InvalidArgumentError({ code: "invalid_argument", message: `publish[${i}]: ${JSON.stringify(p)} is not PORT or PORT/http or PORT/https`, field: `publish[${i}]` });
     }
     return { port: Number(m[1]), protocol: (m[2] as "http" | "https" | undefined) ?? "https" };
   }
@@ -154,7 +154,7 @@ export class Runtime {
     const res = resourcesBody(opts);
     if (res) body.resources = res;
     if (opts.labels !== undefined) body.labels = { ...opts.labels };
-    if (opts.publish !== undefined) body.publish = opts.publish.map(portSpec);
+    if (opts.publish !== undefined) body.publish = opts.publish.map((p, i) => portSpec(p, i));
     if (opts.idleTimeoutSecs !== undefined) body.idle_timeout_secs = opts.idleTimeoutSecs;
     return this.set(await this.http.data<RuntimeInfo>("PATCH", this.path, { json: body }));
   }

@@ -1,0 +1,161 @@
+/**
+ * Test entry point: starts a fresh `runtad`, runs every `*.test.js` with node's test
+ * runner against it, then deletes every runtime of every tenant the tests minted a
+ * token for, and only then stops the daemon (killing runtad leaves runtimes running
+ * by design).
+ *
+ * Env: RUNTAD_BIN (default <repo>/target/debug/runtad), RUNTA_TEST_PORT (18183),
+ * RUNTA_TEST_SUBNET_OCTET (152), RUNTA_TEST_IMAGES_DIR (/var/lib/runta/images),
+ * RUNTA_TEST_FILES (space-separated test files to run instead of all).
+ */
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url)); // build-test/test
+const sdkDir = path.resolve(here, "..", "..");
+const repo = path.resolve(sdkDir, "..", "..");
+const bin = process.env["RUNTAD_BIN"] ?? path.join(repo, "target", "debug", "runtad");
+const port = process.env["RUNTA_TEST_PORT"] ?? "18183";
+const endpoint = `http://127.0.0.1:${port}`;
+
+function log(msg: string): void {
+  process.stderr.write(`[harness] ${msg}\n`);
+}
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+async function healthy(): Promise<boolean> {
+  try {
+    const r = await fetch(`${endpoint}/healthz`);
+    await r.arrayBuffer();
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+async function cleanup(stateDir: string): Promise<number> {
+  const file = path.join(stateDir, "tokens");
+  if (!existsSync(file)) return 0;
+  const tokens = [...new Set(readFileSync(file, "utf8").split("\n").filter((t) => t.trim() !== ""))];
+  let leftovers = 0;
+  for (const token of tokens) {
+    const h = { authorization: `Bearer ${token}` };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const r = await fetch(`${endpoint}/v1/runtimes?limit=100`, { headers: h });
+      if (r.status !== 200) {
+        await r.arrayBuffer();
+        break;
+      }
+      const body = (await r.json()) as { data: { id: string; name: string; tenant: string }[] };
+      if (body.data.length === 0) break;
+      for (const rt of body.data) {
+        const d = await fetch(`${endpoint}/v1/runtimes/${rt.id}`, { method: "DELETE", headers: h });
+        await d.arrayBuffer();
+        if (attempt === 0) leftovers++;
+        log(`cleanup: deleted leftover runtime ${rt.tenant}/${rt.name} (${d.status})`);
+      }
+    }
+  }
+  return leftovers;
+}
+
+async function main(): Promise<number> {
+  if (!existsSync(bin)) {
+    log(`runtad not found at ${bin}: build it (bash scripts/build.sh) or set RUNTAD_BIN`);
+    return 1;
+  }
+  if (await healthy()) {
+    log(`something already answers on ${endpoint}: refusing to run against it (set RUNTA_TEST_PORT)`);
+    return 1;
+  }
+  const dataDir = mkdtempSync(path.join(tmpdir(), "runta-ts-sdk-"));
+  const stateDir = mkdtempSync(path.join(tmpdir(), "runta-ts-sdk-state-"));
+  const logFile = path.join(dataDir, "runtad.log");
+  const out = openSync(logFile, "a");
+  const daemon: ChildProcess = spawn(
+    bin,
+    [
+      "--data-dir", dataDir,
+      "--listen", `127.0.0.1:${port}`,
+      "--images-dir", process.env["RUNTA_TEST_IMAGES_DIR"] ?? "/var/lib/runta/images",
+      "--subnet-octet", process.env["RUNTA_TEST_SUBNET_OCTET"] ?? "152",
+      "--no-prebuild",
+    ],
+    { stdio: ["ignore", out, out] },
+  );
+  let exited = false;
+  daemon.on("exit", () => (exited = true));
+  let code = 1;
+  try {
+    const t0 = Date.now();
+    while (!(await healthy())) {
+      if (exited) throw new Error(`runtad exited during start-up; log:\n${readFileSync(logFile, "utf8").slice(-4000)}`);
+      if (Date.now() - t0 > 60_000) throw new Error("runtad did not become healthy within 60 s");
+      await sleep(100);
+    }
+    const adminToken = readFileSync(path.join(dataDir, "admin-token"), "utf8").trim();
+    log(`runtad up at ${endpoint} (data dir ${dataDir}) in ${Date.now() - t0} ms`);
+
+    const only = (process.env["RUNTA_TEST_FILES"] ?? "").split(/\s+/).filter(Boolean);
+    const files = (only.length > 0 ? only : readdirSync(here).filter((f) => f.endsWith(".test.js")).sort()).map((f) =>
+      path.isAbsolute(f) ? f : path.join(here, path.basename(f).replace(/\.ts$/, ".js")),
+    );
+    const child = spawn(process.execPath, ["--test", "--test-reporter=spec", ...files], {
+      stdio: "inherit",
+      cwd: sdkDir,
+      env: {
+        ...process.env,
+        RUNTA_TEST_ENDPOINT: endpoint,
+        RUNTA_TEST_ADMIN_TOKEN: adminToken,
+        RUNTA_TEST_STATE_DIR: stateDir,
+        RUNTA_TEST_DATA_DIR: dataDir,
+        RUNTA_TOKEN: "",
+        RUNTA_ENDPOINT: "",
+      },
+    });
+    code = await new Promise<number>((resolve) => child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+  } catch (e) {
+    log(String(e instanceof Error ? e.message : e));
+    code = 1;
+  } finally {
+    try {
+      if (!exited) {
+        const n = await cleanup(stateDir);
+        if (n > 0) log(`cleanup removed ${n} runtime(s) the tests left behind`);
+      }
+    } catch (e) {
+      log(`cleanup failed: ${String(e)}`);
+      code = code || 1;
+    }
+    if (!exited) {
+      daemon.kill("SIGTERM");
+      for (let i = 0; i < 50 && !exited; i++) await sleep(100);
+      if (!exited) daemon.kill("SIGKILL");
+    }
+    rmSync(stateDir, { recursive: true, force: true });
+    const mounted = readFileSync("/proc/mounts", "utf8")
+      .split("\n")
+      .some((l) => (l.split(" ")[1] ?? "").startsWith(dataDir));
+    if (mounted) {
+      log(`left ${dataDir} in place: something is still mounted under it`);
+    } else if (code === 0) {
+      try {
+        rmSync(dataDir, { recursive: true, force: true });
+      } catch (e) {
+        log(`left ${dataDir} in place: ${String(e)}`);
+      }
+    } else {
+      log(`daemon log kept at ${logFile}`);
+    }
+  }
+  return code;
+}
+
+process.exitCode = await main();
