@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { Terminal } from '@xterm/xterm';
-import { FitAddon } from '@xterm/addon-fit';
+import type { Terminal } from '@xterm/xterm';
+import type { FitAddon } from '@xterm/addon-fit';
 import { getToken } from './api';
 
 type State = 'idle' | 'connecting' | 'open' | 'closed';
@@ -33,6 +33,7 @@ export function TerminalPanel({ runtimeId, canConnect, hint }: { runtimeId: stri
   const fit = useRef<FitAddon | null>(null);
   const ws = useRef<WebSocket | null>(null);
   const [state, setState] = useState<State>('idle');
+  const leave = useRef<HTMLButtonElement>(null);
 
   useEffect(
     () => () => {
@@ -55,10 +56,14 @@ export function TerminalPanel({ runtimeId, canConnect, hint }: { runtimeId: stri
     if (ws.current?.readyState === WebSocket.OPEN) ws.current.send(JSON.stringify(frame));
   };
 
-  const connect = () => {
+  const connect = async () => {
     const token = getToken();
     if (!token || !host.current) return;
     if (!term.current) {
+      setState('connecting');
+      // xterm.js is the bulk of the bundle: load it only when a terminal opens.
+      const [{ Terminal }, { FitAddon }] = await Promise.all([import('@xterm/xterm'), import('@xterm/addon-fit')]);
+      if (!host.current || term.current) return;
       const t = new Terminal({
         cursorBlink: true,
         fontFamily: 'ui-monospace, "JetBrains Mono", "DejaVu Sans Mono", Menlo, Consolas, monospace',
@@ -83,6 +88,14 @@ export function TerminalPanel({ runtimeId, canConnect, hint }: { runtimeId: stri
         send({ type: 'stdin', data_base64: toB64(b) });
       });
       t.onResize(({ rows, cols }) => send({ type: 'resize', rows, cols }));
+      // The shell wants Tab; Ctrl+] (as in telnet) moves focus out of the terminal.
+      t.attachCustomKeyEventHandler((e) => {
+        if (e.type === 'keydown' && e.ctrlKey && e.key === ']') {
+          leave.current?.focus();
+          return false;
+        }
+        return true;
+      });
       term.current = t;
       fit.current = f;
     } else {
@@ -148,13 +161,14 @@ export function TerminalPanel({ runtimeId, canConnect, hint }: { runtimeId: stri
       <div class="card-head">
         <h2 id="term-title">Terminal</h2>
         {label && <span class={`term-state term-${state}`}>{label}</span>}
+        {state === 'open' && <span class="muted small term-hint">Ctrl+] leaves the terminal</span>}
         <div class="card-head-end">
           {state === 'open' || state === 'connecting' ? (
-            <button type="button" class="btn btn-secondary btn-sm" onClick={disconnect}>
+            <button ref={leave} type="button" class="btn btn-secondary btn-sm" onClick={disconnect}>
               Disconnect
             </button>
           ) : (
-            <button type="button" class="btn btn-primary btn-sm" onClick={connect} disabled={!canConnect}>
+            <button ref={leave} type="button" class="btn btn-primary btn-sm" onClick={connect} disabled={!canConnect}>
               {state === 'closed' ? 'Reconnect' : 'Open terminal'}
             </button>
           )}

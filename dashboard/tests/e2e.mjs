@@ -222,7 +222,9 @@ try {
     { timeout: 15000 },
   );
   log(`terminal OK: ${(await rows.textContent()).replace(/\s+/g, ' ').slice(0, 120)}`);
-  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await page.keyboard.press('Control+BracketRight');
+  check((await page.evaluate(() => document.activeElement?.textContent)) === 'Disconnect', 'Ctrl+] leaves the terminal');
+  await page.keyboard.press('Enter');
   await page.getByRole('button', { name: 'Reconnect' }).waitFor();
 
   step = 'one-shot command';

@@ -221,7 +221,7 @@ function UsageChart({ r, samples }: { r: Runtime; samples: Sample[] }) {
         <Sparkline
           points={MAX_SAMPLES}
           s={{
-            label: 'CPU',
+            label: 'CPU (% of one core)',
             values: samples.map((s) => s.cpu),
             max: cpuMax,
             format: (v) => `${v.toFixed(v < 10 ? 1 : 0)}%`,
