@@ -267,12 +267,12 @@ try {
   check((await row.locator('a[href^="https://"]').count()) === 1, 'published URL is a link');
   await page.locator('tr[data-runtime="worker-blue"] .badge-paused').waitFor();
   await page.locator('tr[data-runtime="batch-nightly"] .badge-shutdown').waitFor();
-  // Live: a change made elsewhere shows up without a reload.
-  await http('POST', '/v1/runtimes/worker-blue/resume', tenantToken);
-  await page.locator('tr[data-runtime="worker-blue"] .badge-running').waitFor({ timeout: 10000 });
   await page.waitForTimeout(500);
   await page.screenshot({ path: join(results, 'fleet.png') });
   log('saved test-results/fleet.png');
+  // Live: a change made elsewhere shows up without a reload.
+  await http('POST', '/v1/runtimes/worker-blue/resume', tenantToken);
+  await page.locator('tr[data-runtime="worker-blue"] .badge-running').waitFor({ timeout: 10000 });
 
   step = 'filters';
   await page.getByRole('button', { name: /^shutdown/ }).click();
