@@ -25,8 +25,37 @@ pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
     let Some(program) = p.argv.first() else {
         return Err((127, "runta: empty command".into()));
     };
+    // Resolve the program ourselves: a missing one is exit 127 like a shell's,
+    // without forking at all.
+    if !program.contains('/') {
+        let path = p
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+        if !path
+            .split(':')
+            .any(|d| std::path::Path::new(d).join(program).is_file())
+        {
+            return Err((127, format!("runta: {program}: command not found")));
+        }
+    }
     let mut cmd = Command::new(program);
-    cmd.args(&p.argv[1..]).env_clear().envs(p.env.iter().cloned());
+    cmd.args(&p.argv[1..])
+        .env_clear()
+        .envs(p.env.iter().cloned());
+    // The agent blocks the signals it handles with sigwait; a child must start
+    // with none blocked, or SIGINT/SIGTERM would never reach it.
+    // SAFETY: pthread_sigmask on a local empty set is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     let cwd = p.cwd.as_deref().unwrap_or("/");
     match std::fs::metadata(cwd) {
         Ok(m) if m.is_dir() => {
@@ -36,6 +65,14 @@ pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
         Err(e) => return Err((126, format!("runta: cwd {cwd}: {e}"))),
     }
     Ok(cmd)
+}
+
+/// Spawns, turning a panic inside std's spawn into an error. (When exec fails,
+/// std waits for the child and asserts that the wait succeeds; our PID-1 reaper
+/// may have reaped it first.)
+pub fn spawn(cmd: &mut Command) -> io::Result<std::process::Child> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn()))
+        .unwrap_or_else(|_| Err(io::Error::other("could not start the command")))
 }
 
 pub fn spawn_error(program: &str, e: &io::Error) -> (i32, String) {
@@ -52,7 +89,11 @@ struct Capture {
     truncated: bool,
 }
 
-fn capture(mut r: impl Read + Send + 'static, cap: usize, done: mpsc::Sender<()>) -> Arc<Mutex<Capture>> {
+fn capture(
+    mut r: impl Read + Send + 'static,
+    cap: usize,
+    done: mpsc::Sender<()>,
+) -> Arc<Mutex<Capture>> {
     let out = Arc::new(Mutex::new(Capture::default()));
     let sink = out.clone();
     std::thread::spawn(move || {
@@ -109,7 +150,7 @@ pub fn run_buffered(
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn(&mut cmd) {
         Ok(ch) => ch,
         Err(e) => {
             let (code, msg) = spawn_error(&process.argv[0], &e);

@@ -95,7 +95,10 @@ pub fn write(c: &mut Conn, path: &str, mode: Option<u32>) -> io::Result<()> {
     // an interrupted upload leaves the old content in place.
     let tmp = parent.join(format!(
         ".{}.runta-upload-{}",
-        target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id() as u64 * 1_000_003 + rand_suffix()
     ));
     let mut f = match fs::OpenOptions::new()

@@ -40,7 +40,9 @@ pub fn header(tag: u8, len: usize) -> [u8; HEADER_LEN] {
 pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(u8, usize), String> {
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
     if len > MAX_FRAME {
-        return Err(format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"));
+        return Err(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
+        ));
     }
     Ok((h[0], len))
 }
@@ -73,14 +75,26 @@ pub enum Request {
         cols: u16,
     },
     /// Only valid on a `Spawn` connection.
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     /// Only valid on a `Spawn` connection; sent to the process group.
-    Signal { signal: i32 },
+    Signal {
+        signal: i32,
+    },
     /// Answered by `FileInfo`, STDOUT frames and EOF.
-    ReadFile { path: String },
+    ReadFile {
+        path: String,
+    },
     /// Followed by STDIN frames and EOF from the daemon; answered by `Written`.
-    WriteFile { path: String, mode: Option<u32> },
-    ListDir { path: String },
+    WriteFile {
+        path: String,
+        mode: Option<u32>,
+    },
+    ListDir {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,7 +108,10 @@ pub struct DirEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Response {
-    Hello { version: u32, pid: u32 },
+    Hello {
+        version: u32,
+        pid: u32,
+    },
     Done {
         exit_code: i32,
         stdout_truncated: bool,
@@ -102,14 +119,27 @@ pub enum Response {
         timed_out: bool,
         duration_ms: u64,
     },
-    Started { pid: u32 },
-    Exited { exit_code: i32 },
-    FileInfo { size: u64 },
-    Written { size: u64 },
-    Dir { entries: Vec<DirEntry> },
+    Started {
+        pid: u32,
+    },
+    Exited {
+        exit_code: i32,
+    },
+    FileInfo {
+        size: u64,
+    },
+    Written {
+        size: u64,
+    },
+    Dir {
+        entries: Vec<DirEntry>,
+    },
     /// `kind`: `not_found`, `is_directory`, `not_directory`, `permission_denied`,
     /// `invalid_argument`, `too_large` or `io`.
-    Error { kind: String, message: String },
+    Error {
+        kind: String,
+        message: String,
+    },
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@ fn main() {
         match a.as_str() {
             "--socket" => socket = args.next().unwrap_or_else(|| usage()),
             "--version" => {
-                println!("runta-agent {} (protocol {PROTOCOL_VERSION})", env!("CARGO_PKG_VERSION"));
+                println!(
+                    "runta-agent {} (protocol {PROTOCOL_VERSION})",
+                    env!("CARGO_PKG_VERSION")
+                );
                 return;
             }
             _ => usage(),

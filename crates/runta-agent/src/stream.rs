@@ -11,7 +11,7 @@ use std::time::Duration;
 use runta_agent::{tag, ProcessSpec, Request, Response};
 
 use crate::conn::{Conn, Incoming, Writer};
-use crate::exec::{command, spawn_error};
+use crate::exec::{command, spawn, spawn_error};
 use crate::reaper;
 
 const OUTPUT_GRACE: Duration = Duration::from_millis(200);
@@ -99,7 +99,7 @@ pub fn run_streaming(
                 Ok(())
             });
         }
-        let child = match cmd.spawn() {
+        let child = match spawn(&mut cmd) {
             Ok(ch) => ch,
             Err(e) => {
                 let (code, msg) = spawn_error(&process.argv[0], &e);
@@ -119,7 +119,7 @@ pub fn run_streaming(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = match cmd.spawn() {
+        let mut child = match spawn(&mut cmd) {
             Ok(ch) => ch,
             Err(e) => {
                 let (code, msg) = spawn_error(&process.argv[0], &e);
@@ -128,10 +128,23 @@ pub fn run_streaming(
             }
         };
         pid = child.id() as i32;
-        pump(child.stdout.take().expect("piped"), c.writer(), tag::STDOUT, done_tx.clone());
-        pump(child.stderr.take().expect("piped"), c.writer(), tag::STDERR, done_tx.clone());
+        pump(
+            child.stdout.take().expect("piped"),
+            c.writer(),
+            tag::STDOUT,
+            done_tx.clone(),
+        );
+        pump(
+            child.stderr.take().expect("piped"),
+            c.writer(),
+            tag::STDERR,
+            done_tx.clone(),
+        );
         outputs += 2;
-        stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn Write + Send>);
+        stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Write + Send>);
     }
     drop(done_tx);
     c.send(&Response::Started { pid: pid as u32 })?;

@@ -82,7 +82,10 @@ pub fn vcpus(field: &str, value: f64) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "must be a number greater than 0"));
     }
     if value > MAX_VCPUS {
-        return Err(FieldError::new(field, format!("must be at most {MAX_VCPUS}")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_VCPUS}"),
+        ));
     }
     if value < 0.01 {
         return Err(FieldError::new(field, "must be at least 0.01"));
@@ -164,7 +167,10 @@ pub fn labels<'a>(
 ) -> Result<(), FieldError> {
     for (n, (k, v)) in entries.into_iter().enumerate() {
         if n >= MAX_LABELS {
-            return Err(FieldError::new(field, format!("at most {MAX_LABELS} labels")));
+            return Err(FieldError::new(
+                field,
+                format!("at most {MAX_LABELS} labels"),
+            ));
         }
         let key_ok = !k.is_empty()
             && k.len() <= 63
@@ -225,7 +231,11 @@ pub fn parse_publish(value: &str) -> Result<PortSpec, String> {
     let protocol = match proto.trim() {
         "https" => Protocol::Https,
         "http" => Protocol::Http,
-        other => return Err(format!("{value:?}: protocol {other:?} is not http or https")),
+        other => {
+            return Err(format!(
+                "{value:?}: protocol {other:?} is not http or https"
+            ))
+        }
     };
     Ok(PortSpec { port, protocol })
 }
@@ -264,7 +274,17 @@ mod tests {
         assert!(name("name", "a").is_ok());
         assert!(name("name", "0-a").is_ok());
         assert!(name("name", &"a".repeat(63)).is_ok());
-        for bad in ["", "-a", "A", "a_b", "a.b", "é", "a b", "a\n", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "A",
+            "a_b",
+            "a.b",
+            "é",
+            "a b",
+            "a\n",
+            &"a".repeat(64),
+        ] {
             assert!(name("name", bad).is_err(), "{bad:?} accepted");
         }
     }

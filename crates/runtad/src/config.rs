@@ -117,10 +117,13 @@ pub fn install_agent(cfg: &Config, data_dir: &Path) -> Result<PathBuf, String> {
 fn find_agent() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
+    // In a cargo target dir the static build lives under the target triple;
+    // a `runta-agent` beside runtad there is a dynamic dev build, so the static
+    // one wins. Installed layouts have only the sibling.
     let candidates = [
-        dir.join("runta-agent"),
         dir.join("../x86_64-unknown-linux-gnu/release/runta-agent"),
         dir.join("../../x86_64-unknown-linux-gnu/release/runta-agent"),
+        dir.join("runta-agent"),
     ];
     candidates.into_iter().find(|p| p.is_file())
 }

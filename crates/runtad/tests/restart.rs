@@ -1,0 +1,123 @@
+//! A daemon killed with SIGKILL loses nothing: records, files and true statuses
+//! after a restart, with a way out of every state.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{name, Daemon};
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn cgroup_procs(d: &Daemon, id: &str) -> Vec<i32> {
+    let inst = d.instance();
+    for p in [
+        format!("/sys/fs/cgroup/pids/runta-{inst}/{id}/cgroup.procs"),
+        format!("/sys/fs/cgroup/runta-{inst}/{id}/cgroup.procs"),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    vec![]
+}
+
+#[tokio::test]
+async fn kill9_and_restart_keeps_everything_true() {
+    let d = Daemon::start_new(&[]);
+    let c = d.tenant("restart").await;
+    let (run, dead, off, frozen) = (name("run"), name("dead"), name("off"), name("frozen"));
+    for n in [&run, &dead, &off, &frozen] {
+        c.create(n, 64).await;
+        c.out(n, &format!("echo {n} > /root/id")).await;
+    }
+    c.post(&format!("/v1/runtimes/{off}/stop"), json!({})).await;
+    c.post(&format!("/v1/runtimes/{frozen}/pause"), json!({}))
+        .await;
+    let dead_id = c.get(&format!("/v1/runtimes/{dead}")).await.1["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A create in flight when the daemon dies.
+    let mid = name("mid");
+    let (st, _) = c
+        .post(
+            "/v1/runtimes?wait=false",
+            json!({"name": mid, "resources": {"requests": {"memory_mib": 64}}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+
+    d.kill9();
+    // While the daemon is down, one runtime's processes die.
+    for pid in cgroup_procs(&d, &dead_id) {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.spawn();
+
+    assert_eq!(c.status(&run).await, "running");
+    assert_eq!(c.out(&run, "cat /root/id").await.trim(), run);
+    assert_eq!(c.status(&off).await, "shutdown");
+    assert_eq!(c.status(&frozen).await, "paused");
+    let (_, v) = c.get(&format!("/v1/runtimes/{dead}")).await;
+    assert_eq!(v["data"]["status"], "crashed", "{v}");
+    assert!(
+        v["data"]["error"].as_str().unwrap().contains("start"),
+        "{v}"
+    );
+    let mid_status = c.status(&mid).await;
+    assert!(
+        ["running", "error"].contains(&mid_status.as_str()),
+        "interrupted create is {mid_status}"
+    );
+
+    // Every state has a way out, and files survived.
+    let (st, v) = c
+        .post(&format!("/v1/runtimes/{dead}/start"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(c.out(&dead, "cat /root/id").await.trim(), dead);
+    c.post(&format!("/v1/runtimes/{off}/start"), json!({}))
+        .await;
+    assert_eq!(c.out(&off, "cat /root/id").await.trim(), off);
+    c.post(&format!("/v1/runtimes/{frozen}/resume"), json!({}))
+        .await;
+    assert_eq!(c.out(&frozen, "cat /root/id").await.trim(), frozen);
+
+    // A dead init is noticed by a running daemon too.
+    let run_id = c.get(&format!("/v1/runtimes/{run}")).await.1["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for pid in cgroup_procs(&d, &run_id) {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    c.eventually(5, "crashed status", || {
+        let (c, n) = (c.clone(), run.clone());
+        async move { c.status(&n).await == "crashed" }
+    })
+    .await;
+    assert!(c.events(&run).await.contains(&"crashed".to_string()));
+
+    // Deleting everything leaves nothing behind on the host.
+    let (_, v) = c.get("/v1/runtimes").await;
+    let ids: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    for id in &ids {
+        assert_eq!(
+            c.delete(&format!("/v1/runtimes/{id}")).await.0,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(d.leftovers(id), Vec::<String>::new(), "remains of {id}");
+    }
+}
