@@ -235,7 +235,13 @@ fn past(action: &str) -> &'static str {
 
 async fn lifecycle(c: &Client, names: &[String], action: &str, json: bool) -> Result<()> {
     let mut out = Vec::new();
-    let mut spin = Spinner::start(format!("{action}…"));
+    let doing = match action {
+        "start" => "booting",
+        "stop" => "shutting down",
+        "pause" => "pausing",
+        _ => "resuming",
+    };
+    let mut spin = Spinner::start(format!("{doing} {}…", names.join(" ")));
     for n in names {
         let res = c
             .on_runtime(n, |id| async move {
