@@ -120,7 +120,16 @@ async function main(): Promise<number> {
         RUNTA_ENDPOINT: "",
       },
     });
+    // Ctrl-C / SIGTERM stop the tests but still run the clean-up below.
+    const forward = (sig: NodeJS.Signals) => {
+      log(`${sig}: stopping the tests, then cleaning up`);
+      child.kill(sig);
+    };
+    process.on("SIGINT", forward);
+    process.on("SIGTERM", forward);
     code = await new Promise<number>((resolve) => child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+    process.off("SIGINT", forward);
+    process.off("SIGTERM", forward);
   } catch (e) {
     log(String(e instanceof Error ? e.message : e));
     code = 1;
