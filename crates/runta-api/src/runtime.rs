@@ -205,8 +205,9 @@ pub struct Runtime {
 pub struct Event {
     pub id: i64,
     pub runtime_id: Uuid,
-    /// `created`, `started`, `paused`, `resumed`, `stopped`, `resized`, `oom_killed`,
-    /// `crashed`, `idle_suspended`, `woken`, `deleted`, `error`.
+    /// `created`, `started`, `paused`, `resumed`, `stopped`, `resized`, `updated`
+    /// (labels, published ports, idle policy), `oom_killed`, `crashed`,
+    /// `idle_suspended`, `woken`, `error`.
     #[serde(rename = "type")]
     pub kind: String,
     pub message: Option<String>,

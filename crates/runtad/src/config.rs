@@ -57,6 +57,9 @@ pub struct Config {
     pub ingress_https_port: u16,
     #[arg(long, env = "RUNTA_INGRESS_HTTP_PORT", default_value_t = 8081)]
     pub ingress_http_port: u16,
+    /// Build the base image into the image store, then exit (for install scripts).
+    #[arg(long)]
+    pub prepare_image: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "RUNTA_LOG_JSON")]
     pub log_json: bool,

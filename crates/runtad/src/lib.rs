@@ -36,6 +36,19 @@ mod anyhow_lite {
 /// Starts the daemon and serves until the process is stopped.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let started = Instant::now();
+    if cfg.prepare_image {
+        let dir = cfg
+            .images_dir
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("images"));
+        let images = ImageStore::new(dir, cfg.debian_mirror.clone());
+        images
+            .ensure(runta_backend::images::BASE_IMAGE)
+            .await
+            .context("build the base image")?;
+        info!(path = %images.rootfs(runta_backend::images::BASE_IMAGE).display(), "image base is ready");
+        return Ok(());
+    }
     let data_dir = cfg.data_dir.clone();
     std::fs::create_dir_all(&data_dir).context("create data dir")?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;

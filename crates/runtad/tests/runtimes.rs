@@ -303,7 +303,7 @@ async fn live_resize_changes_the_cgroup_limit() {
         )
         .await;
     assert_error(st, &v, 503, "resource_exhausted", "memory");
-    assert!(c.events(&n).await.contains(&"updated".to_string()));
+    assert!(c.events(&n).await.contains(&"resized".to_string()));
     c.delete(&format!("/v1/runtimes/{n}")).await;
 }
 

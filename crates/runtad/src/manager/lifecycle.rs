@@ -556,7 +556,15 @@ impl Manager {
         }
         if !changes.is_empty() {
             self.store.update_runtime(&mut r)?;
-            self.event(&r, "updated", Some(&changes.join(", ")));
+            // A resize is its own event (SPEC's timeline); other changes are `updated`.
+            let (resized, other): (Vec<String>, Vec<String>) =
+                changes.into_iter().partition(|c| c.starts_with("vcpus="));
+            if !resized.is_empty() {
+                self.event(&r, "resized", Some(&resized.join(", ")));
+            }
+            if !other.is_empty() {
+                self.event(&r, "updated", Some(&other.join(", ")));
+            }
         }
         Ok(r)
     }
