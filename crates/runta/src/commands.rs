@@ -49,6 +49,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
                     cwd: a.workdir,
                     timeout_secs: a.timeout,
                     json,
+                    stdin_data: None,
                 },
             )
             .await

@@ -26,7 +26,14 @@ pub struct ExecOpts {
     pub cwd: Option<String>,
     pub timeout_secs: u64,
     pub json: bool,
+    /// Stdin already read, to stream over the WebSocket (too big or not text
+    /// for the buffered route's JSON body).
+    pub stdin_data: Option<Vec<u8>>,
 }
+
+/// Piped stdin up to this size goes in the buffered exec body (the daemon takes
+/// JSON bodies up to 1 MiB); more is streamed over the WebSocket.
+const BUFFERED_STDIN_MAX: usize = 512 * 1024;
 
 /// `["sh -c 'x'"]`-style single words with spaces or shell syntax run under
 /// `/bin/sh -c`; anything else is an argv.
@@ -55,12 +62,29 @@ fn stdin_is_data() -> bool {
     }
 }
 
-pub async fn run(c: &Client, o: ExecOpts) -> Result<()> {
+pub async fn run(c: &Client, mut o: ExecOpts) -> Result<()> {
     let code = if o.interactive || o.tty {
-        c.token()?;
         c.on_runtime(&o.name, |id| ws_exec(c, id, &o)).await?
     } else {
-        buffered(c, &o).await?
+        let data = if stdin_is_data() {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            Some(buf)
+        } else {
+            None
+        };
+        match data {
+            Some(d) if d.len() > BUFFERED_STDIN_MAX || std::str::from_utf8(&d).is_err() => {
+                if o.json {
+                    return Err(CliError::usage(
+                        "--json needs the buffered exec, which takes stdin only as UTF-8 text up to 512 KiB",
+                    ));
+                }
+                o.stdin_data = Some(d);
+                c.on_runtime(&o.name, |id| ws_exec(c, id, &o)).await?
+            }
+            d => buffered(c, &o, d.map(|d| String::from_utf8(d).unwrap_or_default())).await?,
+        }
     };
     // Flush before leaving: process::exit does not.
     let _ = std::io::stdout().flush();
@@ -72,16 +96,7 @@ pub async fn run(c: &Client, o: ExecOpts) -> Result<()> {
     }
 }
 
-async fn buffered(c: &Client, o: &ExecOpts) -> Result<i32> {
-    let stdin = if stdin_is_data() {
-        let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf)?;
-        Some(String::from_utf8(buf).map_err(|_| {
-            CliError::usage("stdin is not UTF-8 text; use `runta cp` for binary files or `exec -i` to stream it")
-        })?)
-    } else {
-        None
-    };
+async fn buffered(c: &Client, o: &ExecOpts, stdin: Option<String>) -> Result<i32> {
     let (command, args) = command_and_args(&o.argv);
     let req = ExecRequest {
         command,
@@ -250,7 +265,16 @@ async fn ws_exec(c: &Client, id: String, o: &ExecOpts) -> Result<i32> {
 
     // Stdin in a thread: blocking reads, chunks over a channel; None is EOF.
     let (tx, mut stdin_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(16);
-    if o.interactive {
+    if let Some(data) = o.stdin_data.clone() {
+        std::thread::spawn(move || {
+            for chunk in data.chunks(64 * 1024) {
+                if tx.blocking_send(Some(chunk.to_vec())).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.blocking_send(None);
+        });
+    } else if o.interactive {
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin();
             let mut buf = vec![0u8; 16 * 1024];
@@ -271,7 +295,7 @@ async fn ws_exec(c: &Client, id: String, o: &ExecOpts) -> Result<i32> {
     } else {
         drop(tx);
     }
-    let mut stdin_open = o.interactive;
+    let mut stdin_open = o.interactive || o.stdin_data.is_some();
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut winch = signal(SignalKind::window_change())?;
@@ -342,7 +366,18 @@ async fn ws_exec(c: &Client, id: String, o: &ExecOpts) -> Result<i32> {
         (None, Some((code, message))) => {
             let code = serde_json::from_value(serde_json::Value::String(code.clone()))
                 .unwrap_or(runta_api::ErrorCode::Internal);
-            Err(CliError::Failed { code, message })
+            Err(CliError::Api(crate::error::ApiError {
+                status: 0,
+                body: runta_api::ErrorBody {
+                    error: runta_api::ErrorDetail {
+                        code,
+                        message,
+                        field: None,
+                    },
+                    request_id: String::new(),
+                },
+                human: None,
+            }))
         }
         (None, None) => Err(CliError::unavailable(
             "the exec connection closed before the command exited",

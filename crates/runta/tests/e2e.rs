@@ -185,6 +185,35 @@ fn exec_output_exit_codes_and_stdin() {
     .ok();
     assert_eq!(out.stdout.trim(), "3");
 
+    // Stdin too big for the buffered body, or not text, is streamed instead.
+    let big = vec![b'a'; 2_000_000];
+    let out = runta_opts(
+        &["exec", "t-exec", "--", "wc", "-c"],
+        Opts {
+            stdin: Some(&big),
+            ..Default::default()
+        },
+    )
+    .ok();
+    assert_eq!(out.stdout.trim(), "2000000", "{out:?}");
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let out = runta_opts(
+        &[
+            "exec",
+            "t-exec",
+            "--",
+            "sh",
+            "-c",
+            "od -An -tx1 | tr -d ' \\n' | tail -c 8; exit 9",
+        ],
+        Opts {
+            stdin: Some(&bin),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.code, 9, "{out:?}");
+    assert_eq!(out.stdout, "fcfdfeff", "{out:?}");
+
     // One quoted word with shell syntax runs under /bin/sh -c.
     let out = runta(&["exec", "t-exec", "echo a b | tr a-z A-Z"]).ok();
     assert_eq!(out.stdout, "A B\n");

@@ -158,14 +158,26 @@ fn start() -> Daemon {
     if TcpStream::connect(LISTEN).is_ok() {
         panic!("something already listens on {LISTEN}: a stale runtad from an earlier run? stop it first");
     }
-    let data_dir = std::env::temp_dir().join(format!(
-        "runta-cli-e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    // A fixed path, emptied first: the daemon names its bridge and firewall
+    // chains after the data dir, and does not remove them when it exits, so a
+    // new path per run would leave one more bridge on the host every time.
+    let data_dir = std::env::temp_dir().join("runta-cli-e2e-18181");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some(m) = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|m| m.starts_with(data_dir.to_str().unwrap()))
+    {
+        panic!("{m} is still mounted from an earlier run: delete that run's runtimes first");
+    }
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot empty {}: {e} (a runtime of an earlier run still mounted?)",
+                data_dir.display()
+            )
+        });
+    }
     std::fs::create_dir_all(&data_dir).unwrap();
     let log = std::fs::File::create(data_dir.join("runtad.log")).unwrap();
     let args: Vec<String> = [
