@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use runta_api::{validate, CreateRuntimeRequest, PortSpec, RuntimeStatus, UpdateRuntimeRequest};
 use runta_backend::{Limits, RuntimeSpec};
 use sha2::{Digest, Sha256};
@@ -243,7 +242,7 @@ impl Manager {
             }
             self.check_capacity(plan.memory_mib, None)?;
             let ip = self.allocate_ip()?;
-            let now = Utc::now();
+            let now = crate::store::now();
             let mut r = RuntimeRecord {
                 seq: 0,
                 id: Uuid::new_v4(),
@@ -299,7 +298,7 @@ impl Manager {
         match self.backend.create(&spec).await {
             Ok(()) => {
                 r.status = RuntimeStatus::Running;
-                r.started_at = Some(Utc::now());
+                r.started_at = Some(crate::store::now());
                 self.store.update_runtime(&mut r)?;
                 self.mark_booted(&r);
                 self.metrics.observe_create(t0.elapsed());
@@ -351,7 +350,7 @@ impl Manager {
                     Ok(()) => {
                         r.status = S::Running;
                         r.error = None;
-                        r.started_at = Some(Utc::now());
+                        r.started_at = Some(crate::store::now());
                         self.store.update_runtime(&mut r)?;
                         self.mark_booted(&r);
                         self.event(&r, "started", None);

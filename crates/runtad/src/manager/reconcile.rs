@@ -39,7 +39,7 @@ impl Manager {
                     match self.backend.start(&spec).await {
                         Ok(()) => {
                             r.status = S::Running;
-                            r.started_at = Some(chrono::Utc::now());
+                            r.started_at = Some(crate::store::now());
                             self.mark_booted(&r);
                             self.event(&r, "started", Some("finished after a daemon restart"));
                         }

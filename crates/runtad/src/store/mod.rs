@@ -83,6 +83,13 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// The current time at the precision the store keeps (microseconds), so a
+/// record reads back exactly as it was returned when written.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -273,7 +280,7 @@ impl Store {
     /// Writes every mutable field and bumps the revision.
     pub fn update_runtime(&self, r: &mut RuntimeRecord) -> Result<()> {
         r.revision += 1;
-        r.updated_at = Utc::now();
+        r.updated_at = now();
         self.with(|c| {
             c.execute(
                 "UPDATE runtimes SET status = ?2, desired_status = ?3, vcpus = ?4, memory_mib = ?5, \
