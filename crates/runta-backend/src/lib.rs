@@ -116,6 +116,10 @@ pub trait Backend: Send + Sync + 'static {
     /// processes? Used by the once-a-second monitor.
     fn is_alive(&self, id: Uuid) -> bool;
 
+    /// Removes host-wide set-up (bridge, firewall chains) once no runtime is
+    /// left; called on a clean daemon shutdown.
+    async fn shutdown_host(&self);
+
     /// Where the daemon reaches the runtime's agent.
     fn agent_socket(&self, id: Uuid) -> PathBuf;
 

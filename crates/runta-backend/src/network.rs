@@ -84,9 +84,65 @@ impl Network {
         format!("RT-{}-{what}", self.tag)
     }
 
+    /// Removes other instances' bridges that hold our gateway address but have
+    /// no runtime attached (left by daemons that did not shut down cleanly):
+    /// two bridges with one subnet would make routing ambiguous.
+    async fn remove_stale_bridges(&self) {
+        let gw = format!("{}/16", self.gateway());
+        let Ok(rd) = std::fs::read_dir("/sys/class/net") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("rtb-") || name == self.bridge {
+                continue;
+            }
+            let ports = std::fs::read_dir(e.path().join("brif"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if ports > 0 {
+                continue;
+            }
+            let holds = run("ip", &["-4", "-o", "addr", "show", "dev", &name], None)
+                .await
+                .map(|a| a.contains(&gw))
+                .unwrap_or(false);
+            if holds {
+                warn!(bridge = %name, "removing a stale bridge that holds this daemon's subnet");
+                let _ = run("ip", &["link", "del", &name], None).await;
+            }
+        }
+    }
+
+    /// Undoes `setup_host` (bridge, chains, jump rules). Called on a clean
+    /// shutdown when no runtime of this instance is left.
+    pub async fn teardown_host(&self) {
+        for (table, what, parent) in [
+            ("filter", "FWD", "FORWARD"),
+            ("filter", "IN", "INPUT"),
+            ("nat", "NAT", "POSTROUTING"),
+        ] {
+            let chain = self.chain(what);
+            while run(
+                "iptables",
+                &["-w", "-t", table, "-D", parent, "-j", &chain],
+                None,
+            )
+            .await
+            .is_ok()
+            {}
+            let _ = run("iptables", &["-w", "-t", table, "-F", &chain], None).await;
+            let _ = run("iptables", &["-w", "-t", table, "-X", &chain], None).await;
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = run("ip", &["link", "del", &self.bridge], None).await;
+        }
+    }
+
     /// Creates the bridge, turns on forwarding and installs NAT and isolation
     /// rules. Idempotent; called at every daemon start.
     pub async fn setup_host(&self) -> Result<()> {
+        self.remove_stale_bridges().await;
         let br = self.bridge.as_str();
         if !Path::new("/sys/class/net").join(br).exists() {
             run("ip", &["link", "add", br, "type", "bridge"], None).await?;

@@ -140,7 +140,17 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve")?;
-    info!("runtad stopped; runtimes keep running and are picked up at the next start");
+    if manager
+        .store()
+        .list_runtimes(&Default::default())
+        .map(|v| v.is_empty())
+        .unwrap_or(false)
+    {
+        manager.backend().shutdown_host().await;
+        info!("runtad stopped; no runtimes were left, host network removed");
+    } else {
+        info!("runtad stopped; runtimes keep running and are picked up at the next start");
+    }
     Ok(())
 }
 

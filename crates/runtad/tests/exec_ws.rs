@@ -162,4 +162,21 @@ async fn refused_without_a_valid_token() {
     );
     let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
+    // A paused runtime is refused before the upgrade, with a plain 409.
+    let c = d.tenant("wsp").await;
+    let n = name("wsp");
+    c.create(&n, 64).await;
+    c.post(&format!("/v1/runtimes/{n}/pause"), json!({})).await;
+    let url = format!(
+        "{}/v1/runtimes/{n}/exec/ws",
+        d.endpoint.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", c.token).parse().unwrap(),
+    );
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("409"), "{err}");
+    c.delete(&format!("/v1/runtimes/{n}")).await;
 }

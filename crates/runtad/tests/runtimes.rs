@@ -204,6 +204,13 @@ async fn lifecycle_is_idempotent_and_keeps_files() {
     assert!(v["data"]["resources"]["current"].is_null());
     let (st, _) = c.post(&format!("{base}/stop"), json!({})).await;
     assert_eq!(st, StatusCode::OK);
+    let left = d.leftovers(&id);
+    for gone in ["mount", "netns", "cgroup memory", "oci state"] {
+        assert!(
+            !left.iter().any(|l| l == gone),
+            "a shut-down runtime keeps its {gone}: {left:?}"
+        );
+    }
     let (st, v) = c
         .post(&format!("{base}/exec"), json!({"command": "true"}))
         .await;

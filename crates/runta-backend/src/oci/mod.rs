@@ -265,7 +265,10 @@ impl Backend for OciBackend {
     }
 
     async fn stop(&self, id: Uuid, grace: Duration) -> Result<()> {
-        self.destroy_container(id, grace).await
+        self.destroy_container(id, grace).await?;
+        // A shut-down runtime is only files: no mount, no network left.
+        self.network.detach(id).await;
+        Layer::new(&self.dir(id)).unmount()
     }
 
     async fn pause(&self, id: Uuid) -> Result<()> {
@@ -309,6 +312,10 @@ impl Backend for OciBackend {
 
     fn is_alive(&self, id: Uuid) -> bool {
         self.cgroups.has_processes(&self.cgroup_path(id))
+    }
+
+    async fn shutdown_host(&self) {
+        self.network.teardown_host().await;
     }
 
     fn agent_socket(&self, id: Uuid) -> PathBuf {

@@ -41,16 +41,14 @@ pub async fn exec_ws(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    // Resolve now so a wrong name is a plain 404, not a socket that closes.
-    let r = state.manager.find(&p.tenant, &id)?;
-    let manager = state.manager.clone();
-    let tenant = p.tenant.clone();
-    let name = r.id.to_string();
+    // Resolve now so a wrong name is a plain 404 and a paused or shut-down
+    // runtime a plain 409, before the upgrade.
+    let running = state.manager.running(&p.tenant, &id, "exec").await?;
     Ok(ws
         .protocols(["runta-v1"])
         .max_message_size(8 * 1024 * 1024)
         .on_upgrade(move |mut socket| async move {
-            if let Err(e) = serve_ws(&mut socket, &manager, &tenant, &name).await {
+            if let Err(e) = serve_ws(&mut socket, running).await {
                 let e = crate::api::error::ApiError::from(e);
                 let _ = send(
                     &mut socket,
@@ -97,9 +95,11 @@ fn parse_signal(v: &serde_json::Value) -> Option<i32> {
 
 async fn serve_ws(
     socket: &mut WebSocket,
-    manager: &std::sync::Arc<Manager>,
-    tenant: &str,
-    id: &str,
+    (r, _guard, agent): (
+        crate::store::RuntimeRecord,
+        crate::manager::ExecGuard,
+        crate::agent_client::AgentClient,
+    ),
 ) -> Result<(), Error> {
     // The first frame must be `start`.
     let first = tokio::time::timeout(Duration::from_secs(30), socket.recv())
@@ -128,7 +128,6 @@ async fn serve_ws(
     let argv = Manager::argv(&command, args.as_ref())?;
     Manager::check_cwd(cwd.as_ref())?;
     validate::env("env", &env)?;
-    let (r, _guard, agent) = manager.running(tenant, id, "exec").await?;
     let (mut ar, mut aw) = agent
         .spawn(
             ProcessSpec {
