@@ -30,6 +30,8 @@ pub struct RuntimeSpec {
     pub image: String,
     pub vcpus: f64,
     pub memory_limit_mib: u64,
+    /// Size of the writable layer in GiB (a hard quota); unlimited when `None`.
+    pub disk_gib: Option<u64>,
     pub ip: Ipv4Addr,
     /// Environment of PID 1 (commands get theirs per exec).
     pub env: Vec<(String, String)>,
@@ -71,6 +73,9 @@ pub enum BackendError {
     ImageBuild(String, String),
     #[error("{what}: {detail}")]
     Command { what: String, detail: String },
+    /// The host cannot give what was asked (e.g. a disk larger than the disk).
+    #[error("{0}")]
+    Capacity(String),
     #[error("the runtime's agent did not come up: {0}")]
     AgentTimeout(String),
     #[error("{0}")]

@@ -5,30 +5,91 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use crate::util::run;
 use crate::{BackendError, Result};
 
 pub struct Layer {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,
+    /// With a disk quota: the ext4 image holding upper and work, and where it
+    /// is mounted. Its size is the quota: writes past it fail with ENOSPC
+    /// inside the runtime, never on the host.
+    disk: Option<(PathBuf, PathBuf)>,
 }
 
+const DISK_IMAGE: &str = "disk.img";
+
 impl Layer {
+    /// The layer of the runtime in `runtime_dir`; it has a quota disk if one
+    /// was made for it at create.
     pub fn new(runtime_dir: &Path) -> Self {
-        Layer {
-            upper: runtime_dir.join("upper"),
-            work: runtime_dir.join("work"),
-            merged: runtime_dir.join("rootfs"),
+        let image = runtime_dir.join(DISK_IMAGE);
+        if image.exists() {
+            let mnt = runtime_dir.join("disk");
+            Layer {
+                upper: mnt.join("upper"),
+                work: mnt.join("work"),
+                merged: runtime_dir.join("rootfs"),
+                disk: Some((image, mnt)),
+            }
+        } else {
+            Layer {
+                upper: runtime_dir.join("upper"),
+                work: runtime_dir.join("work"),
+                merged: runtime_dir.join("rootfs"),
+                disk: None,
+            }
         }
+    }
+
+    /// Makes the quota disk for a new runtime: a sparse file of `gib` GiB with
+    /// an ext4 file system (space is only used as it is written).
+    pub async fn create_disk(runtime_dir: &Path, gib: u64) -> Result<()> {
+        std::fs::create_dir_all(runtime_dir)?;
+        let image = runtime_dir.join(DISK_IMAGE);
+        if image.exists() {
+            return Ok(());
+        }
+        let tmp = runtime_dir.join(".disk.img.new");
+        let f = std::fs::File::create(&tmp)?;
+        f.set_len(gib * 1024 * 1024 * 1024)?;
+        drop(f);
+        let t = tmp.to_string_lossy();
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1",
+                &t,
+            ],
+            None,
+        )
+        .await?;
+        std::fs::rename(&tmp, &image)?;
+        Ok(())
     }
 
     pub fn is_mounted(&self) -> bool {
         is_mount_point(&self.merged)
     }
 
-    /// Mounts the overlay if it is not mounted yet (idempotent: used at create,
-    /// at boot and after a host reboot).
-    pub fn mount(&self, image_rootfs: &Path) -> Result<()> {
+    /// Mounts the quota disk (if any) and the overlay if they are not mounted
+    /// yet (idempotent: used at create, at boot and after a host reboot).
+    pub async fn mount(&self, image_rootfs: &Path) -> Result<()> {
+        if let Some((image, mnt)) = &self.disk {
+            std::fs::create_dir_all(mnt)?;
+            if !is_mount_point(mnt) {
+                let (img, dir) = (image.to_string_lossy(), mnt.to_string_lossy());
+                run("mount", &["-o", "loop,nodev,nosuid", &img, &dir], None)
+                    .await
+                    .map_err(|e| BackendError::Other(format!("mount the runtime's disk: {e}")))?;
+            }
+        }
         for d in [&self.upper, &self.work, &self.merged] {
             std::fs::create_dir_all(d)?;
         }
@@ -58,6 +119,13 @@ impl Layer {
             umount2(&self.merged, MntFlags::MNT_DETACH).map_err(|e| {
                 BackendError::Other(format!("unmount {}: {e}", self.merged.display()))
             })?;
+        }
+        if let Some((_, mnt)) = &self.disk {
+            if is_mount_point(mnt) {
+                // The loop device is released with the last reference (autoclear).
+                umount2(mnt, MntFlags::MNT_DETACH)
+                    .map_err(|e| BackendError::Other(format!("unmount {}: {e}", mnt.display())))?;
+            }
         }
         Ok(())
     }

@@ -41,6 +41,9 @@ pub struct Config {
     pub capacity_memory_mib: Option<u64>,
     #[arg(long, default_value_t = 1.0)]
     pub memory_overcommit: f64,
+    /// Disk quota (GiB) for runtimes that do not ask for one; 0 = unlimited.
+    #[arg(long, env = "RUNTA_DEFAULT_DISK_GIB", default_value_t = 0)]
+    pub default_disk_gib: u64,
     /// Seconds between SIGTERM and SIGKILL on stop.
     #[arg(long, default_value_t = 10)]
     pub stop_grace_secs: u64,

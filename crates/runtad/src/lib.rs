@@ -107,6 +107,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             default_image: runta_backend::images::BASE_IMAGE.to_string(),
             default_vcpus: 1.0,
             default_memory_mib: 512,
+            default_disk_gib: (cfg.default_disk_gib > 0).then_some(cfg.default_disk_gib),
             ingress_domain: cfg.ingress_domain.clone(),
             ingress_https_port: cfg.ingress_https_port,
             ingress_http_port: cfg.ingress_http_port,

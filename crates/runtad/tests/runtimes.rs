@@ -571,3 +571,53 @@ async fn runtime_is_isolated_from_the_host() {
     assert_eq!(c.out(&n, "echo still here").await, "still here\n");
     c.delete(&format!("/v1/runtimes/{n}")).await;
 }
+
+#[tokio::test]
+async fn disk_quota_is_enforced_inside_the_runtime() {
+    let d = Daemon::shared();
+    let c = d.tenant("disk").await;
+    let n = name("dq");
+    let r = c
+        .create_with(
+            json!({"name": n, "resources": {"requests": {"memory_mib": 128, "disk_gib": 1}}}),
+        )
+        .await;
+    assert_eq!(r["resources"]["requests"]["disk_gib"], 1);
+    let v = c
+        .sh(&n, "head -c 1300M /dev/zero > /root/big; echo rc=$?")
+        .await;
+    let out = format!("{}{}", v["stdout"], v["stderr"]);
+    assert!(
+        out.contains("No space left"),
+        "writing past the quota must fail: {v}"
+    );
+    let used: u64 = c
+        .out(&n, "stat -c %s /root/big")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(used <= 1 << 30, "wrote {used} bytes into a 1 GiB quota");
+    // The runtime still works, and its files (and quota) survive a reboot.
+    c.out(&n, "rm /root/big; echo small > /root/keep").await;
+    c.post(&format!("/v1/runtimes/{n}/stop"), json!({})).await;
+    let (st, v) = c.post(&format!("/v1/runtimes/{n}/start"), json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(c.out(&n, "cat /root/keep").await, "small\n");
+    assert!(c.sh(&n, "head -c 1300M /dev/zero > /root/big2").await["exit_code"] != 0);
+    // The size is fixed at create; absurd sizes are refused.
+    let (st, v) = c
+        .patch(
+            &format!("/v1/runtimes/{n}"),
+            json!({"resources": {"requests": {"disk_gib": 2}}}),
+        )
+        .await;
+    assert_error(st, &v, 422, "invalid_argument", "disk_gib");
+    let (st, v) = c
+        .post("/v1/runtimes", json!({"name": name("huge"), "resources": {"requests": {"memory_mib": 64, "disk_gib": 60000}}}))
+        .await;
+    assert_error(st, &v, 503, "resource_exhausted", "disk_gib");
+    let id = r["id"].as_str().unwrap();
+    c.delete(&format!("/v1/runtimes/{n}")).await;
+    assert_eq!(d.leftovers(id), Vec::<String>::new());
+}

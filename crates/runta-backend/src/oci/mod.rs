@@ -159,11 +159,22 @@ impl OciBackend {
         let run_dir = self.run_dir(spec.id);
         let etc = dir.join("etc");
         std::fs::create_dir_all(&run_dir)?;
-        let layer = Layer::new(&dir);
         if !self.images.is_ready(&spec.image) {
             self.images.ensure(&spec.image).await?;
         }
-        layer.mount(&self.images.rootfs(&spec.image))?;
+        if let Some(gib) = spec.disk_gib {
+            let fs = nix::sys::statvfs::statvfs(&self.cfg.runtimes_dir)
+                .map_err(|e| BackendError::Other(format!("statvfs: {e}")))?;
+            let total_gib = fs.blocks() as u64 * fs.fragment_size() as u64 / (1 << 30);
+            if gib > total_gib {
+                return Err(BackendError::Capacity(format!(
+                    "resources.requests.disk_gib: {gib} GiB requested, the data disk holds {total_gib} GiB"
+                )));
+            }
+            Layer::create_disk(&dir, gib).await?;
+        }
+        let layer = Layer::new(&dir);
+        layer.mount(&self.images.rootfs(&spec.image)).await?;
         self.write_etc(spec, &etc)?;
         self.network.attach(spec.id, spec.ip).await?;
         let cg = self.cgroup_path(spec.id);

@@ -59,6 +59,7 @@ impl Manager {
             image: r.image.clone(),
             vcpus: r.vcpus,
             memory_limit_mib: r.memory_limit_mib,
+            disk_gib: r.disk_gib,
             ip: Ipv4Addr::from_str(&r.ip)
                 .map_err(|e| Error::Internal(format!("stored address {:?}: {e}", r.ip)))?,
             env: r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -90,7 +91,8 @@ impl Manager {
                 format!("limit {memory_limit_mib} MiB is below the request {memory_mib} MiB"),
             ));
         }
-        if let Some(d) = rq.disk_gib {
+        let disk_gib = rq.disk_gib.or(self.cfg.default_disk_gib);
+        if let Some(d) = disk_gib {
             validate::disk_gib("resources.requests.disk_gib", d)?;
         }
         validate::env("env", &req.env)?;
@@ -116,7 +118,7 @@ impl Manager {
             vcpus,
             memory_mib,
             memory_limit_mib,
-            disk_gib: rq.disk_gib,
+            disk_gib,
         })
     }
 
@@ -510,7 +512,12 @@ impl Manager {
             }
             if let Some(d) = res.requests.disk_gib {
                 validate::disk_gib("resources.requests.disk_gib", d)?;
-                r.disk_gib = Some(d);
+                if Some(d) != r.disk_gib {
+                    return Err(Error::invalid(
+                        "resources.requests.disk_gib",
+                        "the disk size is fixed when the runtime is created",
+                    ));
+                }
             }
             if memory_mib > r.memory_mib && HOLDS_CAPACITY.contains(&r.status) {
                 let _admission = self.admission.lock().await;

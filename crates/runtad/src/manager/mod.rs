@@ -83,6 +83,7 @@ impl From<runta_backend::BackendError> for Error {
             B::ImageNotFound(name) => {
                 Error::invalid("image", format!("image {name:?} does not exist"))
             }
+            B::Capacity(m) => Error::ResourceExhausted(m),
             B::ImageBuild(name, why) => {
                 Error::Unavailable(format!("image {name:?} could not be built: {why}"))
             }
@@ -121,6 +122,8 @@ pub struct ManagerConfig {
     pub default_image: String,
     pub default_vcpus: f64,
     pub default_memory_mib: u64,
+    /// Disk quota for runtimes that ask for none (`None`: unlimited).
+    pub default_disk_gib: Option<u64>,
     /// Ingress domain and public ports, for the URLs of published ports.
     pub ingress_domain: String,
     pub ingress_https_port: u16,
