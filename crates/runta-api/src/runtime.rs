@@ -224,3 +224,26 @@ pub struct FileEntry {
     pub size: u64,
     pub mode: u32,
 }
+
+/// `POST /v1/runtimes/{id}/checkpoints`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCheckpointRequest {
+    /// Same rules as runtime names; unique per tenant.
+    pub name: String,
+}
+
+/// A saved copy of a runtime's files; new runtimes can start from it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    pub id: Uuid,
+    pub name: String,
+    pub tenant: String,
+    /// The runtime it was taken from (which may since have been deleted).
+    pub source_runtime_id: Uuid,
+    pub source_runtime_name: String,
+    pub image: String,
+    /// Bytes of its own layer (forks share it; they do not copy it).
+    pub size_bytes: u64,
+    pub created_at: DateTime<Utc>,
+}

@@ -28,6 +28,9 @@ pub struct RuntimeSpec {
     /// Becomes the hostname.
     pub name: String,
     pub image: String,
+    /// Checkpoint layers stacked read-only between the image and the runtime's
+    /// own writable layer, topmost first (forks of a checkpoint).
+    pub layers: Vec<String>,
     pub vcpus: f64,
     pub memory_limit_mib: u64,
     /// Size of the writable layer in GiB (a hard quota); unlimited when `None`.
@@ -120,6 +123,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Cheap liveness check (no process spawned): does the runtime still have
     /// processes? Used by the once-a-second monitor.
     fn is_alive(&self, id: Uuid) -> bool;
+
+    /// Saves the runtime's files as checkpoint `checkpoint_id`: the runtime is
+    /// frozen while its writable layer is copied (left paused if it was), so
+    /// the copy is consistent. Returns the checkpoint's size in bytes.
+    async fn checkpoint(&self, id: Uuid, checkpoint_id: &str) -> Result<u64>;
+
+    /// Frees a checkpoint's files. The caller makes sure no runtime uses it.
+    async fn delete_checkpoint(&self, checkpoint_id: &str) -> Result<()>;
 
     /// Removes host-wide set-up (bridge, firewall chains) once no runtime is
     /// left; called on a clean daemon shutdown.

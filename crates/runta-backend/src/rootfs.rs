@@ -80,7 +80,8 @@ impl Layer {
 
     /// Mounts the quota disk (if any) and the overlay if they are not mounted
     /// yet (idempotent: used at create, at boot and after a host reboot).
-    pub async fn mount(&self, image_rootfs: &Path) -> Result<()> {
+    /// `lowers` are the read-only layers, topmost first (checkpoints, then the image).
+    pub async fn mount(&self, lowers: &[PathBuf]) -> Result<()> {
         if let Some((image, mnt)) = &self.disk {
             std::fs::create_dir_all(mnt)?;
             if !is_mount_point(mnt) {
@@ -96,9 +97,10 @@ impl Layer {
         if self.is_mounted() {
             return Ok(());
         }
+        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
-            image_rootfs.display(),
+            lowerdir.join(":"),
             self.upper.display(),
             self.work.display()
         );

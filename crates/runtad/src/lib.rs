@@ -71,6 +71,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let backend = OciBackend::new(
         OciConfig {
             runtimes_dir: data_dir.join("runtimes"),
+            checkpoints_dir: data_dir.join("checkpoints"),
             run_root: std::path::PathBuf::from("/run/runta").join(&instance),
             agent_bin,
             instance: instance.clone(),

@@ -25,6 +25,8 @@ use crate::{Backend, BackendError, BackendState, Limits, Result, RuntimeSpec, Us
 pub struct OciConfig {
     /// Per-runtime folders live here (`<data>/runtimes`).
     pub runtimes_dir: PathBuf,
+    /// Checkpoint layers (`<checkpoints_dir>/<id>/layer`).
+    pub checkpoints_dir: PathBuf,
     /// Short-path folder for agent sockets (unix socket paths are limited to
     /// 108 bytes, so they cannot live under an arbitrary data dir).
     pub run_root: PathBuf,
@@ -59,6 +61,7 @@ impl OciBackend {
             mode,
         )?;
         std::fs::create_dir_all(&cfg.runtimes_dir)?;
+        std::fs::create_dir_all(&cfg.checkpoints_dir)?;
         let network = Network::new(&cfg.instance, cfg.subnet_octet);
         network.setup_host().await?;
         // Root lacks CAP_SYS_RESOURCE here: never ask for more than the hard limit.
@@ -93,6 +96,10 @@ impl OciBackend {
 
     fn dir(&self, id: Uuid) -> PathBuf {
         self.cfg.runtimes_dir.join(id.to_string())
+    }
+
+    fn checkpoint_layer(&self, checkpoint_id: &str) -> PathBuf {
+        self.cfg.checkpoints_dir.join(checkpoint_id).join("layer")
     }
 
     fn run_dir(&self, id: Uuid) -> PathBuf {
@@ -174,7 +181,19 @@ impl OciBackend {
             Layer::create_disk(&dir, gib).await?;
         }
         let layer = Layer::new(&dir);
-        layer.mount(&self.images.rootfs(&spec.image)).await?;
+        let mut lowers: Vec<PathBuf> = spec
+            .layers
+            .iter()
+            .map(|c| self.checkpoint_layer(c))
+            .collect();
+        if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
+            return Err(BackendError::Other(format!(
+                "checkpoint layer {} is missing",
+                missing.display()
+            )));
+        }
+        lowers.push(self.images.rootfs(&spec.image));
+        layer.mount(&lowers).await?;
         self.write_etc(spec, &etc)?;
         self.network.attach(spec.id, spec.ip).await?;
         let cg = self.cgroup_path(spec.id);
@@ -323,6 +342,62 @@ impl Backend for OciBackend {
 
     fn is_alive(&self, id: Uuid) -> bool {
         self.cgroups.has_processes(&self.cgroup_path(id))
+    }
+
+    async fn checkpoint(&self, id: Uuid, checkpoint_id: &str) -> Result<u64> {
+        let layer = Layer::new(&self.dir(id));
+        if !layer.is_mounted() {
+            return Err(BackendError::Other(
+                "the runtime's files are not mounted (is it running?)".into(),
+            ));
+        }
+        let target = self.cfg.checkpoints_dir.join(checkpoint_id);
+        let tmp = self
+            .cfg
+            .checkpoints_dir
+            .join(format!(".{checkpoint_id}.new"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let was_running = matches!(self.oci.state(id).await?, BackendState::Running { .. });
+        if was_running {
+            self.oci.pause(id).await?;
+        }
+        // `cp -a` keeps owners, modes, times, xattrs (overlay's opaque-dir marks)
+        // and whiteouts, so the copy stacks as a lower layer exactly as it was;
+        // reflinks share blocks where the file system can.
+        let copied = crate::util::run(
+            "cp",
+            &[
+                "-a",
+                "--reflink=auto",
+                &format!("{}/.", layer.upper.display()),
+                &tmp.join("layer").to_string_lossy(),
+            ],
+            None,
+        )
+        .await;
+        if was_running {
+            self.oci.resume(id).await?;
+        }
+        if let Err(e) = copied {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let size = crate::util::run("du", &["-sb", &tmp.to_string_lossy()], None)
+            .await
+            .ok()
+            .and_then(|o| o.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        std::fs::rename(&tmp, &target)?;
+        Ok(size)
+    }
+
+    async fn delete_checkpoint(&self, checkpoint_id: &str) -> Result<()> {
+        let dir = self.cfg.checkpoints_dir.join(checkpoint_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
     }
 
     async fn shutdown_host(&self) {

@@ -2,6 +2,7 @@
 //! call one manager method, map the result.
 
 mod admin;
+mod checkpoints;
 mod dashboard;
 mod deploy;
 pub mod error;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{id}/exec", post(exec::exec))
         .route("/{id}/exec/ws", get(exec::exec_ws))
         .route("/{id}/events", get(runtimes::events))
+        .route("/{id}/checkpoints", post(checkpoints::create))
         .route("/{id}/files/list", get(files::list))
         .route(
             "/{id}/files",
@@ -66,6 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/v1/tenants", post(admin::create_tenant))
         .route("/v1/tokens", post(admin::create_token))
+        .route("/v1/checkpoints", get(checkpoints::list))
+        .route(
+            "/v1/checkpoints/{id}",
+            get(checkpoints::get).delete(checkpoints::delete),
+        )
         .route("/v1/apply", post(deploy::apply))
         .route("/v1/delete", post(deploy::delete))
         .nest("/v1/runtimes", runtimes)

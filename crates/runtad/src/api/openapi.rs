@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, deploy, exec, files, runtimes};
+use super::{admin, checkpoints, deploy, exec, files, runtimes};
 
 struct Security;
 
@@ -30,6 +30,7 @@ impl Modify for Security {
         runtimes::create, runtimes::list, runtimes::get, runtimes::delete, runtimes::update,
         runtimes::start, runtimes::stop, runtimes::pause, runtimes::resume, runtimes::events,
         exec::exec, exec::exec_ws, files::read, files::write, files::list,
+        checkpoints::create, checkpoints::list, checkpoints::get, checkpoints::delete,
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
     ),
     components(schemas(

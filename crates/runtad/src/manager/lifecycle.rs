@@ -45,6 +45,7 @@ fn precondition(r: &RuntimeRecord, what: &str) -> Error {
 /// Validated, defaulted form of a create request.
 struct Plan {
     image: String,
+    layers: Vec<String>,
     vcpus: f64,
     memory_mib: u64,
     memory_limit_mib: u64,
@@ -57,6 +58,7 @@ impl Manager {
             id: r.id,
             name: r.name.clone(),
             image: r.image.clone(),
+            layers: r.layers.clone(),
             vcpus: r.vcpus,
             memory_limit_mib: r.memory_limit_mib,
             disk_gib: r.disk_gib,
@@ -66,9 +68,9 @@ impl Manager {
         })
     }
 
-    fn validate_create(&self, req: &CreateRuntimeRequest) -> Result<Plan> {
+    fn validate_create(&self, tenant: &str, req: &CreateRuntimeRequest) -> Result<Plan> {
         validate::name("name", &req.name)?;
-        let image = req
+        let mut image = req
             .image
             .clone()
             .unwrap_or_else(|| self.cfg.default_image.clone());
@@ -101,12 +103,22 @@ impl Manager {
         if let Some(t) = req.idle_timeout_secs {
             validate::idle_timeout("idle_timeout_secs", t)?;
         }
-        if req.checkpoint.is_some() {
-            return Err(Error::invalid(
-                "checkpoint",
-                "checkpoints are not supported yet",
-            ));
-        }
+        let layers = match &req.checkpoint {
+            Some(c) => {
+                let ckpt = self.store.find_checkpoint(tenant, c)?.ok_or_else(|| {
+                    Error::invalid("checkpoint", format!("no checkpoint named {c:?}"))
+                })?;
+                if req.image.as_ref().is_some_and(|i| *i != ckpt.image) {
+                    return Err(Error::invalid(
+                        "image",
+                        format!("checkpoint {c:?} is of image {:?}", ckpt.image),
+                    ));
+                }
+                image = ckpt.image;
+                ckpt.layers
+            }
+            None => vec![],
+        };
         if vcpus > self.cfg.host_cpus {
             return Err(Error::ResourceExhausted(format!(
                 "resources.requests.vcpus: {vcpus} vCPUs requested, this machine has {}",
@@ -115,6 +127,7 @@ impl Manager {
         }
         Ok(Plan {
             image,
+            layers,
             vcpus,
             memory_mib,
             memory_limit_mib,
@@ -198,12 +211,12 @@ impl Manager {
         idempotency_key: Option<&str>,
         wait: bool,
     ) -> Result<(RuntimeRecord, bool)> {
-        let plan = self.validate_create(&req)?;
+        let plan = self.validate_create(tenant, &req)?;
         let request_hash = {
             let body = serde_json::to_vec(&serde_json::json!({
                 "name": req.name, "image": plan.image, "vcpus": plan.vcpus, "mem": plan.memory_mib,
                 "lim": plan.memory_limit_mib, "env": req.env, "labels": req.labels,
-                "publish": req.publish, "idle": req.idle_timeout_secs,
+                "publish": req.publish, "idle": req.idle_timeout_secs, "ckpt": req.checkpoint,
             }))
             .unwrap_or_default();
             Sha256::digest(&body)
@@ -267,6 +280,7 @@ impl Manager {
                 started_at: None,
                 revision: 1,
                 error: None,
+                layers: plan.layers,
             };
             r.seq = self.store.insert_runtime(&r)?;
             if let Some(key) = idempotency_key {

@@ -4,6 +4,7 @@
 //! runtime, checks capacity, allocates addresses and drives the [`Backend`]. The
 //! API layer calls one method per request; the backend never calls back up.
 
+mod checkpoints;
 mod exec;
 mod lifecycle;
 mod monitor;

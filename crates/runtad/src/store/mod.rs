@@ -51,6 +51,22 @@ pub struct RuntimeRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub revision: u64,
     pub error: Option<String>,
+    /// Checkpoint layers below the runtime's own (ids, topmost first).
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointRecord {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub source_id: Uuid,
+    pub source_name: String,
+    pub image: String,
+    /// This checkpoint's layer followed by the ones below it (ids, topmost first).
+    pub layers: Vec<String>,
+    pub size_bytes: u64,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +136,7 @@ fn status_col(s: &str) -> rusqlite::Result<RuntimeStatus> {
 
 const RUNTIME_COLS: &str = "seq, id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
      memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, updated_at, \
-     started_at, revision, error";
+     started_at, revision, error, layers";
 
 fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
     let id: String = r.get(1)?;
@@ -151,6 +167,7 @@ fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
             .transpose()?,
         revision: r.get::<_, i64>(19)? as u64,
         error: r.get(20)?,
+        layers: json_col(&r.get::<_, String>(21)?)?,
     })
 }
 
@@ -166,6 +183,12 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(include_str!("schema.sql"))?;
+        // Migrations of stores made by earlier versions.
+        if conn.prepare("SELECT layers FROM runtimes LIMIT 0").is_err() {
+            conn.execute_batch(
+                "ALTER TABLE runtimes ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
+            )?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -242,8 +265,8 @@ impl Store {
             c.execute(
                 "INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
                  memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, \
-                 updated_at, started_at, revision, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 updated_at, started_at, revision, error, layers) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                 params![
                     r.id.to_string(),
                     r.tenant,
@@ -265,6 +288,7 @@ impl Store {
                     r.started_at.as_ref().map(ts),
                     r.revision as i64,
                     r.error,
+                    serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -394,6 +418,113 @@ impl Store {
         Ok(out)
     }
 
+    // ---- checkpoints ----
+
+    pub fn insert_checkpoint(&self, c: &CheckpointRecord) -> Result<()> {
+        let res = self.with(|conn| {
+            conn.execute(
+                "INSERT INTO checkpoints(id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.id.to_string(),
+                    c.tenant,
+                    c.name,
+                    c.source_id.to_string(),
+                    c.source_name,
+                    c.image,
+                    serde_json::to_string(&c.layers).unwrap_or_default(),
+                    c.size_bytes as i64,
+                    ts(&c.created_at),
+                ],
+            )
+            .map(|_| ())
+        });
+        match res {
+            Err(StoreError::Sqlite(e)) if is_unique_violation(&e) => Err(StoreError::Conflict(
+                format!("a checkpoint named {:?}", c.name),
+            )),
+            other => other,
+        }
+    }
+
+    fn checkpoint_row(r: &Row<'_>) -> rusqlite::Result<CheckpointRecord> {
+        let uuid = |i: usize, s: String| {
+            Uuid::from_str(&s).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        };
+        Ok(CheckpointRecord {
+            id: uuid(0, r.get(0)?)?,
+            tenant: r.get(1)?,
+            name: r.get(2)?,
+            source_id: uuid(3, r.get(3)?)?,
+            source_name: r.get(4)?,
+            image: r.get(5)?,
+            layers: json_col(&r.get::<_, String>(6)?)?,
+            size_bytes: r.get::<_, i64>(7)? as u64,
+            created_at: parse_ts(&r.get::<_, String>(8)?)?,
+        })
+    }
+
+    /// A tenant's checkpoint by UUID or name.
+    pub fn find_checkpoint(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<Option<CheckpointRecord>> {
+        const COLS: &str =
+            "id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at";
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLS} FROM checkpoints WHERE tenant = ?1 AND (id = ?2 OR name = ?2)"
+                ),
+                params![tenant, id_or_name],
+                Self::checkpoint_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn list_checkpoints(&self, tenant: &str) -> Result<Vec<CheckpointRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at \
+                 FROM checkpoints WHERE tenant = ?1 ORDER BY seq",
+            )?;
+            let rows = st
+                .query_map([tenant], Self::checkpoint_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM checkpoints WHERE id = ?1", [id.to_string()])
+                .map(|_| ())
+        })
+    }
+
+    /// Names of runtimes and checkpoints whose layers include `checkpoint`.
+    pub fn checkpoint_users(&self, checkpoint: Uuid) -> Result<Vec<String>> {
+        let needle = format!("%\"{checkpoint}\"%");
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT 'runtime ' || name FROM runtimes WHERE layers LIKE ?1 \
+                 UNION ALL SELECT 'checkpoint ' || name FROM checkpoints WHERE layers LIKE ?1 AND id != ?2",
+            )?;
+            let rows = st
+                .query_map(params![needle, checkpoint.to_string()], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
     // ---- events ----
 
     pub fn add_event(
@@ -511,6 +642,7 @@ mod tests {
             started_at: None,
             revision: 1,
             error: None,
+            layers: vec![],
         }
     }
 

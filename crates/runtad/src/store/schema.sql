@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runtimes (
     started_at        TEXT,
     revision          INTEGER NOT NULL,
     error             TEXT,
+    layers            TEXT NOT NULL DEFAULT '[]',
     UNIQUE (tenant, name)
 );
 
@@ -54,4 +55,18 @@ CREATE TABLE IF NOT EXISTS idempotency (
     request_hash  TEXT NOT NULL,
     created_at    TEXT NOT NULL,
     PRIMARY KEY (tenant, key)
+);
+
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    tenant       TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    source_id    TEXT NOT NULL,
+    source_name  TEXT NOT NULL,
+    image        TEXT NOT NULL,
+    layers       TEXT NOT NULL,
+    size_bytes   INTEGER NOT NULL,
+    created_at   TEXT NOT NULL,
+    UNIQUE (tenant, name)
 );
