@@ -29,7 +29,7 @@ impl CgroupMode {
 fn fs_magic(path: &str) -> Option<i64> {
     nix::sys::statfs::statfs(path)
         .ok()
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
 }
 
 /// Reads usage of the cgroup at `rel` (the OCI `cgroupsPath`, e.g. `/runta-x/<id>`).

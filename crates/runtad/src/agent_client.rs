@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use runta_agent::{
     header, parse_header, tag, DirEntry, ProcessSpec, Request, Response, HEADER_LEN,
 };
@@ -234,22 +233,4 @@ fn append(buf: &mut Vec<u8>, data: &[u8], limit: usize) -> Result<()> {
     }
     buf.extend_from_slice(data);
     Ok(())
-}
-
-/// Collects a file read into chunks (used for small reads and tests).
-pub async fn read_all(mut r: FrameReader, limit: usize) -> Result<Bytes> {
-    let mut buf = Vec::new();
-    while let Some(f) = r.next().await? {
-        match f.tag {
-            tag::STDOUT => append(&mut buf, &f.payload, limit)?,
-            tag::EOF => return Ok(Bytes::from(buf)),
-            tag::CONTROL => {
-                if let Ok(Response::Error { kind, message }) = serde_json::from_slice(&f.payload) {
-                    return Err(AgentError::Refused { kind, message });
-                }
-            }
-            _ => {}
-        }
-    }
-    Err(proto("file stream ended early"))
 }

@@ -22,7 +22,7 @@ async fn seed_example_create_and_exec() {
     assert_eq!(r["name"], "worker");
     assert_eq!(r["resources"]["requests"]["vcpus"], 2.0);
     assert_eq!(r["resources"]["limits"]["memory_mib"], 2048);
-    assert_eq!(r["revision"].as_u64().unwrap() >= 1, true);
+    assert!(r["revision"].as_u64().unwrap() >= 1);
     let (st, v) = c
         .post(
             "/v1/runtimes/worker/exec",
