@@ -19,7 +19,7 @@ install -m 0755 target/release/runtad target/release/runta "$PREFIX/bin/"
 install -m 0755 target/x86_64-unknown-linux-gnu/release/runta-agent "$PREFIX/bin/runta-agent"
 
 echo "==> preparing the base image (Debian bookworm; about a minute the first time)"
-"$PREFIX/bin/runtad" --data-dir "$DATA" --prepare-image
+"$PREFIX/bin/runtad" --prepare-image
 
 if curl -sf "$ENDPOINT/healthz" >/dev/null; then
   echo "==> restarting runtad (runtimes keep running)"

@@ -18,9 +18,14 @@ pub struct Config {
     /// Address of the REST API.
     #[arg(long, env = "RUNTA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Image store (shareable between daemons); default `<data-dir>/images`.
-    #[arg(long, env = "RUNTA_IMAGES_DIR")]
-    pub images_dir: Option<PathBuf>,
+    /// Image store: a read-only cache shared by every daemon on the host, so a
+    /// daemon on a fresh data dir does not build the base image again.
+    #[arg(
+        long,
+        env = "RUNTA_IMAGES_DIR",
+        default_value = "/var/lib/runta/images"
+    )]
+    pub images_dir: PathBuf,
     /// Debian mirror for building `base`; default: the one apt uses.
     #[arg(long, env = "RUNTA_DEBIAN_MIRROR")]
     pub debian_mirror: Option<String>,

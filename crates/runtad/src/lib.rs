@@ -37,11 +37,7 @@ mod anyhow_lite {
 pub async fn run(cfg: Config) -> Result<(), String> {
     let started = Instant::now();
     if cfg.prepare_image {
-        let dir = cfg
-            .images_dir
-            .clone()
-            .unwrap_or_else(|| cfg.data_dir.join("images"));
-        let images = ImageStore::new(dir, cfg.debian_mirror.clone());
+        let images = ImageStore::new(cfg.images_dir.clone(), cfg.debian_mirror.clone());
         images
             .ensure(runta_backend::images::BASE_IMAGE)
             .await
@@ -63,11 +59,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let subnet_octet = cfg
         .subnet_octet
         .unwrap_or_else(|| config::default_subnet_octet(&instance));
-    let images_dir = cfg
-        .images_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("images"));
-    let images = Arc::new(ImageStore::new(images_dir, cfg.debian_mirror.clone()));
+    let images = Arc::new(ImageStore::new(
+        cfg.images_dir.clone(),
+        cfg.debian_mirror.clone(),
+    ));
     let backend = OciBackend::new(
         OciConfig {
             runtimes_dir: data_dir.join("runtimes"),
