@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response};
-use runta_api::{ErrorBody, ErrorCode, ErrorDetail, ListResponse, Runtime};
+use runta_api::{Checkpoint, ErrorBody, ErrorCode, ErrorDetail, ListResponse, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -109,12 +109,12 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    /// Every runtime of the tenant, following pagination.
-    pub async fn list_runtimes(&self) -> Result<(Vec<Value>, Vec<Runtime>)> {
+    /// Every item of a list route, following pagination.
+    async fn list_all(&self, route: &str) -> Result<Vec<Value>> {
         let mut raw = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut path = "/v1/runtimes?limit=100".to_string();
+            let mut path = format!("{route}?limit=100");
             if let Some(a) = &after {
                 path.push_str(&format!("&after={}", enc(a)));
             }
@@ -128,9 +128,25 @@ impl Client {
                 _ => break,
             }
         }
+        Ok(raw)
+    }
+
+    /// Every runtime of the tenant, following pagination.
+    pub async fn list_runtimes(&self) -> Result<(Vec<Value>, Vec<Runtime>)> {
+        let raw = self.list_all("/v1/runtimes").await?;
         let typed = raw
             .iter()
             .map(|v| typed::<Runtime>(v.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((raw, typed))
+    }
+
+    /// Every checkpoint (snapshot) of the tenant.
+    pub async fn list_checkpoints(&self) -> Result<(Vec<Value>, Vec<Checkpoint>)> {
+        let raw = self.list_all("/v1/checkpoints").await?;
+        let typed = raw
+            .iter()
+            .map(|v| typed::<Checkpoint>(v.clone()))
             .collect::<Result<Vec<_>>>()?;
         Ok((raw, typed))
     }
@@ -158,40 +174,94 @@ impl Client {
         let Ok((_, all)) = self.list_runtimes().await else {
             return Err(original);
         };
-        if all
+        let known: Vec<(String, String)> = all
             .iter()
-            .any(|r| r.name == name || r.id.to_string() == name)
-        {
-            return Err(original);
-        }
-        let lname = name.to_ascii_lowercase();
-        if lname.len() >= 4 && lname.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-            let hits: Vec<&Runtime> = all
-                .iter()
-                .filter(|r| r.id.to_string().starts_with(&lname))
-                .collect();
-            if hits.len() == 1 {
-                return Ok(hits[0].id.to_string());
-            }
-        }
-        let human = match suggest(name, all.iter().map(|r| r.name.as_str())) {
+            .map(|r| (r.id.to_string(), r.name.clone()))
+            .collect();
+        explain(name, &known, original, |name, suggestion| {
+            match suggestion {
             Some(s) => format!("no runtime named '{name}' — did you mean '{s}'?"),
-            None if all.is_empty() => format!(
+            None if known.is_empty() => format!(
                 "no runtime named '{name}' — there are no runtimes yet; create one with `runta run --name {name}`"
             ),
             None => format!("no runtime named '{name}' — see `runta ps -a` for the names"),
-        };
-        Err(match original {
-            CliError::Api(mut e) => {
-                e.human = Some(human);
-                CliError::Api(e)
-            }
-            _ => CliError::Failed {
-                code: ErrorCode::NotFound,
-                message: human,
-            },
+        }
         })
     }
+
+    /// Like `on_runtime` for a checkpoint (snapshot) reference, which `f` gets
+    /// as is (not encoded: it may go in a body). A missing one is the daemon's
+    /// 404, or its 422 on the `checkpoint` field of a create.
+    pub async fn on_checkpoint<T, F, Fut>(&self, name: &str, f: F) -> Result<T>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match f(name.to_string()).await {
+            Err(e) if e.is_not_found() || e.is_invalid_field("checkpoint") => {
+                match self.explain_missing_checkpoint(name, e).await {
+                    Ok(id) => f(id).await,
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn explain_missing_checkpoint(&self, name: &str, original: CliError) -> Result<String> {
+        let Ok((_, all)) = self.list_checkpoints().await else {
+            return Err(original);
+        };
+        let known: Vec<(String, String)> = all
+            .iter()
+            .map(|c| (c.id.to_string(), c.name.clone()))
+            .collect();
+        explain(name, &known, original, |name, suggestion| {
+            match suggestion {
+            Some(s) => format!("no snapshot named '{name}' — did you mean '{s}'?"),
+            None if known.is_empty() => format!(
+                "no snapshot named '{name}' — there are no snapshots yet; take one with `runta snapshot create RUNTIME {name}`"
+            ),
+            None => format!("no snapshot named '{name}' — see `runta snapshot ls` for the names"),
+        }
+        })
+    }
+}
+
+/// `Ok(id)` when `name` is a unique prefix of one of the `known` (id, name)
+/// pairs; otherwise the error to show: the original one when `name` does
+/// exist, else the original with `human(name, suggestion)` as its line.
+fn explain(
+    name: &str,
+    known: &[(String, String)],
+    original: CliError,
+    human: impl FnOnce(&str, Option<String>) -> String,
+) -> Result<String> {
+    if known.iter().any(|(id, n)| n == name || id == name) {
+        return Err(original);
+    }
+    let lname = name.to_ascii_lowercase();
+    if lname.len() >= 4 && lname.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        let hits: Vec<&String> = known
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.starts_with(&lname))
+            .collect();
+        if hits.len() == 1 {
+            return Ok(hits[0].clone());
+        }
+    }
+    let human = human(name, suggest(name, known.iter().map(|(_, n)| n.as_str())));
+    Err(match original {
+        CliError::Api(mut e) => {
+            e.human = Some(human);
+            CliError::Api(e)
+        }
+        _ => CliError::Failed {
+            code: ErrorCode::NotFound,
+            message: human,
+        },
+    })
 }
 
 /// The closest name, if one is close enough to be a typo.

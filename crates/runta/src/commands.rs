@@ -64,6 +64,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Apply(f) => deploy(&c, &f.file, "apply", json).await,
         Cmd::Delete(f) => deploy(&c, &f.file, "delete", json).await,
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,
+        Cmd::Snapshot(cmd) => crate::snapshot::run(&c, cmd, json).await,
         Cmd::Token(TokenCmd::Create { tenant }) => {
             let v = c.post("/v1/tokens", &json!({ "tenant": tenant })).await?;
             if json {
@@ -97,7 +98,7 @@ fn url_lines(r: &Runtime) -> Vec<String> {
         .collect()
 }
 
-async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
+pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
     let req = CreateRuntimeRequest {
         name: a.name.clone(),
         image: a.image,
@@ -113,15 +114,31 @@ async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
         labels: kv_map(&a.label),
         publish: a.publish,
         idle_timeout_secs: a.idle_timeout,
-        checkpoint: None,
+        checkpoint: a.from_snapshot.clone(),
     };
     let path = if a.no_wait {
         "/v1/runtimes?wait=false"
     } else {
         "/v1/runtimes"
     };
-    let mut spin = Spinner::start(format!("creating {}…", a.name));
-    let res = c.post(path, &req).await;
+    let mut spin = Spinner::start(match &a.from_snapshot {
+        Some(s) => format!("restoring {s} into {}…", a.name),
+        None => format!("creating {}…", a.name),
+    });
+    let res = match &a.from_snapshot {
+        // An unknown snapshot: "did you mean", or a unique id prefix.
+        Some(snap) => {
+            c.on_checkpoint(snap, |checkpoint| {
+                let req = CreateRuntimeRequest {
+                    checkpoint: Some(checkpoint),
+                    ..req.clone()
+                };
+                async move { c.post(path, &req).await }
+            })
+            .await
+        }
+        None => c.post(path, &req).await,
+    };
     spin.stop();
     let v = res?;
     if json {

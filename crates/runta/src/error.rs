@@ -59,6 +59,13 @@ impl CliError {
         matches!(self, CliError::Api(e) if e.body.error.code == ErrorCode::NotFound)
     }
 
+    /// Is this the daemon rejecting the value of `field` (422)?
+    pub fn is_invalid_field(&self, field: &str) -> bool {
+        matches!(self, CliError::Api(e)
+            if e.body.error.code == ErrorCode::InvalidArgument
+                && e.body.error.field.as_deref() == Some(field))
+    }
+
     /// The one human line.
     pub fn human(&self) -> Option<String> {
         match self {

@@ -8,6 +8,7 @@ mod cp;
 mod error;
 mod exec;
 mod output;
+mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,8 @@ Examples:
   runta exec worker -- sh -lc 'pwd && python3 --version'
   runta exec -it worker bash
   runta cp ./app worker:/srv/app
+  runta snapshot create worker before-upgrade
+  runta snapshot restore before-upgrade worker-2
   runta apply -f deployment.json
 
 Environment: RUNTA_ENDPOINT (default http://127.0.0.1:8080), RUNTA_TOKEN, RUNTA_CONFIG
@@ -63,7 +66,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Create a runtime and wait until it runs
     #[command(
-        after_help = "Examples:\n  runta run --name worker --cpus 2 --memory 2048\n  runta run --name web --cpus 2 --memory 2048 --publish 8080/https --idle-timeout 300\n  runta run --name job --env MODE=batch --label team=ml --image base"
+        after_help = "Examples:\n  runta run --name worker --cpus 2 --memory 2048\n  runta run --name web --cpus 2 --memory 2048 --publish 8080/https --idle-timeout 300\n  runta run --name job --env MODE=batch --label team=ml --image base\n  runta run --name try-1 --from-snapshot before-upgrade"
     )]
     Run(RunArgs),
     /// List runtimes (running ones; -a for all)
@@ -139,6 +142,13 @@ pub enum Cmd {
         after_help = "Examples:\n  runta server\n  runta server --data-dir /var/lib/runta --listen 127.0.0.1:8080\n\nEvery argument is passed to the `runtad` next to this executable; its flags follow."
     )]
     Server(ServerArgs),
+    /// Save runtimes' files as snapshots and start new runtimes from them
+    #[command(
+        subcommand,
+        visible_alias = "checkpoint",
+        after_help = SNAPSHOT_EXAMPLES
+    )]
+    Snapshot(SnapshotCmd),
     /// Manage API tokens (admin)
     #[command(
         subcommand,
@@ -181,6 +191,9 @@ pub struct RunArgs {
     /// Suspend after this many seconds without traffic or exec
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Start from a snapshot's files (name or id; see `runta snapshot ls`)
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub from_snapshot: Option<String>,
     /// Return as soon as the runtime is accepted (status `creating`)
     #[arg(long)]
     pub no_wait: bool,
@@ -283,6 +296,113 @@ pub struct ServerArgs {
         value_name = "RUNTAD_FLAGS"
     )]
     pub args: Vec<String>,
+}
+
+const SNAPSHOT_EXAMPLES: &str = "\
+Examples:
+  runta snapshot create worker before-upgrade     # worker is frozen while its files are copied
+  runta snapshot ls
+  runta snapshot restore before-upgrade try-1 --cpus 2 --memory 2048 --publish 8080/https
+  runta run --name try-2 --from-snapshot before-upgrade
+  runta snapshot rm before-upgrade                # refused while runtimes are built on it
+
+A snapshot (the API calls it a checkpoint) keeps a runtime's files, not its
+processes: runtimes restored from it boot fresh on those files. Restored runtimes
+share the snapshot without copying it and never see each other's changes.";
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Save a runtime's files (running, paused or suspended) under a name
+    #[command(
+        after_help = "Examples:\n  runta snapshot create worker before-upgrade\n  runta snapshot create worker nightly-1 --json\n\nThe runtime is frozen while its files are copied and thawed afterwards (a paused one stays paused)."
+    )]
+    Create {
+        /// Runtime name or id
+        #[arg(value_name = "RUNTIME")]
+        runtime: String,
+        /// Snapshot name: a-z, 0-9 and '-', unique in your tenant
+        #[arg(value_parser = parse_name, value_name = "NAME")]
+        name: String,
+    },
+    /// List snapshots, newest first
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  runta snapshot ls\n  runta snapshot ls -q            # ids only\n  runta snapshot ls --json"
+    )]
+    Ls(SnapshotLsArgs),
+    /// Create a new runtime from a snapshot's files and wait until it runs
+    #[command(
+        after_help = "Examples:\n  runta snapshot restore before-upgrade try-1\n  runta snapshot restore before-upgrade web-2 --cpus 2 --memory 2048 --publish 8080/https\n  runta snapshot restore before-upgrade job-2 --idle-timeout 300 --label team=ml\n\nSame as `runta run --name NEW-NAME --from-snapshot SNAPSHOT`."
+    )]
+    Restore(RestoreArgs),
+    /// Delete snapshots and free their space
+    #[command(
+        after_help = "Examples:\n  runta snapshot rm before-upgrade\n  runta snapshot rm nightly-1 nightly-2\n\nA snapshot is kept while runtimes restored from it, or snapshots taken of those, exist: delete them first."
+    )]
+    Rm {
+        /// Snapshot names or ids
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct SnapshotLsArgs {
+    /// Only print ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print full ids
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot name or id
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Name of the new runtime: a-z, 0-9 and '-', unique in your tenant
+    #[arg(value_parser = parse_name, value_name = "NEW-NAME")]
+    pub name: String,
+    /// CPUs (fractions allowed, e.g. 0.5)
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Memory in MiB
+    #[arg(long, value_parser = parse_memory, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Environment variable (repeatable)
+    #[arg(short, long = "env", value_parser = parse_kv, value_name = "K=V")]
+    pub env: Vec<(String, String)>,
+    /// Label (repeatable)
+    #[arg(short, long = "label", value_parser = parse_kv, value_name = "K=V")]
+    pub label: Vec<(String, String)>,
+    /// Publish a port through the ingress: PORT[/http|/https] (repeatable)
+    #[arg(short, long, value_parser = parse_port, value_name = "PORT/PROTO")]
+    pub publish: Vec<PortSpec>,
+    /// Suspend after this many seconds without traffic or exec
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Return as soon as the runtime is accepted (status `creating`)
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+impl From<RestoreArgs> for RunArgs {
+    fn from(a: RestoreArgs) -> Self {
+        RunArgs {
+            name: a.name,
+            image: None,
+            cpus: a.cpus,
+            memory: a.memory,
+            disk: None,
+            env: a.env,
+            label: a.label,
+            publish: a.publish,
+            idle_timeout: a.idle_timeout,
+            from_snapshot: Some(a.snapshot),
+            no_wait: a.no_wait,
+        }
+    }
 }
 
 #[derive(Subcommand)]

@@ -935,6 +935,7 @@ fn help_shows_examples_and_completion_works() {
         "logs",
         "server",
         "token",
+        "snapshot",
         "completion",
     ] {
         let out = runta(&[sub, "--help"]).ok();
@@ -952,6 +953,17 @@ fn help_shows_examples_and_completion_works() {
     }
     let out = runta(&["token", "create", "--help"]).ok();
     assert!(out.stdout.contains("Example"));
+    for sub in ["create", "ls", "restore", "rm"] {
+        let out = runta(&["snapshot", sub, "--help"]).ok();
+        assert!(
+            out.stdout.contains("Example") && out.stdout.contains(&format!("runta snapshot {sub}")),
+            "snapshot {sub}: {out:?}"
+        );
+    }
+    assert!(runta(&["run", "--help"])
+        .ok()
+        .stdout
+        .contains("--from-snapshot"));
     assert!(runta(&["--version"]).ok().stdout.starts_with("runta "));
     for (shell, marker) in [
         ("bash", "complete -F"),
@@ -1064,4 +1076,329 @@ fn server_execs_runtad_with_the_flags() {
         },
     );
     assert_eq!(out.code, 1, "{out:?}");
+}
+
+fn cat(name: &str, path: &str) -> Out {
+    runta(&["exec", name, "--", "cat", path])
+}
+
+#[test]
+fn snapshot_create_restore_ls_rm() {
+    let _s = cleanup_snapshots(&["t-snap-1", "t-snap-p", "t-snap-off"]);
+    let _c = cleanup(&["t-snap-src", "t-snap-f1", "t-snap-f2", "t-snap-f3"]);
+    runta(&[
+        "run",
+        "--name",
+        "t-snap-src",
+        "--cpus",
+        "0.5",
+        "--memory",
+        "256",
+    ])
+    .ok();
+    runta(&[
+        "exec",
+        "t-snap-src",
+        "--",
+        "sh",
+        "-c",
+        "echo v1 > /root/a.txt",
+    ])
+    .ok();
+
+    // Create: one line naming the snapshot, its source, id and size.
+    let out = runta(&["snapshot", "create", "t-snap-src", "t-snap-1"]).ok();
+    assert!(
+        out.stdout
+            .starts_with("t-snap-1 saved from t-snap-src — id "),
+        "{out:?}"
+    );
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    assert_eq!(out.stderr, "", "{out:?}");
+    assert_eq!(inspect("t-snap-src")["status"], "running", "thawed again");
+    runta(&[
+        "exec",
+        "t-snap-src",
+        "--",
+        "sh",
+        "-c",
+        "echo v2 > /root/a.txt",
+    ])
+    .ok();
+
+    // Two forks: `snapshot restore` (with flags, printing the URL like `run`) and
+    // `run --from-snapshot`.
+    let out = runta(&[
+        "snapshot",
+        "restore",
+        "t-snap-1",
+        "t-snap-f1",
+        "--cpus",
+        "0.5",
+        "--memory",
+        "256",
+        "--publish",
+        "8080/https",
+        "--idle-timeout",
+        "300",
+    ])
+    .ok();
+    assert!(out.stdout.starts_with("t-snap-f1 running — id "), "{out:?}");
+    assert!(out.stdout.contains("0.5 CPUs, 256 MiB"), "{out:?}");
+    let f1 = inspect("t-snap-f1");
+    let url = f1["publish"][0]["url"].as_str().unwrap();
+    assert!(
+        out.stdout.contains(&format!("8080/https → {url}")),
+        "{out:?}"
+    );
+    assert_eq!(f1["idle_timeout_secs"], 300);
+    assert_eq!(f1["resources"]["requests"]["memory_mib"], 256);
+    let out = runta(&[
+        "run",
+        "--name",
+        "t-snap-f2",
+        "--memory",
+        "256",
+        "--from-snapshot",
+        "t-snap-1",
+    ])
+    .ok();
+    assert!(out.stdout.starts_with("t-snap-f2 running"), "{out:?}");
+
+    // Each fork has the snapshot's files, not the later change, and not each
+    // other's writes.
+    for f in ["t-snap-f1", "t-snap-f2"] {
+        assert_eq!(cat(f, "/root/a.txt").ok().stdout, "v1\n", "{f}");
+    }
+    assert_eq!(cat("t-snap-src", "/root/a.txt").ok().stdout, "v2\n");
+    runta(&[
+        "exec",
+        "t-snap-f1",
+        "--",
+        "sh",
+        "-c",
+        "echo f1 > /root/a.txt; echo mine > /root/only-f1",
+    ])
+    .ok();
+    assert_eq!(cat("t-snap-f1", "/root/a.txt").ok().stdout, "f1\n");
+    assert_eq!(cat("t-snap-f2", "/root/a.txt").ok().stdout, "v1\n");
+    assert_eq!(cat("t-snap-src", "/root/a.txt").ok().stdout, "v2\n");
+    for f in ["t-snap-f2", "t-snap-src"] {
+        assert_eq!(cat(f, "/root/only-f1").code, 1, "{f} sees f1's file");
+    }
+
+    // A paused runtime can be saved and stays paused.
+    runta(&["pause", "t-snap-src"]).ok();
+    runta(&["snapshot", "create", "t-snap-src", "t-snap-p"]).ok();
+    assert_eq!(inspect("t-snap-src")["status"], "paused");
+    runta(&["resume", "t-snap-src"]).ok();
+
+    // ls: table, newest first; -q; --no-trunc; --json.
+    let ls = runta(&["snapshot", "ls"]).ok();
+    let mut lines = ls.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "NAME", "SOURCE", "SIZE", "AGE"]);
+    let js = runta(&["snapshot", "ls", "--json"]).ok().json();
+    let by_name = |n: &str| -> Value {
+        js.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {n} in {js}"))
+    };
+    let s1 = by_name("t-snap-1");
+    let sp = by_name("t-snap-p");
+    let s1_id = s1["id"].as_str().unwrap().to_string();
+    assert_eq!(s1["source_runtime_name"], "t-snap-src");
+    assert_eq!(s1["source_runtime_id"], inspect("t-snap-src")["id"]);
+    assert!(s1["size_bytes"].as_u64().unwrap() > 0, "{s1}");
+    let row = |n: &str| -> Vec<String> {
+        ls.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(n))
+            .unwrap_or_else(|| panic!("no {n} row: {ls:?}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let r1 = row("t-snap-1");
+    assert_eq!(r1[0], s1_id[..8]);
+    assert_eq!(r1[2], "t-snap-src");
+    let pos = |n: &str| ls.stdout.find(&format!(" {n} ")).unwrap();
+    assert!(pos("t-snap-p") < pos("t-snap-1"), "newest first: {ls:?}");
+    let q = runta(&["snapshot", "ls", "-q"]).ok();
+    assert!(q.stdout.lines().any(|l| l == s1_id), "{q:?}");
+    assert!(q.stdout.lines().all(|l| l.len() == 36), "{q:?}");
+    assert!(runta(&["snapshot", "ls", "--no-trunc"])
+        .ok()
+        .stdout
+        .contains(&s1_id));
+    // The alias and a short id.
+    let out = runta(&["checkpoint", "list", "-q"]).ok();
+    assert!(out.stdout.contains(&s1_id), "{out:?}");
+    let out = runta(&[
+        "snapshot",
+        "restore",
+        &sp["id"].as_str().unwrap()[..8],
+        "t-snap-f3",
+        "--memory",
+        "256",
+    ])
+    .ok();
+    assert!(out.stdout.starts_with("t-snap-f3 running"), "{out:?}");
+    assert_eq!(cat("t-snap-f3", "/root/a.txt").ok().stdout, "v2\n");
+
+    // --json: the checkpoint object; the runtime object for restore.
+    runta(&["shutdown", "t-snap-f3"]).ok();
+    let e = runta(&["snapshot", "create", "t-snap-f3", "t-snap-off"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert!(
+        e.stderr.starts_with("error: ") && e.stderr.contains("it is shutdown"),
+        "{e:?}"
+    );
+    runta(&["boot", "t-snap-f3"]).ok();
+    let v = runta(&["snapshot", "create", "t-snap-f3", "t-snap-off", "--json"])
+        .ok()
+        .json();
+    assert_eq!(v["name"], "t-snap-off");
+    assert_eq!(v["source_runtime_name"], "t-snap-f3");
+    assert_eq!(v["image"], "base");
+
+    // Errors: duplicate name, unknown names (with "did you mean"), bad names.
+    let e = runta(&["snapshot", "create", "t-snap-src", "t-snap-1"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert!(e.stderr.contains("already exists"), "{e:?}");
+    let e = runta(&["snapshot", "create", "t-snap-srx", "t-snap-x"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert_eq!(
+        e.stderr.trim(),
+        "error: no runtime named 't-snap-srx' — did you mean 't-snap-src'?"
+    );
+    for args in [
+        vec!["snapshot", "restore", "t-snap-1x", "t-snap-nf"],
+        vec!["run", "--name", "t-snap-nf", "--from-snapshot", "t-snap-1x"],
+        vec!["snapshot", "rm", "t-snap-1x"],
+    ] {
+        let e = runta(&args);
+        assert_eq!(e.code, 1, "{args:?}: {e:?}");
+        assert_eq!(
+            e.stderr.trim(),
+            "error: no snapshot named 't-snap-1x' — did you mean 't-snap-1'?",
+            "{args:?}"
+        );
+    }
+    let e = runta(&["snapshot", "rm", "zzzzzzzzzzzzzz"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert_eq!(
+        e.stderr.trim(),
+        "error: no snapshot named 'zzzzzzzzzzzzzz' — see `runta snapshot ls` for the names"
+    );
+    let e = runta(&["snapshot", "restore", "t-snap-1x", "t-snap-nf", "--json"]);
+    let err: Value = serde_json::from_str(e.stderr.trim()).expect("error JSON");
+    assert_eq!(err["error"]["field"], "checkpoint");
+    assert!(err["error"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("did you mean 't-snap-1'"));
+    assert_eq!(inspect("t-snap-src")["name"], "t-snap-src");
+    assert_eq!(runta(&["inspect", "t-snap-nf"]).code, 1, "nothing created");
+    for args in [
+        vec!["snapshot", "create", "t-snap-src", "Bad_Name"],
+        vec!["snapshot", "create", "t-snap-src"],
+        vec!["snapshot", "restore", "t-snap-1", "Bad_Name"],
+        vec!["snapshot", "restore", "t-snap-1", "x", "--memory", "1"],
+        vec![
+            "snapshot",
+            "restore",
+            "t-snap-1",
+            "x",
+            "--publish",
+            "80/ftp",
+        ],
+        vec!["snapshot", "rm"],
+        vec!["snapshot"],
+    ] {
+        let e = runta(&args);
+        assert_eq!(e.code, 2, "{args:?}: {e:?}");
+        assert!(e.stderr.starts_with("error:"), "{args:?}: {e:?}");
+    }
+
+    // Another tenant sees none of them and cannot use them.
+    let d = daemon();
+    let other = runta_opts(
+        &["token", "create", "--tenant", "cli-e2e-snap-other"],
+        Opts {
+            env: vec![("RUNTA_TOKEN", d.admin_token.clone())],
+            no_token: true,
+            ..Default::default()
+        },
+    )
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
+    let as_other = |args: &[&str]| {
+        runta_opts(
+            args,
+            Opts {
+                env: vec![("RUNTA_TOKEN", other.clone())],
+                no_token: true,
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(as_other(&["snapshot", "ls", "-q"]).ok().stdout, "");
+    for args in [
+        vec!["snapshot", "restore", "t-snap-1", "t-snap-steal"],
+        vec!["snapshot", "restore", &s1_id, "t-snap-steal"],
+        vec!["run", "--name", "t-snap-steal", "--from-snapshot", &s1_id],
+        vec!["snapshot", "rm", "t-snap-1"],
+        vec!["snapshot", "rm", &s1_id],
+    ] {
+        let e = as_other(&args);
+        assert_eq!(e.code, 1, "{args:?}: {e:?}");
+        assert!(
+            e.stderr.contains("no snapshot named") && e.stderr.contains("no snapshots yet"),
+            "{args:?}: {e:?}"
+        );
+    }
+    let e = as_other(&["snapshot", "create", "t-snap-src", "t-snap-steal"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert!(e.stderr.contains("no runtime named 't-snap-src'"), "{e:?}");
+    assert_eq!(as_other(&["ps", "-aq"]).ok().stdout, "");
+
+    // In use: refused, naming the runtimes built on it; then deleted.
+    let e = runta(&["snapshot", "rm", "t-snap-1"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert!(
+        e.stderr.contains("in use")
+            && e.stderr.contains("t-snap-f1")
+            && e.stderr.contains("t-snap-f2"),
+        "{e:?}"
+    );
+    assert!(runta(&["snapshot", "ls", "-q"])
+        .ok()
+        .stdout
+        .contains(&s1_id));
+    runta(&["rm", "-f", "t-snap-f1", "t-snap-f2", "t-snap-f3"]).ok();
+    // t-snap-off was taken of a fork of t-snap-p: it is built on it.
+    let e = runta(&["snapshot", "rm", "t-snap-p"]);
+    assert_eq!(e.code, 1, "{e:?}");
+    assert!(e.stderr.contains("t-snap-off"), "{e:?}");
+    let out = runta(&["snapshot", "rm", "t-snap-1", "t-snap-off", "t-snap-p"]).ok();
+    assert_eq!(out.stdout, "t-snap-1\nt-snap-off\nt-snap-p\n");
+    let left = runta(&["snapshot", "ls", "--json"]).ok().json();
+    assert!(
+        !left
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"].as_str().unwrap().starts_with("t-snap-")),
+        "{left}"
+    );
+    let e = runta(&["snapshot", "rm", "t-snap-1", "--json"]);
+    assert_eq!(e.code, 1);
+    let err: Value = serde_json::from_str(e.stderr.trim()).expect("error JSON");
+    assert_eq!(err["error"]["code"], "not_found");
 }

@@ -124,6 +124,27 @@ extern "C" fn cleanup_at_exit() {
     } else {
         all_gone = false;
     }
+    // Then the checkpoints (snapshots), newest chains last: a checkpoint is
+    // refused while one is built on it, so go round until none are left.
+    for _ in 0..5 {
+        let Ok((200, body)) = http("GET", "/v1/checkpoints", Some(&d.token), None) else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let all = v["data"].as_array().cloned().unwrap_or_default();
+        if all.is_empty() {
+            break;
+        }
+        for c in all {
+            let id = c["id"].as_str().unwrap_or_default();
+            let _ = http(
+                "DELETE",
+                &format!("/v1/checkpoints/{id}"),
+                Some(&d.token),
+                None,
+            );
+        }
+    }
     if let Ok(mut g) = CHILD.lock() {
         if let Some(mut c) = g.take() {
             // SAFETY: signalling our own child.
@@ -348,7 +369,7 @@ pub fn runta_opts(args: &[&str], o: Opts) -> Out {
     }
 }
 
-/// Deletes the runtime when dropped, whatever happened in the test.
+/// Deletes the runtimes when dropped, whatever happened in the test.
 pub struct Cleanup(pub Vec<String>);
 
 impl Drop for Cleanup {
@@ -362,6 +383,29 @@ impl Drop for Cleanup {
 
 pub fn cleanup(names: &[&str]) -> Cleanup {
     Cleanup(names.iter().map(|s| s.to_string()).collect())
+}
+
+/// Deletes the snapshots (checkpoints) when dropped; declare it before the
+/// `Cleanup` of the runtimes restored from them, so it drops after it.
+pub struct SnapshotCleanup(pub Vec<String>);
+
+impl Drop for SnapshotCleanup {
+    fn drop(&mut self) {
+        let d = daemon();
+        // Later ones may be built on earlier ones: newest first.
+        for n in self.0.iter().rev() {
+            let _ = http(
+                "DELETE",
+                &format!("/v1/checkpoints/{n}"),
+                Some(&d.token),
+                None,
+            );
+        }
+    }
+}
+
+pub fn cleanup_snapshots(names: &[&str]) -> SnapshotCleanup {
+    SnapshotCleanup(names.iter().map(|s| s.to_string()).collect())
 }
 
 /// Creates a small runtime through the CLI.
