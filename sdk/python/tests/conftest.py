@@ -1,12 +1,13 @@
 """Starts a real runtad for the test session and hands out tenant tokens.
 
-The daemon gets a fresh data dir; at the end every runtime of every tenant the
-tests created is deleted before the daemon is stopped (a killed runtad leaves its
-runtimes running by design).
+The daemon gets a fresh data dir; at the end every runtime, then every
+checkpoint, of every tenant the tests created is deleted before the daemon is
+stopped (a killed runtad leaves its runtimes running by design).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -128,6 +129,19 @@ class Daemon:
                             print(f"cleanup: deleting {rt.name}: {e}")
             except Exception as e:
                 print(f"cleanup: listing runtimes: {e}")
+            # Then checkpoints; one built on another is refused until that one is
+            # gone, so go round a few times.
+            try:
+                with Runta(token=token, endpoint=self.endpoint) as c:
+                    for _ in range(5):
+                        left = c.checkpoints.list()
+                        if not left:
+                            break
+                        for cp in left:
+                            with contextlib.suppress(Exception):
+                                cp.delete(missing_ok=True)
+            except Exception as e:
+                print(f"cleanup: deleting checkpoints: {e}")
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -4,16 +4,21 @@
     with Runta() as runta:
         rt = runta.runtimes.create("worker", vcpus=2, memory_mib=2048)
         print(rt.exec("uname -a").stdout_text)
+        cp = rt.checkpoints.create("worker-ready")   # save its files
+        fork = runta.runtimes.create("worker-2", checkpoint_id=cp)
         rt.delete()
 
 ``AsyncRunta`` offers the same classes and method names for asyncio.
 """
 
 from ._async import (
+    AsyncCheckpoint,
+    AsyncCheckpoints,
     AsyncExecTask,
     AsyncFiles,
     AsyncRunta,
     AsyncRuntime,
+    AsyncRuntimeCheckpoints,
     AsyncRuntimes,
     AsyncSession,
 )
@@ -39,6 +44,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import (
+    CheckpointInfo,
     Event,
     ExecResult,
     FileEntry,
@@ -49,7 +55,17 @@ from ._models import (
     ResourceUsage,
     RuntimeInfo,
 )
-from ._sync import ExecTask, Files, Runta, Runtime, Runtimes, Session
+from ._sync import (
+    Checkpoint,
+    Checkpoints,
+    ExecTask,
+    Files,
+    Runta,
+    Runtime,
+    RuntimeCheckpoints,
+    Runtimes,
+    Session,
+)
 
 __version__ = "0.1.0"
 
@@ -57,13 +73,19 @@ __all__ = [
     "APIConnectionError",
     "APITimeoutError",
     "AlreadyExistsError",
+    "AsyncCheckpoint",
+    "AsyncCheckpoints",
     "AsyncExecTask",
     "AsyncFiles",
     "AsyncRunta",
     "AsyncRuntime",
+    "AsyncRuntimeCheckpoints",
     "AsyncRuntimes",
     "AsyncSession",
     "AuthenticationError",
+    "Checkpoint",
+    "CheckpointInfo",
+    "Checkpoints",
     "ConflictError",
     "DeadlineExceededError",
     "Event",
@@ -87,6 +109,7 @@ __all__ = [
     "Runta",
     "RuntaError",
     "Runtime",
+    "RuntimeCheckpoints",
     "RuntimeFailedError",
     "RuntimeInfo",
     "Runtimes",

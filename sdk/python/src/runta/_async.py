@@ -11,15 +11,18 @@ from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Set,
 import httpx
 
 from . import _flows as F
-from ._common import Page, RuntimeBase, SessionBase
-from ._models import Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._common import CheckpointBase, Page, RuntimeBase, SessionBase
+from ._models import CheckpointInfo, Event, ExecResult, FileEntry, PortLike, RuntimeInfo
 from ._transport import AsyncTransport, Call, Flow, RetryPolicy, T, client_settings
 
 __all__ = [
+    "AsyncCheckpoint",
+    "AsyncCheckpoints",
     "AsyncExecTask",
     "AsyncFiles",
     "AsyncRunta",
     "AsyncRuntime",
+    "AsyncRuntimeCheckpoints",
     "AsyncRuntimes",
     "AsyncSession",
 ]
@@ -50,6 +53,7 @@ class AsyncRunta:
         self._transport = AsyncTransport(self._http, timeout, RetryPolicy(max_retries=max_retries))
         self._tasks: Set[asyncio.Task[ExecResult]] = set()
         self.runtimes = AsyncRuntimes(self)
+        self.checkpoints = AsyncCheckpoints(self)
 
     async def _run(self, flow: Flow[T]) -> T:
         return await self._transport.run(flow)
@@ -106,6 +110,7 @@ class AsyncRuntimes:
         idle_timeout: Optional[int] = None,
         disk_gib: Optional[int] = None,
         memory_limit_mib: Optional[int] = None,
+        checkpoint_id: Optional[Union[str, CheckpointBase, CheckpointInfo]] = None,
         wait: bool = True,
         timeout: Optional[float] = None,
         idempotency_key: Optional[str] = None,
@@ -113,7 +118,9 @@ class AsyncRuntimes:
         """Creates a runtime. With ``wait`` (the default) returns once it is running,
         raising :class:`RuntimeFailedError` if it fails and :class:`WaitTimeoutError`
         after ``timeout`` seconds (default 300). With an ``idempotency_key`` the
-        request is safe to repeat (and is retried on connection errors)."""
+        request is safe to repeat (and is retried on connection errors).
+        ``checkpoint_id`` (an id, a name or a checkpoint) starts it from that
+        checkpoint's files instead of a clean image."""
         body = F.create_body(
             name,
             vcpus=vcpus,
@@ -125,6 +132,7 @@ class AsyncRuntimes:
             idle_timeout=idle_timeout,
             disk_gib=disk_gib,
             memory_limit_mib=memory_limit_mib,
+            checkpoint=None if checkpoint_id is None else F.checkpoint_ref(checkpoint_id),
         )
         info = await self._client._run(
             F.create(body, wait=wait, timeout=timeout, idempotency_key=idempotency_key)
@@ -164,6 +172,78 @@ class AsyncRuntimes:
         await self._client._run(F.delete(id_or_name, missing_ok=missing_ok))
 
 
+class AsyncCheckpoints:
+    """``runta.checkpoints``: the tenant's checkpoints (saved runtime files)."""
+
+    def __init__(self, client: AsyncRunta) -> None:
+        self._client = client
+
+    async def create(self, runtime: Union[str, RuntimeBase], name: str) -> AsyncCheckpoint:
+        """Saves the files of ``runtime`` (an id, a name or a handle; running, paused
+        or suspended) as checkpoint ``name``. The runtime is frozen while its files
+        are copied, then thawed (a paused one stays paused)."""
+        ref = runtime.id if isinstance(runtime, RuntimeBase) else runtime
+        info = await self._client._run(F.create_checkpoint(ref, name))
+        return AsyncCheckpoint(self._client, info)
+
+    async def get(self, id_or_name: str) -> AsyncCheckpoint:
+        """The checkpoint with this UUID or name (:class:`NotFoundError` otherwise)."""
+        return AsyncCheckpoint(self._client, await self._client._run(F.get_checkpoint(id_or_name)))
+
+    async def list(self) -> List[AsyncCheckpoint]:
+        """Every checkpoint of the tenant."""
+        infos = await self._client._run(F.list_checkpoints())
+        return [AsyncCheckpoint(self._client, i) for i in infos]
+
+    async def delete(
+        self, id_or_name: Union[str, CheckpointBase], *, missing_ok: bool = False
+    ) -> None:
+        """Deletes a checkpoint and frees its space. Refused with
+        :class:`FailedPreconditionError` while runtimes started from it (or
+        checkpoints of those) exist."""
+        await self._client._run(
+            F.delete_checkpoint(F.checkpoint_ref(id_or_name), missing_ok=missing_ok)
+        )
+
+
+class AsyncRuntimeCheckpoints:
+    """``runtime.checkpoints``: save this runtime's files; its checkpoints."""
+
+    def __init__(self, client: AsyncRunta, runtime_id: str) -> None:
+        self._client = client
+        self._id = runtime_id
+
+    async def create(self, name: str) -> AsyncCheckpoint:
+        """Saves this runtime's files (it must be running, paused or suspended) as
+        checkpoint ``name``. The runtime is frozen while its files are copied, then
+        thawed (a paused one stays paused)."""
+        info = await self._client._run(F.create_checkpoint(self._id, name))
+        return AsyncCheckpoint(self._client, info)
+
+    async def list(self) -> List[AsyncCheckpoint]:
+        """The checkpoints taken of this runtime."""
+        infos = await self._client._run(F.list_checkpoints())
+        return [AsyncCheckpoint(self._client, i) for i in infos if i.source_runtime_id == self._id]
+
+
+class AsyncCheckpoint(CheckpointBase):
+    """A checkpoint: a runtime's files saved under a name. Start runtimes from it
+    with ``runta.runtimes.create(name, checkpoint_id=checkpoint)``."""
+
+    def __init__(self, client: AsyncRunta, info: CheckpointInfo) -> None:
+        super().__init__(info)
+        self._client = client
+
+    async def refresh(self) -> CheckpointInfo:
+        """Fetches the record again (:class:`NotFoundError` once deleted)."""
+        self._info = await self._client._run(F.get_checkpoint(self.id))
+        return self._info
+
+    async def delete(self, *, missing_ok: bool = False) -> None:
+        """Deletes the checkpoint and frees its space (refused while in use)."""
+        await self._client._run(F.delete_checkpoint(self.id, missing_ok=missing_ok))
+
+
 class AsyncRuntime(RuntimeBase):
     """A handle on one runtime. ``cached_info`` is the record as last seen."""
 
@@ -171,6 +251,7 @@ class AsyncRuntime(RuntimeBase):
         super().__init__(info)
         self._client = client
         self.files = AsyncFiles(client, info.id)
+        self.checkpoints = AsyncRuntimeCheckpoints(client, info.id)
 
     # -- record and lifecycle ------------------------------------------------
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Dict, Generic, List, Optional, TypeVar
 
 from ._flows import SessionState
-from ._models import RuntimeInfo
+from ._models import CheckpointInfo, RuntimeInfo
 
 T = TypeVar("T")
 
@@ -58,6 +59,65 @@ class RuntimeBase:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RuntimeBase) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class CheckpointBase:
+    """State every checkpoint handle holds: its record (checkpoints never change)."""
+
+    def __init__(self, info: CheckpointInfo) -> None:
+        self._info = info
+
+    @property
+    def info(self) -> CheckpointInfo:
+        """The whole record, as returned by the daemon."""
+        return self._info
+
+    @property
+    def id(self) -> str:
+        """The checkpoint's UUID."""
+        return self._info.id
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def tenant(self) -> str:
+        return self._info.tenant
+
+    @property
+    def source_runtime_id(self) -> str:
+        """The runtime it was taken from (which may since have been deleted)."""
+        return self._info.source_runtime_id
+
+    @property
+    def source_runtime_name(self) -> str:
+        return self._info.source_runtime_name
+
+    @property
+    def image(self) -> str:
+        return self._info.image
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of its own layer (forks share it; they do not copy it)."""
+        return self._info.size_bytes
+
+    @property
+    def created_at(self) -> Optional[datetime]:
+        return self._info.created_at
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(id={self.id!r}, name={self.name!r}, "
+            f"source_runtime_name={self.source_runtime_name!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckpointBase) and other.id == self.id
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -25,7 +25,7 @@ from ._errors import (
     RuntimeFailedError,
     WaitTimeoutError,
 )
-from ._models import Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._models import CheckpointInfo, Event, ExecResult, FileEntry, PortLike, RuntimeInfo
 from ._models import port_specs as port_specs
 from ._transport import Call, Flow, Reply, Sleep
 
@@ -50,6 +50,29 @@ def runtime_path(id_or_name: str, suffix: str = "") -> str:
             f"id: {id_or_name!r} is not a runtime id or name", code="invalid_argument", field="id"
         )
     return f"/v1/runtimes/{quote(id_or_name, safe='')}{suffix}"
+
+
+def checkpoint_path(id_or_name: str) -> str:
+    if not isinstance(id_or_name, str) or id_or_name in ("", ".", "..") or "/" in id_or_name:
+        raise InvalidArgumentError(
+            f"id: {id_or_name!r} is not a checkpoint id or name",
+            code="invalid_argument",
+            field="id",
+        )
+    return f"/v1/checkpoints/{quote(id_or_name, safe='')}"
+
+
+def checkpoint_ref(checkpoint: Any) -> str:
+    """A checkpoint's id from a str (id or name), a checkpoint handle or a
+    :class:`CheckpointInfo`."""
+    if isinstance(checkpoint, str):
+        return checkpoint
+    ref = getattr(checkpoint, "id", None)
+    if isinstance(ref, str):
+        return ref
+    raise TypeError(
+        f"checkpoint_id: expected a checkpoint id, name or Checkpoint, not {checkpoint!r}"
+    )
 
 
 def remote_path(path: str, what: str = "path") -> str:
@@ -81,6 +104,7 @@ def create_body(
     idle_timeout: Optional[int],
     disk_gib: Optional[int],
     memory_limit_mib: Optional[int],
+    checkpoint: Optional[str] = None,
 ) -> Dict[str, Any]:
     requests: Dict[str, Any] = {}
     if vcpus is not None:
@@ -103,6 +127,8 @@ def create_body(
         body["publish"] = port_specs(publish)
     if idle_timeout is not None:
         body["idle_timeout_secs"] = idle_timeout
+    if checkpoint is not None:
+        body["checkpoint"] = checkpoint
     return body
 
 
@@ -283,6 +309,54 @@ def events(
         if limit is not None or not pag.get("has_more") or pag.get("next_cursor") is None:
             return out
         cursor = int(pag["next_cursor"])
+
+
+# ----------------------------------------------------------- checkpoints ----
+
+#: Saving a checkpoint copies the runtime's files: allow for big ones.
+CHECKPOINT_TIMEOUT_SECS = 600.0
+
+
+def create_checkpoint(runtime: str, name: str) -> Flow[CheckpointInfo]:
+    # Not retried: a repeat after a lost reply would be "already exists".
+    reply = yield Call(
+        "POST",
+        runtime_path(runtime, "/checkpoints"),
+        json={"name": name},
+        timeout=CHECKPOINT_TIMEOUT_SECS,
+    )
+    return CheckpointInfo.from_dict(reply.data())
+
+
+def get_checkpoint(id_or_name: str) -> Flow[CheckpointInfo]:
+    reply = yield Call("GET", checkpoint_path(id_or_name), idempotent=True)
+    return CheckpointInfo.from_dict(reply.data())
+
+
+def list_checkpoints() -> Flow[List[CheckpointInfo]]:
+    out: List[CheckpointInfo] = []
+    params: List[Tuple[str, str]] = [("limit", "100")]
+    while True:
+        reply = yield Call("GET", "/v1/checkpoints", params=params, idempotent=True)
+        doc = reply.json()
+        out.extend(CheckpointInfo.from_dict(d) for d in doc.get("data", []))
+        pag = doc.get("pagination") or {}
+        if not pag.get("has_more") or pag.get("next_cursor") is None:
+            return out
+        params = [("limit", "100"), ("after", str(pag["next_cursor"]))]
+
+
+def delete_checkpoint(id_or_name: str, *, missing_ok: bool = False) -> Flow[None]:
+    try:
+        yield Call(
+            "DELETE",
+            checkpoint_path(id_or_name),
+            idempotent=True,
+            timeout=CHECKPOINT_TIMEOUT_SECS,
+        )
+    except NotFoundError:
+        if not missing_ok:
+            raise
 
 
 # ------------------------------------------------------------------ exec ----

@@ -158,6 +158,38 @@ class RuntimeInfo:
 
 
 @dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint record: a runtime's files saved under a name. New runtimes can
+    start from it (``runtimes.create(name, checkpoint_id=...)``)."""
+
+    id: str
+    name: str
+    tenant: str
+    #: The runtime it was taken from (which may since have been deleted).
+    source_runtime_id: str
+    source_runtime_name: str
+    image: str
+    #: Bytes of its own layer (forks share it; they do not copy it).
+    size_bytes: int
+    created_at: Optional[datetime]
+    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckpointInfo:
+        return cls(
+            id=str(d["id"]),
+            name=str(d["name"]),
+            tenant=str(d.get("tenant", "")),
+            source_runtime_id=str(d.get("source_runtime_id", "")),
+            source_runtime_name=str(d.get("source_runtime_name", "")),
+            image=str(d.get("image", "")),
+            size_bytes=int(d.get("size_bytes") or 0),
+            created_at=parse_time(d.get("created_at")),
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """The outcome of one buffered command."""
 

@@ -11,11 +11,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 import httpx
 
 from . import _flows as F
-from ._common import Page, RuntimeBase, SessionBase
-from ._models import Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._common import CheckpointBase, Page, RuntimeBase, SessionBase
+from ._models import CheckpointInfo, Event, ExecResult, FileEntry, PortLike, RuntimeInfo
 from ._transport import Call, Flow, RetryPolicy, SyncTransport, T, client_settings
 
-__all__ = ["ExecTask", "Files", "Runta", "Runtime", "Runtimes", "Session"]
+__all__ = [
+    "Checkpoint",
+    "Checkpoints",
+    "ExecTask",
+    "Files",
+    "Runta",
+    "Runtime",
+    "RuntimeCheckpoints",
+    "Runtimes",
+    "Session",
+]
 
 
 class Runta:
@@ -44,6 +54,7 @@ class Runta:
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
         self.runtimes = Runtimes(self)
+        self.checkpoints = Checkpoints(self)
 
     def _run(self, flow: Flow[T]) -> T:
         return self._transport.run(flow)
@@ -104,6 +115,7 @@ class Runtimes:
         idle_timeout: Optional[int] = None,
         disk_gib: Optional[int] = None,
         memory_limit_mib: Optional[int] = None,
+        checkpoint_id: Optional[Union[str, CheckpointBase, CheckpointInfo]] = None,
         wait: bool = True,
         timeout: Optional[float] = None,
         idempotency_key: Optional[str] = None,
@@ -111,7 +123,9 @@ class Runtimes:
         """Creates a runtime. With ``wait`` (the default) returns once it is running,
         raising :class:`RuntimeFailedError` if it fails and :class:`WaitTimeoutError`
         after ``timeout`` seconds (default 300). With an ``idempotency_key`` the
-        request is safe to repeat (and is retried on connection errors)."""
+        request is safe to repeat (and is retried on connection errors).
+        ``checkpoint_id`` (an id, a name or a checkpoint) starts it from that
+        checkpoint's files instead of a clean image."""
         body = F.create_body(
             name,
             vcpus=vcpus,
@@ -123,6 +137,7 @@ class Runtimes:
             idle_timeout=idle_timeout,
             disk_gib=disk_gib,
             memory_limit_mib=memory_limit_mib,
+            checkpoint=None if checkpoint_id is None else F.checkpoint_ref(checkpoint_id),
         )
         info = self._client._run(
             F.create(body, wait=wait, timeout=timeout, idempotency_key=idempotency_key)
@@ -162,6 +177,74 @@ class Runtimes:
         self._client._run(F.delete(id_or_name, missing_ok=missing_ok))
 
 
+class Checkpoints:
+    """``runta.checkpoints``: the tenant's checkpoints (saved runtime files)."""
+
+    def __init__(self, client: Runta) -> None:
+        self._client = client
+
+    def create(self, runtime: Union[str, RuntimeBase], name: str) -> Checkpoint:
+        """Saves the files of ``runtime`` (an id, a name or a handle; running, paused
+        or suspended) as checkpoint ``name``. The runtime is frozen while its files
+        are copied, then thawed (a paused one stays paused)."""
+        ref = runtime.id if isinstance(runtime, RuntimeBase) else runtime
+        info = self._client._run(F.create_checkpoint(ref, name))
+        return Checkpoint(self._client, info)
+
+    def get(self, id_or_name: str) -> Checkpoint:
+        """The checkpoint with this UUID or name (:class:`NotFoundError` otherwise)."""
+        return Checkpoint(self._client, self._client._run(F.get_checkpoint(id_or_name)))
+
+    def list(self) -> List[Checkpoint]:
+        """Every checkpoint of the tenant."""
+        infos = self._client._run(F.list_checkpoints())
+        return [Checkpoint(self._client, i) for i in infos]
+
+    def delete(self, id_or_name: Union[str, CheckpointBase], *, missing_ok: bool = False) -> None:
+        """Deletes a checkpoint and frees its space. Refused with
+        :class:`FailedPreconditionError` while runtimes started from it (or
+        checkpoints of those) exist."""
+        self._client._run(F.delete_checkpoint(F.checkpoint_ref(id_or_name), missing_ok=missing_ok))
+
+
+class RuntimeCheckpoints:
+    """``runtime.checkpoints``: save this runtime's files; its checkpoints."""
+
+    def __init__(self, client: Runta, runtime_id: str) -> None:
+        self._client = client
+        self._id = runtime_id
+
+    def create(self, name: str) -> Checkpoint:
+        """Saves this runtime's files (it must be running, paused or suspended) as
+        checkpoint ``name``. The runtime is frozen while its files are copied, then
+        thawed (a paused one stays paused)."""
+        info = self._client._run(F.create_checkpoint(self._id, name))
+        return Checkpoint(self._client, info)
+
+    def list(self) -> List[Checkpoint]:
+        """The checkpoints taken of this runtime."""
+        infos = self._client._run(F.list_checkpoints())
+        return [Checkpoint(self._client, i) for i in infos if i.source_runtime_id == self._id]
+
+
+class Checkpoint(CheckpointBase):
+    """A checkpoint: a runtime's files saved under a name. Start runtimes from it
+    with ``runta.runtimes.create(name, checkpoint_id=checkpoint)``."""
+
+    def __init__(self, client: Runta, info: CheckpointInfo) -> None:
+        super().__init__(info)
+        self._client = client
+
+    def refresh(self) -> CheckpointInfo:
+        """Fetches the record again (:class:`NotFoundError` once deleted)."""
+        self._info = self._client._run(F.get_checkpoint(self.id))
+        return self._info
+
+    def delete(self, *, missing_ok: bool = False) -> None:
+        """Deletes the checkpoint and frees its space (refused while in use)."""
+        self._client._run(F.delete_checkpoint(self.id, missing_ok=missing_ok))
+
+
 class Runtime(RuntimeBase):
     """A handle on one runtime. ``cached_info`` is the record as last seen."""
 
@@ -169,6 +252,7 @@ class Runtime(RuntimeBase):
         super().__init__(info)
         self._client = client
         self.files = Files(client, info.id)
+        self.checkpoints = RuntimeCheckpoints(client, info.id)
 
     # -- record and lifecycle ------------------------------------------------
 
