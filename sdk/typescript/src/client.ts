@@ -1,6 +1,7 @@
-/** The entry point: `new Runta()` and `runta.runtimes`. */
+/** The entry point: `new Runta()`, `runta.runtimes` and `runta.checkpoints`. */
 
-import { RuntaError } from "./errors.js";
+import { Checkpoints, checkpointRef, type Checkpoint } from "./checkpoint.js";
+import { InvalidArgumentError, RuntaError } from "./errors.js";
 import { HttpClient, type ClientOptions } from "./http.js";
 import { portSpec, resourcesBody, Runtime, type PublishSpec } from "./runtime.js";
 import type { CreateRuntimeRequest, ListResponse, RuntimeInfo, RuntimeStatus, TokenCreated } from "./types.js";
@@ -21,8 +22,10 @@ export interface CreateRuntimeOptions {
   publish?: PublishSpec[];
   /** Suspend after this many seconds without inbound traffic or exec. */
   idleTimeoutSecs?: number;
-  /** Start from a checkpoint's files. */
-  checkpoint?: string;
+  /** Start from a checkpoint's files: its UUID, its name or a `Checkpoint`. */
+  checkpointId?: string | Checkpoint;
+  /** The same as `checkpointId` (the wire's name). */
+  checkpoint?: string | Checkpoint;
   /** Return once the runtime runs (default true); `false` returns the `creating` record at once. */
   wait?: boolean;
   /** Makes a retried create safe: the same key returns the same runtime. */
@@ -88,7 +91,13 @@ export class Runtimes {
     if (opts.labels !== undefined) body.labels = { ...opts.labels };
     if (opts.publish !== undefined) body.publish = opts.publish.map((p, i) => portSpec(p, i));
     if (opts.idleTimeoutSecs !== undefined) body.idle_timeout_secs = opts.idleTimeoutSecs;
-    if (opts.checkpoint !== undefined) body.checkpoint = opts.checkpoint;
+    const ck = opts.checkpointId ?? opts.checkpoint;
+    if (ck !== undefined) {
+      body.checkpoint = checkpointRef(ck);
+      if (opts.checkpointId !== undefined && opts.checkpoint !== undefined && checkpointRef(opts.checkpoint) !== body.checkpoint) {
+        throw new InvalidArgumentError({ code: "invalid_argument", message: "checkpoint: give checkpointId or checkpoint, not two different ones", field: "checkpoint" });
+      }
+    }
     const headers: Record<string, string> = {};
     if (opts.idempotencyKey !== undefined) headers["idempotency-key"] = opts.idempotencyKey;
     const info = await this.http.data<RuntimeInfo>("POST", "/v1/runtimes", {
@@ -179,6 +188,8 @@ export interface Health {
  */
 export class Runta {
   readonly runtimes: Runtimes;
+  /** The tenant's checkpoints (saved runtime files): list, get, delete. */
+  readonly checkpoints: Checkpoints;
   readonly admin: Admin;
   /** @internal */
   readonly http: HttpClient;
@@ -186,6 +197,7 @@ export class Runta {
   constructor(opts: ClientOptions = {}) {
     this.http = new HttpClient(opts);
     this.runtimes = new Runtimes(this.http);
+    this.checkpoints = new Checkpoints(this.http);
     this.admin = new Admin(this.http);
   }
 

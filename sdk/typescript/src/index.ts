@@ -7,6 +7,8 @@
  * const rt = await runta.runtimes.create("worker", { vcpus: 2, memoryMiB: 2048 });
  * const r = await rt.exec("python3 --version");
  * console.log(r.exitCode, r.stdoutText);
+ * const cp = await rt.checkpoints.create("ready");  // save its files
+ * const fork = await runta.runtimes.create("worker-2", { checkpointId: cp });
  * await rt.delete();
  * ```
  */
@@ -14,6 +16,8 @@
 export { Runta, Runtimes, Admin } from "./client.js";
 export type { CreateRuntimeOptions, ListOptions, ListPageOptions, RuntimePage, Health } from "./client.js";
 export { Runtime, portSpec } from "./runtime.js";
+export { Checkpoint, Checkpoints, RuntimeCheckpoints } from "./checkpoint.js";
+export type { Ref } from "./checkpoint.js";
 export type { ResizeOptions, UpdateOptions, PublishSpec, WaitOptions } from "./runtime.js";
 export { ExecResult } from "./exec.js";
 export type { Command, ExecOptions } from "./exec.js";

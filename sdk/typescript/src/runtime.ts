@@ -1,5 +1,6 @@
 /** The `Runtime` handle: one runtime, its lifecycle, exec, files and sessions. */
 
+import { RuntimeCheckpoints } from "./checkpoint.js";
 import { InvalidArgumentError, RuntaError, RuntaTimeoutError } from "./errors.js";
 import type { Command, ExecOptions } from "./exec.js";
 import { ExecResult, execRequest } from "./exec.js";
@@ -78,6 +79,8 @@ export class Runtime {
   readonly name: string;
   /** File operations inside the runtime. */
   readonly files: RuntimeFiles;
+  /** Save this runtime's files as a checkpoint; the checkpoints taken of it. */
+  readonly checkpoints: RuntimeCheckpoints;
   private info: RuntimeInfo;
 
   /** @internal */
@@ -86,6 +89,7 @@ export class Runtime {
     this.name = info.name;
     this.info = info;
     this.files = new RuntimeFiles(this);
+    this.checkpoints = new RuntimeCheckpoints(http, info.id);
   }
 
   /** The record as last fetched (status, resources, env, labels, publish URLs, …). */

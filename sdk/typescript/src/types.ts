@@ -81,7 +81,28 @@ export interface CreateRuntimeRequest {
   labels?: Record<string, string>;
   publish?: PortSpec[];
   idle_timeout_secs?: number;
+  /** A checkpoint's UUID or name: start from its files. */
   checkpoint?: string;
+}
+
+/** `POST /v1/runtimes/{id}/checkpoints` body. */
+export interface CreateCheckpointRequest {
+  /** Same rules as runtime names; unique per tenant. */
+  name: string;
+}
+
+/** A checkpoint: a runtime's files saved under a name (`GET /v1/checkpoints/{id}`). */
+export interface CheckpointInfo {
+  id: string;
+  name: string;
+  tenant: string;
+  /** The runtime it was taken from (which may since have been deleted). */
+  source_runtime_id: string;
+  source_runtime_name: string;
+  image: string;
+  /** Bytes of its own layer (forks share it; they do not copy it). */
+  size_bytes: number;
+  created_at: string;
 }
 
 /** `PATCH /v1/runtimes/{id}` body. */

@@ -1,8 +1,8 @@
 /**
  * Test entry point: starts a fresh `runtad`, runs every `*.test.js` with node's test
- * runner against it, then deletes every runtime of every tenant the tests minted a
- * token for, and only then stops the daemon (killing runtad leaves runtimes running
- * by design).
+ * runner against it, then deletes every runtime (and then every checkpoint) of every
+ * tenant the tests minted a token for, and only then stops the daemon (killing runtad
+ * leaves runtimes running by design).
  *
  * Env: RUNTAD_BIN (default <repo>/target/debug/runtad), RUNTA_TEST_PORT (18183),
  * RUNTA_TEST_SUBNET_OCTET (152), RUNTA_TEST_IMAGES_DIR (/var/lib/runta/images),
@@ -60,6 +60,21 @@ async function cleanup(stateDir: string): Promise<number> {
         await d.arrayBuffer();
         if (attempt === 0) leftovers++;
         log(`cleanup: deleted leftover runtime ${rt.tenant}/${rt.name} (${d.status})`);
+      }
+    }
+    // Then checkpoints; one that others are built on is refused until they are gone.
+    for (let round = 0; round < 5; round++) {
+      const r = await fetch(`${endpoint}/v1/checkpoints`, { headers: h });
+      if (r.status !== 200) {
+        await r.arrayBuffer();
+        break;
+      }
+      const body = (await r.json()) as { data: { id: string; name: string; tenant: string }[] };
+      if (body.data.length === 0) break;
+      for (const c of body.data) {
+        const d = await fetch(`${endpoint}/v1/checkpoints/${c.id}`, { method: "DELETE", headers: h });
+        await d.arrayBuffer();
+        if (d.status === 204) log(`cleanup: deleted leftover checkpoint ${c.tenant}/${c.name}`);
       }
     }
   }

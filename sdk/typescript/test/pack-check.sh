@@ -30,6 +30,7 @@ import { Runta, Runtime, ExecResult, RuntaError, NotFoundError, ConflictError, A
          PermissionDeniedError, InvalidArgumentError, ResourceExhaustedError, UnavailableError } from "@runta/runta-sdk";
 const r = new Runta({ endpoint: "http://127.0.0.1:1", token: "rt_x" });
 if (typeof r.runtimes.create !== "function" || typeof r.runtimes.list !== "function") throw new Error("no runtimes API");
+if (typeof r.checkpoints.list !== "function" || typeof r.checkpoints.delete !== "function") throw new Error("no checkpoints API");
 for (const c of [NotFoundError, ConflictError, AuthenticationError, PermissionDeniedError, InvalidArgumentError, ResourceExhaustedError, UnavailableError])
   if (!(new c({ code: "x", message: "m" }) instanceof RuntaError)) throw new Error(c.name);
 const e = new ExecResult({ exit_code: 3, stdout: "o", stderr: "", stdout_truncated: false, stderr_truncated: false, duration_ms: 1, timed_out: false });
@@ -40,13 +41,15 @@ JS
 node check.mjs
 # The declarations type-check in a strict consumer project.
 cat > check.ts <<'TS'
-import { Runta, type ExecResult, type RuntimeInfo } from "@runta/runta-sdk";
+import { Runta, type Checkpoint, type ExecResult, type RuntimeInfo } from "@runta/runta-sdk";
 export async function demo(): Promise<number> {
   const runta = new Runta();
   const rt = await runta.runtimes.create("worker", { vcpus: 2, memoryMiB: 2048 });
   const info: RuntimeInfo = rt.cachedInfo;
   const res: ExecResult = await rt.exec(["true"], { timeoutSecs: 5 });
-  return res.exitCode + info.revision;
+  const cp: Checkpoint = await rt.checkpoints.create("ready");
+  const fork = await runta.runtimes.create("worker-2", { checkpointId: cp });
+  return res.exitCode + info.revision + cp.sizeBytes + fork.cachedInfo.revision;
 }
 TS
 cat > tsconfig.json <<'JSON'
