@@ -40,6 +40,14 @@ pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
         {
             return Err((127, format!("runta: {program}: command not found")));
         }
+    } else {
+        match std::fs::metadata(program) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err((127, format!("runta: {program}: No such file or directory")))
+            }
+            Ok(m) if m.is_dir() => return Err((126, format!("runta: {program}: Is a directory"))),
+            _ => {}
+        }
     }
     let mut cmd = Command::new(program);
     cmd.args(&p.argv[1..])

@@ -144,6 +144,12 @@ async fn checkpoint_fork_and_delete() {
     // Listing; deleting the source keeps its checkpoints.
     let (_, v) = c.get("/v1/checkpoints").await;
     assert_eq!(v["data"].as_array().unwrap().len(), 3);
+    let (_, v) = c.get("/v1/checkpoints?limit=2").await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["pagination"]["has_more"], true);
+    let cursor = v["pagination"]["next_cursor"].as_str().unwrap().to_string();
+    let (_, v) = c.get(&format!("/v1/checkpoints?after={cursor}")).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
     c.delete(&format!("/v1/runtimes/{src}")).await;
     let (st, v) = c.get(&format!("/v1/checkpoints/{ck}")).await;
     assert_eq!(st, StatusCode::OK, "{v}");

@@ -98,10 +98,12 @@ async fn exec_options_and_limits() {
         .await;
     assert_eq!(v["data"]["stdout"], "/tmp\nrt call x\npiped in");
     // Missing command and missing cwd.
-    let (_, v) = c
-        .post(&p, json!({"command": "/no/such/binary", "args": []}))
-        .await;
-    assert_eq!(v["data"]["exit_code"], 127, "{v}");
+    for missing in ["/no/such/binary", "no-such-command"] {
+        let (_, v) = c.post(&p, json!({"command": missing, "args": []})).await;
+        assert_eq!(v["data"]["exit_code"], 127, "{v}");
+    }
+    let (_, v) = c.post(&p, json!({"command": "/etc", "args": []})).await;
+    assert_eq!(v["data"]["exit_code"], 126, "{v}");
     let (_, v) = c
         .post(&p, json!({"command": "true", "cwd": "/no/such/dir"}))
         .await;

@@ -4,10 +4,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use runta_api::{Checkpoint, CreateCheckpointRequest, Data, ListResponse, Pagination};
+use runta_api::{
+    Checkpoint, CreateCheckpointRequest, Data, ListResponse, Pagination, DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+};
 
-use super::error::ApiResult;
-use super::extract::ApiJson;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, QueryPairs};
 use super::AppState;
 use crate::auth::Principal;
 use crate::manager::Manager;
@@ -36,15 +39,37 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/checkpoints", tag = "checkpoints",
+    params(("limit" = Option<u32>, Query, description = "1..100, default 50"),
+           ("after" = Option<String>, Query, description = "Cursor from pagination.next_cursor")),
     responses((status = 200, body = ListResponse<Checkpoint>)))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
+    q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Checkpoint>>> {
-    let rows = state.manager.list_checkpoints(&p.tenant)?;
+    let limit = q.u32_in("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
+    let after = match q.get("after") {
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("after: not a cursor from this API", Some("after".into()))
+        })?,
+        None => 0,
+    };
+    let mut rows = state
+        .manager
+        .list_checkpoints(&p.tenant, after, limit + 1)?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more {
+        rows.last().map(|c| c.seq.to_string())
+    } else {
+        None
+    };
     Ok(Json(ListResponse {
         data: rows.iter().map(Manager::checkpoint_view).collect(),
-        pagination: Pagination::default(),
+        pagination: Pagination {
+            next_cursor,
+            has_more,
+        },
     }))
 }
 

@@ -62,6 +62,7 @@ impl Manager {
         let mut layers = vec![ckpt_id.to_string()];
         layers.extend(r.layers.iter().cloned());
         let rec = CheckpointRecord {
+            seq: 0,
             id: ckpt_id,
             tenant: tenant.to_string(),
             name: name.to_string(),
@@ -84,8 +85,13 @@ impl Manager {
         Ok(rec)
     }
 
-    pub fn list_checkpoints(&self, tenant: &str) -> Result<Vec<CheckpointRecord>> {
-        Ok(self.store.list_checkpoints(tenant)?)
+    pub fn list_checkpoints(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
+        Ok(self.store.list_checkpoints(tenant, after_seq, limit)?)
     }
 
     /// Deletes a checkpoint no runtime or later checkpoint is built on.

@@ -59,9 +59,14 @@ impl Manager {
         id_or_name: &str,
         what: &str,
     ) -> Result<(RuntimeRecord, ExecGuard, AgentClient)> {
-        let mut r = self.find(tenant, id_or_name)?;
-        // Count the activity first so the idle scan cannot suspend it meanwhile.
-        let guard = self.begin_activity(r.id);
+        let id = self.find(tenant, id_or_name)?.id;
+        // Count the activity first, then read the status: the idle scan cannot
+        // suspend it after this point, and a suspension before it is seen.
+        let guard = self.begin_activity(id);
+        let mut r = self
+            .store
+            .get_runtime(id)?
+            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
         if r.status == RuntimeStatus::Suspended {
             r = self.wake_if_suspended(r.id).await?;
         }

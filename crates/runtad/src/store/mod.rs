@@ -57,6 +57,7 @@ pub struct RuntimeRecord {
 
 #[derive(Debug, Clone)]
 pub struct CheckpointRecord {
+    pub seq: i64,
     pub id: Uuid,
     pub tenant: String,
     pub name: String,
@@ -458,6 +459,7 @@ impl Store {
             })
         };
         Ok(CheckpointRecord {
+            seq: r.get(9)?,
             id: uuid(0, r.get(0)?)?,
             tenant: r.get(1)?,
             name: r.get(2)?,
@@ -477,7 +479,7 @@ impl Store {
         id_or_name: &str,
     ) -> Result<Option<CheckpointRecord>> {
         const COLS: &str =
-            "id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at";
+            "id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at, seq";
         self.with(|c| {
             c.query_row(
                 &format!(
@@ -490,14 +492,20 @@ impl Store {
         })
     }
 
-    pub fn list_checkpoints(&self, tenant: &str) -> Result<Vec<CheckpointRecord>> {
+    /// A tenant's checkpoints after cursor `after_seq`, at most `limit`.
+    pub fn list_checkpoints(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRecord>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at \
-                 FROM checkpoints WHERE tenant = ?1 ORDER BY seq",
+                "SELECT id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at, seq \
+                 FROM checkpoints WHERE tenant = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = st
-                .query_map([tenant], Self::checkpoint_row)?
+                .query_map(params![tenant, after_seq, limit as i64], Self::checkpoint_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
