@@ -102,11 +102,19 @@ pub struct IngressListen {
 
 impl Config {
     pub fn ingress_https(&self) -> IngressListen {
-        ingress_listen(self.ingress_listen_https.as_deref(), self.ingress_https_port, 8443)
+        ingress_listen(
+            self.ingress_listen_https.as_deref(),
+            self.ingress_https_port,
+            8443,
+        )
     }
 
     pub fn ingress_http(&self) -> IngressListen {
-        ingress_listen(self.ingress_listen_http.as_deref(), self.ingress_http_port, 8081)
+        ingress_listen(
+            self.ingress_listen_http.as_deref(),
+            self.ingress_http_port,
+            8081,
+        )
     }
 }
 
@@ -210,11 +218,20 @@ mod tests {
         assert_eq!(d.bind.as_deref(), Some("127.0.0.1:8443"));
         assert_eq!(d.public_port, 8443);
         let l = ingress_listen(Some("0.0.0.0:9443"), None, 8443);
-        assert_eq!((l.bind.as_deref(), l.public_port), (Some("0.0.0.0:9443"), 9443));
+        assert_eq!(
+            (l.bind.as_deref(), l.public_port),
+            (Some("0.0.0.0:9443"), 9443)
+        );
         let p = ingress_listen(None, Some(9444), 8443);
-        assert_eq!((p.bind.as_deref(), p.public_port), (Some("127.0.0.1:9444"), 9444));
+        assert_eq!(
+            (p.bind.as_deref(), p.public_port),
+            (Some("127.0.0.1:9444"), 9444)
+        );
         let both = ingress_listen(Some("[::]:8443"), Some(443), 8443);
-        assert_eq!((both.bind.as_deref(), both.public_port), (Some("[::]:8443"), 443));
+        assert_eq!(
+            (both.bind.as_deref(), both.public_port),
+            (Some("[::]:8443"), 443)
+        );
         assert_eq!(ingress_listen(Some("off"), None, 8081).bind, None);
     }
 }

@@ -239,10 +239,15 @@ impl Proxy {
     async fn send_dedicated(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         patience: Duration,
         upgrade: bool,
     ) -> Result<Response<Incoming>, String> {
+        // A bare connection sends the URI as given: origin form here.
+        let pq = req.uri().path_and_query().map(|p| p.as_str().to_string());
+        *req.uri_mut() = pq
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| Uri::from_static("/"));
         let tcp = connect(addr, patience)
             .await
             .map_err(|e| format!("connect: {e}"))?;
