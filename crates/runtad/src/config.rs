@@ -61,16 +61,85 @@ pub struct Config {
     /// Published ports answer at `<uuid>.<domain>`.
     #[arg(long, env = "RUNTA_INGRESS_DOMAIN", default_value = "runta.localhost")]
     pub ingress_domain: String,
-    #[arg(long, env = "RUNTA_INGRESS_HTTPS_PORT", default_value_t = 8443)]
-    pub ingress_https_port: u16,
-    #[arg(long, env = "RUNTA_INGRESS_HTTP_PORT", default_value_t = 8081)]
-    pub ingress_http_port: u16,
+    /// Port of the HTTPS ingress in published URLs; default: the port of
+    /// `--ingress-listen-https` (set it when a proxy maps e.g. 443 to it).
+    #[arg(long, env = "RUNTA_INGRESS_HTTPS_PORT")]
+    pub ingress_https_port: Option<u16>,
+    /// Port of the plain-HTTP ingress in published URLs; default: the port of
+    /// `--ingress-listen-http`.
+    #[arg(long, env = "RUNTA_INGRESS_HTTP_PORT")]
+    pub ingress_http_port: Option<u16>,
+    /// Address of the HTTPS ingress; `off` disables it. Default
+    /// `127.0.0.1:<--ingress-https-port or 8443>`.
+    #[arg(long, env = "RUNTA_INGRESS_LISTEN_HTTPS")]
+    pub ingress_listen_https: Option<String>,
+    /// Address of the plain-HTTP ingress; `off` disables it. Default
+    /// `127.0.0.1:<--ingress-http-port or 8081>`.
+    #[arg(long, env = "RUNTA_INGRESS_LISTEN_HTTP")]
+    pub ingress_listen_http: Option<String>,
+    /// PEM certificate chain for the HTTPS ingress (with `--tls-key`); without
+    /// it runtad makes its own CA under `<data-dir>/ingress/`.
+    #[arg(long, env = "RUNTA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "RUNTA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Build the base image into the image store, then exit (for install scripts).
     #[arg(long)]
     pub prepare_image: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "RUNTA_LOG_JSON")]
     pub log_json: bool,
+}
+
+/// One ingress listener: where it binds and which port its URLs name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressListen {
+    /// `None` when turned `off`.
+    pub bind: Option<String>,
+    pub public_port: u16,
+}
+
+impl Config {
+    pub fn ingress_https(&self) -> IngressListen {
+        ingress_listen(
+            self.ingress_listen_https.as_deref(),
+            self.ingress_https_port,
+            8443,
+        )
+    }
+
+    pub fn ingress_http(&self) -> IngressListen {
+        ingress_listen(
+            self.ingress_listen_http.as_deref(),
+            self.ingress_http_port,
+            8081,
+        )
+    }
+}
+
+/// Keeps the listen address and the port in URLs consistent: either one given
+/// defaults the other.
+fn ingress_listen(listen: Option<&str>, port: Option<u16>, default_port: u16) -> IngressListen {
+    match listen {
+        Some("off") | Some("") => IngressListen {
+            bind: None,
+            public_port: port.unwrap_or(default_port),
+        },
+        Some(addr) => IngressListen {
+            bind: Some(addr.to_string()),
+            public_port: port
+                .or_else(|| addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+                .unwrap_or(default_port),
+        },
+        None => {
+            let p = port.unwrap_or(default_port);
+            IngressListen {
+                bind: Some(format!("127.0.0.1:{p}")),
+                public_port: p,
+            }
+        }
+    }
 }
 
 /// A short tag unique to a data dir: names this daemon's bridge, netns, cgroups.
@@ -137,4 +206,32 @@ fn find_agent() -> Option<PathBuf> {
         dir.join("runta-agent"),
     ];
     candidates.into_iter().find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingress_listen_and_url_port_follow_each_other() {
+        let d = ingress_listen(None, None, 8443);
+        assert_eq!(d.bind.as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(d.public_port, 8443);
+        let l = ingress_listen(Some("0.0.0.0:9443"), None, 8443);
+        assert_eq!(
+            (l.bind.as_deref(), l.public_port),
+            (Some("0.0.0.0:9443"), 9443)
+        );
+        let p = ingress_listen(None, Some(9444), 8443);
+        assert_eq!(
+            (p.bind.as_deref(), p.public_port),
+            (Some("127.0.0.1:9444"), 9444)
+        );
+        let both = ingress_listen(Some("[::]:8443"), Some(443), 8443);
+        assert_eq!(
+            (both.bind.as_deref(), both.public_port),
+            (Some("[::]:8443"), 443)
+        );
+        assert_eq!(ingress_listen(Some("off"), None, 8081).bind, None);
+    }
 }

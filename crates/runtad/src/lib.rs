@@ -1,11 +1,12 @@
 //! `runtad`, the Runta daemon, as a library: configuration, the store, the
-//! runtime manager and the HTTP API. `main.rs` only parses flags and calls
+//! runtime manager, the HTTP API and the ingress. `main.rs` only parses flags and calls
 //! [`run`]. Data flows one way: API handlers → manager → backend → agent.
 
 pub mod agent_client;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod ingress;
 pub mod manager;
 pub mod metrics;
 pub mod store;
@@ -105,8 +106,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             default_memory_mib: 512,
             default_disk_gib: (cfg.default_disk_gib > 0).then_some(cfg.default_disk_gib),
             ingress_domain: cfg.ingress_domain.clone(),
-            ingress_https_port: cfg.ingress_https_port,
-            ingress_http_port: cfg.ingress_http_port,
+            ingress_https_port: cfg.ingress_https().public_port,
+            ingress_http_port: cfg.ingress_http().public_port,
             network: Network::new(&instance, subnet_octet),
         },
         metrics,
@@ -124,6 +125,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
         });
     }
+
+    ingress::start(manager.clone(), &cfg, &data_dir).await?;
 
     let app = api::router(api::AppState {
         manager: manager.clone(),

@@ -127,6 +127,12 @@ impl Daemon {
             "--stop-grace-secs".into(),
             "3".into(),
         ];
+        // Test daemons keep off the default ingress ports unless a test asks.
+        for flag in ["--ingress-listen-https", "--ingress-listen-http"] {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), "off".to_string()]);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let d = Daemon {
             endpoint: format!("http://127.0.0.1:{port}"),

@@ -1,0 +1,150 @@
+//! The ingress: published ports of runtimes at `https://<uuid>.<domain>`.
+//!
+//! Two listeners (HTTPS with TLS terminated here, and plain HTTP) accept
+//! connections, speak HTTP/1.1 or HTTP/2 to clients, and hand each request to
+//! [`proxy::Proxy`], which routes by host name to `<runtime ip>:<port>` on the
+//! runtime bridge. It reads runtime records and asks the manager to wake a
+//! suspended runtime; it never changes a runtime otherwise.
+
+pub mod proxy;
+pub mod route;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::manager::Manager;
+use proxy::{ConnInfo, Proxy};
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets up TLS and starts both listeners. A bad certificate stops the daemon;
+/// a port that is taken only disables that listener (with an error in the
+/// log), so the API keeps working.
+pub async fn start(manager: Arc<Manager>, cfg: &Config, data_dir: &Path) -> Result<(), String> {
+    let https = cfg.ingress_https();
+    let http = cfg.ingress_http();
+    let proxy = Proxy::new(manager, &cfg.ingress_domain, https.public_port);
+    if let Some(addr) = &https.bind {
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => {
+                let c = tls::operator(cert, key)?;
+                info!(cert = %cert.display(), "ingress uses the operator's certificate");
+                c
+            }
+            _ => {
+                let (c, ca) = tls::self_managed(&data_dir.join("ingress"), &cfg.ingress_domain)?;
+                info!(ca = %ca.display(), domain = %cfg.ingress_domain, "ingress CA (trust it: curl --cacert {})", ca.display());
+                c
+            }
+        };
+        if let Some(l) = bind(addr, "https").await {
+            tokio::spawn(serve(l, Some(TlsAcceptor::from(tls)), proxy.clone()));
+        }
+    }
+    if let Some(addr) = &http.bind {
+        if let Some(l) = bind(addr, "http").await {
+            tokio::spawn(serve(l, None, proxy));
+        }
+    }
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> Option<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => {
+            info!(listen = %addr, "ingress ({what}) ready");
+            Some(l)
+        }
+        Err(e) => {
+            tracing::error!("ingress ({what}) disabled: cannot listen on {addr}: {e}");
+            None
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                warn!("ingress accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let proxy = proxy.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return debug!(%peer, "TLS handshake: {e}"),
+                            Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                        };
+                    let sni = stream.get_ref().1.server_name().map(Arc::from);
+                    serve_connection(
+                        TokioIo::new(stream),
+                        ConnInfo {
+                            peer,
+                            secure: true,
+                            sni,
+                        },
+                        proxy,
+                    )
+                    .await
+                }
+                None => {
+                    serve_connection(
+                        TokioIo::new(tcp),
+                        ConnInfo {
+                            peer,
+                            secure: false,
+                            sni: None,
+                        },
+                        proxy,
+                    )
+                    .await
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
+        debug!("ingress connection: {e}");
+    }
+}
