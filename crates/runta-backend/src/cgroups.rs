@@ -130,6 +130,34 @@ impl Cgroups {
             .unwrap_or(false)
     }
 
+    /// Freezes (or thaws) every process of the cgroup.
+    pub fn set_frozen(&self, rel: &str, frozen: bool) -> std::io::Result<()> {
+        match self.mode {
+            CgroupMode::V2 => std::fs::write(
+                self.file("", rel, "cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
+            CgroupMode::V1 { .. } => std::fs::write(
+                self.file("freezer", rel, "freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+        }
+    }
+
+    /// Whether the cgroup is completely frozen (`None` if it cannot be read).
+    pub fn is_frozen(&self, rel: &str) -> Option<bool> {
+        match self.mode {
+            CgroupMode::V2 => {
+                stat_field(&self.file("", rel, "cgroup.events"), "frozen").map(|v| v == 1)
+            }
+            CgroupMode::V1 { .. } => {
+                std::fs::read_to_string(self.file("freezer", rel, "freezer.state"))
+                    .ok()
+                    .map(|s| s.trim() == "FROZEN")
+            }
+        }
+    }
+
     /// True if any controller still has a directory for `rel`.
     pub fn exists(&self, rel: &str) -> bool {
         let rel = rel.trim_start_matches('/');

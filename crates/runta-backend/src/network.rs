@@ -242,14 +242,18 @@ impl Network {
     /// Removes the namespace and veth pair; missing pieces are fine.
     pub async fn detach(&self, id: Uuid) {
         let veth = self.veth_name(id);
+        let mut batch = String::new();
+        // Deleting the namespace frees the veth too, but asynchronously: delete
+        // it explicitly so nothing is left when this returns.
         if Path::new("/sys/class/net").join(&veth).exists() {
-            if let Err(e) = run("ip", &["link", "del", &veth], None).await {
-                warn!(%id, "remove veth: {e}");
-            }
+            batch.push_str(&format!("link del {veth}\n"));
         }
         if self.netns_path(id).exists() {
-            if let Err(e) = run("ip", &["netns", "del", &self.netns_name(id)], None).await {
-                warn!(%id, "remove netns: {e}");
+            batch.push_str(&format!("netns del {}\n", self.netns_name(id)));
+        }
+        if !batch.is_empty() {
+            if let Err(e) = run("ip", &["-batch", "-"], Some(&batch)).await {
+                warn!(%id, "remove network: {e}");
             }
         }
     }

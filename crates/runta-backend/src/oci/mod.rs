@@ -223,43 +223,67 @@ impl OciBackend {
         self.wait_agent(spec.id, Duration::from_secs(10)).await
     }
 
-    async fn wait_stopped(&self, id: Uuid, timeout: Duration) -> Result<bool> {
+    /// Waits until no process is left in the runtime's cgroup (read from the
+    /// cgroup, no process spawned per poll).
+    async fn wait_empty(&self, id: Uuid, timeout: Duration) -> bool {
+        let cg = self.cgroup_path(id);
         let deadline = Instant::now() + timeout;
-        loop {
-            match self.oci.state(id).await? {
-                BackendState::Stopped | BackendState::Missing => return Ok(true),
-                _ if Instant::now() >= deadline => return Ok(false),
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        while self.cgroups.has_processes(&cg) {
+            if Instant::now() >= deadline {
+                return false;
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     }
 
     /// Ends the container (whatever its state) and removes it from the OCI runtime.
     async fn destroy_container(&self, id: Uuid, grace: Duration) -> Result<()> {
-        match self.oci.state(id).await? {
-            BackendState::Missing => return Ok(()),
-            BackendState::Paused => {
-                // Frozen processes cannot act on SIGTERM; thaw first.
-                self.oci.resume(id).await?;
-            }
-            _ => {}
+        let state = self.oci.state(id).await?;
+        if state == BackendState::Missing {
+            return Ok(());
         }
-        if !grace.is_zero() && matches!(self.oci.state(id).await?, BackendState::Running { .. }) {
+        if state == BackendState::Paused {
+            // Frozen processes can neither act on SIGTERM nor die of SIGKILL.
+            self.set_frozen(id, false).await?;
+        }
+        if !grace.is_zero() && matches!(state, BackendState::Running { .. } | BackendState::Paused)
+        {
+            // SIGTERM to PID 1: the agent passes it to every process and exits
+            // when they are gone (or when the grace ends, below).
             let _ = self.oci.kill(id, "TERM", false).await;
-            if self.wait_stopped(id, grace).await? {
-                return self.oci.delete(id).await;
-            }
+            self.wait_empty(id, grace).await;
         }
-        if !matches!(
-            self.oci.state(id).await?,
-            BackendState::Stopped | BackendState::Missing
-        ) {
-            let _ = self.oci.kill(id, "KILL", true).await;
-            if !self.wait_stopped(id, Duration::from_secs(10)).await? {
-                warn!(%id, "container did not stop after SIGKILL");
-            }
+        // `delete --force` SIGKILLs whatever is left and removes the container.
+        self.oci.delete(id).await?;
+        if !self.wait_empty(id, Duration::from_secs(10)).await {
+            warn!(%id, "processes survived delete --force");
         }
-        self.oci.delete(id).await
+        Ok(())
+    }
+
+    /// Freezes or thaws every process by writing the cgroup freezer directly
+    /// (what `crun pause` does, without a process per call); crun reads the
+    /// same state back. Falls back to the OCI runtime if the file is missing.
+    async fn set_frozen(&self, id: Uuid, frozen: bool) -> Result<()> {
+        let cg = self.cgroup_path(id);
+        match self.cgroups.set_frozen(&cg, frozen) {
+            Ok(()) => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while self.cgroups.is_frozen(&cg) != Some(frozen) {
+                    if Instant::now() >= deadline {
+                        return Err(BackendError::Other(format!(
+                            "the runtime did not {} in 5 s",
+                            if frozen { "freeze" } else { "thaw" }
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Ok(())
+            }
+            Err(_) if frozen => self.oci.pause(id).await,
+            Err(_) => self.oci.resume(id).await,
+        }
     }
 }
 
@@ -302,11 +326,11 @@ impl Backend for OciBackend {
     }
 
     async fn pause(&self, id: Uuid) -> Result<()> {
-        self.oci.pause(id).await
+        self.set_frozen(id, true).await
     }
 
     async fn resume(&self, id: Uuid) -> Result<()> {
-        self.oci.resume(id).await
+        self.set_frozen(id, false).await
     }
 
     async fn update(&self, id: Uuid, limits: Limits) -> Result<()> {
@@ -360,7 +384,7 @@ impl Backend for OciBackend {
         std::fs::create_dir_all(&tmp)?;
         let was_running = matches!(self.oci.state(id).await?, BackendState::Running { .. });
         if was_running {
-            self.oci.pause(id).await?;
+            self.set_frozen(id, true).await?;
         }
         // `cp -a` keeps owners, modes, times, xattrs (overlay's opaque-dir marks)
         // and whiteouts, so the copy stacks as a lower layer exactly as it was;
@@ -377,7 +401,7 @@ impl Backend for OciBackend {
         )
         .await;
         if was_running {
-            self.oci.resume(id).await?;
+            self.set_frozen(id, false).await?;
         }
         if let Err(e) = copied {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -411,7 +435,9 @@ impl Backend for OciBackend {
     async fn wait_agent(&self, id: Uuid, timeout: Duration) -> Result<()> {
         let sock = self.agent_socket(id);
         let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_micros(500);
+        // Poll every millisecond: the agent binds within a few ms of start, and
+        // a backing-off poll would find it late.
+        let delay = Duration::from_millis(1);
         loop {
             match tokio::net::UnixStream::connect(&sock).await {
                 Ok(_) => return Ok(()),
@@ -425,7 +451,6 @@ impl Backend for OciBackend {
                 }
                 Err(_) => {
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(20));
                 }
             }
         }
