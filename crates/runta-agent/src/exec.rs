@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,40 +19,66 @@ const CHUNK: usize = 1024 * 1024;
 /// Exit code reported when the command timed out (as coreutils `timeout` does).
 pub const TIMEOUT_EXIT: i32 = 124;
 
-/// Builds the command, or the (exit code, message) a shell would give when it
-/// cannot be started.
-pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
+/// A command ready to start: the program's path and the working directory,
+/// both checked; or the (exit code, message) a shell would give.
+pub struct Resolved {
+    pub program: String,
+    pub cwd: String,
+}
+
+pub fn resolve(p: &ProcessSpec) -> Result<Resolved, (i32, String)> {
     let Some(program) = p.argv.first() else {
         return Err((127, "runta: empty command".into()));
     };
+    let cwd = p.cwd.as_deref().unwrap_or("/");
+    match std::fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err((126, format!("runta: cwd {cwd}: Not a directory"))),
+        Err(e) => return Err((126, format!("runta: cwd {cwd}: {e}"))),
+    }
     // Resolve the program ourselves: a missing one is exit 127 like a shell's,
-    // without forking at all.
-    if !program.contains('/') {
-        let path = p
+    // without starting anything.
+    let path = if program.contains('/') {
+        let full = std::path::Path::new(cwd).join(program);
+        match std::fs::metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err((127, format!("runta: {program}: No such file or directory")))
+            }
+            Ok(m) if m.is_dir() => return Err((126, format!("runta: {program}: Is a directory"))),
+            _ => full.to_string_lossy().into_owned(),
+        }
+    } else {
+        let search = p
             .env
             .iter()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.as_str())
             .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-        if !path
+        match search
             .split(':')
-            .any(|d| std::path::Path::new(d).join(program).is_file())
+            .map(|d| std::path::Path::new(d).join(program))
+            .find(|c| c.is_file())
         {
-            return Err((127, format!("runta: {program}: command not found")));
+            Some(found) => found.to_string_lossy().into_owned(),
+            None => return Err((127, format!("runta: {program}: command not found"))),
         }
-    } else {
-        match std::fs::metadata(program) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err((127, format!("runta: {program}: No such file or directory")))
-            }
-            Ok(m) if m.is_dir() => return Err((126, format!("runta: {program}: Is a directory"))),
-            _ => {}
-        }
-    }
-    let mut cmd = Command::new(program);
-    cmd.args(&p.argv[1..])
+    };
+    Ok(Resolved {
+        program: path,
+        cwd: cwd.to_string(),
+    })
+}
+
+/// A `std::process::Command` for the streaming path (which needs pipes or a
+/// terminal set up in the child).
+pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
+    let r = resolve(p)?;
+    let mut cmd = Command::new(&r.program);
+    cmd.arg0(&p.argv[0])
+        .args(&p.argv[1..])
         .env_clear()
-        .envs(p.env.iter().cloned());
+        .envs(p.env.iter().cloned())
+        .current_dir(&r.cwd);
     // The agent blocks the signals it handles with sigwait; a child must start
     // with none blocked, or SIGINT/SIGTERM would never reach it.
     // SAFETY: pthread_sigmask on a local empty set is async-signal-safe.
@@ -63,14 +89,6 @@ pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
             libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             Ok(())
         });
-    }
-    let cwd = p.cwd.as_deref().unwrap_or("/");
-    match std::fs::metadata(cwd) {
-        Ok(m) if m.is_dir() => {
-            cmd.current_dir(cwd);
-        }
-        Ok(_) => return Err((126, format!("runta: cwd {cwd}: Not a directory"))),
-        Err(e) => return Err((126, format!("runta: cwd {cwd}: {e}"))),
     }
     Ok(cmd)
 }
@@ -146,35 +164,32 @@ pub fn run_buffered(
             duration_ms: start.elapsed().as_millis() as u64,
         })
     };
-    let mut cmd = match command(&process) {
-        Ok(cmd) => cmd,
+    let resolved = match resolve(&process) {
+        Ok(r) => r,
         Err((code, msg)) => return finish_early(c, code, msg),
     };
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
-    let mut child = match spawn(&mut cmd) {
+    let child = match crate::spawn::spawn(
+        &resolved.program,
+        &process.argv,
+        &process.env,
+        &resolved.cwd,
+        stdin.is_some(),
+    ) {
         Ok(ch) => ch,
         Err(e) => {
             let (code, msg) = spawn_error(&process.argv[0], &e);
             return finish_early(c, code, msg);
         }
     };
-    let pid = child.id() as i32;
-    if let (Some(mut w), Some(text)) = (child.stdin.take(), stdin) {
+    let pid = child.pid;
+    if let (Some(mut w), Some(text)) = (child.stdin, stdin) {
         std::thread::spawn(move || {
             let _ = w.write_all(text.as_bytes());
         });
     }
     let (done_tx, done_rx) = mpsc::channel();
-    let out = capture(child.stdout.take().expect("piped"), cap, done_tx.clone());
-    let err = capture(child.stderr.take().expect("piped"), cap, done_tx);
-    drop(child);
+    let out = capture(child.stdout, cap, done_tx.clone());
+    let err = capture(child.stderr, cap, done_tx);
 
     let mut timed_out = false;
     let mut code = match reaper::wait(pid, Some(Duration::from_millis(timeout_ms))) {

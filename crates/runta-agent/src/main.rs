@@ -10,6 +10,7 @@ mod conn;
 mod exec;
 mod files;
 mod reaper;
+mod spawn;
 mod stream;
 
 use std::os::unix::net::UnixListener;
