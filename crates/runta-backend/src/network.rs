@@ -152,6 +152,9 @@ impl Network {
         if !addrs.contains(&gw) {
             run("ip", &["addr", "add", &gw, "dev", br], None).await?;
         }
+        // IPv6 is off on the runtime network: the isolation rules are IPv4
+        // rules, and a link-local address would let runtimes reach the host.
+        disable_ipv6(br);
         run("ip", &["link", "set", br, "up"], None).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
 
@@ -224,8 +227,10 @@ impl Network {
             br = self.bridge
         );
         run("ip", &["-batch", "-"], Some(&host)).await?;
+        disable_ipv6(&veth);
         let inside = format!(
             "link set lo up\n\
+             link set dev eth0 addrgenmode none\n\
              addr add {ip}/16 dev eth0\n\
              link set eth0 up\n\
              route add default via {gw}\n",
@@ -265,6 +270,13 @@ impl Network {
                 .join(self.veth_name(id))
                 .exists()
     }
+}
+
+fn disable_ipv6(ifname: &str) {
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+        "1",
+    );
 }
 
 async fn ensure_chain(table: &str, chain: &str, parent: &str) -> Result<()> {

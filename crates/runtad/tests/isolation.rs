@@ -734,7 +734,6 @@ async fn cpu_seconds(c: &Client, n: &str) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "finding: beside a vcpus-0.5 hog running 4 threads, a neighbour's exec latency triples on 2 cores (CFS bursts of the whole quota across all cores)"]
 async fn a_cpu_hog_is_held_to_its_quota_and_does_not_starve_a_neighbour() {
     let d = Daemon::shared();
     let c = d.tenant("cpu").await;

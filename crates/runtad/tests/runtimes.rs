@@ -282,7 +282,7 @@ async fn live_resize_changes_the_cgroup_limit() {
     assert_eq!(v["data"]["started_at"], started, "resize must not restart");
     assert_eq!(c.out(&n, limit).await.trim(), (512u64 << 20).to_string());
     let quota = c.out(&n, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max").await;
-    assert_eq!(quota.trim(), "150000");
+    assert_eq!(quota.trim(), "15000", "1.5 vCPUs = 15 ms per 10 ms period");
     assert_eq!(c.out(&n, alloc).await.trim(), "ok");
     // Bad resizes.
     let (st, v) = c

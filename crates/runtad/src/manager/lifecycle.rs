@@ -386,19 +386,29 @@ impl Manager {
                 Ok(r)
             }
             (Action::Resume, S::Paused) => {
-                self.backend.resume(r.id).await?;
-                r.status = S::Running;
                 r.desired_status = S::Running;
                 self.store.update_runtime(&mut r)?;
+                self.backend.resume(r.id).await?;
+                r.status = S::Running;
+                if let Err(e) = self.store.update_runtime(&mut r) {
+                    // Keep the record true: frozen again, as it says.
+                    let _ = self.backend.pause(r.id).await;
+                    return Err(e.into());
+                }
                 self.touch(r.id);
                 self.event(&r, "resumed", None);
                 Ok(r)
             }
             (Action::Pause, S::Running) => {
-                self.backend.pause(r.id).await?;
-                r.status = S::Paused;
                 r.desired_status = S::Paused;
                 self.store.update_runtime(&mut r)?;
+                self.backend.pause(r.id).await?;
+                r.status = S::Paused;
+                if let Err(e) = self.store.update_runtime(&mut r) {
+                    // Never leave a frozen runtime that the record calls running.
+                    let _ = self.backend.resume(r.id).await;
+                    return Err(e.into());
+                }
                 self.event(&r, "paused", None);
                 Ok(r)
             }

@@ -72,6 +72,9 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => Error::AlreadyExists(format!("{what} already exists")),
+            StoreError::Full => Error::ResourceExhausted(
+                "the daemon's data disk is full; free space and retry".into(),
+            ),
             other => Error::Internal(other.to_string()),
         }
     }

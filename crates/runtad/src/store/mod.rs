@@ -21,6 +21,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The disk holding the store is full.
+    #[error("the data disk is full")]
+    Full,
     #[error("store: corrupt row: {0}")]
     Corrupt(String),
 }
@@ -197,7 +200,12 @@ impl Store {
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&mut c)?)
+        f(&mut c).map_err(|e| match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::Full
+            }
+            _ => StoreError::Sqlite(e),
+        })
     }
 
     // ---- tenants and tokens ----
