@@ -105,7 +105,7 @@ impl Network {
             }
             let holds = run("ip", &["-4", "-o", "addr", "show", "dev", &name], None)
                 .await
-                .map(|a| a.contains(&gw))
+                .map(|a| a.split_whitespace().any(|w| w == gw))
                 .unwrap_or(false);
             if holds {
                 warn!(bridge = %name, "removing a stale bridge that holds this daemon's subnet");
@@ -149,7 +149,7 @@ impl Network {
         }
         let gw = format!("{}/16", self.gateway());
         let addrs = run("ip", &["-4", "-o", "addr", "show", "dev", br], None).await?;
-        if !addrs.contains(&gw) {
+        if !addrs.split_whitespace().any(|w| w == gw) {
             run("ip", &["addr", "add", &gw, "dev", br], None).await?;
         }
         // IPv6 is off on the runtime network: the isolation rules are IPv4
@@ -217,6 +217,12 @@ impl Network {
         let veth = self.veth_name(id);
         if self.netns_path(id).exists() && Path::new("/sys/class/net").join(&veth).exists() {
             return Ok(());
+        }
+        if !Path::new("/sys/class/net").join(&self.bridge).exists() {
+            // Someone removed the bridge (an operator, a host network reset):
+            // make it and its rules again rather than fail every create.
+            warn!(bridge = %self.bridge, "the runtime bridge is gone; setting the host network up again");
+            self.setup_host().await?;
         }
         self.detach(id).await;
         let host = format!(

@@ -121,3 +121,33 @@ async fn kill9_and_restart_keeps_everything_true() {
         assert_eq!(d.leftovers(id), Vec::<String>::new(), "remains of {id}");
     }
 }
+
+#[tokio::test]
+async fn a_removed_bridge_is_made_again() {
+    let d = Daemon::start_new(&[]);
+    let c = d.tenant("bridge").await;
+    let br = format!("rtb-{}", d.instance());
+    assert!(std::path::Path::new("/sys/class/net").join(&br).exists());
+    let status = std::process::Command::new("ip")
+        .args(["link", "del", &br])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let n = name("heal");
+    c.create(&n, 64).await;
+    assert!(
+        std::path::Path::new("/sys/class/net").join(&br).exists(),
+        "bridge not recreated"
+    );
+    let v = c
+        .sh(
+            &n,
+            "curl -s -m 10 -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/",
+        )
+        .await;
+    assert_eq!(
+        v["stdout"], "200",
+        "outbound NAT after the bridge came back: {v}"
+    );
+    c.delete(&format!("/v1/runtimes/{n}")).await;
+}
