@@ -24,6 +24,13 @@ step rust cargo test --workspace -- --test-threads=4
 [ -x sdk/python/run-tests.sh ] && step python bash sdk/python/run-tests.sh
 [ -x sdk/typescript/run-tests.sh ] && step typescript bash sdk/typescript/run-tests.sh
 [ -x dashboard/run-tests.sh ] && step dashboard bash dashboard/run-tests.sh
+# Request and deployment.json parsing under libFuzzer, briefly (cargo-fuzz on
+# the stable toolchain via RUSTC_BOOTSTRAP, see fuzz/run.sh).
+fuzz() {
+  command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz || return 1
+  FUZZ_SECS=${FUZZ_SECS:-15} bash fuzz/run.sh
+}
+[ -f fuzz/run.sh ] && step fuzz fuzz
 
 # One summary over every runner's own closing lines.
 passed=0; nfailed=0
