@@ -167,6 +167,27 @@ pub async fn exec<S: System>(
     }
 }
 
+/// Runta only: checkpoint a runtime, then start a fork from the checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForkResult {
+    pub checkpoint: Option<Summary>,
+    pub fork_ready: Option<Summary>,
+    /// Checkpoint → fork ready for exec.
+    pub total: Option<Summary>,
+    pub first_error: Option<String>,
+}
+
+impl ForkResult {
+    pub fn from(ck: Samples, fork: Samples, total: Samples) -> Self {
+        ForkResult {
+            checkpoint: ck.summary(),
+            fork_ready: fork.summary(),
+            total: total.summary(),
+            first_error: ck.first_error.or(fork.first_error),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PauseResult {
     pub pause: Option<Summary>,

@@ -112,6 +112,7 @@ pub struct SystemResults {
     pub pause: Option<PauseResult>,
     pub concurrent: Option<ConcurrentResult>,
     pub density: Option<DensityResult>,
+    pub fork: Option<bench::ForkResult>,
     pub errors: Vec<String>,
 }
 
@@ -211,7 +212,12 @@ async fn run(a: RunArgs) -> Result<(), String> {
             a.memory_mib,
         )?;
         r.healthz().await?;
-        res.runta = Some(measure(Arc::new(r), &a, a.exec_reps).await);
+        let r = Arc::new(r);
+        let mut out = measure(r.clone(), &a, a.exec_reps).await;
+        let reps = a.pause_reps.clamp(3, 20);
+        eprintln!("[runta] 6. checkpoint -> fork ready x{reps}");
+        out.fork = Some(r.fork_bench(reps).await);
+        res.runta = Some(out);
     }
     if systems.contains(&"podman") {
         let p = Podman::new(&a.rootfs, a.memory_mib);

@@ -313,6 +313,54 @@ pub fn rows(r: &Results) -> Vec<Row> {
             |_, s| s.density.as_ref()?.daemon_rss_mib_loaded,
             r,
         ),
+        row(
+            Spec {
+                section: "7",
+                metric: "checkpoint → fork ready, p50".into(),
+                unit: "ms",
+                lower: true,
+                target: None,
+                note: "Runta only: checkpoint a runtime with 8 MiB + /etc of its own files, then create a fork from it",
+            },
+            |_, s| p50(&s.fork.as_ref()?.total),
+            r,
+        ),
+        row(
+            Spec {
+                section: "7",
+                metric: "checkpoint → fork ready, p95".into(),
+                unit: "ms",
+                lower: true,
+                target: None,
+                note: "",
+            },
+            |_, s| p95(&s.fork.as_ref()?.total),
+            r,
+        ),
+        row(
+            Spec {
+                section: "7",
+                metric: "… checkpoint alone, p50".into(),
+                unit: "ms",
+                lower: true,
+                target: None,
+                note: "the source is frozen while its layer is copied",
+            },
+            |_, s| p50(&s.fork.as_ref()?.checkpoint),
+            r,
+        ),
+        row(
+            Spec {
+                section: "7",
+                metric: "… fork create alone, p50".into(),
+                unit: "ms",
+                lower: true,
+                target: None,
+                note: "no copy: the checkpoint is stacked read-only under the fork",
+            },
+            |_, s| p50(&s.fork.as_ref()?.fork_ready),
+            r,
+        ),
     ];
     match r
         .ingress

@@ -11,7 +11,9 @@ use runta_api::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::bench::ForkResult;
 use crate::mem::{self, Footprint};
+use crate::stats::Samples;
 use crate::system::{Handle, System};
 
 pub struct Runta {
@@ -230,5 +232,101 @@ impl System for Runta {
             f.daemon_rss_kib = mem::rss_kib(pid);
         }
         f
+    }
+}
+
+impl Runta {
+    async fn checkpoint(&self, runtime: &str, name: &str) -> Result<(), String> {
+        let body = serde_json::to_value(runta_api::CreateCheckpointRequest { name: name.into() })
+            .map_err(|e| e.to_string())?;
+        self.call::<runta_api::Checkpoint>(
+            Method::POST,
+            &format!("/v1/runtimes/{runtime}/checkpoints"),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn fork(&self, name: &str, checkpoint: &str) -> Result<Handle, String> {
+        let req = CreateRuntimeRequest {
+            name: name.to_string(),
+            checkpoint: Some(checkpoint.to_string()),
+            resources: ResourcesSpec {
+                requests: RequestsSpec {
+                    vcpus: Some(self.vcpus),
+                    memory_mib: Some(self.memory_mib),
+                    disk_gib: None,
+                },
+                limits: None,
+            },
+            ..Default::default()
+        };
+        let body = serde_json::to_value(&req).map_err(|e| e.to_string())?;
+        let rt: Runtime = self
+            .call(Method::POST, "/v1/runtimes?wait=true", Some(body))
+            .await?
+            .ok_or("fork: empty body")?;
+        Ok(Handle(rt.id.to_string()))
+    }
+
+    /// Issue 9's figure: checkpoint a runtime holding 8 MiB of its own files,
+    /// then start a fork from it (ready for exec), `reps` times.
+    pub async fn fork_bench(&self, reps: usize) -> ForkResult {
+        let (mut ck, mut fk, mut total) =
+            (Samples::default(), Samples::default(), Samples::default());
+        let src = match System::create(self, "rb-r-fsrc").await {
+            Ok(h) => h,
+            Err(e) => {
+                ck.error(e);
+                return ForkResult::from(ck, fk, total);
+            }
+        };
+        let seed = ExecRequest {
+            command: "head -c 8M /dev/urandom > /root/data && mkdir -p /root/src && cp -r /etc /root/src/".into(),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(&seed).unwrap_or_default();
+        if let Err(e) = self
+            .call::<ExecResult>(
+                Method::POST,
+                &format!("/v1/runtimes/{}/exec", src.0),
+                Some(body),
+            )
+            .await
+        {
+            ck.error(e);
+        }
+        let mut forks = Vec::new();
+        for i in 0..reps {
+            let name = format!("rb-ck-{i}");
+            let t0 = std::time::Instant::now();
+            let a = self.checkpoint(&src.0, &name).await;
+            let t1 = std::time::Instant::now();
+            ck.record(t1 - t0, &a);
+            if a.is_err() {
+                continue;
+            }
+            let b = self.fork(&format!("rb-r-fork{i}"), &name).await;
+            let t2 = std::time::Instant::now();
+            fk.record(t2 - t1, &b);
+            total.record(t2 - t0, &b);
+            if let Ok(h) = b {
+                forks.push(h);
+            }
+        }
+        for h in forks.iter().chain(std::iter::once(&src)) {
+            let _ = System::delete(self, h).await;
+        }
+        for i in 0..reps {
+            let _ = self
+                .call::<serde_json::Value>(
+                    Method::DELETE,
+                    &format!("/v1/checkpoints/rb-ck-{i}"),
+                    None,
+                )
+                .await;
+        }
+        ForkResult::from(ck, fk, total)
     }
 }
