@@ -146,19 +146,8 @@ impl System for Runta {
     }
 
     async fn create(&self, name: &str) -> Result<Handle, String> {
-        let req = CreateRuntimeRequest {
-            name: name.to_string(),
-            resources: ResourcesSpec {
-                requests: RequestsSpec {
-                    vcpus: Some(self.vcpus),
-                    memory_mib: Some(self.memory_mib),
-                    disk_gib: None,
-                },
-                limits: None,
-            },
-            ..Default::default()
-        };
-        let body = serde_json::to_value(&req).map_err(|e| e.to_string())?;
+        let body =
+            serde_json::to_value(self.create_request(name, None)).map_err(|e| e.to_string())?;
         // wait=true (the default): 201 only once the agent answers on its socket.
         let rt: Runtime = self
             .call(Method::POST, "/v1/runtimes?wait=true", Some(body))
@@ -236,6 +225,23 @@ impl System for Runta {
 }
 
 impl Runta {
+    /// The create body every Runta runtime of the bench uses (optionally a fork).
+    fn create_request(&self, name: &str, checkpoint: Option<&str>) -> CreateRuntimeRequest {
+        CreateRuntimeRequest {
+            name: name.to_string(),
+            checkpoint: checkpoint.map(str::to_string),
+            resources: ResourcesSpec {
+                requests: RequestsSpec {
+                    vcpus: Some(self.vcpus),
+                    memory_mib: Some(self.memory_mib),
+                    disk_gib: None,
+                },
+                limits: None,
+            },
+            ..Default::default()
+        }
+    }
+
     async fn checkpoint(&self, runtime: &str, name: &str) -> Result<(), String> {
         let body = serde_json::to_value(runta_api::CreateCheckpointRequest { name: name.into() })
             .map_err(|e| e.to_string())?;
@@ -249,20 +255,8 @@ impl Runta {
     }
 
     async fn fork(&self, name: &str, checkpoint: &str) -> Result<Handle, String> {
-        let req = CreateRuntimeRequest {
-            name: name.to_string(),
-            checkpoint: Some(checkpoint.to_string()),
-            resources: ResourcesSpec {
-                requests: RequestsSpec {
-                    vcpus: Some(self.vcpus),
-                    memory_mib: Some(self.memory_mib),
-                    disk_gib: None,
-                },
-                limits: None,
-            },
-            ..Default::default()
-        };
-        let body = serde_json::to_value(&req).map_err(|e| e.to_string())?;
+        let body = serde_json::to_value(self.create_request(name, Some(checkpoint)))
+            .map_err(|e| e.to_string())?;
         let rt: Runtime = self
             .call(Method::POST, "/v1/runtimes?wait=true", Some(body))
             .await?

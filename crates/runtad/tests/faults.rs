@@ -13,22 +13,9 @@ use common::{name, Client, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn cgroup_procs(d: &Daemon, id: &str) -> Vec<i32> {
-    let inst = d.instance();
-    for p in [
-        format!("/sys/fs/cgroup/pids/runta-{inst}/{id}/cgroup.procs"),
-        format!("/sys/fs/cgroup/runta-{inst}/{id}/cgroup.procs"),
-    ] {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        }
-    }
-    vec![]
-}
-
 /// The runtime's PID 1 (the agent), seen from the host.
 fn agent_pid(d: &Daemon, id: &str) -> Option<i32> {
-    cgroup_procs(d, id).into_iter().find(|pid| {
+    d.cgroup_procs(id).into_iter().find(|pid| {
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|c| String::from_utf8_lossy(&c).contains("agent"))
             .unwrap_or(false)

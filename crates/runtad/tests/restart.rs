@@ -9,19 +9,6 @@ use common::{name, Daemon};
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn cgroup_procs(d: &Daemon, id: &str) -> Vec<i32> {
-    let inst = d.instance();
-    for p in [
-        format!("/sys/fs/cgroup/pids/runta-{inst}/{id}/cgroup.procs"),
-        format!("/sys/fs/cgroup/runta-{inst}/{id}/cgroup.procs"),
-    ] {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        }
-    }
-    vec![]
-}
-
 #[tokio::test]
 async fn kill9_and_restart_keeps_everything_true() {
     let d = Daemon::start_new(&[]);
@@ -50,7 +37,7 @@ async fn kill9_and_restart_keeps_everything_true() {
 
     d.kill9();
     // While the daemon is down, one runtime's processes die.
-    for pid in cgroup_procs(&d, &dead_id) {
+    for pid in d.cgroup_procs(&dead_id) {
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
@@ -92,7 +79,7 @@ async fn kill9_and_restart_keeps_everything_true() {
         .as_str()
         .unwrap()
         .to_string();
-    for pid in cgroup_procs(&d, &run_id) {
+    for pid in d.cgroup_procs(&run_id) {
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }

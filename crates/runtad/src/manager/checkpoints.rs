@@ -36,13 +36,7 @@ impl Manager {
         name: &str,
     ) -> Result<CheckpointRecord> {
         validate::name("name", name)?;
-        let id = self.find(tenant, runtime)?.id;
-        let lock = self.lock_for(id);
-        let _g = lock.lock().await;
-        let r = self
-            .store
-            .get_runtime(id)?
-            .ok_or_else(|| Error::NotFound(format!("no runtime named {runtime:?}")))?;
+        let (_g, r) = self.locked(tenant, runtime).await?;
         if !matches!(
             r.status,
             RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended

@@ -336,6 +336,22 @@ impl Manager {
         Ok(self.store.list_runtimes(filter)?)
     }
 
+    /// Finds a tenant's runtime and takes its lock, then reads the record again
+    /// under the lock (it may have changed while we waited).
+    pub(super) async fn locked(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, RuntimeRecord)> {
+        let id = self.find(tenant, id_or_name)?.id;
+        let guard = self.lock_for(id).lock_owned().await;
+        let r = self
+            .store
+            .get_runtime(id)?
+            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
+        Ok((guard, r))
+    }
+
     /// Applies a lifecycle action. Asking for the state a runtime is already in
     /// is a no-op; an impossible transition is `FailedPrecondition`.
     pub async fn act(
@@ -344,13 +360,7 @@ impl Manager {
         id_or_name: &str,
         action: Action,
     ) -> Result<RuntimeRecord> {
-        let id = self.find(tenant, id_or_name)?.id;
-        let lock = self.lock_for(id);
-        let _g = lock.lock().await;
-        let mut r = self
-            .store
-            .get_runtime(id)?
-            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
+        let (_g, mut r) = self.locked(tenant, id_or_name).await?;
         use RuntimeStatus as S;
         match (action, r.status) {
             (Action::Start, S::Running)
@@ -461,12 +471,7 @@ impl Manager {
 
     /// Deletes a runtime and everything it has on the host.
     pub async fn delete(&self, tenant: &str, id_or_name: &str) -> Result<()> {
-        let id = self.find(tenant, id_or_name)?.id;
-        let lock = self.lock_for(id);
-        let _g = lock.lock().await;
-        let Some(mut r) = self.store.get_runtime(id)? else {
-            return Err(Error::NotFound(format!("no runtime named {id_or_name:?}")));
-        };
+        let (_g, mut r) = self.locked(tenant, id_or_name).await?;
         self.delete_locked(&mut r).await
     }
 
@@ -494,13 +499,7 @@ impl Manager {
         id_or_name: &str,
         req: UpdateRuntimeRequest,
     ) -> Result<RuntimeRecord> {
-        let id = self.find(tenant, id_or_name)?.id;
-        let lock = self.lock_for(id);
-        let _g = lock.lock().await;
-        let mut r = self
-            .store
-            .get_runtime(id)?
-            .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))?;
+        let (_g, mut r) = self.locked(tenant, id_or_name).await?;
         if matches!(r.status, RuntimeStatus::Creating | RuntimeStatus::Deleting) {
             return Err(precondition(&r, "update"));
         }

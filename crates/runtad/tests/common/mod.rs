@@ -242,6 +242,20 @@ impl Daemon {
         Client::new(&self.endpoint, &token)
     }
 
+    /// The host pids of a runtime's processes (from its cgroup).
+    pub fn cgroup_procs(&self, id: &str) -> Vec<i32> {
+        let inst = self.instance();
+        for p in [
+            format!("/sys/fs/cgroup/pids/runta-{inst}/{id}/cgroup.procs"),
+            format!("/sys/fs/cgroup/runta-{inst}/{id}/cgroup.procs"),
+        ] {
+            if let Ok(s) = std::fs::read_to_string(p) {
+                return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            }
+        }
+        vec![]
+    }
+
     /// Host-side remains of a runtime: folder, mount, netns/veth, cgroup.
     pub fn leftovers(&self, id: &str) -> Vec<String> {
         let mut v = Vec::new();
