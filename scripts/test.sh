@@ -20,7 +20,7 @@ if [[ " ${failed[*]} " == *" build "* ]]; then echo "build failed"; exit 1; fi
 step image target/debug/runtad --data-dir "$LOG/prep" --images-dir "$RUNTA_IMAGES_DIR" --prepare-image
 step fmt cargo fmt --all --check
 step clippy cargo clippy --quiet --workspace --all-targets -- -D warnings
-step rust cargo test --workspace -- --test-threads=4
+step rust cargo test --workspace --no-fail-fast -- --test-threads=4
 [ -x sdk/python/run-tests.sh ] && step python bash sdk/python/run-tests.sh
 [ -x sdk/typescript/run-tests.sh ] && step typescript bash sdk/typescript/run-tests.sh
 [ -x dashboard/run-tests.sh ] && step dashboard bash dashboard/run-tests.sh

@@ -17,6 +17,9 @@ use crate::agent_client::AgentError;
 use crate::auth::Principal;
 use crate::manager::Error;
 
+/// How much of a failed upload is still read so the client sees the error.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
 fn path_param(q: &QueryPairs) -> ApiResult<String> {
     let path = q.get("path").ok_or_else(|| {
         ApiError::bad_request("query parameter path is required", Some("path".into()))
@@ -104,9 +107,32 @@ pub async fn write(
             )));
         }
     }
-    let (_r, _guard, agent) = state.manager.running(&p.tenant, &id, "write files").await?;
-    let (mut ar, mut aw) = agent.write_file(&path, mode).await.map_err(Error::from)?;
     let mut body = req.into_body().into_data_stream();
+    let result = upload(&state, &p, &id, &path, mode, &mut body).await;
+    if result.is_err() {
+        // Read (and drop) what the client is still sending, up to a bound, so
+        // it gets this answer instead of a connection closed mid-upload.
+        let mut drained: u64 = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    result
+}
+
+async fn upload(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    path: &str,
+    mode: Option<u32>,
+    body: &mut axum::body::BodyDataStream,
+) -> ApiResult<StatusCode> {
+    let (_r, _guard, agent) = state.manager.running(&p.tenant, id, "write files").await?;
+    let (mut ar, mut aw) = agent.write_file(path, mode).await.map_err(Error::from)?;
     let mut total: u64 = 0;
     while let Some(chunk) = body.next().await {
         let chunk =
