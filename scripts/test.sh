@@ -5,6 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh || exit 1
+set +e  # install-deps.sh sets -e; here every step runs and the summary decides
 export RUNTA_IMAGES_DIR=${RUNTA_IMAGES_DIR:-/var/lib/runta/images}
 LOG=$(mktemp -d)
 failed=()
@@ -32,20 +33,19 @@ fuzz() {
 }
 [ -f fuzz/run.sh ] && step fuzz fuzz
 
-# One summary over every runner's own closing lines.
+# One summary over every runner's own closing lines: cargo's "test result",
+# pytest's "N passed, M failed in …", node's "ℹ pass N" / "# pass N".
 passed=0; nfailed=0
+add() { passed=$((passed + ${1:-0})); nfailed=$((nfailed + ${2:-0})); }
 for f in "$LOG"/*.log; do
-  p=$(grep -hoE '^test result: .* ([0-9]+) passed; ([0-9]+) failed' "$f" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed/\1 \2/')
-  while read -r a b; do [ -n "${a:-}" ] && passed=$((passed+a)) && nfailed=$((nfailed+b)); done <<< "$p"
-  for pat in '([0-9]+) passed' ; do
-    case "$f" in */rust.log) continue;; esac
-    a=$(grep -hoE '^=+ .*\b([0-9]+) passed' "$f" | grep -oE '[0-9]+ passed' | tail -1 | cut -d' ' -f1)
-    b=$(grep -hoE '^=+ .*\b([0-9]+) failed' "$f" | grep -oE '[0-9]+ failed' | tail -1 | cut -d' ' -f1)
-    passed=$((passed+${a:-0})); nfailed=$((nfailed+${b:-0}))
-  done
-  a=$(grep -hoE '^# pass [0-9]+' "$f" | tail -1 | awk '{print $3}')
-  b=$(grep -hoE '^# fail [0-9]+' "$f" | tail -1 | awk '{print $3}')
-  passed=$((passed+${a:-0})); nfailed=$((nfailed+${b:-0}))
+  while read -r a b; do add "$a" "$b"; done < <(
+    sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$f")
+  last=$(grep -E '^(=+ )?([0-9]+ (passed|failed)(, )?)+.* in [0-9.]+s' "$f" | tail -1)
+  if [ -n "$last" ]; then
+    add "$(grep -oE '[0-9]+ passed' <<< "$last" | cut -d' ' -f1)" "$(grep -oE '[0-9]+ failed' <<< "$last" | cut -d' ' -f1)"
+  fi
+  add "$(grep -E '^(#|ℹ) pass [0-9]+' "$f" | tail -1 | awk '{print $3}')" \
+      "$(grep -E '^(#|ℹ) fail [0-9]+' "$f" | tail -1 | awk '{print $3}')"
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed steps: ${failed[*]} (logs in $LOG)"

@@ -253,7 +253,7 @@ try {
   step = 'events timeline';
   await page.waitForFunction(() => {
     const t = document.querySelector('.timeline')?.textContent ?? '';
-    return ['created', 'paused', 'resumed', 'updated'].every((w) => t.includes(w));
+    return ['created', 'paused', 'resumed', 'resized'].every((w) => t.includes(w));
   });
   await page.waitForTimeout(4500); // a few usage samples for the chart
   await page.evaluate(() => scrollTo(0, 0));
