@@ -114,6 +114,18 @@ impl Network {
         }
     }
 
+    /// The interface (other than our bridge) holding an address in our subnet.
+    async fn subnet_user(&self) -> Option<String> {
+        let prefix = format!("10.{}.", self.second_octet);
+        let out = run("ip", &["-4", "-o", "addr", "show"], None).await.ok()?;
+        out.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            let ifname = w.nth(1)?.to_string();
+            let addr = w.nth(1)?;
+            (addr.starts_with(&prefix) && ifname != self.bridge).then_some(ifname)
+        })
+    }
+
     /// Undoes `setup_host` (bridge, chains, jump rules). Called on a clean
     /// shutdown when no runtime of this instance is left.
     pub async fn teardown_host(&self) {
@@ -143,6 +155,13 @@ impl Network {
     /// rules. Idempotent; called at every daemon start.
     pub async fn setup_host(&self) -> Result<()> {
         self.remove_stale_bridges().await;
+        if let Some(other) = self.subnet_user().await {
+            // Two interfaces on one subnet make routing to runtimes ambiguous.
+            return Err(BackendError::Other(format!(
+                "the runtime subnet {} is already used by {other}; choose another with --subnet-octet",
+                self.subnet()
+            )));
+        }
         let br = self.bridge.as_str();
         if !Path::new("/sys/class/net").join(br).exists() {
             run("ip", &["link", "add", br, "type", "bridge"], None).await?;
@@ -310,4 +329,21 @@ async fn ensure_chain(table: &str, chain: &str, parent: &str) -> Result<()> {
         .map_err(|e| BackendError::Other(format!("install {chain}: {e}")))?;
     }
     Ok(())
+}
+
+/// Whether any interface holds an address in `10.<octet>.0.0/16` (used to pick
+/// a free subnet when none is configured).
+pub fn subnet_taken(octet: u8) -> bool {
+    let prefix = format!("10.{octet}.");
+    std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|a| a.starts_with(&prefix))
+            })
+        })
+        .unwrap_or(false)
 }

@@ -150,9 +150,26 @@ pub fn instance_tag(data_dir: &Path) -> String {
 
 /// 10.N.0.0/16 with N in 100..=199, from the instance tag, so two daemons on one
 /// host rarely collide (and `--subnet-octet` settles it when they do).
+/// A daemon keeps the octet its bridge already has (runtime addresses are
+/// stored); otherwise it takes the first one from its hash that no interface uses.
 pub fn default_subnet_octet(tag: &str) -> u8 {
-    let n = u32::from_str_radix(tag, 16).unwrap_or(0);
-    100 + (n % 100) as u8
+    let own = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &format!("rtb-{tag}")])
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix("10.")?.split('.').next()?.parse::<u8>().ok())
+        });
+    if let Some(o) = own {
+        return o;
+    }
+    let start = u32::from_str_radix(tag, 16).unwrap_or(0) % 100;
+    (0..100)
+        .map(|i| 100 + ((start + i) % 100) as u8)
+        .find(|o| !runta_backend::network::subnet_taken(*o))
+        .unwrap_or(100 + start as u8)
 }
 
 pub fn host_memory_mib() -> u64 {

@@ -111,7 +111,14 @@ impl Daemon {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(200 + (std::process::id() % 40) as u8);
             }
-            *n = n.wrapping_add(1).max(200);
+            // Skip subnets any interface (a stale bridge of an earlier run)
+            // still holds: two bridges on one subnet make routing ambiguous.
+            loop {
+                *n = n.wrapping_add(1).max(200);
+                if !runta_backend::network::subnet_taken(*n) {
+                    break;
+                }
+            }
             *n
         };
         let port = free_port();
