@@ -17,6 +17,7 @@ ROOT=$PWD
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (crun, podman and runtad need it)" >&2; exit 2; }
 command -v podman >/dev/null || apt-get install -y podman
 command -v crun >/dev/null || apt-get install -y crun
+command -v wrk >/dev/null || apt-get install -y wrk
 
 BASE=/var/lib/runta/images/base/rootfs
 [ -d "$BASE" ] || { echo "bench/run.sh: no base image at $BASE (run: runtad --prepare-image --images-dir /var/lib/runta/images)" >&2; exit 2; }
@@ -100,9 +101,9 @@ json.dump({
 EOF
 
 INGRESS_ARGS=()
-if [ -f bench/ingress.sh ]; then
+if [ -f bench/ingress.sh ] && [ -z "${BENCH_NO_INGRESS:-}" ]; then
   echo "== ingress (bench/ingress.sh)" >&2
-  if RUNTA_ENDPOINT=$ENDPOINT RUNTA_TOKEN=$TOKEN BENCH_DATA_DIR=$DATA \
+  if RUNTA_ENDPOINT=$ENDPOINT RUNTA_TOKEN=$TOKEN BENCH_DATA_DIR=$WORK/ingress-data \
      BENCH_INGRESS_OUT=$WORK/ingress.json bash bench/ingress.sh >&2 && [ -s "$WORK/ingress.json" ]; then
     INGRESS_ARGS=(--ingress-json "$WORK/ingress.json")
   else

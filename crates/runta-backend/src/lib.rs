@@ -10,6 +10,7 @@
 
 pub mod cgroups;
 pub mod images;
+mod netlink;
 pub mod network;
 pub mod oci;
 mod rootfs;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::netlink;
 use crate::util::run;
 use crate::{BackendError, Result};
 
@@ -232,7 +233,6 @@ impl Network {
     /// Gives the runtime its namespace, veth and address. Idempotent: a
     /// half-made attachment is removed and made again.
     pub async fn attach(&self, id: Uuid, ip: Ipv4Addr) -> Result<()> {
-        let ns = self.netns_name(id);
         let veth = self.veth_name(id);
         if self.netns_path(id).exists() && Path::new("/sys/class/net").join(&veth).exists() {
             return Ok(());
@@ -244,27 +244,37 @@ impl Network {
             self.setup_host().await?;
         }
         self.detach(id).await;
-        let host = format!(
-            "netns add {ns}\n\
-             link add {veth} type veth peer name eth0 netns {ns}\n\
-             link set {veth} master {br} up\n\
-             link set dev {veth} type bridge_slave isolated on\n",
-            br = self.bridge
-        );
-        run("ip", &["-batch", "-"], Some(&host)).await?;
-        disable_ipv6(&veth);
-        let inside = format!(
-            "link set lo up\n\
-             link set dev eth0 addrgenmode none\n\
-             addr add {ip}/16 dev eth0\n\
-             link set eth0 up\n\
-             route add default via {gw}\n",
-            gw = self.gateway()
-        );
-        if let Err(e) = run("ip", &["-n", &ns, "-batch", "-"], Some(&inside)).await {
-            self.detach(id).await;
-            return Err(e);
-        }
+        let (ns_path, bridge, gw) = (self.netns_path(id), self.bridge.clone(), self.gateway());
+        // In-process rtnetlink on a short-lived thread of its own (it enters the
+        // new namespace): no `ip` processes on the create path.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            netlink::ensure_netns_dir(ns_path.parent().unwrap_or(Path::new("/run/netns")))?;
+            let master = netlink::ifindex(&bridge)?;
+            let host_veth = veth.clone();
+            netlink::with_new_netns(&ns_path, move |nl| {
+                let ns = nl.ns.try_clone()?;
+                nl.host.add_veth(&host_veth, master, "eth0", &ns)?;
+                disable_ipv6(&host_veth);
+                // Runtimes on one bridge cannot reach each other.
+                std::fs::write(format!("/sys/class/net/{host_veth}/brport/isolated"), "1")?;
+                nl.host.link_up(netlink::ifindex(&host_veth)?)?;
+                nl.enter()?;
+                nl.inside.link_up(1)?; // lo is always index 1 in a new namespace
+                let eth0 = netlink::ifindex("eth0")?;
+                nl.inside.no_ipv6_addrgen(eth0)?;
+                nl.inside.add_addr(eth0, ip, 16)?;
+                nl.inside.link_up(eth0)?;
+                nl.inside.add_default_route(gw)?;
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| BackendError::Other(format!("network setup task: {e}")))?
+        .map_err(|e| BackendError::Other(format!("network setup for runtime {id}: {e}")))
+        .inspect_err(|_| {
+            // The veth may exist even though the namespace pin was removed.
+            let _ = netlink::Netlink::open().and_then(|mut n| n.del_link(&self.veth_name(id)));
+        })?;
         debug!(%id, %ip, "network attached");
         Ok(())
     }
@@ -272,19 +282,24 @@ impl Network {
     /// Removes the namespace and veth pair; missing pieces are fine.
     pub async fn detach(&self, id: Uuid) {
         let veth = self.veth_name(id);
-        let mut batch = String::new();
-        // Deleting the namespace frees the veth too, but asynchronously: delete
-        // it explicitly so nothing is left when this returns.
-        if Path::new("/sys/class/net").join(&veth).exists() {
-            batch.push_str(&format!("link del {veth}\n"));
-        }
-        if self.netns_path(id).exists() {
-            batch.push_str(&format!("netns del {}\n", self.netns_name(id)));
-        }
-        if !batch.is_empty() {
-            if let Err(e) = run("ip", &["-batch", "-"], Some(&batch)).await {
-                warn!(%id, "remove network: {e}");
+        let ns = self.netns_path(id);
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // Deleting the namespace frees the veth too, but asynchronously:
+            // delete it explicitly so nothing is left when this returns.
+            if Path::new("/sys/class/net").join(&veth).exists() {
+                match netlink::Netlink::open()?.del_link(&veth) {
+                    Err(e) if e.raw_os_error() != Some(libc::ENODEV) => return Err(e),
+                    _ => {}
+                }
             }
+            netlink::remove_netns(&ns);
+            Ok(())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%id, "remove network: {e}"),
+            Err(e) => warn!(%id, "remove network task: {e}"),
         }
     }
 
