@@ -91,6 +91,11 @@ struct RunArgs {
     settle_secs: u64,
     #[arg(long, default_value_t = 64)]
     memory_mib: u64,
+    /// CPUs of every runtime/container (CFS quota), for all three systems;
+    /// default: all of the host's, so "exec/s on N cores" is not capped by
+    /// the quota of one runtime.
+    #[arg(long)]
+    vcpus: Option<f64>,
     /// Rows from `bench/ingress.sh` (JSON array of report rows), if it ran.
     #[arg(long)]
     ingress_json: Option<PathBuf>,
@@ -180,6 +185,9 @@ pub struct Results {
 
 async fn run(a: RunArgs) -> Result<(), String> {
     let systems: Vec<&str> = a.systems.split(',').map(str::trim).collect();
+    let vcpus = a
+        .vcpus
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as f64);
     let t = &a.target;
     let mut res = Results {
         stem: a.stem.clone(),
@@ -195,7 +203,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
             "throughput_secs": a.throughput_secs, "pause_reps": a.pause_reps,
             "concurrent": a.concurrent, "density": a.density,
             "density_parallel": a.density_parallel, "settle_secs": a.settle_secs,
-            "memory_mib": a.memory_mib, "vcpus": 1,
+            "memory_mib": a.memory_mib, "vcpus": vcpus,
         }),
         runta: None,
         podman: None,
@@ -210,6 +218,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
             t.data_dir.clone(),
             a.daemon_pid,
             a.memory_mib,
+            vcpus,
         )?;
         r.healthz().await?;
         let r = Arc::new(r);
@@ -220,11 +229,17 @@ async fn run(a: RunArgs) -> Result<(), String> {
         res.runta = Some(out);
     }
     if systems.contains(&"podman") {
-        let p = Podman::new(&a.rootfs, a.memory_mib);
+        let p = Podman::new(&a.rootfs, a.memory_mib, vcpus);
         res.podman = Some(measure(Arc::new(p), &a, a.podman_exec_reps).await);
     }
     if systems.contains(&"crun") {
-        let c = Crun::new(a.crun_rootfs.clone(), t.work.join("crun"), a.memory_mib).await?;
+        let c = Crun::new(
+            a.crun_rootfs.clone(),
+            t.work.join("crun"),
+            a.memory_mib,
+            vcpus,
+        )
+        .await?;
         res.crun = Some(measure(Arc::new(c), &a, a.exec_reps).await);
     }
     res.ingress = a
@@ -251,7 +266,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
 /// Deletes every runtime of the bench tenant, every podman container labelled
 /// `runta-bench=1` and every crun container in the bench's state root.
 async fn cleanup(t: Target) -> Result<(), String> {
-    let r = Runta::new(&t.endpoint, &t.token, t.data_dir.clone(), None, 64)?;
+    let r = Runta::new(&t.endpoint, &t.token, t.data_dir.clone(), None, 64, 1.0)?;
     let mut n = 0;
     match r.list_ids().await {
         Ok(ids) => {
@@ -263,7 +278,7 @@ async fn cleanup(t: Target) -> Result<(), String> {
     }
     let state = t.work.join("crun").join("state");
     if state.is_dir() {
-        let crun = Crun::new(PathBuf::from("/nonexistent"), t.work.join("crun"), 64).await?;
+        let crun = Crun::new(PathBuf::from("/nonexistent"), t.work.join("crun"), 64, 1.0).await?;
         let ids: Vec<Handle> = std::fs::read_dir(&state)
             .map_err(|e| e.to_string())?
             .filter_map(|e| e.ok())

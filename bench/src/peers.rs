@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use runta_backend::cgroups::CgroupMode;
+use runta_backend::oci::hide_unified_cgroup;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
@@ -37,13 +39,15 @@ pub struct Podman {
     /// private overlay per container over the read-only image.
     rootfs: String,
     memory_mib: u64,
+    cpus: String,
 }
 
 impl Podman {
-    pub fn new(rootfs: &Path, memory_mib: u64) -> Self {
+    pub fn new(rootfs: &Path, memory_mib: u64, vcpus: f64) -> Self {
         Podman {
             rootfs: format!("{}:O", rootfs.display()),
             memory_mib,
+            cpus: vcpus.to_string(),
         }
     }
 
@@ -73,7 +77,7 @@ impl System for Podman {
             "--memory",
             &mem,
             "--cpus",
-            "1",
+            &self.cpus,
             "--ulimit",
             "nofile=1024:1024",
             "--ulimit",
@@ -135,14 +139,7 @@ impl System for Podman {
 /// True on cgroup v1 hosts that also mount an (empty) cgroup2 at
 /// `/sys/fs/cgroup/unified`, which crun refuses to work with.
 pub fn hybrid_cgroups() -> bool {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    let magic = |p: &std::ffi::CStr| {
-        let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: valid C string and a zeroed out-parameter of the right type.
-        (unsafe { libc::statfs(p.as_ptr(), &mut s) } == 0).then_some(s.f_type as i64)
-    };
-    magic(c"/sys/fs/cgroup") != Some(CGROUP2_SUPER_MAGIC)
-        && magic(c"/sys/fs/cgroup/unified") == Some(CGROUP2_SUPER_MAGIC)
+    CgroupMode::detect() == (CgroupMode::V1 { hybrid: true })
 }
 
 pub struct Crun {
@@ -152,11 +149,17 @@ pub struct Crun {
     work: PathBuf,
     template: Value,
     memory_mib: u64,
+    vcpus: f64,
     hide_unified: bool,
 }
 
 impl Crun {
-    pub async fn new(rootfs: PathBuf, work: PathBuf, memory_mib: u64) -> Result<Self, String> {
+    pub async fn new(
+        rootfs: PathBuf,
+        work: PathBuf,
+        memory_mib: u64,
+        vcpus: f64,
+    ) -> Result<Self, String> {
         let spec_dir = work.join("spec");
         std::fs::create_dir_all(&spec_dir).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(spec_dir.join("config.json"));
@@ -173,6 +176,7 @@ impl Crun {
             work,
             template,
             memory_mib,
+            vcpus,
             hide_unified: hybrid_cgroups(),
         })
     }
@@ -183,26 +187,7 @@ impl Crun {
         let mut c = Command::new("crun");
         c.arg("--root").arg(self.work.join("state")).args(args);
         if self.hide_unified {
-            // SAFETY: only async-signal-safe libc calls with static C strings.
-            unsafe {
-                c.pre_exec(|| {
-                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::mount(
-                        std::ptr::null(),
-                        c"/".as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-                    Ok(())
-                });
-            }
+            hide_unified_cgroup(&mut c);
         }
         c
     }
@@ -235,7 +220,7 @@ impl System for Crun {
         cfg["linux"]["cgroupsPath"] = json!(format!("/runta-bench-crun/{id}"));
         cfg["linux"]["resources"] = json!({
             "memory": {"limit": self.memory_mib * 1024 * 1024},
-            "cpu": {"quota": 100_000, "period": 100_000},
+            "cpu": {"quota": (self.vcpus * 100_000.0).round() as i64, "period": 100_000},
         });
         let dir = self.bundle(id);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

@@ -33,6 +33,7 @@ impl Runta {
         data_dir: PathBuf,
         daemon_pid: Option<u32>,
         memory_mib: u64,
+        vcpus: f64,
     ) -> Result<Self, String> {
         let http = Client::builder()
             .pool_max_idle_per_host(256)
@@ -48,7 +49,7 @@ impl Runta {
             data_dir,
             daemon_pid,
             memory_mib,
-            vcpus: 1.0,
+            vcpus,
         })
     }
 

@@ -1,9 +1,10 @@
 //! Buffered exec: run to completion (or timeout), capture each stream up to a cap.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runta_agent::{tag, ProcessSpec, Response};
@@ -109,39 +110,228 @@ pub fn spawn_error(program: &str, e: &io::Error) -> (i32, String) {
     (code, format!("runta: {program}: {e}"))
 }
 
-#[derive(Default)]
+/// One output stream's captured bytes, up to the cap.
 struct Capture {
     data: Vec<u8>,
     truncated: bool,
+    cap: usize,
 }
 
-fn capture(
-    mut r: impl Read + Send + 'static,
-    cap: usize,
-    done: mpsc::Sender<()>,
-) -> Arc<Mutex<Capture>> {
-    let out = Arc::new(Mutex::new(Capture::default()));
-    let sink = out.clone();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let mut c = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    let room = cap.saturating_sub(c.data.len());
-                    let take = room.min(n);
-                    c.data.extend_from_slice(&buf[..take]);
-                    if take < n {
-                        // Beyond the cap bytes are read and dropped, never kept.
-                        c.truncated = true;
+impl Capture {
+    fn new(cap: usize) -> Self {
+        Capture {
+            data: Vec::new(),
+            truncated: false,
+            cap,
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let room = self.cap.saturating_sub(self.data.len());
+        let n = room.min(bytes.len());
+        self.data.extend_from_slice(&bytes[..n]);
+        if n < bytes.len() {
+            // Beyond the cap bytes are read and dropped, never kept.
+            self.truncated = true;
+        }
+    }
+}
+
+/// A pidfd for `pid` (readable once it exits), or `None` when it already
+/// exited and was reaped (or the kernel has no pidfds).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a fresh fd that we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn set_nonblocking(fd: &impl AsRawFd) {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+/// How a buffered command ended.
+struct Ended {
+    code: i32,
+    timed_out: bool,
+}
+
+/// Feeds stdin, reads both outputs and watches for the exit, all in this thread
+/// with `poll` (no helper threads per command). Returns once the command has
+/// exited and its pipes are drained (or the drain grace is over), or once the
+/// timeout killed its process group.
+fn supervise(
+    pid: i32,
+    mut stdin: Option<(File, Vec<u8>)>,
+    stdout: File,
+    stderr: File,
+    out: &mut Capture,
+    err: &mut Capture,
+    deadline: Instant,
+) -> Ended {
+    let pfd = pidfd(pid);
+    let mut ended: Option<(Ended, Instant)> = None;
+    if pfd.is_none() {
+        // Already reaped (or no pidfds): the reaper has, or will have, its status.
+        if let Some(code) = reaper::wait(
+            pid,
+            Some(deadline.saturating_duration_since(Instant::now())),
+        ) {
+            ended = Some((
+                Ended {
+                    code,
+                    timed_out: false,
+                },
+                Instant::now(),
+            ));
+        }
+    }
+    if let Some((w, _)) = &stdin {
+        set_nonblocking(w);
+    }
+    let mut written = 0usize;
+    let mut pipes: [Option<File>; 2] = [Some(stdout), Some(stderr)];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let now = Instant::now();
+        let wait = match &ended {
+            Some((_, at)) => {
+                if pipes.iter().all(Option::is_none) || now >= *at + DRAIN_GRACE {
+                    break;
+                }
+                *at + DRAIN_GRACE - now
+            }
+            None if now >= deadline => {
+                reaper::kill_group(pid, libc::SIGKILL);
+                reaper::wait(pid, None);
+                ended = Some((
+                    Ended {
+                        code: TIMEOUT_EXIT,
+                        timed_out: true,
+                    },
+                    Instant::now(),
+                ));
+                stdin = None;
+                continue;
+            }
+            // Without a pidfd, look at the reaper's table every 10 ms.
+            None if pfd.is_none() => (deadline - now).min(Duration::from_millis(10)),
+            None => deadline - now,
+        };
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
+        let mut what: Vec<u8> = Vec::with_capacity(4);
+        for (i, p) in pipes.iter().enumerate() {
+            if let Some(f) = p {
+                fds.push(libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                what.push(i as u8);
+            }
+        }
+        if ended.is_none() {
+            if let Some(p) = &pfd {
+                fds.push(libc::pollfd {
+                    fd: p.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                what.push(2);
+            }
+            if let Some((w, _)) = &stdin {
+                fds.push(libc::pollfd {
+                    fd: w.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                });
+                what.push(3);
+            }
+        }
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+        // Round up so a sub-millisecond wait does not spin.
+        let ms = if ms == 0 && !wait.is_zero() { 1 } else { ms };
+        // SAFETY: fds is a valid array of pollfd for the call's duration.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if ended.is_none() && pfd.is_none() {
+            if let Some(code) = reaper::wait(pid, Some(Duration::ZERO)) {
+                ended = Some((
+                    Ended {
+                        code,
+                        timed_out: false,
+                    },
+                    Instant::now(),
+                ));
+            }
+        }
+        for (fd, w) in fds.iter().zip(&what) {
+            if fd.revents == 0 {
+                continue;
+            }
+            match *w {
+                i @ (0 | 1) => {
+                    let i = i as usize;
+                    let Some(f) = pipes[i].as_mut() else { continue };
+                    match f.read(&mut buf) {
+                        Ok(0) => pipes[i] = None,
+                        Ok(k) => {
+                            if i == 0 {
+                                out.take(&buf[..k])
+                            } else {
+                                err.take(&buf[..k])
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => pipes[i] = None,
+                    }
+                }
+                2 => {
+                    // Exited; the reaper hands over its status (it may be
+                    // reaping it right now).
+                    let code = reaper::wait(pid, None).unwrap_or(TIMEOUT_EXIT);
+                    ended = Some((
+                        Ended {
+                            code,
+                            timed_out: false,
+                        },
+                        Instant::now(),
+                    ));
+                    stdin = None;
+                }
+                _ => {
+                    let Some((wr, data)) = stdin.as_mut() else {
+                        continue;
+                    };
+                    match wr.write(&data[written..]) {
+                        Ok(k) => {
+                            written += k;
+                            if written >= data.len() {
+                                stdin = None; // all sent: close, so the command sees EOF
+                            }
+                        }
+                        Err(e)
+                            if e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => stdin = None, // the command closed its stdin
                     }
                 }
             }
         }
-        let _ = done.send(());
-    });
-    out
+    }
+    ended.map(|(e, _)| e).unwrap_or(Ended {
+        code: TIMEOUT_EXIT,
+        timed_out: true,
+    })
 }
 
 pub fn run_buffered(
@@ -181,54 +371,30 @@ pub fn run_buffered(
             return finish_early(c, code, msg);
         }
     };
-    let pid = child.pid;
-    if let (Some(mut w), Some(text)) = (child.stdin, stdin) {
-        std::thread::spawn(move || {
-            let _ = w.write_all(text.as_bytes());
-        });
-    }
-    let (done_tx, done_rx) = mpsc::channel();
-    let out = capture(child.stdout, cap, done_tx.clone());
-    let err = capture(child.stderr, cap, done_tx);
-
-    let mut timed_out = false;
-    let mut code = match reaper::wait(pid, Some(Duration::from_millis(timeout_ms))) {
-        Some(code) => code,
-        None => {
-            timed_out = true;
-            reaper::kill_group(pid, libc::SIGKILL);
-            reaper::wait(pid, None).unwrap_or(TIMEOUT_EXIT)
-        }
-    };
-    if timed_out {
-        code = TIMEOUT_EXIT;
-    }
-    let drain_until = Instant::now() + DRAIN_GRACE;
-    for _ in 0..2 {
-        let left = drain_until.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
-        }
-    }
+    let (mut out, mut err) = (Capture::new(cap), Capture::new(cap));
+    let ended = supervise(
+        child.pid,
+        child.stdin.zip(stdin.map(String::into_bytes)),
+        child.stdout,
+        child.stderr,
+        &mut out,
+        &mut err,
+        start + Duration::from_millis(timeout_ms),
+    );
 
     for (t, cap) in [(tag::STDOUT, &out), (tag::STDERR, &err)] {
-        let c_ = cap.lock().unwrap_or_else(|e| e.into_inner());
-        if c_.data.is_empty() {
+        if cap.data.is_empty() {
             c.frame(t, b"")?;
         }
-        for chunk in c_.data.chunks(CHUNK) {
+        for chunk in cap.data.chunks(CHUNK) {
             c.frame(t, chunk)?;
         }
     }
-    let (ot, et) = (
-        out.lock().map(|c| c.truncated).unwrap_or(true),
-        err.lock().map(|c| c.truncated).unwrap_or(true),
-    );
     c.send(&Response::Done {
-        exit_code: code,
-        stdout_truncated: ot,
-        stderr_truncated: et,
-        timed_out,
+        exit_code: ended.code,
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        timed_out: ended.timed_out,
         duration_ms: start.elapsed().as_millis() as u64,
     })
 }

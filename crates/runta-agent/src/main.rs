@@ -2,13 +2,14 @@
 //!
 //! It reaps every zombie in the runtime, forwards SIGTERM to all processes on
 //! shutdown, and serves one operation per connection on a unix socket that the
-//! daemon reaches through a bind mount. It is deliberately synchronous: a thread
-//! per connection and per output stream, no async runtime, so it stays a small
+//! daemon reaches through a bind mount. It is deliberately synchronous: a (reused)
+//! thread per connection, no async runtime, so it stays a small
 //! static binary that costs little memory per runtime.
 
 mod conn;
 mod exec;
 mod files;
+mod pool;
 mod reaper;
 mod spawn;
 mod stream;
@@ -57,10 +58,11 @@ fn main() {
     // Only root (the daemon) may connect.
     let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
 
+    let pool = pool::Pool::new();
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
-                std::thread::spawn(move || {
+                pool.run(move || {
                     let mut c = conn::Conn::new(s);
                     if let Err(e) = serve(&mut c) {
                         let _ = c.send(&Response::Error {

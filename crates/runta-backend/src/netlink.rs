@@ -39,6 +39,9 @@ const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 
+const RTM_DELNEIGH: u16 = 29;
+const NDA_DST: u16 = 1;
+
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
@@ -268,6 +271,22 @@ impl Netlink {
         m.attr(IFA_LOCAL, &addr.octets())
             .attr(IFA_ADDRESS, &addr.octets());
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &m)
+    }
+
+    /// Forgets the link-layer address the host cached for `addr` on link
+    /// `index` (`ip neigh del`); absent is fine. An address that a deleted
+    /// runtime had and a new one gets would otherwise be sent to the old,
+    /// gone MAC until the entry expires (tens of seconds).
+    pub fn del_neigh(&mut self, index: u32, addr: Ipv4Addr) -> io::Result<()> {
+        let mut h = [0u8; 12];
+        h[0] = libc::AF_INET as u8;
+        h[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
+        let mut m = Msg::new(&h);
+        m.attr(NDA_DST, &addr.octets());
+        match self.request(RTM_DELNEIGH, 0, &m) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        }
     }
 
     /// `ip route add default via <gw>`.

@@ -253,6 +253,7 @@ impl Network {
             let host_veth = veth.clone();
             netlink::with_new_netns(&ns_path, move |nl| {
                 let ns = nl.ns.try_clone()?;
+                nl.host.del_neigh(master, ip)?;
                 nl.host.add_veth(&host_veth, master, "eth0", &ns)?;
                 disable_ipv6(&host_veth);
                 // Runtimes on one bridge cannot reach each other.

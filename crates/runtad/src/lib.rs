@@ -78,6 +78,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 .as_deref()
                 .and_then(runta_backend::oci::RuntimeKind::parse),
             seccomp: !cfg.no_seccomp,
+            favor_dynmods: !cfg.no_host_tuning,
         },
         images.clone(),
     )

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 pub use bundle::{cpu_quota, CAPABILITIES, CPU_PERIOD_US};
-pub use runtime_bin::{OciRuntime, RuntimeKind};
+pub use runtime_bin::{hide_unified_cgroup, OciRuntime, RuntimeKind};
 
 use crate::cgroups::{CgroupMode, Cgroups};
 use crate::images::ImageStore;
@@ -40,6 +40,8 @@ pub struct OciConfig {
     /// Force `crun` or `runc`; detected when `None`.
     pub runtime: Option<RuntimeKind>,
     pub seccomp: bool,
+    /// Set the host's cgroup `favordynmods` option ([`crate::cgroups::favor_dynmods`]).
+    pub favor_dynmods: bool,
 }
 
 pub struct OciBackend {
@@ -55,6 +57,13 @@ impl OciBackend {
     /// Detects the OCI runtime and cgroup layout and prepares the host network.
     pub async fn new(cfg: OciConfig, images: Arc<ImageStore>) -> Result<Self> {
         let mode = CgroupMode::detect();
+        if cfg.favor_dynmods {
+            match crate::cgroups::favor_dynmods(mode).await {
+                Ok(true) => debug!("cgroup favordynmods is on"),
+                Ok(false) => debug!("no cgroup2 mount for favordynmods; creates stay slower"),
+                Err(e) => warn!("could not turn cgroup favordynmods on (creates stay slower): {e}"),
+            }
+        }
         let oci = OciRuntime::detect(
             cfg.runtime,
             cfg.runtimes_dir.join("..").join("oci-state"),

@@ -39,6 +39,34 @@ impl RuntimeKind {
     }
 }
 
+/// Makes `cmd` run in a private mount namespace in which the (empty) cgroup2
+/// at `/sys/fs/cgroup/unified` is detached: crun refuses hybrid hosts otherwise
+/// (SPEC §2). Done in the child between fork and exec, with async-signal-safe
+/// calls only; the host's mounts are untouched.
+pub fn hide_unified_cgroup(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe libc calls with static C strings.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Not mounted is fine (nothing to hide).
+            libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+            Ok(())
+        });
+    }
+}
+
 pub struct OciRuntime {
     kind: RuntimeKind,
     binary: PathBuf,
@@ -89,27 +117,7 @@ impl OciRuntime {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.state_root);
         if self.hide_unified {
-            // SAFETY: only async-signal-safe libc calls with static C strings.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::mount(
-                        std::ptr::null(),
-                        c"/".as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // Not mounted is fine (nothing to hide).
-                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-                    Ok(())
-                });
-            }
+            hide_unified_cgroup(&mut cmd);
         }
         cmd.stdin(Stdio::null());
         cmd
