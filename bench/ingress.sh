@@ -65,7 +65,7 @@ to_ms() { # wrk prints 812.00us / 1.23ms / 1.02s
 }
 echo "runtad: $BIN    upstream: python3 keep-alive server in runtime $ID ($IP), wrk $DURATION"
 printf '%-14s %6s %12s %10s %10s\n' path conns req/s p50_ms p99_ms
-declare -A P50
+declare -A P50 RPS
 for c in 1 "$CONNS"; do
   for case in "${CASES[@]}"; do
     IFS='|' read -r name url host <<<"$case"
@@ -79,6 +79,7 @@ for c in 1 "$CONNS"; do
     errors=$(echo "$out" | awk -F'Socket errors: ' '/Socket errors/ {print $2}')
     [ -n "${DEBUG:-}" ] && echo "$out"
     P50[$name-$c]=$p50
+    RPS[$name-$c]=${rps:-nan}
     printf '%-14s %6s %12s %10s %10s %s\n' "$name" "$c" "${rps:-?}" "$p50" "$p99" "${non2xx:+(non-2xx: $non2xx)}${errors:+ (socket errors: $errors)}"
   done
 done
@@ -88,4 +89,28 @@ for c in 1 "$CONNS"; do
       "${P50[$name-$c]}" "${P50[direct-$c]}" "$name" "$c" 2>/dev/null
   done
 done
+# Rows for bench/run.sh's report (`Row` in bench/src/report.rs).
+if [ -n "${BENCH_INGRESS_OUT:-}" ]; then
+  python3 - "$BENCH_INGRESS_OUT" "$CONNS" \
+    "${RPS[direct-$CONNS]}" "${RPS[ingress-http-$CONNS]}" "${RPS[ingress-https-$CONNS]}" \
+    "${P50[direct-1]}" "${P50[ingress-http-1]}" "${P50[ingress-https-1]}" \
+    "${P50[direct-$CONNS]}" "${P50[ingress-http-$CONNS]}" "${P50[ingress-https-$CONNS]}" <<'PY'
+import json, math, sys
+out, conns = sys.argv[1], sys.argv[2]
+rd, rh, rs, d1, h1, s1, dn, hn, sn = (float(x) if x not in ("", "nan") else math.nan for x in sys.argv[3:12])
+def num(x):
+    return None if math.isnan(x) else round(x, 3)
+def row(metric, unit, value, lower, note):
+    return {"section": "6", "metric": metric, "unit": unit, "runta": num(value),
+            "lower_is_better": lower, "note": note}
+json.dump([
+    row(f"ingress HTTPS throughput, {conns} connections", "req/s", rs, False,
+        f"one python3 keep-alive server in a runtime; direct to its address {rd:.0f} req/s, plain-HTTP ingress {rh:.0f} req/s"),
+    row("ingress HTTPS added p50 latency, 1 connection", "ms", s1 - d1, True,
+        f"p50 through the ingress minus p50 direct ({d1:.3f} ms); plain HTTP adds {h1 - d1:.3f} ms"),
+    row(f"ingress HTTPS added p50 latency, {conns} connections", "ms", sn - dn, True,
+        f"direct p50 {dn:.3f} ms; plain HTTP adds {hn - dn:.3f} ms"),
+], open(out, "w"))
+PY
+fi
 exit 0
