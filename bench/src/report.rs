@@ -380,7 +380,8 @@ pub fn rows(r: &Results) -> Vec<Row> {
             vs_podman: None,
             meets_target: None,
             five_x_podman: None,
-            note: "skipped: bench/ingress.sh wrote no rows (it needs wrk and a built runtad)".into(),
+            note: "skipped: bench/ingress.sh wrote no rows (it needs wrk and a built runtad)"
+                .into(),
         }),
     }
     v

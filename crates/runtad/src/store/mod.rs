@@ -186,6 +186,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every statement below is prepared once and kept (about 25 of them).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(include_str!("schema.sql"))?;
         // Migrations of stores made by earlier versions.
         if conn.prepare("SELECT layers FROM runtimes LIMIT 0").is_err() {
@@ -212,29 +214,25 @@ impl Store {
 
     pub fn ensure_tenant(&self, name: &str) -> Result<bool> {
         self.with(|c| {
-            let n = c.execute(
-                "INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?1, ?2)",
-                params![name, ts(&Utc::now())],
-            )?;
+            let n = c
+                .prepare_cached("INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?1, ?2)")?
+                .execute(params![name, ts(&Utc::now())])?;
             Ok(n == 1)
         })
     }
 
     pub fn tenant_created_at(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT created_at FROM tenants WHERE name = ?1",
-                [name],
-                |r| parse_ts(&r.get::<_, String>(0)?),
-            )
-            .optional()
+            c.prepare_cached("SELECT created_at FROM tenants WHERE name = ?1")?
+                .query_row([name], |r| parse_ts(&r.get::<_, String>(0)?))
+                .optional()
         })
     }
 
     pub fn insert_token(&self, id: &str, tenant: &str, hash: &str, admin: bool) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "INSERT INTO tokens(id, tenant, hash, admin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            c.prepare_cached("INSERT INTO tokens(id, tenant, hash, admin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(
                 params![id, tenant, hash, admin as i64, ts(&Utc::now())],
             )
             .map(|_| ())
@@ -243,27 +241,23 @@ impl Store {
 
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT id, tenant, admin FROM tokens WHERE hash = ?1",
-                [hash],
-                |r| {
+            c.prepare_cached("SELECT id, tenant, admin FROM tokens WHERE hash = ?1")?
+                .query_row([hash], |r| {
                     Ok(TokenRecord {
                         id: r.get(0)?,
                         tenant: r.get(1)?,
                         admin: r.get::<_, i64>(2)? != 0,
                     })
-                },
-            )
-            .optional()
+                })
+                .optional()
         })
     }
 
     pub fn has_admin_token(&self) -> Result<bool> {
         self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM tokens WHERE admin = 1", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| n > 0)
+            c.prepare_cached("SELECT COUNT(*) FROM tokens WHERE admin = 1")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(|n| n > 0)
         })
     }
 
@@ -271,11 +265,11 @@ impl Store {
 
     pub fn insert_runtime(&self, r: &RuntimeRecord) -> Result<i64> {
         let res = self.with(|c| {
-            c.execute(
-                "INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
+            c.prepare_cached("INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
                  memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, \
                  updated_at, started_at, revision, error, layers) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)")?
+                .execute(
                 params![
                     r.id.to_string(),
                     r.tenant,
@@ -315,10 +309,10 @@ impl Store {
         r.revision += 1;
         r.updated_at = now();
         self.with(|c| {
-            c.execute(
-                "UPDATE runtimes SET status = ?2, desired_status = ?3, vcpus = ?4, memory_mib = ?5, \
+            c.prepare_cached("UPDATE runtimes SET status = ?2, desired_status = ?3, vcpus = ?4, memory_mib = ?5, \
                  memory_limit_mib = ?6, disk_gib = ?7, labels = ?8, publish = ?9, idle_timeout_secs = ?10, \
-                 updated_at = ?11, started_at = ?12, revision = ?13, error = ?14 WHERE id = ?1",
+                 updated_at = ?11, started_at = ?12, revision = ?13, error = ?14 WHERE id = ?1")?
+                .execute(
                 params![
                     r.id.to_string(),
                     r.status.as_str(),
@@ -343,22 +337,20 @@ impl Store {
     pub fn delete_runtime(&self, id: Uuid) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM runtimes WHERE id = ?1", [id.to_string()])?;
-            tx.execute(
-                "DELETE FROM idempotency WHERE runtime_id = ?1",
-                [id.to_string()],
-            )?;
+            tx.prepare_cached("DELETE FROM runtimes WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            tx.prepare_cached("DELETE FROM idempotency WHERE runtime_id = ?1")?
+                .execute([id.to_string()])?;
             tx.commit()
         })
     }
 
     pub fn get_runtime(&self, id: Uuid) -> Result<Option<RuntimeRecord>> {
         self.with(|c| {
-            c.query_row(
-                &format!("SELECT {RUNTIME_COLS} FROM runtimes WHERE id = ?1"),
-                [id.to_string()],
-                runtime_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {RUNTIME_COLS} FROM runtimes WHERE id = ?1"
+            ))?
+            .query_row([id.to_string()], runtime_row)
             .optional()
         })
     }
@@ -368,23 +360,19 @@ impl Store {
         self.with(|c| {
             if let Ok(id) = Uuid::from_str(id_or_name) {
                 if let Some(r) = c
-                    .query_row(
-                        &format!(
-                            "SELECT {RUNTIME_COLS} FROM runtimes WHERE id = ?1 AND tenant = ?2"
-                        ),
-                        params![id.to_string(), tenant],
-                        runtime_row,
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {RUNTIME_COLS} FROM runtimes WHERE id = ?1 AND tenant = ?2"
+                    ))?
+                    .query_row(params![id.to_string(), tenant], runtime_row)
                     .optional()?
                 {
                     return Ok(Some(r));
                 }
             }
-            c.query_row(
-                &format!("SELECT {RUNTIME_COLS} FROM runtimes WHERE name = ?1 AND tenant = ?2"),
-                params![id_or_name, tenant],
-                runtime_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {RUNTIME_COLS} FROM runtimes WHERE name = ?1 AND tenant = ?2"
+            ))?
+            .query_row(params![id_or_name, tenant], runtime_row)
             .optional()
         })
     }
@@ -489,13 +477,10 @@ impl Store {
         const COLS: &str =
             "id, tenant, name, source_id, source_name, image, layers, size_bytes, created_at, seq";
         self.with(|c| {
-            c.query_row(
-                &format!(
-                    "SELECT {COLS} FROM checkpoints WHERE tenant = ?1 AND (id = ?2 OR name = ?2)"
-                ),
-                params![tenant, id_or_name],
-                Self::checkpoint_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {COLS} FROM checkpoints WHERE tenant = ?1 AND (id = ?2 OR name = ?2)"
+            ))?
+            .query_row(params![tenant, id_or_name], Self::checkpoint_row)
             .optional()
         })
     }
@@ -521,7 +506,8 @@ impl Store {
 
     pub fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
         self.with(|c| {
-            c.execute("DELETE FROM checkpoints WHERE id = ?1", [id.to_string()])
+            c.prepare_cached("DELETE FROM checkpoints WHERE id = ?1")?
+                .execute([id.to_string()])
                 .map(|_| ())
         })
     }
@@ -551,8 +537,8 @@ impl Store {
         message: Option<&str>,
     ) -> Result<i64> {
         self.with(|c| {
-            c.execute(
-                "INSERT INTO events(runtime_id, tenant, kind, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            c.prepare_cached("INSERT INTO events(runtime_id, tenant, kind, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(
                 params![runtime_id.to_string(), tenant, kind, message, ts(&Utc::now())],
             )?;
             Ok(c.last_insert_rowid())
@@ -583,11 +569,9 @@ impl Store {
 
     pub fn delete_events(&self, runtime_id: Uuid) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "DELETE FROM events WHERE runtime_id = ?1",
-                [runtime_id.to_string()],
-            )
-            .map(|_| ())
+            c.prepare_cached("DELETE FROM events WHERE runtime_id = ?1")?
+                .execute([runtime_id.to_string()])
+                .map(|_| ())
         })
     }
 
@@ -595,14 +579,13 @@ impl Store {
 
     pub fn idempotent_runtime(&self, tenant: &str, key: &str) -> Result<Option<(Uuid, String)>> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT runtime_id, request_hash FROM idempotency WHERE tenant = ?1 AND key = ?2",
-                params![tenant, key],
-                |r| {
-                    let id: String = r.get(0)?;
-                    Ok((Uuid::from_str(&id).unwrap_or_default(), r.get(1)?))
-                },
-            )
+            )?
+            .query_row(params![tenant, key], |r| {
+                let id: String = r.get(0)?;
+                Ok((Uuid::from_str(&id).unwrap_or_default(), r.get(1)?))
+            })
             .optional()
         })
     }
@@ -615,9 +598,9 @@ impl Store {
         hash: &str,
     ) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO idempotency(tenant, key, runtime_id, request_hash, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            c.prepare_cached("INSERT OR REPLACE INTO idempotency(tenant, key, runtime_id, request_hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(
                 params![tenant, key, id.to_string(), hash, ts(&Utc::now())],
             )
             .map(|_| ())
@@ -626,7 +609,7 @@ impl Store {
 
     /// Cheap liveness probe of the database file (used by `/healthz`).
     pub fn ping(&self) -> Result<()> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+        self.with(|c| c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(())))
     }
 }
 
