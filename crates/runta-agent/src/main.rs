@@ -14,6 +14,7 @@ mod reaper;
 mod spawn;
 mod stream;
 
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -38,10 +39,16 @@ fn main() {
         }
     }
 
-    // Signals are handled by one thread with sigwait; block them everywhere else
-    // before any thread exists so every thread inherits the mask.
+    // Signals are read from a signalfd in the main loop; block them before any
+    // thread exists so every thread inherits the mask.
     reaper::block_signals();
-    reaper::spawn_signal_thread();
+    let signals = match reaper::signal_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("runta-agent: signalfd: {e}");
+            std::process::exit(1);
+        }
+    };
 
     let path = Path::new(&socket);
     let _ = std::fs::remove_file(path);
@@ -58,11 +65,39 @@ fn main() {
     // Only root (the daemon) may connect.
     let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
 
+    if let Err(e) = listener.set_nonblocking(true) {
+        eprintln!("runta-agent: {e}");
+        std::process::exit(1);
+    }
     let pool = pool::Pool::new();
-    for stream in listener.incoming() {
-        match stream {
-            Ok(s) => {
-                pool.run(move || {
+    // One thread waits for both connections and signals.
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array for the duration of the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents != 0 {
+            reaper::handle_signals(&signals);
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        loop {
+            match listener.accept() {
+                // Accepted sockets are blocking whatever the listener is.
+                Ok((s, _)) => pool.run(move || {
                     let mut c = conn::Conn::new(s);
                     if let Err(e) = serve(&mut c) {
                         let _ = c.send(&Response::Error {
@@ -70,9 +105,16 @@ fn main() {
                             message: e.to_string(),
                         });
                     }
-                });
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Out of fds or memory: do not spin on a listener that
+                    // stays readable.
+                    eprintln!("runta-agent: accept: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    break;
+                }
             }
-            Err(e) => eprintln!("runta-agent: accept: {e}"),
         }
     }
 }

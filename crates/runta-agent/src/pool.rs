@@ -9,8 +9,10 @@ use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// How long an idle worker waits for work before it ends.
-const IDLE: Duration = Duration::from_secs(30);
+/// How long an idle worker waits for work before it ends: long enough to
+/// carry a burst of commands, short enough that an idle runtime soon holds
+/// no thread but the main one (each costs a kernel stack and a task).
+const IDLE: Duration = Duration::from_secs(2);
 
 pub struct Pool {
     state: Mutex<State>,

@@ -47,19 +47,41 @@ pub fn block_signals() {
     }
 }
 
-pub fn spawn_signal_thread() {
-    std::thread::spawn(|| loop {
-        let set = handled_set();
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait on a valid set, writing into a local.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
+/// A non-blocking signalfd for the signals PID 1 handles (blocked first with
+/// [`block_signals`]); the main loop polls it beside the listening socket, so
+/// no thread is kept just to wait for signals.
+pub fn signal_fd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let set = handled_set();
+    // SAFETY: signalfd on a valid set; the fd is owned right after.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Handles every signal queued on `fd`: reaps on SIGCHLD, shuts down on the others.
+pub fn handle_signals(fd: &impl std::os::fd::AsRawFd) {
+    loop {
+        // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            )
+        };
+        if n != std::mem::size_of::<libc::signalfd_siginfo>() as isize {
+            return; // EAGAIN: nothing more queued
         }
-        match sig {
+        match info.ssi_signo as i32 {
             libc::SIGCHLD => reap_all(),
             _ => shutdown(),
         }
-    });
+    }
 }
 
 fn reap_all() {
