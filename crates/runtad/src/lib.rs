@@ -148,7 +148,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .unwrap_or(false)
     {
         manager.backend().shutdown_host().await;
-        info!("runtad stopped; no runtimes were left, host network removed");
+        info!("runtad stopped; no runtimes were left, host network and cgroups removed");
     } else {
         info!("runtad stopped; runtimes keep running and are picked up at the next start");
     }

@@ -138,3 +138,47 @@ async fn a_removed_bridge_is_made_again() {
     );
     c.delete(&format!("/v1/runtimes/{n}")).await;
 }
+
+/// A daemon stopped with no runtime left takes its host pieces with it: the
+/// bridge, the iptables chains and its parent cgroups.
+#[tokio::test]
+async fn a_clean_stop_with_no_runtimes_leaves_nothing_on_the_host() {
+    let d = Daemon::start_new(&[]);
+    let c = d.tenant("clean").await;
+    let n = name("gone");
+    c.create(&n, 64).await;
+    let inst = d.instance();
+    let cgroups = || {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join(format!("runta-{inst}")))
+            .chain([std::path::PathBuf::from(format!(
+                "/sys/fs/cgroup/runta-{inst}"
+            ))])
+            .filter(|p| p.exists())
+            .collect::<Vec<_>>()
+    };
+    assert!(!cgroups().is_empty(), "a running runtime has cgroups");
+    let (st, _) = c.delete(&format!("/v1/runtimes/{n}")).await;
+    assert!(st.is_success());
+    assert!(d.terminate().success());
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(format!("rtb-{inst}"))
+            .exists(),
+        "bridge left behind"
+    );
+    assert_eq!(
+        cgroups(),
+        Vec::<std::path::PathBuf>::new(),
+        "cgroups left behind"
+    );
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&format!("RT-{inst}-")),
+        "iptables chains left behind"
+    );
+}

@@ -435,6 +435,9 @@ impl Backend for OciBackend {
 
     async fn shutdown_host(&self) {
         self.network.teardown_host().await;
+        // The instance's parent cgroup (empty once no runtime is left).
+        self.cgroups
+            .remove(&format!("/runta-{}", self.cfg.instance));
     }
 
     fn agent_socket(&self, id: Uuid) -> PathBuf {

@@ -228,6 +228,16 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon as an operator would (SIGTERM) and waits for it to exit.
+    pub fn terminate(&self) -> std::process::ExitStatus {
+        let mut c = self.child.lock().unwrap().take().expect("daemon running");
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().unwrap()
+    }
+
     pub fn instance(&self) -> String {
         runtad::config::instance_tag(&self.data_dir)
     }
