@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::client::{typed, Client};
 use crate::config;
 use crate::error::{CliError, Result};
-use crate::output::{age, cpus, print_json, table, Spinner};
+use crate::output::{age, cpus, cpus_label, print_json, print_json_results, table, Spinner};
 use crate::{kv_map, Cli, Cmd, TokenCmd};
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
@@ -147,16 +147,11 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
     }
     let r: Runtime = typed(v)?;
     println!(
-        "{} {} — id {}, {} CPU{}, {} MiB",
+        "{} {} — id {}, {}, {} MiB",
         r.name,
         r.status,
         r.id,
-        cpus(r.resources.requests.vcpus),
-        if r.resources.requests.vcpus == 1.0 {
-            ""
-        } else {
-            "s"
-        },
+        cpus_label(r.resources.requests.vcpus),
         r.resources.requests.memory_mib
     );
     for l in url_lines(&r) {
@@ -285,13 +280,7 @@ async fn lifecycle(c: &Client, names: &[String], action: &str, json: bool) -> Re
         }
         out.push(v);
     }
-    if json {
-        print_json(&if out.len() == 1 {
-            out.remove(0)
-        } else {
-            Value::Array(out)
-        });
-    }
+    print_json_results(out, json);
     Ok(())
 }
 
@@ -334,13 +323,7 @@ async fn rm(c: &Client, names: &[String], force: bool, json: bool) -> Result<()>
         }
         out.push(json!({"name": r.name, "id": r.id, "deleted": true}));
     }
-    if json {
-        print_json(&if out.len() == 1 {
-            out.remove(0)
-        } else {
-            Value::Array(out)
-        });
-    }
+    print_json_results(out, json);
     Ok(())
 }
 
@@ -377,14 +360,9 @@ async fn resize(
     }
     let r: Runtime = typed(v)?;
     println!(
-        "{} resized: {} CPU{}, {} MiB",
+        "{} resized: {}, {} MiB",
         r.name,
-        cpus(r.resources.requests.vcpus),
-        if r.resources.requests.vcpus == 1.0 {
-            ""
-        } else {
-            "s"
-        },
+        cpus_label(r.resources.requests.vcpus),
         r.resources.requests.memory_mib
     );
     Ok(())

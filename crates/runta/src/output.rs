@@ -13,6 +13,18 @@ pub fn print_json(v: &Value) {
     );
 }
 
+/// With `--json`, what a command over several names did: one object for one
+/// name, an array for more (the lines without `--json` are printed as it goes).
+pub fn print_json_results(mut out: Vec<Value>, json: bool) {
+    if json {
+        print_json(&if out.len() == 1 {
+            out.remove(0)
+        } else {
+            Value::Array(out)
+        });
+    }
+}
+
 /// Left-aligned columns separated by three spaces, like `docker ps`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -57,6 +69,11 @@ pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
 pub fn cpus(v: f64) -> String {
     let s = format!("{v:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `1 CPU`, `2 CPUs`, `0.5 CPUs`.
+pub fn cpus_label(v: f64) -> String {
+    format!("{} CPU{}", cpus(v), if v == 1.0 { "" } else { "s" })
 }
 
 pub fn bytes(n: u64) -> String {
@@ -130,6 +147,9 @@ mod tests {
     fn formats() {
         assert_eq!(cpus(2.0), "2");
         assert_eq!(cpus(0.5), "0.5");
+        assert_eq!(cpus_label(1.0), "1 CPU");
+        assert_eq!(cpus_label(2.0), "2 CPUs");
+        assert_eq!(cpus_label(0.5), "0.5 CPUs");
         assert_eq!(bytes(2048), "2.0 KiB");
         let now = Utc::now();
         assert_eq!(age(now - chrono::Duration::seconds(90), now), "1m");

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::client::{enc, typed, Client};
 use crate::error::Result;
-use crate::output::{age, bytes, print_json, table, Spinner};
+use crate::output::{age, bytes, print_json, print_json_results, table, Spinner};
 use crate::SnapshotCmd;
 
 pub async fn run(c: &Client, cmd: SnapshotCmd, json: bool) -> Result<()> {
@@ -102,12 +102,6 @@ async fn rm(c: &Client, names: &[String], json: bool) -> Result<()> {
         }
         out.push(json!({"name": s.name, "id": s.id, "deleted": true}));
     }
-    if json {
-        print_json(&if out.len() == 1 {
-            out.remove(0)
-        } else {
-            Value::Array(out)
-        });
-    }
+    print_json_results(out, json);
     Ok(())
 }
