@@ -55,6 +55,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         info!(path = %data_dir.join("admin-token").display(), "created the admin token");
     }
 
+    // What can fail on bad settings fails before the host is touched (bridge,
+    // iptables, cgroups): a daemon that does not start leaves nothing behind.
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .context(&format!("listen on {}", cfg.listen))?;
+    let ingress_tls = ingress::load_tls(&cfg, &data_dir)?;
+
     let agent_bin = config::install_agent(&cfg, &data_dir)?;
     let instance = config::instance_tag(&data_dir);
     let subnet_octet = cfg
@@ -127,15 +134,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         });
     }
 
-    ingress::start(manager.clone(), &cfg, &data_dir).await?;
+    ingress::start(manager.clone(), &cfg, ingress_tls).await;
 
     let app = api::router(api::AppState {
         manager: manager.clone(),
         started,
     });
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .context(&format!("listen on {}", cfg.listen))?;
     info!(listen = %cfg.listen, data_dir = %data_dir.display(), ms = started.elapsed().as_millis() as u64, "runtad ready");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -524,3 +524,197 @@ async fn runtimes_cannot_reach_each_other_or_the_daemon() {
         c.delete(&format!("/v1/runtimes/{n}")).await;
     }
 }
+
+/// Makes a CA and a `*.runta.localhost` certificate it signs (with openssl, as
+/// an operator would), plus an unrelated key; returns their folder.
+fn operator_certificates() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("runta-opcert-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:*.runta.localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<&str>> = vec![
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=operator-test-ca",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=*.runta.localhost",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "other.key",
+                "-out",
+                "other.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=other",
+            ],
+        ]
+        .concat(),
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// `--tls-cert/--tls-key`: the ingress serves the operator's certificate (a
+/// client that trusts only the operator's CA gets through) and makes no CA of
+/// its own.
+#[tokio::test]
+async fn operator_certificate_is_served() {
+    let certs = operator_certificates();
+    let https = free_port();
+    let hs = format!("127.0.0.1:{https}");
+    let (cert, key) = (certs.join("leaf.pem"), certs.join("leaf.key"));
+    let d = Daemon::start_new(&[
+        "--ingress-listen-https",
+        &hs,
+        "--ingress-listen-http",
+        "off",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        !d.data_dir.join("ingress/ca.pem").exists(),
+        "runtad made its own CA although the operator gave a certificate"
+    );
+    let c = d.tenant("opcert").await;
+    let (n, r) = create(&c, "op", json!([{"port": 8080, "protocol": "https"}]), None).await;
+    serve(&c, &n, 8080).await;
+    let id = r["id"].as_str().unwrap();
+    let host = format!("{id}.runta.localhost:{https}");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-m", "30", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .args(["--resolve", &format!("{host}:127.0.0.1")])
+        .arg(format!("https://{host}/hello"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl trusting only the operator's CA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty());
+    // A client that trusts some other CA is refused by its own TLS check.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-m", "30", "--cacert"])
+        .arg(certs.join("other.pem"))
+        .args(["--resolve", &format!("{host}:127.0.0.1")])
+        .arg(format!("https://{host}/hello"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a wrong CA must not verify");
+    c.delete(&format!("/v1/runtimes/{n}")).await;
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// A certificate with someone else's key, or a missing file, stops runtad at
+/// start with the reason, before it touches the host (no bridge left behind).
+#[tokio::test]
+async fn bad_operator_certificate_stops_the_daemon_cleanly() {
+    let certs = operator_certificates();
+    let cert = certs.join("leaf.pem");
+    for (key, expect) in [
+        (certs.join("other.key"), "TLS certificate"),
+        (certs.join("missing.key"), "missing.key"),
+    ] {
+        let data =
+            std::env::temp_dir().join(format!("runta-badcert-{}", uuid::Uuid::new_v4().simple()));
+        let octet = (210 + std::process::id() % 40) as u8;
+        let out = std::process::Command::new(common::runtad_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--images-dir", &common::images_dir(), "--no-prebuild"])
+            .args(["--subnet-octet", &octet.to_string()])
+            .args([
+                "--ingress-listen-https",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(["--ingress-listen-http", "off", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "runtad started with {key:?}");
+        assert!(stderr.contains(expect), "{stderr}");
+        let inst = runtad::config::instance_tag(&data.canonicalize().unwrap_or(data.clone()));
+        assert!(
+            !std::path::Path::new("/sys/class/net")
+                .join(format!("rtb-{inst}"))
+                .exists(),
+            "a daemon that failed to start left its bridge"
+        );
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let _ = std::fs::remove_dir_all(&certs);
+}

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -29,26 +30,34 @@ use proxy::{ConnInfo, Proxy};
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sets up TLS and starts both listeners. A bad certificate stops the daemon;
-/// a port that is taken only disables that listener (with an error in the
-/// log), so the API keeps working.
-pub async fn start(manager: Arc<Manager>, cfg: &Config, data_dir: &Path) -> Result<(), String> {
+/// The HTTPS ingress's TLS settings: the operator's certificate, or one from
+/// the daemon's own CA (made on first use). `None` when HTTPS is off. A bad
+/// certificate or key is an error: the daemon refuses to start.
+pub fn load_tls(cfg: &Config, data_dir: &Path) -> Result<Option<Arc<ServerConfig>>, String> {
+    if cfg.ingress_https().bind.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            let c = tls::operator(cert, key)?;
+            info!(cert = %cert.display(), "ingress uses the operator's certificate");
+            c
+        }
+        _ => {
+            let (c, ca) = tls::self_managed(&data_dir.join("ingress"), &cfg.ingress_domain)?;
+            info!(ca = %ca.display(), domain = %cfg.ingress_domain, "ingress CA (trust it: curl --cacert {})", ca.display());
+            c
+        }
+    }))
+}
+
+/// Starts both listeners. A port that is taken only disables that listener
+/// (with an error in the log), so the API keeps working.
+pub async fn start(manager: Arc<Manager>, cfg: &Config, tls: Option<Arc<ServerConfig>>) {
     let https = cfg.ingress_https();
     let http = cfg.ingress_http();
     let proxy = Proxy::new(manager, &cfg.ingress_domain, https.public_port);
-    if let Some(addr) = &https.bind {
-        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => {
-                let c = tls::operator(cert, key)?;
-                info!(cert = %cert.display(), "ingress uses the operator's certificate");
-                c
-            }
-            _ => {
-                let (c, ca) = tls::self_managed(&data_dir.join("ingress"), &cfg.ingress_domain)?;
-                info!(ca = %ca.display(), domain = %cfg.ingress_domain, "ingress CA (trust it: curl --cacert {})", ca.display());
-                c
-            }
-        };
+    if let (Some(addr), Some(tls)) = (&https.bind, tls) {
         if let Some(l) = bind(addr, "https").await {
             tokio::spawn(serve(l, Some(TlsAcceptor::from(tls)), proxy.clone()));
         }
@@ -58,7 +67,6 @@ pub async fn start(manager: Arc<Manager>, cfg: &Config, data_dir: &Path) -> Resu
             tokio::spawn(serve(l, None, proxy));
         }
     }
-    Ok(())
 }
 
 async fn bind(addr: &str, what: &str) -> Option<TcpListener> {

@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn runtad_bin() -> PathBuf {
+pub fn runtad_bin() -> PathBuf {
     std::env::var_os("RUNTAD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_runtad")))
