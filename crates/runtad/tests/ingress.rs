@@ -647,14 +647,20 @@ async fn operator_certificate_is_served() {
     serve(&c, &n, 8080).await;
     let id = r["id"].as_str().unwrap();
     let host = format!("{id}.runta.localhost:{https}");
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "-m", "30", "--cacert"])
-        .arg(certs.join("ca.pem"))
-        .args(["--resolve", &format!("{host}:127.0.0.1")])
-        .arg(format!("https://{host}/hello"))
-        .output()
-        .await
-        .unwrap();
+    let curl_trusting = |ca: PathBuf| {
+        let host = host.clone();
+        async move {
+            tokio::process::Command::new("curl")
+                .args(["-sS", "-m", "30", "--cacert"])
+                .arg(ca)
+                .args(["--resolve", &format!("{host}:127.0.0.1")])
+                .arg(format!("https://{host}/hello"))
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = curl_trusting(certs.join("ca.pem")).await;
     assert!(
         out.status.success(),
         "curl trusting only the operator's CA: {}",
@@ -662,14 +668,7 @@ async fn operator_certificate_is_served() {
     );
     assert!(!out.stdout.is_empty());
     // A client that trusts some other CA is refused by its own TLS check.
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "-m", "30", "--cacert"])
-        .arg(certs.join("other.pem"))
-        .args(["--resolve", &format!("{host}:127.0.0.1")])
-        .arg(format!("https://{host}/hello"))
-        .output()
-        .await
-        .unwrap();
+    let out = curl_trusting(certs.join("other.pem")).await;
     assert!(!out.status.success(), "a wrong CA must not verify");
     c.delete(&format!("/v1/runtimes/{n}")).await;
     let _ = std::fs::remove_dir_all(&certs);
