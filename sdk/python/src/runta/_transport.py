@@ -156,6 +156,34 @@ def _tmp_file(path: str) -> Tuple[int, str]:
     return tempfile.mkstemp(prefix=".runta-part-", dir=os.path.dirname(path) or ".")
 
 
+def _retry_wait(
+    call: Call, retry: RetryPolicy, attempt: int, reply: Optional[Reply]
+) -> Optional[float]:
+    """Seconds to wait before sending ``call`` again, or ``None`` to stop.
+
+    ``reply`` is ``None`` when the request failed in transport: only idempotent
+    calls are retried then. Replies are retried on retryable statuses, honouring
+    ``Retry-After``. Shared by the sync and async transports.
+    """
+    if attempt >= retry.max_retries:
+        return None
+    if reply is None:
+        return retry.delay(attempt) if call.idempotent else None
+    if retryable_status(call, reply.status):
+        return retry.delay(attempt, reply.headers.get("retry-after"))
+    return None
+
+
+def _finish(call: Call, reply: Optional[Reply], failure: Optional[httpx.HTTPError]) -> Reply:
+    """The outcome of the last attempt: the reply, or the typed error."""
+    if reply is None:
+        assert failure is not None
+        raise _connection_error(failure, call) from failure
+    if reply.status >= 400:
+        raise error_from_response(reply.status, reply.headers, reply.body)
+    return reply
+
+
 class SyncTransport:
     def __init__(self, client: httpx.Client, timeout: float, retry: RetryPolicy) -> None:
         self.client = client
@@ -183,20 +211,14 @@ class SyncTransport:
         attempt = 0
         while True:
             try:
-                reply = self._send_once(call)
+                reply: Optional[Reply] = self._send_once(call)
             except httpx.HTTPError as exc:
-                if call.idempotent and attempt < self.retry.max_retries:
-                    time.sleep(self.retry.delay(attempt))
-                    attempt += 1
-                    continue
-                raise _connection_error(exc, call) from exc
-            if retryable_status(call, reply.status) and attempt < self.retry.max_retries:
-                time.sleep(self.retry.delay(attempt, reply.headers.get("retry-after")))
-                attempt += 1
-                continue
-            if reply.status >= 400:
-                raise error_from_response(reply.status, reply.headers, reply.body)
-            return reply
+                reply, failure = None, exc
+            wait = _retry_wait(call, self.retry, attempt, reply)
+            if wait is None:
+                return _finish(call, reply, failure if reply is None else None)
+            time.sleep(wait)
+            attempt += 1
 
     def _send_once(self, call: Call) -> Reply:
         content: Any = call.content
@@ -257,20 +279,14 @@ class AsyncTransport:
         attempt = 0
         while True:
             try:
-                reply = await self._send_once(call)
+                reply: Optional[Reply] = await self._send_once(call)
             except httpx.HTTPError as exc:
-                if call.idempotent and attempt < self.retry.max_retries:
-                    await asyncio.sleep(self.retry.delay(attempt))
-                    attempt += 1
-                    continue
-                raise _connection_error(exc, call) from exc
-            if retryable_status(call, reply.status) and attempt < self.retry.max_retries:
-                await asyncio.sleep(self.retry.delay(attempt, reply.headers.get("retry-after")))
-                attempt += 1
-                continue
-            if reply.status >= 400:
-                raise error_from_response(reply.status, reply.headers, reply.body)
-            return reply
+                reply, failure = None, exc
+            wait = _retry_wait(call, self.retry, attempt, reply)
+            if wait is None:
+                return _finish(call, reply, failure if reply is None else None)
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def _send_once(self, call: Call) -> Reply:
         content: Any = call.content
