@@ -2,10 +2,12 @@
 //!
 //! It reaps every zombie in the runtime, forwards SIGTERM to all processes on
 //! shutdown, and serves one operation per connection on a unix socket that the
-//! daemon reaches through a bind mount. It is deliberately synchronous: a (reused)
+//! daemon created outside the runtime and passed in as a descriptor (see
+//! `boot.rs`). It is deliberately synchronous: a (reused)
 //! thread per connection, no async runtime, so it stays a small
 //! static binary that costs little memory per runtime.
 
+mod boot;
 mod conn;
 mod exec;
 mod files;
@@ -20,14 +22,20 @@ use std::path::Path;
 
 use runta_agent::{Request, Response, PROTOCOL_VERSION};
 
-const DEFAULT_SOCKET: &str = "/.runta/run/agent.sock";
-
 fn main() {
+    boot::shield();
     let mut args = std::env::args().skip(1);
-    let mut socket = DEFAULT_SOCKET.to_string();
+    let mut socket: Option<String> = None;
+    let mut b = boot::Boot::default();
     while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
-            "--socket" => socket = args.next().unwrap_or_else(|| usage()),
+            // For running the agent by hand; runtimes get --listen-fd.
+            "--socket" => socket = Some(value()),
+            "--listen-fd" => b.listen_fd = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--hostname" => b.hostname = Some(value()),
+            "--ip" => b.ip = Some(value()),
+            "--resolv" => b.resolv = Some(value()),
             "--version" => {
                 println!(
                     "runta-agent {} (protocol {PROTOCOL_VERSION})",
@@ -50,20 +58,19 @@ fn main() {
         }
     };
 
-    let path = Path::new(&socket);
-    let _ = std::fs::remove_file(path);
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let listener = match UnixListener::bind(path) {
+    boot::write_etc(&b);
+    let listener = match (b.listen_fd, &socket) {
+        (Some(fd), _) => boot::listener(fd),
+        (None, Some(socket)) => bind(Path::new(socket)),
+        (None, None) => usage(),
+    };
+    let listener = match listener {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("runta-agent: cannot listen on {socket}: {e}");
+            eprintln!("runta-agent: cannot listen: {e}");
             std::process::exit(1);
         }
     };
-    // Only root (the daemon) may connect.
-    let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
 
     if let Err(e) = listener.set_nonblocking(true) {
         eprintln!("runta-agent: {e}");
@@ -119,8 +126,18 @@ fn main() {
     }
 }
 
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    // Only root may connect.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(l)
+}
+
 fn usage() -> ! {
-    eprintln!("usage: runta-agent [--socket PATH] [--version]");
+    eprintln!(
+        "usage: runta-agent (--listen-fd FD | --socket PATH) [--hostname NAME [--ip ADDR]] [--resolv TEXT] | --version"
+    );
     std::process::exit(2)
 }
 

@@ -61,6 +61,47 @@ pub enum BackendState {
     Missing,
 }
 
+/// How the daemon reaches one runtime's agent: a unix socket that the backend
+/// created and bound outside anything the runtime can see, and the cgroup the
+/// answering process must live in. The runtime decides neither: see
+/// docs/security.md, item 1.
+#[derive(Debug, Clone)]
+pub struct AgentAddress {
+    pub socket: PathBuf,
+    /// The runtime's cgroup path, as `/proc/<pid>/cgroup` spells it.
+    pub cgroup: String,
+}
+
+impl AgentAddress {
+    /// Checks that `pid` (from `SO_PEERCRED` on a connection to [`Self::socket`])
+    /// is the runtime's init: PID 1 of its own PID namespace, in the runtime's
+    /// cgroup. Anything else holding the socket is an impostor.
+    pub fn verify_peer(&self, pid: u32) -> Result<(), String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("peer process {pid}: {e}"))?;
+        let ns_pid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|v| v.split_whitespace().last());
+        if ns_pid != Some("1") {
+            return Err(format!(
+                "the process answering on the agent socket (host pid {pid}) is not the runtime's init"
+            ));
+        }
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map_err(|e| format!("peer process {pid}: {e}"))?;
+        let inside = cgroups
+            .lines()
+            .any(|l| l.splitn(3, ':').nth(2) == Some(self.cgroup.as_str()));
+        if !inside {
+            return Err(format!(
+                "the process answering on the agent socket (host pid {pid}) is not in the runtime's cgroup"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Usage counters from the runtime's cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
@@ -137,8 +178,8 @@ pub trait Backend: Send + Sync + 'static {
     /// left; called on a clean daemon shutdown.
     async fn shutdown_host(&self);
 
-    /// Where the daemon reaches the runtime's agent.
-    fn agent_socket(&self, id: Uuid) -> PathBuf;
+    /// Where the daemon reaches the runtime's agent, and who must answer there.
+    fn agent_address(&self, id: Uuid) -> AgentAddress;
 
     /// Waits until the agent answers on its socket.
     async fn wait_agent(&self, id: Uuid, timeout: Duration) -> Result<()>;

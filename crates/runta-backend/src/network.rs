@@ -4,7 +4,8 @@
 //! Isolation rules: bridge ports are `isolated`, so runtimes cannot reach each
 //! other; the INPUT chain drops what runtimes start towards the host (the API
 //! port included), while connections the host opens to a runtime (the ingress)
-//! are answered normally.
+//! are answered normally; the FORWARD chain lets no new connection from
+//! elsewhere into the bridge.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -201,6 +202,11 @@ impl Network {
                     "ACCEPT",
                 ],
             ),
+            // Nothing else is forwarded into the bridge: a host on the
+            // machine's networks that routes to the runtime subnet reaches no
+            // runtime port. Inbound traffic arrives only through the ingress,
+            // which connects from the host itself (OUTPUT, not FORWARD).
+            ("filter", &fwd, vec!["-o", br, "-j", "DROP"]),
             (
                 "filter",
                 &inp,

@@ -97,12 +97,34 @@ impl Layer {
         if self.is_mounted() {
             return Ok(());
         }
-        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        // The layers are named by descriptors (`/proc/self/fd/N`), not by
+        // their host paths: overlayfs shows its options as given in the
+        // runtime's /proc/self/mountinfo, and host paths are none of the
+        // runtime's business (docs/security.md, leaks).
+        let open_dir = |p: &Path| {
+            nix::fcntl::open(
+                p,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| BackendError::Other(format!("open {}: {e}", p.display())))
+        };
+        let by_fd = |fd: &std::os::fd::OwnedFd| {
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))
+        };
+        let lower_fds = lowers
+            .iter()
+            .map(|p| open_dir(p))
+            .collect::<Result<Vec<_>>>()?;
+        let (upper_fd, work_fd) = (open_dir(&self.upper)?, open_dir(&self.work)?);
+        let lowerdir: Vec<String> = lower_fds.iter().map(by_fd).collect();
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             lowerdir.join(":"),
-            self.upper.display(),
-            self.work.display()
+            by_fd(&upper_fd),
+            by_fd(&work_fd)
         );
         mount(
             Some("overlay"),

@@ -1,11 +1,10 @@
 //! The daemon's side of the agent protocol (see the `runta-agent` crate): one
 //! unix-socket connection per operation, frames read and written with tokio.
 
-use std::path::{Path, PathBuf};
-
 use runta_agent::{
     header, parse_header, tag, DirEntry, ProcessSpec, Request, Response, HEADER_LEN,
 };
+use runta_backend::AgentAddress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -17,6 +16,9 @@ pub enum AgentError {
     Unreachable(std::io::Error),
     #[error("agent protocol: {0}")]
     Protocol(String),
+    /// Something other than the runtime's init holds the agent socket.
+    #[error("{0}")]
+    Impostor(String),
     /// The agent refused the operation (`kind` as in `Response::Error`).
     #[error("{message}")]
     Refused { kind: String, message: String },
@@ -51,6 +53,15 @@ impl FrameReader {
         Ok(Some(Frame { tag: t, payload }))
     }
 
+    /// [`next`](Self::next) under an idle deadline: for file streams, where
+    /// a silent agent must not hold a request open forever (an interactive
+    /// exec stream may be silent as long as it likes, so `next` has none).
+    pub async fn next_within(&mut self, idle: std::time::Duration) -> Result<Option<Frame>> {
+        tokio::time::timeout(idle, self.next())
+            .await
+            .unwrap_or_else(|_| Err(timed_out(idle)))
+    }
+
     pub async fn response(&mut self) -> Result<Response> {
         match self.next().await? {
             Some(f) if f.tag == tag::CONTROL => {
@@ -83,44 +94,60 @@ impl FrameWriter {
     }
 }
 
-/// Captured result of a buffered exec.
+/// How a buffered exec ended (its output went to the caller's sink).
 #[derive(Debug, Default)]
 pub struct ExecOutput {
     pub exit_code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub timed_out: bool,
     pub duration_ms: u64,
 }
 
+/// Which stream an output chunk of a buffered exec belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
-    socket: PathBuf,
+    addr: AgentAddress,
 }
 
 impl AgentClient {
-    pub fn new(socket: &Path) -> Self {
-        AgentClient {
-            socket: socket.to_path_buf(),
-        }
+    pub fn new(addr: AgentAddress) -> Self {
+        AgentClient { addr }
     }
 
+    /// Connects to the agent's socket (a path the backend owns, which the
+    /// runtime cannot see) and checks that the process listening there is the
+    /// runtime's own init before a single byte is sent.
     pub async fn connect(&self) -> Result<(FrameReader, FrameWriter)> {
-        let s = UnixStream::connect(&self.socket)
+        let s = UnixStream::connect(&self.addr.socket)
             .await
             .map_err(AgentError::Unreachable)?;
+        let pid = s
+            .peer_cred()
+            .map_err(AgentError::Unreachable)?
+            .pid()
+            .unwrap_or(0)
+            .max(0) as u32;
+        self.addr.verify_peer(pid).map_err(AgentError::Impostor)?;
         let (r, w) = s.into_split();
         Ok((FrameReader(r), FrameWriter(w)))
     }
 
+    /// Runs a buffered exec. Output is handed to `sink` frame by frame as it
+    /// arrives, so the daemon never holds it raw (the caller bounds what it keeps).
     pub async fn exec(
         &self,
         process: ProcessSpec,
         stdin: Option<String>,
         timeout_ms: u64,
         max_output_bytes: u64,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<ExecOutput> {
         let (mut r, mut w) = self.connect().await?;
         w.request(&Request::Exec {
@@ -130,18 +157,18 @@ impl AgentClient {
             max_output_bytes,
         })
         .await?;
-        let mut out = ExecOutput::default();
         // The agent caps each stream; refuse anything beyond that plus slack so
-        // a misbehaving agent cannot make the daemon buffer without bound.
-        let limit = max_output_bytes as usize + 64 * 1024;
+        // a misbehaving agent cannot stream without end.
+        let limit = max_output_bytes.saturating_add(64 * 1024);
+        let (mut n_out, mut n_err) = (0u64, 0u64);
         loop {
             let f = r
                 .next()
                 .await?
                 .ok_or_else(|| proto("agent closed the connection during exec"))?;
-            match f.tag {
-                tag::STDOUT => append(&mut out.stdout, &f.payload, limit)?,
-                tag::STDERR => append(&mut out.stderr, &f.payload, limit)?,
+            let (stream, seen) = match f.tag {
+                tag::STDOUT => (Stream::Stdout, &mut n_out),
+                tag::STDERR => (Stream::Stderr, &mut n_err),
                 tag::CONTROL => {
                     match serde_json::from_slice::<Response>(&f.payload).map_err(proto)? {
                         Response::Done {
@@ -151,12 +178,13 @@ impl AgentClient {
                             timed_out,
                             duration_ms,
                         } => {
-                            out.exit_code = exit_code;
-                            out.stdout_truncated = stdout_truncated;
-                            out.stderr_truncated = stderr_truncated;
-                            out.timed_out = timed_out;
-                            out.duration_ms = duration_ms;
-                            return Ok(out);
+                            return Ok(ExecOutput {
+                                exit_code,
+                                stdout_truncated,
+                                stderr_truncated,
+                                timed_out,
+                                duration_ms,
+                            });
                         }
                         Response::Error { kind, message } => {
                             return Err(AgentError::Refused { kind, message })
@@ -165,19 +193,38 @@ impl AgentClient {
                     }
                 }
                 t => return Err(proto(format!("unexpected frame tag {t}"))),
+            };
+            *seen += f.payload.len() as u64;
+            if *seen > limit {
+                return Err(proto("agent sent more output than the cap allows"));
             }
+            sink(stream, &f.payload);
+        }
+    }
+
+    /// Asks the agent who it is: the liveness probe after a call ran past its
+    /// deadline (the caller puts a deadline on it).
+    pub async fn hello(&self) -> Result<u32> {
+        let (mut r, mut w) = self.connect().await?;
+        w.request(&Request::Hello).await?;
+        match r.response().await? {
+            Response::Hello { version, .. } => Ok(version),
+            other => Err(proto(format!("unexpected {other:?}"))),
         }
     }
 
     /// Opens a file for reading: returns its size and the reader positioned at
     /// its first content frame (STDOUT frames, then EOF).
     pub async fn read_file(&self, path: &str) -> Result<(u64, FrameReader)> {
-        let (mut r, mut w) = self.connect().await?;
-        w.request(&Request::ReadFile { path: path.into() }).await?;
-        match r.response().await? {
-            Response::FileInfo { size } => Ok((size, r)),
-            other => Err(proto(format!("unexpected {other:?}"))),
-        }
+        within(OPEN_DEADLINE, async {
+            let (mut r, mut w) = self.connect().await?;
+            w.request(&Request::ReadFile { path: path.into() }).await?;
+            match r.response().await? {
+                Response::FileInfo { size } => Ok((size, r)),
+                other => Err(proto(format!("unexpected {other:?}"))),
+            }
+        })
+        .await
     }
 
     /// Starts a file upload; send STDIN frames then EOF on the writer, then read
@@ -187,22 +234,28 @@ impl AgentClient {
         path: &str,
         mode: Option<u32>,
     ) -> Result<(FrameReader, FrameWriter)> {
-        let (r, mut w) = self.connect().await?;
-        w.request(&Request::WriteFile {
-            path: path.into(),
-            mode,
+        within(OPEN_DEADLINE, async {
+            let (r, mut w) = self.connect().await?;
+            w.request(&Request::WriteFile {
+                path: path.into(),
+                mode,
+            })
+            .await?;
+            Ok((r, w))
         })
-        .await?;
-        Ok((r, w))
+        .await
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let (mut r, mut w) = self.connect().await?;
-        w.request(&Request::ListDir { path: path.into() }).await?;
-        match r.response().await? {
-            Response::Dir { entries } => Ok(entries),
-            other => Err(proto(format!("unexpected {other:?}"))),
-        }
+        within(OPEN_DEADLINE, async {
+            let (mut r, mut w) = self.connect().await?;
+            w.request(&Request::ListDir { path: path.into() }).await?;
+            match r.response().await? {
+                Response::Dir { entries } => Ok(entries),
+                other => Err(proto(format!("unexpected {other:?}"))),
+            }
+        })
+        .await
     }
 
     /// Starts a streaming process. The reader then yields `Started` (or, when
@@ -227,10 +280,22 @@ impl AgentClient {
     }
 }
 
-fn append(buf: &mut Vec<u8>, data: &[u8], limit: usize) -> Result<()> {
-    if buf.len() + data.len() > limit {
-        return Err(proto("agent sent more output than the cap allows"));
-    }
-    buf.extend_from_slice(data);
-    Ok(())
+/// Deadline of opening a file or listing a folder (docs/security.md, item 9):
+/// the agent answers these at once unless it is wedged.
+pub const OPEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn timed_out(d: std::time::Duration) -> AgentError {
+    AgentError::Unreachable(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the agent did not answer within {} s", d.as_secs()),
+    ))
+}
+
+async fn within<T>(
+    d: std::time::Duration,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(d, f)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(d)))
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use super::agent_host::AGENT_FD;
 use crate::RuntimeSpec;
 
 /// The capability set processes keep (Podman's default; no NET_RAW, no SYS_ADMIN).
@@ -33,8 +34,6 @@ pub fn cpu_quota(vcpus: f64) -> i64 {
 pub struct BundlePaths<'a> {
     pub rootfs: &'a Path,
     pub agent_bin: &'a Path,
-    pub run_dir: &'a Path,
-    pub etc_dir: &'a Path,
     pub netns: &'a Path,
     pub cgroups_path: &'a str,
 }
@@ -45,7 +44,8 @@ pub struct Tunables {
     pub seccomp: Option<Value>,
 }
 
-pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables) -> Value {
+/// `resolv` is the runtime's resolv.conf, which the agent writes at boot.
+pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables, resolv: &str) -> Value {
     let mem = (spec.memory_limit_mib * 1024 * 1024) as i64;
     let mut env: Vec<String> = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -89,7 +89,11 @@ pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables) -> Value {
         "maskedPaths": [
             "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-            "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug"
+            "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
+            // Physical page maps and kernel allocator state: root-readable on
+            // the host and of no use to a runtime but to an attacker.
+            "/proc/kpageflags", "/proc/kpagecount", "/proc/kpagecgroup",
+            "/proc/vmallocinfo", "/proc/slabinfo", "/proc/pagetypeinfo"
         ],
         "readonlyPaths": [
             "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
@@ -103,7 +107,13 @@ pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables) -> Value {
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
-            "args": ["/.runta/agent", "--socket", "/.runta/run/agent.sock"],
+            // The agent listens on the socket the daemon made (descriptor 3)
+            // and writes /etc/hostname, /etc/hosts and /etc/resolv.conf
+            // inside the runtime: no host file or folder is mounted writable.
+            "args": [
+                "/.runta/agent", "--listen-fd", AGENT_FD.to_string(),
+                "--hostname", spec.name, "--ip", spec.ip.to_string(), "--resolv", resolv
+            ],
             "env": env,
             "cwd": "/",
             "capabilities": {
@@ -125,11 +135,7 @@ pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables) -> Value {
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-            bind(p.agent_bin, "/.runta/agent", true),
-            bind(p.run_dir, "/.runta/run", false),
-            bind(&p.etc_dir.join("hosts"), "/etc/hosts", false),
-            bind(&p.etc_dir.join("hostname"), "/etc/hostname", false),
-            bind(&p.etc_dir.join("resolv.conf"), "/etc/resolv.conf", false)
+            bind(p.agent_bin, "/.runta/agent", true)
         ],
         "linux": linux
     })

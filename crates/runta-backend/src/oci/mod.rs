@@ -2,11 +2,12 @@
 //! an overlay root, a named network namespace and its own cgroup, and
 //! `runta-agent` as PID 1.
 
+mod agent_host;
 mod bundle;
 mod runtime_bin;
 mod seccomp;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,9 @@ use crate::cgroups::{CgroupMode, Cgroups};
 use crate::images::ImageStore;
 use crate::network::Network;
 use crate::rootfs::Layer;
-use crate::{Backend, BackendError, BackendState, Limits, Result, RuntimeSpec, Usage};
+use crate::{
+    AgentAddress, Backend, BackendError, BackendState, Limits, Result, RuntimeSpec, Usage,
+};
 
 pub struct OciConfig {
     /// Per-runtime folders live here (`<data>/runtimes`).
@@ -71,6 +74,8 @@ impl OciBackend {
         )?;
         std::fs::create_dir_all(&cfg.runtimes_dir)?;
         std::fs::create_dir_all(&cfg.checkpoints_dir)?;
+        let mut cfg = cfg;
+        cfg.agent_bin = agent_host::stage_binary(&cfg.run_root, &cfg.agent_bin)?;
         let network = Network::new(&cfg.instance, cfg.subnet_octet);
         network.setup_host().await?;
         // Root lacks CAP_SYS_RESOURCE here: never ask for more than the hard limit.
@@ -136,45 +141,29 @@ impl OciBackend {
         v
     }
 
-    fn write_etc(&self, spec: &RuntimeSpec, etc: &Path) -> Result<()> {
-        std::fs::create_dir_all(etc)?;
-        // Files the user may edit inside the runtime survive a reboot: write once.
-        let hosts = etc.join("hosts");
-        if !hosts.exists() {
-            std::fs::write(
-                &hosts,
-                format!(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
-                    spec.ip, spec.name
-                ),
-            )?;
+    /// The runtime's resolv.conf: the host's resolvers, less loopback ones
+    /// (unreachable from the runtime's network namespace).
+    fn resolv_conf() -> String {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let usable: String = host
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("nameserver 127."))
+            .filter(|l| !l.trim_start().starts_with("nameserver ::1"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if usable.contains("nameserver") {
+            usable
+        } else {
+            "nameserver 1.1.1.1\n".to_string()
         }
-        std::fs::write(etc.join("hostname"), format!("{}\n", spec.name))?;
-        let resolv = etc.join("resolv.conf");
-        if !resolv.exists() {
-            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            // A loopback resolver on the host is unreachable from the runtime.
-            let usable: String = host
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("nameserver 127."))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let content = if usable.contains("nameserver") {
-                usable
-            } else {
-                "nameserver 1.1.1.1\n".to_string()
-            };
-            std::fs::write(&resolv, content)?;
-        }
-        Ok(())
     }
 
     /// Filesystem, network, config; then the container with the agent as PID 1.
     async fn boot(&self, spec: &RuntimeSpec) -> Result<()> {
         let dir = self.dir(spec.id);
         let run_dir = self.run_dir(spec.id);
-        let etc = dir.join("etc");
-        std::fs::create_dir_all(&run_dir)?;
+        // Host copies of /etc files of older versions: now written inside.
+        let _ = std::fs::remove_dir_all(dir.join("etc"));
         if !self.images.is_ready(&spec.image) {
             self.images.ensure(&spec.image).await?;
         }
@@ -203,7 +192,6 @@ impl OciBackend {
         }
         lowers.push(self.images.rootfs(&spec.image));
         layer.mount(&lowers).await?;
-        self.write_etc(spec, &etc)?;
         self.network.attach(spec.id, spec.ip).await?;
         let cg = self.cgroup_path(spec.id);
         let netns = self.network.netns_path(spec.id);
@@ -212,8 +200,6 @@ impl OciBackend {
             &bundle::BundlePaths {
                 rootfs: &layer.merged,
                 agent_bin: &self.cfg.agent_bin,
-                run_dir: &run_dir,
-                etc_dir: &etc,
                 netns: &netns,
                 cgroups_path: &cg,
             },
@@ -222,13 +208,16 @@ impl OciBackend {
                 nofile: self.nofile,
                 seccomp: self.cfg.seccomp.then(seccomp::default_profile),
             },
+            &Self::resolv_conf(),
         );
         std::fs::write(
             dir.join("config.json"),
             serde_json::to_vec_pretty(&config).map_err(|e| BackendError::Other(e.to_string()))?,
         )?;
-        let _ = std::fs::remove_file(run_dir.join("agent.sock"));
-        self.oci.run(spec.id, &dir).await?;
+        let socket = agent_host::create(&run_dir)?;
+        self.oci.run(spec.id, &dir, &socket).await?;
+        // The agent holds the socket now; the daemon reconnects by path.
+        drop(socket);
         self.wait_agent(spec.id, Duration::from_secs(10)).await
     }
 
@@ -435,24 +424,35 @@ impl Backend for OciBackend {
 
     async fn shutdown_host(&self) {
         self.network.teardown_host().await;
+        agent_host::unstage_binary(&self.cfg.run_root);
         // The instance's parent cgroup (empty once no runtime is left).
         self.cgroups
             .remove(&format!("/runta-{}", self.cfg.instance));
     }
 
-    fn agent_socket(&self, id: Uuid) -> PathBuf {
-        self.run_dir(id).join("agent.sock")
+    fn agent_address(&self, id: Uuid) -> AgentAddress {
+        AgentAddress {
+            socket: self.run_dir(id).join("agent.sock"),
+            cgroup: self.cgroup_path(id),
+        }
     }
 
     async fn wait_agent(&self, id: Uuid, timeout: Duration) -> Result<()> {
-        let sock = self.agent_socket(id);
+        let addr = self.agent_address(id);
         let deadline = Instant::now() + timeout;
-        // Poll every millisecond: the agent binds within a few ms of start, and
-        // a backing-off poll would find it late.
+        // Poll every millisecond: the agent listens within a few ms of start,
+        // and a backing-off poll would find it late.
         let delay = Duration::from_millis(1);
         loop {
-            match tokio::net::UnixStream::connect(&sock).await {
-                Ok(_) => return Ok(()),
+            let answered = match tokio::net::UnixStream::connect(&addr.socket).await {
+                Ok(s) => s.peer_cred().and_then(|c| {
+                    let pid = c.pid().unwrap_or(0).max(0) as u32;
+                    addr.verify_peer(pid).map_err(std::io::Error::other)
+                }),
+                Err(e) => Err(e),
+            };
+            match answered {
+                Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
                     let log =
                         std::fs::read_to_string(self.dir(id).join("init.log")).unwrap_or_default();

@@ -6,6 +6,7 @@
 //! mount is detached; this is done in the child between fork and exec, with
 //! async-signal-safe calls only.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use uuid::Uuid;
 
+use super::agent_host::AGENT_FD;
 use crate::cgroups::CgroupMode;
 use crate::{BackendError, BackendState, Result};
 
@@ -147,16 +149,36 @@ impl OciRuntime {
 
     /// Creates and starts the container detached; its init keeps running when
     /// the daemon exits. The init's stdout/stderr go to `<bundle>/init.log`.
-    pub async fn run(&self, id: Uuid, bundle: &Path) -> Result<()> {
+    /// `agent_socket` becomes descriptor [`AGENT_FD`] of the container's init.
+    pub async fn run(&self, id: Uuid, bundle: &Path, agent_socket: &OwnedFd) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(bundle.join("init.log"))?;
         let id_s = id.to_string();
-        let status = self
-            .command()
+        let mut cmd = self.command();
+        let sock = agent_socket.as_raw_fd();
+        // SAFETY: dup2/fcntl only, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if sock == AGENT_FD {
+                    // dup2 onto itself keeps close-on-exec: clear it by hand.
+                    let flags = libc::fcntl(sock, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(sock, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(sock, AGENT_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let status = cmd
             .arg("run")
             .arg("--detach")
+            .arg("--preserve-fds")
+            .arg("1")
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")

@@ -59,6 +59,7 @@ const DENIED: &[&str] = &[
 ];
 
 const CLONE_NEWUSER: u64 = 0x1000_0000;
+const AF_VSOCK: u64 = 40;
 
 pub fn default_profile() -> Value {
     json!({
@@ -70,7 +71,11 @@ pub fn default_profile() -> Value {
             {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
              "args": [{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}]},
             // clone3 passes flags in memory seccomp cannot see: make libc fall back to clone.
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            // AF_VSOCK reaches the hypervisor or host of a VM host, past every
+            // network namespace: no such family (EAFNOSUPPORT).
+            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
+             "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_EQ"}]}
         ]
     })
 }

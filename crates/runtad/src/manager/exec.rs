@@ -2,18 +2,44 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use runta_agent::ProcessSpec;
 use runta_api::{
-    validate, ExecRequest, ExecResult, RuntimeStatus, DEFAULT_EXEC_TIMEOUT_SECS,
+    validate, ExecRequest, RuntimeStatus, DEFAULT_EXEC_TIMEOUT_SECS,
     DEFAULT_MAX_OUTPUT_BYTES, MAX_EXEC_TIMEOUT_SECS, MAX_MAX_OUTPUT_BYTES,
 };
 use uuid::Uuid;
 
+use super::exec_output::{Held, JsonStream};
 use super::{Activity, Error, Manager, Result};
-use crate::agent_client::AgentClient;
+use crate::agent_client::{AgentClient, Stream};
 use crate::store::RuntimeRecord;
+
+/// How long past its own `timeout_secs` a buffered exec may take before the
+/// agent counts as not answering (the agent kills the command at the timeout
+/// and needs a moment to report).
+pub const EXEC_DEADLINE_GRACE: Duration = Duration::from_secs(5);
+/// Deadline of the `Hello` probe that tells a slow agent from a wedged one.
+pub const AGENT_PROBE_DEADLINE: Duration = Duration::from_secs(2);
+/// Deadline of one non-exec agent call: opening a file, a listing, one frame
+/// of a file stream.
+pub const AGENT_CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A buffered exec's result with its output already JSON-escaped (see
+/// `exec_output`); the API writes it out as an `ExecResult`.
+pub struct EncodedExec {
+    pub exit_code: i32,
+    /// The inside of the JSON string (escaped, no quotes).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: u64,
+    pub timed_out: bool,
+    /// The output's share of the exec budget, held until the reply is sent.
+    pub held: Vec<Held>,
+}
 
 /// Held while a command runs (or a file moves): the idle policy never suspends
 /// a runtime with one outstanding.
@@ -76,7 +102,7 @@ impl Manager {
                 r.name, r.status
             )));
         }
-        let agent = AgentClient::new(&self.backend.agent_socket(r.id));
+        let agent = AgentClient::new(self.backend.agent_address(r.id));
         Ok((r, guard, agent))
     }
 
@@ -131,7 +157,7 @@ impl Manager {
         tenant: &str,
         id_or_name: &str,
         req: ExecRequest,
-    ) -> Result<ExecResult> {
+    ) -> Result<EncodedExec> {
         let argv = Self::argv(&req.command, req.args.as_ref())?;
         Self::check_cwd(req.cwd.as_ref())?;
         validate::env("env", &req.env)?;
@@ -156,29 +182,110 @@ impl Manager {
         {
             return Err(Error::invalid("stdin", "must be at most 16 MiB"));
         }
+        // Admission before any work: a flood is refused at the door with the
+        // envelope, not queued in memory.
+        let permit = self.exec_gate.admit(tenant)?;
         let (r, _guard, agent) = self.running(tenant, id_or_name, "exec").await?;
         let t0 = Instant::now();
-        let out = agent
-            .exec(
-                ProcessSpec {
-                    argv,
-                    env: Self::command_env(&r, &req.env, false),
-                    cwd: Some(req.cwd.clone().unwrap_or_else(|| "/root".into())),
-                },
-                req.stdin,
-                timeout * 1000,
-                max_out,
-            )
-            .await?;
+        let mut stdout = JsonStream::new(&self.exec_gate, max_out);
+        let mut stderr = JsonStream::new(&self.exec_gate, max_out);
+        let mut sink = |s: Stream, data: &[u8]| match s {
+            Stream::Stdout => stdout.push(data),
+            Stream::Stderr => stderr.push(data),
+        };
+        // The agent kills the command at `timeout`; past that plus a grace the
+        // agent itself is not answering.
+        let deadline = Duration::from_secs(timeout) + EXEC_DEADLINE_GRACE;
+        let call = agent.exec(
+            ProcessSpec {
+                argv,
+                env: Self::command_env(&r, &req.env, false),
+                cwd: Some(req.cwd.clone().unwrap_or_else(|| "/root".into())),
+            },
+            req.stdin,
+            timeout * 1000,
+            max_out,
+            &mut sink,
+        );
+        let out = match tokio::time::timeout(deadline, call).await {
+            Ok(out) => out?,
+            Err(_) => return Err(self.agent_deadline(&r, &agent, "exec", deadline).await),
+        };
         self.metrics.observe_exec(t0.elapsed());
-        Ok(ExecResult {
+        let (stdout, stdout_truncated, h1) = stdout.finish(out.stdout_truncated);
+        let (stderr, stderr_truncated, h2) = stderr.finish(out.stderr_truncated);
+        drop(permit);
+        Ok(EncodedExec {
             exit_code: out.exit_code,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            stdout_truncated: out.stdout_truncated,
-            stderr_truncated: out.stderr_truncated,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
             duration_ms: out.duration_ms,
             timed_out: out.timed_out,
+            held: vec![h1, h2],
         })
+    }
+
+    /// Runs one agent call that is not an exec (file open, listing, a stream's
+    /// next frame) under `deadline`; past it the agent is probed.
+    pub async fn agent_call<T, F>(
+        &self,
+        r: &RuntimeRecord,
+        agent: &AgentClient,
+        what: &str,
+        deadline: Duration,
+        call: F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, crate::agent_client::AgentError>>,
+    {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(v) => Ok(v?),
+            Err(_) => Err(self.agent_deadline(r, agent, what, deadline).await),
+        }
+    }
+
+    /// A call ran past its deadline: probe the agent; one that does not answer
+    /// a `Hello` either is wedged (stopped under a debugger, livelocked), so the
+    /// runtime becomes `error` with the way out in its message (`start` reboots
+    /// it, delete removes it) instead of staying `running` and hanging callers.
+    pub(super) async fn agent_deadline(
+        &self,
+        r: &RuntimeRecord,
+        agent: &AgentClient,
+        what: &str,
+        deadline: Duration,
+    ) -> Error {
+        let alive = matches!(
+            tokio::time::timeout(AGENT_PROBE_DEADLINE, agent.hello()).await,
+            Ok(Ok(_))
+        );
+        let secs = deadline.as_secs();
+        if alive {
+            return Error::DeadlineExceeded(format!(
+                "{what} in runtime {:?} got no answer within {secs} s",
+                r.name
+            ));
+        }
+        let message = format!(
+            "the runtime's agent (PID 1) stopped answering: no reply to {what} within {secs} s \
+             nor to a probe within {} s; start the runtime again or delete it",
+            AGENT_PROBE_DEADLINE.as_secs()
+        );
+        let lock = self.lock_for(r.id);
+        let _g = lock.lock().await;
+        if let Ok(Some(mut cur)) = self.store.get_runtime(r.id) {
+            // A runtime paused meanwhile is frozen on purpose, not wedged.
+            if cur.status == RuntimeStatus::Running {
+                cur.status = RuntimeStatus::Error;
+                cur.error = Some(message.clone());
+                if self.store.update_runtime(&mut cur).is_ok() {
+                    self.event(&cur, "error", Some(&message));
+                    tracing::warn!(id = %r.id, name = %r.name, "agent wedged: {message}");
+                }
+            }
+        }
+        Error::DeadlineExceeded(message)
     }
 }
