@@ -103,6 +103,10 @@ impl From<AgentError> for Error {
                 "the runtime's agent is not reachable ({io}); the runtime may have crashed"
             )),
             AgentError::Protocol(m) => Error::Internal(format!("agent protocol error: {m}")),
+            AgentError::Impostor(m) => {
+                tracing::warn!("refused to talk to an impostor agent: {m}");
+                Error::Unavailable(format!("the runtime's agent could not be verified: {m}"))
+            }
             AgentError::Refused { kind, message } => match kind.as_str() {
                 "not_found" => Error::NotFound(message),
                 "permission_denied" => Error::PermissionDenied(message),
