@@ -38,29 +38,53 @@ fn check(c: &Conn, path: &str) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Opens `path` for reading without ever blocking: a FIFO opened plainly waits
+/// for a writer forever, and a device can stream without end. Only a regular
+/// file is served; symlinks along the path (and a final one) are followed as
+/// before, since this process already lives inside the runtime's root.
+fn open_regular(path: &str) -> io::Result<Result<(File, fs::Metadata), &'static str>> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if meta.is_dir() {
+        return Ok(Err("is_directory"));
+    }
+    if !meta.is_file() {
+        return Ok(Err("not_regular"));
+    }
+    Ok(Ok((f, meta)))
+}
+
+fn not_regular(c: &Conn, path: &str) -> io::Result<()> {
+    c.send(&Response::Error {
+        kind: "invalid_argument".into(),
+        message: format!("{path}: not a regular file (FIFOs, sockets and devices are refused)"),
+    })
+}
+
 pub fn read(c: &mut Conn, path: &str) -> io::Result<()> {
     if !check(c, path)? {
         return Ok(());
     }
-    let mut f = match File::open(path) {
-        Ok(f) => f,
+    let (f, meta) = match open_regular(path) {
+        Ok(Ok(fm)) => fm,
+        Ok(Err("is_directory")) => {
+            return c.send(&Response::Error {
+                kind: "is_directory".into(),
+                message: format!("{path}: is a directory"),
+            })
+        }
+        Ok(Err(_)) => return not_regular(c, path),
         Err(e) => return error(c, &e, path),
     };
-    let meta = f.metadata()?;
-    if meta.is_dir() {
-        return c.send(&Response::Error {
-            kind: "is_directory".into(),
-            message: format!("{path}: is a directory"),
-        });
-    }
-    if !meta.is_file() {
-        return c.send(&Response::Error {
-            kind: "invalid_argument".into(),
-            message: format!("{path}: not a regular file"),
-        });
-    }
-    c.send(&Response::FileInfo { size: meta.len() })?;
+    // Exactly the announced size goes out: a file that grows while it is read
+    // must not make the stream longer than the size the daemon was told.
+    let size = meta.len();
+    c.send(&Response::FileInfo { size })?;
     let mut buf = vec![0u8; CHUNK];
+    let mut f = f.take(size);
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
@@ -81,6 +105,15 @@ pub fn write(c: &mut Conn, path: &str, mode: Option<u32>) -> io::Result<()> {
             kind: "is_directory".into(),
             message: format!("{path}: is a directory"),
         });
+    }
+    // Renaming over a FIFO, socket or device node would replace it (a PUT to
+    // /dev/null would break the runtime): only regular files (or links, which
+    // the rename replaces) are overwritten.
+    if let Ok(m) = fs::symlink_metadata(target) {
+        let ft = m.file_type();
+        if !(ft.is_file() || ft.is_symlink()) {
+            return not_regular(c, path);
+        }
     }
     let Some(parent) = target.parent() else {
         return c.send(&Response::Error {

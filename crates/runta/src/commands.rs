@@ -60,7 +60,11 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Shutdown(n) => lifecycle(&c, &n.names, "stop", json).await,
         Cmd::Rm(a) => rm(&c, &a.names, a.force, json).await,
         Cmd::Resize(a) => resize(&c, &a.name, a.memory, a.cpus, json).await,
-        Cmd::Cp { src, dst } => crate::cp::run(&c, &src, &dst, json).await,
+        Cmd::Cp {
+            src,
+            dst,
+            max_bytes,
+        } => crate::cp::run(&c, &src, &dst, max_bytes, json).await,
         Cmd::Apply(f) => deploy(&c, &f.file, "apply", json).await,
         Cmd::Delete(f) => deploy(&c, &f.file, "delete", json).await,
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,

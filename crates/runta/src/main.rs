@@ -120,6 +120,10 @@ pub enum Cmd {
         src: String,
         /// Destination: a local path or NAME:/path
         dst: String,
+        /// Most bytes a copy out of a runtime writes here, in total (K, M, G, T
+        /// suffixes); a larger copy is refused before it replaces anything
+        #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = cp::parse_size)]
+        max_bytes: u64,
     },
     /// Create or update the sandboxes of a deployment file
     #[command(

@@ -49,6 +49,10 @@ pub struct Config {
     /// Disk quota (GiB) for runtimes that do not ask for one; 0 = unlimited.
     #[arg(long, env = "RUNTA_DEFAULT_DISK_GIB", default_value_t = 0)]
     pub default_disk_gib: u64,
+    /// Largest file `GET /v1/runtimes/{id}/files` serves (bytes; a larger one is
+    /// a 413, `max_bytes` reads a prefix). Default 1 GiB, like uploads.
+    #[arg(long, env = "RUNTA_MAX_DOWNLOAD_BYTES", default_value_t = 1 << 30)]
+    pub max_download_bytes: u64,
     /// Seconds between SIGTERM and SIGKILL on stop.
     #[arg(long, default_value_t = 10)]
     pub stop_grace_secs: u64,

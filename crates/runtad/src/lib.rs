@@ -139,6 +139,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let app = api::router(api::AppState {
         manager: manager.clone(),
         started,
+        max_download_bytes: cfg.max_download_bytes,
     });
     info!(listen = %cfg.listen, data_dir = %data_dir.display(), ms = started.elapsed().as_millis() as u64, "runtad ready");
     axum::serve(listener, app)

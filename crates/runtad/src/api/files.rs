@@ -28,10 +28,79 @@ fn path_param(q: &QueryPairs) -> ApiResult<String> {
     Ok(path.to_string())
 }
 
+/// `max_bytes`: the most the caller wants (the official client's `read(path,
+/// max_bytes)` keeps a prefix, so the daemon serves one instead of the file).
+fn max_bytes_param(q: &QueryPairs) -> ApiResult<Option<u64>> {
+    q.get("max_bytes")
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::invalid("max_bytes", "must be a whole number of bytes, 0 or more")
+            })
+        })
+        .transpose()
+}
+
+/// How many bytes of a `size`-byte file a read serves, or why none: more than
+/// the daemon's download limit is refused before a byte is sent.
+fn served_len(path: &str, size: u64, max_bytes: Option<u64>, limit: u64) -> ApiResult<u64> {
+    let served = max_bytes.map_or(size, |m| m.min(size));
+    if served > limit {
+        return Err(ApiError::too_large(format!(
+            "{path}: the file is {size} bytes; downloads are limited to {limit} bytes \
+             (ask for a prefix with max_bytes)"
+        )));
+    }
+    Ok(served)
+}
+
+/// What the agent's content frames may add up to. The agent announced `size`;
+/// a hostile agent sending more (or fewer) bytes is cut off, never relayed.
+struct Relay {
+    size: u64,
+    served: u64,
+    sent: u64,
+    received: u64,
+}
+
+enum Step {
+    Send(Bytes),
+    Done,
+    Fail(&'static str),
+}
+
+impl Relay {
+    fn content(&mut self, payload: Vec<u8>) -> Step {
+        self.received += payload.len() as u64;
+        if self.received > self.size {
+            return Step::Fail("the agent sent more bytes than the file's size");
+        }
+        let room = self.served - self.sent;
+        if room == 0 {
+            return Step::Done;
+        }
+        let mut b = Bytes::from(payload);
+        b.truncate(room.min(b.len() as u64) as usize);
+        self.sent += b.len() as u64;
+        Step::Send(b)
+    }
+
+    fn eof(&self) -> Step {
+        if self.sent < self.served {
+            Step::Fail("file stream ended early")
+        } else {
+            Step::Done
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/v1/runtimes/{id}/files", tag = "files",
-    params(("id" = String, Path, description = "UUID or name"), ("path" = String, Query, description = "Absolute path inside the runtime")),
-    responses((status = 200, content_type = "application/octet-stream", description = "The file's bytes"),
-              (status = 404, body = runta_api::ErrorBody), (status = 422, body = runta_api::ErrorBody)))]
+    params(("id" = String, Path, description = "UUID or name"),
+           ("path" = String, Query, description = "Absolute path of a regular file inside the runtime"),
+           ("max_bytes" = Option<u64>, Query, description = "Serve at most this many bytes (a prefix); the full size is in x-runta-file-size")),
+    responses((status = 200, content_type = "application/octet-stream", description = "The file's bytes (or their first max_bytes)"),
+              (status = 404, body = runta_api::ErrorBody),
+              (status = 413, body = runta_api::ErrorBody, description = "Larger than the daemon's download limit (--max-download-bytes)"),
+              (status = 422, body = runta_api::ErrorBody, description = "A folder, FIFO, socket or device, or a bad max_bytes")))]
 pub async fn read(
     State(state): State<AppState>,
     p: Principal,
@@ -39,30 +108,47 @@ pub async fn read(
     q: QueryPairs,
 ) -> ApiResult<Response> {
     let path = path_param(&q)?;
+    let max_bytes = max_bytes_param(&q)?;
     let (_r, guard, agent) = state.manager.running(&p.tenant, &id, "read files").await?;
     let (size, reader) = agent.read_file(&path).await.map_err(Error::from)?;
-    let stream =
-        futures_util::stream::unfold((reader, guard, false), |(mut r, g, done)| async move {
-            if done {
-                return None;
-            }
-            match r.next().await {
-                Ok(Some(f)) if f.tag == tag::STDOUT => {
-                    Some((Ok(Bytes::from(f.payload)), (r, g, false)))
+    let served = served_len(&path, size, max_bytes, state.max_download_bytes)?;
+    let relay = Relay {
+        size,
+        served,
+        sent: 0,
+        received: 0,
+    };
+    let stream = futures_util::stream::unfold(Some((reader, guard, relay)), |st| async move {
+        let (mut r, g, mut relay) = st?;
+        loop {
+            let step = match r.next().await {
+                Ok(Some(f)) if f.tag == tag::STDOUT => relay.content(f.payload),
+                Ok(Some(f)) if f.tag == tag::EOF => relay.eof(),
+                Ok(_) => Step::Fail("file stream ended early"),
+                Err(_) => Step::Fail("the agent broke off the file stream"),
+            };
+            match step {
+                Step::Send(b) if b.is_empty() => continue,
+                Step::Send(b) => return Some((Ok(b), Some((r, g, relay)))),
+                // Dropping the reader closes the agent's connection, so
+                // it stops reading the rest of a file served in part.
+                Step::Done => return None,
+                Step::Fail(why) => {
+                    tracing::warn!(size = relay.size, received = relay.received, "{why}");
+                    return Some((Err(std::io::Error::other(why)), None));
                 }
-                Ok(Some(f)) if f.tag == tag::EOF => None,
-                Ok(_) => Some((
-                    Err(std::io::Error::other("file stream ended early")),
-                    (r, g, true),
-                )),
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (r, g, true))),
             }
-        });
+        }
+    });
     Ok((
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_LENGTH, served.to_string()),
+            (
+                header::HeaderName::from_static("x-runta-file-size"),
+                size.to_string(),
+            ),
         ],
         Body::from_stream(stream),
     )
@@ -186,4 +272,49 @@ pub async fn list(
             })
             .collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(size: u64, served: u64) -> Relay {
+        Relay {
+            size,
+            served,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    #[test]
+    fn download_limit_counts_what_is_served() {
+        let gib = 1 << 30;
+        assert_eq!(served_len("/f", 10, None, gib).unwrap(), 10);
+        let e = served_len("/f", 2 << 40, None, gib).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.message.contains("2199023255552") && e.message.contains("1073741824"));
+        // A prefix of a huge file is fine; asking for more than the limit is not.
+        assert_eq!(served_len("/f", 2 << 40, Some(4096), gib).unwrap(), 4096);
+        assert!(served_len("/f", 2 << 40, Some(gib + 1), gib).is_err());
+        assert_eq!(served_len("/f", 5, Some(gib + 1), gib).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_hostile_agent_cannot_send_more_than_it_announced() {
+        let mut r = relay(4, 4);
+        assert!(matches!(r.content(vec![1, 2, 3]), Step::Send(b) if b.len() == 3));
+        assert!(matches!(r.content(vec![4, 5]), Step::Fail(_)));
+        let mut r = relay(4, 4);
+        assert!(matches!(r.content(vec![1]), Step::Send(_)));
+        assert!(matches!(r.eof(), Step::Fail(_)), "short stream is an error");
+    }
+
+    #[test]
+    fn a_prefix_stops_at_max_bytes() {
+        let mut r = relay(10, 3);
+        assert!(matches!(r.content(vec![0; 2]), Step::Send(b) if b.len() == 2));
+        assert!(matches!(r.content(vec![0; 4]), Step::Send(b) if b.len() == 1));
+        assert!(matches!(r.content(vec![0; 4]), Step::Done));
+    }
 }

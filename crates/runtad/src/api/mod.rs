@@ -36,6 +36,8 @@ pub const MAX_FILE_BODY: u64 = 1024 * 1024 * 1024;
 pub struct AppState {
     pub manager: Arc<Manager>,
     pub started: Instant,
+    /// Reads of files larger than this are refused with 413 (`--max-download-bytes`).
+    pub max_download_bytes: u64,
 }
 
 pub fn router(state: AppState) -> Router {
