@@ -82,6 +82,17 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Token(TokenCmd::List { tenant }) => {
+            crate::admin::token_list(&c, tenant.as_deref(), json).await
+        }
+        Cmd::Token(TokenCmd::Revoke { ids }) => crate::admin::token_revoke(&c, &ids, json).await,
+        Cmd::Token(TokenCmd::Rotate { id }) => crate::admin::token_rotate(&c, &id, json).await,
+        Cmd::Tenant(crate::TenantCmd::Quota(crate::QuotaCmd::Get { tenant })) => {
+            crate::admin::quota_get(&c, tenant.as_deref(), json).await
+        }
+        Cmd::Tenant(crate::TenantCmd::Quota(crate::QuotaCmd::Set(a))) => {
+            crate::admin::quota_set(&c, a, json).await
+        }
         Cmd::Completion { .. } | Cmd::Server(_) => unreachable!("handled above"),
     }
 }

@@ -1,6 +1,7 @@
 //! `runta`: the command-line face of Runta. Every command is one or a few REST
 //! calls; see docs/cli.md.
 
+mod admin;
 mod client;
 mod commands;
 mod config;
@@ -159,6 +160,12 @@ pub enum Cmd {
         after_help = "Example:\n  RUNTA_TOKEN=$(cat /var/lib/runta/admin-token) runta token create --tenant acme"
     )]
     Token(TokenCmd),
+    /// Tenants' quotas (admin; `quota get` without a tenant shows your own)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  runta tenant quota get acme\n  runta tenant quota set acme --runtimes 10 --vcpus 16 --memory 32768 --pids 10240\n  runta tenant quota set acme --checkpoints 20 --checkpoint-bytes 50G\n  runta tenant quota set acme --reset          # back to the daemon's defaults\n  runta tenant quota get                       # your own tenant (any token)"
+    )]
+    Tenant(TenantCmd),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  runta completion bash > /etc/bash_completion.d/runta\n  runta completion zsh > \"${fpath[1]}/_runta\"\n  runta completion fish > ~/.config/fish/completions/runta.fish"
@@ -420,6 +427,80 @@ pub enum TokenCmd {
         #[arg(long, value_parser = parse_name)]
         tenant: String,
     },
+    /// List tokens: id, tenant, age, last use (never their values)
+    #[command(
+        visible_alias = "ls",
+        after_help = "Examples:\n  runta token list --tenant acme\n  runta token list --json"
+    )]
+    List {
+        /// Only this tenant's tokens
+        #[arg(long, value_parser = parse_name)]
+        tenant: Option<String>,
+    },
+    /// Revoke tokens by id: the next request with one is refused (401)
+    #[command(after_help = "Example:\n  runta token revoke tok_abcdefghijkl")]
+    Revoke {
+        /// Token ids (see `runta token list`)
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Replace a token with a new one for the same tenant; prints only the new token
+    #[command(after_help = "Example:\n  NEW=$(runta token rotate tok_abcdefghijkl)")]
+    Rotate {
+        /// Token id (see `runta token list`)
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    /// Show or change a tenant's quota
+    #[command(subcommand)]
+    Quota(QuotaCmd),
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCmd {
+    /// Show a tenant's quota and usage (admin); without TENANT, your own
+    Get {
+        #[arg(value_parser = parse_name, value_name = "TENANT")]
+        tenant: Option<String>,
+    },
+    /// Change a tenant's quota (admin); options left out keep their value
+    Set(QuotaSetArgs),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("what").required(true).multiple(true)
+    .args(["runtimes", "vcpus", "memory", "disk", "checkpoints", "checkpoint_bytes", "pids", "reset"])))]
+pub struct QuotaSetArgs {
+    #[arg(value_parser = parse_name, value_name = "TENANT")]
+    pub tenant: String,
+    /// Runtimes the tenant may keep (shut-down ones count)
+    #[arg(long, value_name = "N")]
+    pub runtimes: Option<u64>,
+    /// vCPUs over its live runtimes
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<f64>,
+    /// Memory in MiB over its live runtimes (each counts its limit)
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Disk in GiB over its runtimes' disk sizes
+    #[arg(long, value_name = "GIB")]
+    pub disk: Option<u64>,
+    /// Number of checkpoints (snapshots)
+    #[arg(long, value_name = "N")]
+    pub checkpoints: Option<u64>,
+    /// Bytes of checkpoints: 1073741824, 512M, 10G
+    #[arg(long, value_name = "SIZE", value_parser = admin::parse_size)]
+    pub checkpoint_bytes: Option<u64>,
+    /// PIDs over its live runtimes (each counts its process limit)
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Return every option not given to the daemon's default
+    #[arg(long)]
+    pub reset: bool,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {

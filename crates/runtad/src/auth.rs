@@ -58,7 +58,24 @@ pub fn lookup(store: &Store, token: &str) -> Result<Option<TokenRecord>, StoreEr
     if !well_formed(token) {
         return Ok(None);
     }
-    store.token_by_hash(&hash_token(token))
+    let found = store.token_by_hash(&hash_token(token))?;
+    if let Some(t) = &found {
+        // Bookkeeping only: a failed write must not refuse the request.
+        if let Err(e) = store.mark_token_used(&t.id, t.last_used_at) {
+            tracing::warn!(token = %t.id, "record token use: {e}");
+        }
+    }
+    Ok(found)
+}
+
+/// Replaces token `id` with a fresh one of the same tenant; the old one stops
+/// working at once. `None` if there is no such token.
+pub fn rotate(store: &Store, id: &str) -> Result<Option<(String, String)>, StoreError> {
+    let token = format!("{TOKEN_PREFIX}{}", random_base32(40));
+    let new_id = format!("tok_{}", random_base32(12));
+    Ok(store
+        .rotate_token(id, &new_id, &hash_token(&token))?
+        .then_some((new_id, token)))
 }
 
 /// On first start, creates the admin token and writes it to `<data>/admin-token`

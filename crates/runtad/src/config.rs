@@ -38,9 +38,35 @@ pub struct Config {
     /// Runtime network 10.N.0.0/16; default derived from the data dir.
     #[arg(long, env = "RUNTA_SUBNET_OCTET")]
     pub subnet_octet: Option<u8>,
-    /// Process limit per runtime (fork bombs stop here).
-    #[arg(long, default_value_t = 1024)]
+    /// Process limit per runtime (fork bombs stop here). Admission keeps the sum
+    /// over live runtimes below the kernel's pid_max minus headroom.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(1..=4_194_304))]
     pub pids_limit: i64,
+    /// Default quota: runtimes per tenant (shut-down ones count).
+    #[arg(long, env = "RUNTA_QUOTA_RUNTIMES", default_value_t = 64)]
+    pub quota_runtimes: u64,
+    /// Default quota: vCPUs per tenant, summed over its live runtimes.
+    #[arg(long, env = "RUNTA_QUOTA_VCPUS", default_value_t = 128.0)]
+    pub quota_vcpus: f64,
+    /// Default quota: memory per tenant (MiB, runtimes count their limits);
+    /// default: the daemon's memory capacity.
+    #[arg(long, env = "RUNTA_QUOTA_MEMORY_MIB")]
+    pub quota_memory_mib: Option<u64>,
+    /// Default quota: disk per tenant (GiB, summed over its runtimes' disk
+    /// sizes); 0 = none. With a quota every runtime needs a disk size (see
+    /// `--default-disk-gib`).
+    #[arg(long, env = "RUNTA_QUOTA_DISK_GIB", default_value_t = 0)]
+    pub quota_disk_gib: u64,
+    /// Default quota: checkpoints per tenant.
+    #[arg(long, env = "RUNTA_QUOTA_CHECKPOINTS", default_value_t = 64)]
+    pub quota_checkpoints: u64,
+    /// Default quota: bytes of checkpoints per tenant (20 GiB).
+    #[arg(long, env = "RUNTA_QUOTA_CHECKPOINT_BYTES", default_value_t = 20 << 30)]
+    pub quota_checkpoint_bytes: u64,
+    /// Default quota: PIDs per tenant, summed over its live runtimes' process
+    /// limits (64 runtimes of 1,024).
+    #[arg(long, env = "RUNTA_QUOTA_PIDS", default_value_t = 65_536)]
+    pub quota_pids: u64,
     /// Memory that runtimes may reserve in total; default host memory × overcommit.
     #[arg(long, env = "RUNTA_CAPACITY_MEMORY_MIB")]
     pub capacity_memory_mib: Option<u64>,

@@ -107,6 +107,17 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         backend,
         manager::ManagerConfig {
             capacity_memory_mib: capacity,
+            host_memory_mib: host_mem_mib,
+            pids_limit: cfg.pids_limit as u64,
+            quota_defaults: runta_api::TenantQuota {
+                runtimes: cfg.quota_runtimes,
+                vcpus: cfg.quota_vcpus,
+                memory_mib: cfg.quota_memory_mib.unwrap_or(capacity),
+                disk_gib: (cfg.quota_disk_gib > 0).then_some(cfg.quota_disk_gib),
+                checkpoints: cfg.quota_checkpoints,
+                checkpoint_bytes: cfg.quota_checkpoint_bytes,
+                pids: cfg.quota_pids,
+            },
             host_cpus,
             stop_grace: Duration::from_secs(cfg.stop_grace_secs),
             default_image: runta_backend::images::BASE_IMAGE.to_string(),

@@ -1,15 +1,20 @@
-//! Admin routes: tenants and tokens.
+//! Admin routes: tenants, their tokens and their quotas; and `GET /v1/quota`,
+//! where a tenant reads its own quota and usage. Token values are shown once,
+//! when minted; listings never carry a value or a hash.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use runta_api::{validate, CreateTenantRequest, CreateTokenRequest, Data, Tenant, TokenCreated};
+use runta_api::{
+    validate, CreateTenantRequest, CreateTokenRequest, Data, ListResponse, Pagination, QuotaView,
+    SetQuotaRequest, Tenant, TokenCreated, TokenInfo,
+};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Admin, ApiJson};
+use super::extract::{Admin, ApiJson, QueryPairs};
 use super::AppState;
-use crate::auth;
+use crate::auth::{self, Principal};
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin",
     request_body = CreateTenantRequest,
@@ -65,4 +70,150 @@ pub async fn create_token(
             },
         }),
     ))
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "admin",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant's tokens")),
+    responses((status = 200, body = ListResponse<TokenInfo>, description = "Ids and dates only, never a token's value"),
+              (status = 403, body = runta_api::ErrorBody)))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    _admin: Admin,
+    q: QueryPairs,
+) -> ApiResult<Json<ListResponse<TokenInfo>>> {
+    let tenant = q.get("tenant");
+    if let Some(t) = tenant {
+        validate::name("tenant", t).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    }
+    let rows = state.manager.store().list_tokens(tenant)?;
+    Ok(Json(ListResponse {
+        data: rows
+            .into_iter()
+            .map(|t| TokenInfo {
+                id: t.id,
+                tenant: t.tenant,
+                admin: t.admin,
+                created_at: t.created_at,
+                last_used_at: t.last_used_at,
+            })
+            .collect(),
+        pagination: Pagination::default(),
+    }))
+}
+
+/// The admin token is replaced by the operator on the host, not over the API,
+/// so an API caller can never lock every admin out.
+fn tenant_token(state: &AppState, id: &str) -> ApiResult<runta_api::TokenInfo> {
+    let t = state
+        .manager
+        .store()
+        .get_token(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no token with id {id:?}")))?;
+    if t.admin {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            runta_api::ErrorCode::FailedPrecondition,
+            "the admin token is not revoked or rotated over the API; see docs/operations.md",
+        ));
+    }
+    Ok(TokenInfo {
+        id: t.id,
+        tenant: t.tenant,
+        admin: t.admin,
+        created_at: t.created_at,
+        last_used_at: t.last_used_at,
+    })
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Token id (tok_…)")),
+    responses((status = 204, description = "Revoked: the next request with it is a 401"),
+              (status = 404, body = runta_api::ErrorBody), (status = 403, body = runta_api::ErrorBody)))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    tenant_token(&state, &id)?;
+    if !state.manager.store().delete_token(&id)? {
+        return Err(ApiError::not_found(format!("no token with id {id:?}")));
+    }
+    tracing::info!(token = %id, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/tokens/{id}/rotate", tag = "admin",
+    params(("id" = String, Path, description = "Token id (tok_…)")),
+    responses((status = 201, body = Data<TokenCreated>, description = "A new token for the same tenant, shown once; the old one is revoked"),
+              (status = 404, body = runta_api::ErrorBody), (status = 403, body = runta_api::ErrorBody)))]
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Data<TokenCreated>>)> {
+    let old = tenant_token(&state, &id)?;
+    let (new_id, token) = auth::rotate(state.manager.store(), &id)?
+        .ok_or_else(|| ApiError::not_found(format!("no token with id {id:?}")))?;
+    tracing::info!(old = %id, new = %new_id, "token rotated");
+    Ok((
+        StatusCode::CREATED,
+        Json(Data {
+            data: TokenCreated {
+                id: new_id,
+                tenant: old.tenant,
+                token,
+                created_at: Utc::now(),
+            },
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{name}/quota", tag = "admin",
+    params(("name" = String, Path, description = "Tenant name")),
+    responses((status = 200, body = Data<QuotaView>), (status = 404, body = runta_api::ErrorBody),
+              (status = 403, body = runta_api::ErrorBody)))]
+pub async fn get_quota(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Data<QuotaView>>> {
+    if state.manager.store().tenant_created_at(&name)?.is_none() {
+        return Err(ApiError::not_found(format!("no tenant named {name:?}")));
+    }
+    Ok(Json(Data {
+        data: state.manager.quota_view(&name)?,
+    }))
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{name}/quota", tag = "admin",
+    params(("name" = String, Path, description = "Tenant name (created if new)")),
+    request_body = SetQuotaRequest,
+    responses((status = 200, body = Data<QuotaView>, description = "The quota now in force, with usage"),
+              (status = 400, body = runta_api::ErrorBody, description = "A negative or non-numeric value; the field is named"),
+              (status = 422, body = runta_api::ErrorBody, description = "A value out of range; the field is named"),
+              (status = 403, body = runta_api::ErrorBody)))]
+pub async fn set_quota(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SetQuotaRequest>,
+) -> ApiResult<Json<Data<QuotaView>>> {
+    validate::name("name", &name).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    req.validate()
+        .map_err(|e| ApiError::invalid(e.field, e.message))?;
+    state.manager.store().ensure_tenant(&name)?;
+    let view = state.manager.set_quota(&name, &req).await?;
+    tracing::info!(tenant = %name, "quota set");
+    Ok(Json(Data { data: view }))
+}
+
+#[utoipa::path(get, path = "/v1/quota", tag = "tenants",
+    responses((status = 200, body = Data<QuotaView>, description = "The caller's tenant: its quota and what it holds now")))]
+pub async fn own_quota(
+    State(state): State<AppState>,
+    p: Principal,
+) -> ApiResult<Json<Data<QuotaView>>> {
+    Ok(Json(Data {
+        data: state.manager.quota_view(&p.tenant)?,
+    }))
 }

@@ -126,11 +126,17 @@ pub async fn apply(
         plan.push((want, existing, diff));
     }
     m.check_apply_capacity(
+        &p.tenant,
         &plan
             .iter()
             .map(|(w, e, _)| {
-                let mem = w.req.resources.requests.memory_mib.unwrap_or(512);
-                (e.as_ref().map(|r| r.id), mem)
+                let rq = &w.req.resources.requests;
+                (
+                    e.as_ref().map(|r| r.id),
+                    rq.vcpus.unwrap_or(1.0),
+                    rq.memory_mib.unwrap_or(512),
+                    rq.disk_gib,
+                )
             })
             .collect::<Vec<_>>(),
     )?;

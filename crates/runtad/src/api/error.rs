@@ -107,6 +107,11 @@ impl From<ManagerError> for ApiError {
                 ErrorCode::ResourceExhausted,
                 m,
             ),
+            E::QuotaExceeded(m) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::ResourceExhausted,
+                m,
+            ),
             E::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
             }

@@ -69,7 +69,17 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/v1/tenants", post(admin::create_tenant))
-        .route("/v1/tokens", post(admin::create_token))
+        .route(
+            "/v1/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route("/v1/tokens/{id}/rotate", post(admin::rotate_token))
+        .route(
+            "/v1/tenants/{name}/quota",
+            get(admin::get_quota).patch(admin::set_quota),
+        )
+        .route("/v1/quota", get(admin::own_quota))
         .route("/v1/checkpoints", get(checkpoints::list))
         .route(
             "/v1/checkpoints/{id}",

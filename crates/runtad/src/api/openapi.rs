@@ -32,6 +32,8 @@ impl Modify for Security {
         exec::exec, exec::exec_ws, files::read, files::write, files::list,
         checkpoints::create, checkpoints::list, checkpoints::get, checkpoints::delete,
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
+        admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
+        admin::set_quota, admin::own_quota,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,

@@ -51,8 +51,19 @@ impl Manager {
                 "a checkpoint named {name:?} already exists"
             )));
         }
+        // Refuse before copying when the count or the bytes are already used up.
+        self.admit_checkpoint(tenant, 0)?;
         let ckpt_id = Uuid::new_v4();
         let size = self.backend.checkpoint(r.id, &ckpt_id.to_string()).await?;
+        // The size is known only after the copy: check again, and record it,
+        // under the admission lock, so concurrent checkpoints cannot both fit.
+        let _admission = self.admission.lock().await;
+        if let Err(e) = self.admit_checkpoint(tenant, size) {
+            if let Err(d) = self.backend.delete_checkpoint(&ckpt_id.to_string()).await {
+                tracing::warn!(checkpoint = %ckpt_id, "remove refused checkpoint: {d}");
+            }
+            return Err(e);
+        }
         let mut layers = vec![ckpt_id.to_string()];
         layers.extend(r.layers.iter().cloned());
         let rec = CheckpointRecord {

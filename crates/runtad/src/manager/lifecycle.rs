@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{Error, Manager, Result, HOLDS_CAPACITY};
+use super::{Error, Manager, Result};
 use crate::store::{ListFilter, RuntimeRecord};
 
 /// A lifecycle action a caller can ask for.
@@ -135,56 +135,6 @@ impl Manager {
         })
     }
 
-    /// Memory already promised to live runtimes, optionally leaving one out.
-    fn reserved_memory(&self, except: Option<Uuid>) -> Result<u64> {
-        let live = self.store.list_runtimes(&ListFilter {
-            statuses: HOLDS_CAPACITY.to_vec(),
-            ..Default::default()
-        })?;
-        Ok(live
-            .iter()
-            .filter(|r| Some(r.id) != except)
-            .map(|r| r.memory_mib)
-            .sum())
-    }
-
-    /// Capacity for a whole deployment at once, so it is applied whole or not at
-    /// all: each item is (existing runtime, desired memory).
-    pub fn check_apply_capacity(&self, items: &[(Option<Uuid>, u64)]) -> Result<()> {
-        let live = self.store.list_runtimes(&ListFilter {
-            statuses: HOLDS_CAPACITY.to_vec(),
-            ..Default::default()
-        })?;
-        let replaced: std::collections::HashSet<Uuid> =
-            items.iter().filter_map(|(id, _)| *id).collect();
-        let others: u64 = live
-            .iter()
-            .filter(|r| !replaced.contains(&r.id))
-            .map(|r| r.memory_mib)
-            .sum();
-        let wanted: u64 = items.iter().map(|(_, m)| m).sum();
-        if others + wanted > self.cfg.capacity_memory_mib {
-            return Err(Error::ResourceExhausted(format!(
-                "not enough memory for this deployment: {wanted} MiB wanted, {} MiB of {} MiB free",
-                self.cfg.capacity_memory_mib.saturating_sub(others),
-                self.cfg.capacity_memory_mib
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_capacity(&self, memory_mib: u64, except: Option<Uuid>) -> Result<()> {
-        let reserved = self.reserved_memory(except)?;
-        if reserved + memory_mib > self.cfg.capacity_memory_mib {
-            return Err(Error::ResourceExhausted(format!(
-                "not enough memory: {memory_mib} MiB requested, {} MiB of {} MiB free on this machine",
-                self.cfg.capacity_memory_mib.saturating_sub(reserved),
-                self.cfg.capacity_memory_mib
-            )));
-        }
-        Ok(())
-    }
-
     fn allocate_ip(&self) -> Result<Ipv4Addr> {
         let network = self.network();
         let used: std::collections::HashSet<u32> = self
@@ -255,7 +205,13 @@ impl Manager {
                     req.name
                 )));
             }
-            self.check_capacity(plan.memory_mib, None)?;
+            self.admit_new(
+                tenant,
+                plan.vcpus,
+                plan.memory_mib,
+                plan.memory_limit_mib,
+                plan.disk_gib,
+            )?;
             let ip = self.allocate_ip()?;
             let now = crate::store::now();
             let mut r = RuntimeRecord {
@@ -369,7 +325,9 @@ impl Manager {
             | (Action::Resume, S::Running) => Ok(r),
             (Action::Start, S::Shutdown | S::Error | S::Crashed) => {
                 r.desired_status = S::Running;
-                self.check_capacity(r.memory_mib, Some(r.id))?;
+                // Held through the boot: until it runs, the record does not count as live.
+                let _admission = self.admission.lock().await;
+                self.admit_start(&r)?;
                 self.store.update_runtime(&mut r)?;
                 let spec = self.spec(&r)?;
                 match self.backend.start(&spec).await {
@@ -542,10 +500,8 @@ impl Manager {
                     ));
                 }
             }
-            if memory_mib > r.memory_mib && HOLDS_CAPACITY.contains(&r.status) {
-                let _admission = self.admission.lock().await;
-                self.check_capacity(memory_mib, Some(r.id))?;
-            }
+            let _admission = self.admission.lock().await;
+            self.admit_resize(&r, vcpus, memory_mib, limit)?;
             if (vcpus, memory_mib, limit) != (r.vcpus, r.memory_mib, r.memory_limit_mib) {
                 if matches!(
                     r.status,

@@ -4,6 +4,7 @@
 //! runtime, checks capacity, allocates addresses and drives the [`Backend`]. The
 //! API layer calls one method per request; the backend never calls back up.
 
+mod admission;
 mod checkpoints;
 mod exec;
 mod lifecycle;
@@ -40,6 +41,9 @@ pub enum Error {
     Invalid { field: String, message: String },
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The tenant's quota is used up (429); `ResourceExhausted` is the machine's.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -122,8 +126,14 @@ impl From<AgentError> for Error {
 /// Settings the manager needs from the daemon's configuration.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
-    /// Sum of memory requests of live runtimes may not exceed this.
+    /// Sum of memory limits of live runtimes may not exceed this.
     pub capacity_memory_mib: u64,
+    /// The machine's memory: no runtime's limit may be above it.
+    pub host_memory_mib: u64,
+    /// Process limit of every runtime (what admission counts per live runtime).
+    pub pids_limit: u64,
+    /// Quota of tenants the admin gave no values of their own.
+    pub quota_defaults: runta_api::TenantQuota,
     /// Largest vCPU request one runtime may make.
     pub host_cpus: f64,
     pub stop_grace: Duration,

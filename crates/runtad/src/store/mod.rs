@@ -15,6 +15,12 @@ use runta_api::{PortSpec, RuntimeStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
+mod quotas;
+mod tokens;
+
+pub use quotas::QuotaOverrides;
+pub use tokens::TokenInfoRecord;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -87,6 +93,7 @@ pub struct TokenRecord {
     pub id: String,
     pub tenant: String,
     pub admin: bool,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 pub struct Store {
@@ -195,6 +202,12 @@ impl Store {
                 "ALTER TABLE runtimes ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
             )?;
         }
+        if conn
+            .prepare("SELECT last_used_at FROM tokens LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch("ALTER TABLE tokens ADD COLUMN last_used_at TEXT")?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -241,12 +254,16 @@ impl Store {
 
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         self.with(|c| {
-            c.prepare_cached("SELECT id, tenant, admin FROM tokens WHERE hash = ?1")?
+            c.prepare_cached("SELECT id, tenant, admin, last_used_at FROM tokens WHERE hash = ?1")?
                 .query_row([hash], |r| {
                     Ok(TokenRecord {
                         id: r.get(0)?,
                         tenant: r.get(1)?,
                         admin: r.get::<_, i64>(2)? != 0,
+                        last_used_at: r
+                            .get::<_, Option<String>>(3)?
+                            .map(|s| parse_ts(&s))
+                            .transpose()?,
                     })
                 })
                 .optional()

@@ -70,3 +70,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created_at   TEXT NOT NULL,
     UNIQUE (tenant, name)
 );
+
+-- Per-tenant quota overrides set by the admin; NULL keeps the daemon's default.
+CREATE TABLE IF NOT EXISTS quotas (
+    tenant            TEXT PRIMARY KEY REFERENCES tenants(name),
+    runtimes          INTEGER,
+    vcpus             REAL,
+    memory_mib        INTEGER,
+    disk_gib          INTEGER,
+    checkpoints       INTEGER,
+    checkpoint_bytes  INTEGER,
+    pids              INTEGER,
+    updated_at        TEXT NOT NULL
+);
