@@ -65,9 +65,14 @@ fi
 
 echo "== starting runtad on $ENDPOINT (data dir $DATA)" >&2
 mkdir -p "$DATA"
+# 200 idle runtimes in one tenant: a PID limit that keeps them all below the
+# host's pid_max, and quotas above the bench's counts (docs/operations.md,
+# "Quotas and capacity").
 "$ROOT/target/release/runtad" --data-dir "$DATA" --listen "127.0.0.1:$PORT" \
   --images-dir /var/lib/runta/images --subnet-octet 156 --no-prebuild \
-  --capacity-memory-mib 100000 >"$WORK/runtad.log" 2>&1 &
+  --capacity-memory-mib 100000 \
+  --pids-limit 128 --quota-runtimes 1000 --quota-vcpus 100000 --quota-pids 1000000 \
+  --quota-checkpoints 10000 >"$WORK/runtad.log" 2>&1 &
 DAEMON_PID=$!
 for _ in $(seq 300); do
   curl -fsS "$ENDPOINT/healthz" >/dev/null 2>&1 && break

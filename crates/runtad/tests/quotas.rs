@@ -708,4 +708,22 @@ async fn admin_lists_revokes_and_rotates_tokens() {
         assert_eq!(st, StatusCode::NOT_FOUND, "{bogus}");
     }
     t3.delete(&format!("/v1/runtimes/{r}")).await;
+
+    // The routes are in the OpenAPI document.
+    let (_, doc) = a.get("/v1/openapi.json").await;
+    for p in [
+        "/v1/tokens/{id}",
+        "/v1/tokens/{id}/rotate",
+        "/v1/tenants/{name}/quota",
+        "/v1/quota",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["paths"]["/v1/tokens"]["get"].is_object());
+    for s in ["QuotaView", "TenantQuota", "SetQuotaRequest", "TokenInfo"] {
+        assert!(doc["components"]["schemas"][s].is_object(), "schema {s}");
+    }
 }

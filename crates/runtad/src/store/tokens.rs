@@ -97,3 +97,52 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `runta.db` made before tokens had `last_used_at` and before the quota
+    /// table existed opens, keeps its tokens, and gains both.
+    #[test]
+    fn an_older_store_is_migrated_in_place() {
+        let dir = std::env::temp_dir().join(format!("runta-store-mig-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("runta.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+                 CREATE TABLE tokens (id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
+                     hash TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+                 INSERT INTO tenants VALUES ('acme', '2026-01-01T00:00:00.000000Z');
+                 INSERT INTO tokens VALUES ('tok_old', 'acme', 'h1', 0, '2026-01-01T00:00:00.000000Z');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let t = s.token_by_hash("h1").unwrap().unwrap();
+        assert_eq!((t.id.as_str(), t.last_used_at), ("tok_old", None));
+        s.mark_token_used("tok_old", None).unwrap();
+        let listed = s.list_tokens(Some("acme")).unwrap();
+        assert!(listed[0].last_used_at.is_some());
+        assert_eq!(s.quota_overrides("acme").unwrap(), Default::default());
+        s.set_quota_overrides(
+            "acme",
+            &crate::store::QuotaOverrides {
+                runtimes: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        drop(s);
+        // And opening it again changes nothing.
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.quota_overrides("acme").unwrap().runtimes, Some(3));
+        assert!(s.rotate_token("tok_old", "tok_new", "h2").unwrap());
+        assert!(s.token_by_hash("h1").unwrap().is_none());
+        assert_eq!(s.token_by_hash("h2").unwrap().unwrap().tenant, "acme");
+        assert!(!s.rotate_token("tok_old", "tok_x", "h3").unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
