@@ -43,6 +43,15 @@ fn check(c: &Conn, path: &str) -> io::Result<bool> {
 /// file is served; symlinks along the path (and a final one) are followed as
 /// before, since this process already lives inside the runtime's root.
 fn open_regular(path: &str) -> io::Result<Result<(File, fs::Metadata), &'static str>> {
+    // Looked at first so a device is never opened at all (opening some has
+    // effects, and /dev/tty fails oddly); the descriptor is checked again.
+    let pre = fs::metadata(path)?;
+    if pre.is_dir() {
+        return Ok(Err("is_directory"));
+    }
+    if !pre.is_file() {
+        return Ok(Err("not_regular"));
+    }
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
