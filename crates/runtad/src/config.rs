@@ -119,6 +119,30 @@ pub struct Config {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "RUNTA_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Buffered execs running at once in the whole daemon; more is a 503.
+    #[arg(long, env = "RUNTA_EXEC_MAX_CONCURRENT", default_value_t = crate::manager::exec_output::DEFAULT_EXEC_MAX_CONCURRENT)]
+    pub exec_max_concurrent: usize,
+    /// Buffered execs one tenant may run at once; more is a 429.
+    #[arg(long, env = "RUNTA_EXEC_MAX_PER_TENANT", default_value_t = crate::manager::exec_output::DEFAULT_EXEC_MAX_PER_TENANT)]
+    pub exec_max_per_tenant: usize,
+    /// Memory (MiB) all buffered exec replies may hold together; output
+    /// beyond it is cut and flagged truncated (docs/security.md, item 7).
+    #[arg(long, env = "RUNTA_EXEC_BUFFER_MIB", default_value_t = crate::manager::exec_output::DEFAULT_EXEC_BUFFER_MIB)]
+    pub exec_buffer_mib: u64,
+    /// Seconds a client has to send a request's headers (and how long an
+    /// idle keep-alive connection stays open), API and ingress.
+    #[arg(long, env = "RUNTA_HTTP_HEADER_TIMEOUT_SECS", default_value_t = crate::serve::DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub http_header_timeout_secs: u64,
+    /// Seconds a request body may go without a byte while the API waits for it.
+    #[arg(long, env = "RUNTA_HTTP_BODY_IDLE_SECS", default_value_t = crate::serve::DEFAULT_BODY_IDLE_SECS)]
+    pub http_body_idle_secs: u64,
+    /// Open connections per listener in total; default: from the file
+    /// descriptor limit (half of it, 64..16384).
+    #[arg(long, env = "RUNTA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one peer address per listener.
+    #[arg(long, env = "RUNTA_MAX_CONNECTIONS_PER_PEER", default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    pub max_connections_per_peer: usize,
     /// Build the base image into the image store, then exit (for install scripts).
     #[arg(long)]
     pub prepare_image: bool,
@@ -136,6 +160,13 @@ pub struct IngressListen {
 }
 
 impl Config {
+    pub fn http_timeouts(&self) -> crate::serve::HttpTimeouts {
+        crate::serve::HttpTimeouts {
+            header: std::time::Duration::from_secs(self.http_header_timeout_secs.max(1)),
+            body_idle: std::time::Duration::from_secs(self.http_body_idle_secs.max(1)),
+        }
+    }
+
     pub fn ingress_https(&self) -> IngressListen {
         ingress_listen(
             self.ingress_listen_https.as_deref(),

@@ -6,9 +6,11 @@ pub mod agent_client;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod data_dir;
 pub mod ingress;
 pub mod manager;
 pub mod metrics;
+pub mod serve;
 pub mod store;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let data_dir = cfg.data_dir.clone();
     std::fs::create_dir_all(&data_dir).context("create data dir")?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
+    data_dir::secure(&data_dir).context("secure the data dir")?;
+    let nofile = serve::raise_nofile_limit();
     let store = Arc::new(store::Store::open(&data_dir.join("runta.db")).context("open store")?);
     if let Some(token) = auth::ensure_admin_token(&store, &data_dir).context("admin token")? {
         let _ = token;
@@ -131,7 +135,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         },
         metrics,
     );
+    manager.exec_gate.configure(
+        cfg.exec_max_concurrent,
+        cfg.exec_max_per_tenant,
+        cfg.exec_buffer_mib,
+    );
     manager.reconcile().await.context("reconcile")?;
+    // Again, for what this start has made (token, ingress CA, backend folders).
+    data_dir::secure(&data_dir).context("secure the data dir")?;
     manager.spawn_monitor();
 
     // Build the default image in the background so the first create is fast;
@@ -153,10 +164,18 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         max_download_bytes: cfg.max_download_bytes,
     });
     info!(listen = %cfg.listen, data_dir = %data_dir.display(), ms = started.elapsed().as_millis() as u64, "runtad ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve")?;
+    serve::serve_api(
+        listener,
+        app,
+        serve::ConnTracker::new(
+            cfg.max_connections
+                .unwrap_or_else(|| serve::auto_max_connections(nofile)),
+            cfg.max_connections_per_peer,
+        ),
+        cfg.http_timeouts(),
+        shutdown_signal(),
+    )
+    .await;
     if manager
         .store()
         .list_runtimes(&Default::default())

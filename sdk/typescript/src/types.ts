@@ -37,17 +37,15 @@ export interface ResourceLimits {
   memory_mib: number;
 }
 
-/** The memory allocated now (0 while not up) and live usage (null while not up). */
 export interface ResourceUsage {
-  memory_mib: number;
-  memory_mib_used: number | null;
-  cpu_seconds: number | null;
+  memory_mib_used: number;
+  cpu_seconds: number;
 }
 
 export interface Resources {
   requests: ResourceRequests;
   limits: ResourceLimits;
-  current: ResourceUsage;
+  current: ResourceUsage | null;
 }
 
 /** The runtime object (SPEC §1), as last fetched from the daemon. */

@@ -116,6 +116,10 @@ impl From<ManagerError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
             }
             E::PermissionDenied(m) => Self::forbidden(m),
+            E::RateLimited(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, m),
+            E::DeadlineExceeded(m) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::DeadlineExceeded, m)
+            }
             E::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 Self::internal(m)
@@ -143,6 +147,12 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Limits that clear within moments (exec slots, connection caps) say when
+        // to come back; capacity (resource_exhausted) does not.
+        if matches!(self.code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use base64::Engine;
 use runta_agent::{tag, ProcessSpec, Request as AgentRequest, Response as AgentResponse};
 use runta_api::{validate, ClientFrame, Data, ExecRequest, ExecResult, ServerFrame};
@@ -14,7 +16,7 @@ use super::error::ApiResult;
 use super::extract::ApiJson;
 use super::AppState;
 use crate::auth::Principal;
-use crate::manager::{Error, Manager};
+use crate::manager::{EncodedExec, Error, Manager};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -27,9 +29,43 @@ pub async fn exec(
     p: Principal,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ExecRequest>,
-) -> ApiResult<Json<Data<ExecResult>>> {
+) -> ApiResult<Response> {
     let r = state.manager.exec(&p.tenant, &id, req).await?;
-    Ok(Json(Data { data: r }))
+    Ok(exec_reply(r))
+}
+
+/// Writes `{"data": ExecResult}` around output that is already escaped, so the
+/// reply costs no copy beyond the bounded buffers (docs/security.md, item 7).
+/// The budget those buffers hold is given back once the body has been sent.
+fn exec_reply(r: EncodedExec) -> Response {
+    let head = format!(
+        "{{\"data\":{{\"exit_code\":{},\"stdout\":\"",
+        r.exit_code
+    );
+    let tail = format!(
+        "\",\"stdout_truncated\":{},\"stderr_truncated\":{},\"duration_ms\":{},\"timed_out\":{}}}}}",
+        r.stdout_truncated, r.stderr_truncated, r.duration_ms, r.timed_out
+    );
+    let held = r.held;
+    let chunks = [
+        Bytes::from(head),
+        Bytes::from(r.stdout),
+        Bytes::from_static(b"\",\"stderr\":\""),
+        Bytes::from(r.stderr),
+        Bytes::from(tail),
+    ];
+    let len: usize = chunks.iter().map(|c| c.len()).sum();
+    let body = futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)).chain(
+        futures_util::stream::once(async move {
+            drop(held);
+            Ok(Bytes::new())
+        }),
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[utoipa::path(get, path = "/v1/runtimes/{id}/exec/ws", tag = "exec",
@@ -40,29 +76,6 @@ pub async fn exec_ws(
     p: Principal,
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
-) -> ApiResult<Response> {
-    upgrade(state, p, id, ws, WsDialect::Ours).await
-}
-
-/// Which spelling of the exec WebSocket a route speaks. `/exec/stream` is the
-/// official client's: its exit frame is `{"type":"exit","code"}` and the server
-/// sends `{"type":"heartbeat"}` every [`HEARTBEAT`], which the client echoes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum WsDialect {
-    Ours,
-    Stream,
-}
-
-/// How often `/exec/stream` sends a heartbeat frame.
-pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
-
-/// Resolves the runtime, upgrades, and serves one command in `dialect`.
-pub(super) async fn upgrade(
-    state: AppState,
-    p: Principal,
-    id: String,
-    ws: WebSocketUpgrade,
-    dialect: WsDialect,
 ) -> ApiResult<Response> {
     // Resolve now so a wrong name is a plain 404 and a paused or shut-down
     // runtime a plain 409, before the upgrade.
@@ -84,20 +97,6 @@ pub(super) async fn upgrade(
             }
             let _ = socket.send(Message::Close(None)).await;
         }))
-}
-
-async fn send_exit(
-    socket: &mut WebSocket,
-    dialect: WsDialect,
-    exit_code: i32,
-) -> Result<(), axum::Error> {
-    match dialect {
-        WsDialect::Ours => send(socket, &ServerFrame::Exit { exit_code }).await,
-        WsDialect::Stream => {
-            let f = serde_json::json!({"type": "exit", "code": exit_code, "exit_code": exit_code});
-            socket.send(Message::Text(f.to_string().into())).await
-        }
-    }
 }
 
 async fn send(socket: &mut WebSocket, f: &ServerFrame) -> Result<(), axum::Error> {
@@ -137,7 +136,6 @@ async fn serve_ws(
         crate::manager::ExecGuard,
         crate::agent_client::AgentClient,
     ),
-    dialect: WsDialect,
 ) -> Result<(), Error> {
     // The first frame must be `start`.
     let first = tokio::time::timeout(Duration::from_secs(30), socket.recv())
@@ -188,15 +186,8 @@ async fn serve_ws(
             }
         }
     });
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let result = loop {
         tokio::select! {
-            _ = beat.tick(), if dialect == WsDialect::Stream => {
-                let f = Message::Text(r#"{"type":"heartbeat"}"#.into());
-                if socket.send(f).await.is_err() {
-                    break Ok(());
-                }
-            }
             frame = rx.recv() => {
                 let Some(frame) = frame else {
                     break Err(Error::Unavailable("the runtime's agent went away".into()));
@@ -206,7 +197,7 @@ async fn serve_ws(
                     tag::STDERR => ServerFrame::Stderr { data_base64: B64.encode(&frame.payload) },
                     tag::CONTROL => match serde_json::from_slice::<AgentResponse>(&frame.payload) {
                         Ok(AgentResponse::Exited { exit_code }) => {
-                            let _ = send_exit(socket, dialect, exit_code).await;
+                            let _ = send(socket, &ServerFrame::Exit { exit_code }).await;
                             break Ok(());
                         }
                         Ok(AgentResponse::Error { kind, message }) => ServerFrame::Error { code: kind, message },
@@ -262,7 +253,6 @@ async fn serve_ws(
                         }
                     },
                     ClientFrame::CloseStdin => aw.frame(tag::EOF, b"").await,
-                    ClientFrame::Heartbeat => Ok(()),
                     ClientFrame::Start { .. } => {
                         let _ = send(socket, &ServerFrame::Error {
                             code: "failed_precondition".into(),
@@ -282,4 +272,64 @@ async fn serve_ws(
     drop(aw);
     reader.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::exec_output::{ExecGate, JsonStream};
+    use std::sync::Arc;
+
+    /// The hand-written reply is exactly an `ExecResult`: a field added to the
+    /// wire type without being written here fails this test.
+    #[tokio::test]
+    async fn reply_is_an_exec_result() {
+        let gate = Arc::new(ExecGate::default());
+        let raw_out: &[u8] = b"a\0\"\\\n\xff\xe2\x9c\x93";
+        let mut o = JsonStream::new(&gate, 1024);
+        o.push(raw_out);
+        let (stdout, t1, h1) = o.finish(false);
+        let mut e = JsonStream::new(&gate, 1024);
+        e.push(b"err");
+        let (stderr, t2, h2) = e.finish(true);
+        let resp = exec_reply(EncodedExec {
+            exit_code: -3,
+            stdout,
+            stderr,
+            stdout_truncated: t1,
+            stderr_truncated: t2,
+            duration_ms: 7,
+            timed_out: true,
+            held: vec![h1, h2],
+        });
+        let declared: usize = resp.headers()[header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), declared);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let r: ExecResult = serde_json::from_value(v["data"].clone()).unwrap();
+        let want = ExecResult {
+            exit_code: -3,
+            stdout: String::from_utf8_lossy(raw_out).into_owned(),
+            stderr: "err".into(),
+            stdout_truncated: false,
+            stderr_truncated: true,
+            duration_ms: 7,
+            timed_out: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::to_value(&want).unwrap()
+        );
+        assert_eq!(
+            v["data"].as_object().unwrap().len(),
+            serde_json::to_value(&want).unwrap().as_object().unwrap().len()
+        );
+        assert_eq!(gate.used_bytes(), 0);
+    }
 }

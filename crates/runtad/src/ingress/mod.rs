@@ -28,7 +28,6 @@ use crate::manager::Manager;
 use proxy::{ConnInfo, Proxy};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTPS ingress's TLS settings: the operator's certificate, or one from
 /// the daemon's own CA (made on first use). `None` when HTTPS is off. A bad
@@ -57,14 +56,40 @@ pub async fn start(manager: Arc<Manager>, cfg: &Config, tls: Option<Arc<ServerCo
     let https = cfg.ingress_https();
     let http = cfg.ingress_http();
     let proxy = Proxy::new(manager, &cfg.ingress_domain, https.public_port);
+    let header = cfg.http_timeouts().header;
+    // Each listener has its own caps (docs/security.md, item 8), so a flood
+    // on one leaves the other and the API alone.
+    let caps = || {
+        crate::serve::ConnTracker::new(
+            cfg.max_connections.unwrap_or_else(|| {
+                crate::serve::auto_max_connections(crate::serve::raise_nofile_limit())
+            }),
+            cfg.max_connections_per_peer,
+        )
+    };
     if let (Some(addr), Some(tls)) = (&https.bind, tls) {
         if let Some(l) = bind(addr, "https").await {
-            tokio::spawn(serve(l, Some(TlsAcceptor::from(tls)), proxy.clone()));
+            let limits = Limits {
+                conns: caps(),
+                header,
+                what: "ingress (https)",
+            };
+            tokio::spawn(serve(
+                l,
+                Some(TlsAcceptor::from(tls)),
+                proxy.clone(),
+                limits,
+            ));
         }
     }
     if let Some(addr) = &http.bind {
         if let Some(l) = bind(addr, "http").await {
-            tokio::spawn(serve(l, None, proxy));
+            let limits = Limits {
+                conns: caps(),
+                header,
+                what: "ingress (http)",
+            };
+            tokio::spawn(serve(l, None, proxy, limits));
         }
     }
 }
@@ -82,7 +107,16 @@ async fn bind(addr: &str, what: &str) -> Option<TcpListener> {
     }
 }
 
-async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy>) {
+struct Limits {
+    conns: Arc<crate::serve::ConnTracker>,
+    /// Header deadline; also how long a new connection may stay silent.
+    header: Duration,
+    what: &'static str,
+}
+
+async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy>, limits: Limits) {
+    let refusals = crate::serve::RefusalLog::new(limits.what);
+    let header = limits.header;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -93,10 +127,16 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy
                 continue;
             }
         };
+        let Some(slot) = limits.conns.admit(peer.ip()) else {
+            refusals.refused(peer.ip());
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let proxy = proxy.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
                     let stream =
@@ -116,10 +156,19 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy
                             sni,
                         },
                         proxy,
+                        header,
                     )
                     .await
                 }
                 None => {
+                    // The version sniffing before HTTP/1 has no deadline of its
+                    // own: a connection that never speaks is closed here.
+                    if !matches!(
+                        tokio::time::timeout(header, tcp.readable()).await,
+                        Ok(Ok(()))
+                    ) {
+                        return debug!(%peer, "ingress: nothing sent within {header:?}");
+                    }
                     serve_connection(
                         TokioIo::new(tcp),
                         ConnInfo {
@@ -128,6 +177,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy
                             sni: None,
                         },
                         proxy,
+                        header,
                     )
                     .await
                 }
@@ -136,7 +186,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy
     }
 }
 
-async fn serve_connection<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>)
+async fn serve_connection<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>, header: Duration)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -150,7 +200,7 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header);
     builder.http2().timer(TokioTimer::new());
     if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
         debug!("ingress connection: {e}");

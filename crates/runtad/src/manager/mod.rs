@@ -7,6 +7,7 @@
 mod admission;
 mod checkpoints;
 mod exec;
+pub mod exec_output;
 mod lifecycle;
 mod monitor;
 mod reconcile;
@@ -22,7 +23,7 @@ use runta_api::{
 use runta_backend::Backend;
 use uuid::Uuid;
 
-pub use exec::ExecGuard;
+pub use exec::{EncodedExec, ExecGuard, AGENT_CALL_DEADLINE};
 pub use lifecycle::{deployment_diff, Action};
 
 use crate::agent_client::AgentError;
@@ -50,6 +51,12 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Internal(String),
+    /// Too many requests of one caller at once (429).
+    #[error("{0}")]
+    RateLimited(String),
+    /// A call inside the runtime ran past its deadline (504).
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -168,6 +175,8 @@ pub struct Manager {
     activity: Mutex<HashMap<Uuid, Activity>>,
     oom_seen: Mutex<HashMap<Uuid, u64>>,
     pub metrics: Arc<Metrics>,
+    /// Admission and output memory of buffered execs.
+    pub exec_gate: Arc<exec_output::ExecGate>,
 }
 
 /// Statuses in which a runtime holds memory on the host.
@@ -194,6 +203,7 @@ impl Manager {
             activity: Mutex::new(HashMap::new()),
             oom_seen: Mutex::new(HashMap::new()),
             metrics,
+            exec_gate: Arc::default(),
         })
     }
 
@@ -286,24 +296,14 @@ impl Manager {
             r.status,
             RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
         ) {
-            let u = self.backend.usage(r.id);
-            ResourceUsage {
-                memory_mib: r.memory_limit_mib,
-                memory_mib_used: u.as_ref().map(|u| {
-                    (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0
-                }),
-                cpu_seconds: u
-                    .as_ref()
-                    .map(|u| (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0),
-            }
+            self.backend.usage(r.id).map(|u| ResourceUsage {
+                memory_mib_used: (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round()
+                    / 100.0,
+                cpu_seconds: (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0,
+            })
         } else {
-            ResourceUsage {
-                memory_mib: 0,
-                memory_mib_used: None,
-                cpu_seconds: None,
-            }
+            None
         };
-        let publish = self.published_urls(r);
         Runtime {
             id: r.id,
             name: r.name.clone(),
@@ -324,13 +324,7 @@ impl Manager {
             },
             env: r.env.clone(),
             labels: r.labels.clone(),
-            official: runta_api::OfficialRuntimeFields::derive(
-                &r.name,
-                &publish,
-                &r.env,
-                r.idle_timeout_secs,
-            ),
-            publish,
+            publish: self.published_urls(r),
             idle_timeout_secs: r.idle_timeout_secs,
             ip: Some(r.ip.clone()),
             created_at: r.created_at,

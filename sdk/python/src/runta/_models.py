@@ -82,9 +82,7 @@ class Resources:
                 memory_mib_used=float(cur.get("memory_mib_used") or 0.0),
                 cpu_seconds=float(cur.get("cpu_seconds") or 0.0),
             )
-            # Usage is null while the runtime is not up (the object itself stays,
-            # since the official client needs `current.memory_mib`).
-            if isinstance(cur, dict) and cur.get("memory_mib_used") is not None
+            if isinstance(cur, dict)
             else None,
         )
 
