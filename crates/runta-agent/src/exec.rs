@@ -1,4 +1,4 @@
-//! Buffered exec: run to completion (or timeout), capture each stream up to a cap.
+//! Buffered exec: run to completion (or timeout), forward each stream up to a cap.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use runta_agent::{tag, ProcessSpec, Response};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Writer};
 use crate::reaper;
 
 /// How long to keep reading after the command exits, for output still in the
 /// pipes. Background processes that keep the pipe open do not hold the reply.
 const DRAIN_GRACE: Duration = Duration::from_millis(100);
-const CHUNK: usize = 1024 * 1024;
+/// How long one write of output to the daemon may block.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit code reported when the command timed out (as coreutils `timeout` does).
 pub const TIMEOUT_EXIT: i32 = 124;
@@ -111,29 +112,46 @@ pub fn spawn_error(program: &str, e: &io::Error) -> (i32, String) {
 }
 
 /// One output stream's captured bytes, up to the cap.
+/// One output stream of a buffered exec, forwarded to the daemon as it is
+/// read (so the agent holds no output: a command printing its whole cap costs
+/// the runtime's memory nothing), up to the cap; the rest is read and dropped.
 struct Capture {
-    data: Vec<u8>,
+    tag: u8,
+    writer: Writer,
+    sent: usize,
     truncated: bool,
     cap: usize,
+    /// The daemon stopped reading (it gave up on the call): the command still
+    /// runs to its end, its output goes nowhere.
+    broken: bool,
 }
 
 impl Capture {
-    fn new(cap: usize) -> Self {
+    fn new(tag: u8, writer: Writer, cap: usize) -> Self {
         Capture {
-            data: Vec::new(),
+            tag,
+            writer,
+            sent: 0,
             truncated: false,
             cap,
+            broken: false,
         }
     }
 
     fn take(&mut self, bytes: &[u8]) {
-        let room = self.cap.saturating_sub(self.data.len());
+        let room = self.cap.saturating_sub(self.sent);
         let n = room.min(bytes.len());
-        self.data.extend_from_slice(&bytes[..n]);
         if n < bytes.len() {
             // Beyond the cap bytes are read and dropped, never kept.
             self.truncated = true;
         }
+        if n == 0 || self.broken {
+            return;
+        }
+        if self.writer.frame(self.tag, &bytes[..n]).is_err() {
+            self.broken = true;
+        }
+        self.sent += n;
     }
 }
 
@@ -371,7 +389,15 @@ pub fn run_buffered(
             return finish_early(c, code, msg);
         }
     };
-    let (mut out, mut err) = (Capture::new(cap), Capture::new(cap));
+    // A daemon that stops reading must not stall the supervision (and with
+    // it the timeout): writes give up after a while and output is dropped.
+    if let Ok(h) = c.shutdown_handle() {
+        let _ = h.set_write_timeout(Some(SEND_TIMEOUT));
+    }
+    let (mut out, mut err) = (
+        Capture::new(tag::STDOUT, c.writer(), cap),
+        Capture::new(tag::STDERR, c.writer(), cap),
+    );
     let ended = supervise(
         child.pid,
         child.stdin.zip(stdin.map(String::into_bytes)),
@@ -382,12 +408,9 @@ pub fn run_buffered(
         start + Duration::from_millis(timeout_ms),
     );
 
-    for (t, cap) in [(tag::STDOUT, &out), (tag::STDERR, &err)] {
-        if cap.data.is_empty() {
-            c.frame(t, b"")?;
-        }
-        for chunk in cap.data.chunks(CHUNK) {
-            c.frame(t, chunk)?;
+    for cap in [&out, &err] {
+        if cap.sent == 0 {
+            c.frame(cap.tag, b"")?;
         }
     }
     c.send(&Response::Done {
