@@ -23,6 +23,7 @@ step fmt cargo fmt --all --check
 step clippy cargo clippy --quiet --workspace --all-targets -- -D warnings
 step rust cargo test --workspace --no-fail-fast -- --test-threads=4
 [ -x sdk/python/run-tests.sh ] && step python bash sdk/python/run-tests.sh
+[ -x sdk/conformance/run-tests.sh ] && step conformance bash sdk/conformance/run-tests.sh
 [ -x sdk/typescript/run-tests.sh ] && step typescript bash sdk/typescript/run-tests.sh
 [ -x dashboard/run-tests.sh ] && step dashboard bash dashboard/run-tests.sh
 # Request and deployment.json parsing under libFuzzer, briefly (cargo-fuzz on

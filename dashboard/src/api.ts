@@ -17,7 +17,7 @@ export interface Runtime {
   resources: {
     requests: { vcpus: number; memory_mib: number; disk_gib: number | null };
     limits: { memory_mib: number };
-    current: { memory_mib_used: number; cpu_seconds: number } | null;
+    current: { memory_mib: number; memory_mib_used: number | null; cpu_seconds: number | null };
   };
   env: Record<string, string>;
   labels: Record<string, string>;

@@ -67,6 +67,9 @@ pub enum ClientFrame {
         signal: serde_json::Value,
     },
     CloseStdin,
+    /// The official client's answer to the server's heartbeat on `/exec/stream`
+    /// (accepted on both routes; nothing happens).
+    Heartbeat,
 }
 
 /// Frames the server sends on the exec WebSocket.

@@ -6,6 +6,7 @@
 //! generated from them (see `runtad::api::openapi`). This crate holds data and pure
 //! validation only: no I/O, no HTTP.
 
+pub mod compat;
 pub mod deploy;
 pub mod error;
 pub mod exec;
@@ -13,6 +14,7 @@ pub mod runtime;
 pub mod tenant;
 pub mod validate;
 
+pub use compat::*;
 pub use deploy::*;
 pub use error::*;
 pub use exec::*;

@@ -149,6 +149,12 @@ pub struct UpdateRuntimeRequest {
     pub publish: Option<Vec<PortSpec>>,
     /// `0` turns the idle policy off.
     pub idle_timeout_secs: Option<u64>,
+    /// Renames the runtime.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Replaces the variables every command started from now on gets.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -163,18 +169,21 @@ pub struct ResourceLimits {
     pub memory_mib: u64,
 }
 
-/// Live usage, read from the runtime's cgroup when the record is fetched.
+/// The memory allocated now, and live usage read from the runtime's cgroup
+/// when the record is fetched (usage is null while it is not up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceUsage {
-    pub memory_mib_used: f64,
-    pub cpu_seconds: f64,
+    /// The memory limit applied now; 0 while the runtime is not up.
+    pub memory_mib: u64,
+    pub memory_mib_used: Option<f64>,
+    pub cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Resources {
     pub requests: ResourceRequests,
     pub limits: ResourceLimits,
-    pub current: Option<ResourceUsage>,
+    pub current: ResourceUsage,
 }
 
 /// The runtime object (SPEC §1).
@@ -198,6 +207,9 @@ pub struct Runtime {
     pub started_at: Option<DateTime<Utc>>,
     pub revision: u64,
     pub error: Option<String>,
+    /// The official client's spellings of the same record (docs/api.md).
+    #[serde(flatten)]
+    pub official: crate::compat::OfficialRuntimeFields,
 }
 
 /// One entry of `GET /v1/runtimes/{id}/events`.
@@ -233,6 +245,15 @@ pub struct CreateCheckpointRequest {
     pub name: String,
 }
 
+/// `POST /v1/runtimes/{id}/checkpoints` as it arrives: the official client may
+/// leave out the name (one is generated) and sends `kind: "full"`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCheckpointBody {
+    pub name: Option<String>,
+    pub kind: Option<crate::compat::CheckpointKind>,
+}
+
 /// A saved copy of a runtime's files; new runtimes can start from it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Checkpoint {
@@ -246,4 +267,13 @@ pub struct Checkpoint {
     /// Bytes of its own layer (forks share it; they do not copy it).
     pub size_bytes: u64,
     pub created_at: DateTime<Utc>,
+    /// = `name` (official spelling).
+    pub display_name: String,
+    /// Always `ready`: a checkpoint is listed once its copy is complete.
+    pub state: crate::compat::CheckpointState,
+    pub kind: crate::compat::CheckpointKind,
+    /// What a runtime restored from it gets unless its create says otherwise
+    /// (the daemon's defaults).
+    /// (`current` is all zero: a checkpoint runs nothing).
+    pub resources: Resources,
 }

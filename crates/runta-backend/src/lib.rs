@@ -9,6 +9,7 @@
 //! get plain facts back.
 
 pub mod cgroups;
+pub mod host;
 pub mod images;
 mod netlink;
 pub mod network;

@@ -16,6 +16,10 @@ pub enum AgentError {
     Unreachable(std::io::Error),
     #[error("agent protocol: {0}")]
     Protocol(String),
+    /// The agent hung up in the middle of a call: the runtime stopped, crashed
+    /// or its init was killed.
+    #[error("the runtime's agent went away during the call")]
+    Closed,
     /// Something other than the runtime's init holds the agent socket.
     #[error("{0}")]
     Impostor(String),
@@ -75,7 +79,7 @@ impl FrameReader {
                 "expected a response, got frame tag {}",
                 f.tag
             ))),
-            None => Err(proto("agent closed the connection")),
+            None => Err(AgentError::Closed),
         }
     }
 }
@@ -165,7 +169,7 @@ impl AgentClient {
             let f = r
                 .next()
                 .await?
-                .ok_or_else(|| proto("agent closed the connection during exec"))?;
+                .ok_or(AgentError::Closed)?;
             let (stream, seen) = match f.tag {
                 tag::STDOUT => (Stream::Stdout, &mut n_out),
                 tag::STDERR => (Stream::Stderr, &mut n_err),

@@ -241,7 +241,10 @@ async fn lifecycle_is_idempotent_and_keeps_files() {
         (StatusCode::OK, Some("shutdown")),
         "{v}"
     );
-    assert!(v["data"]["resources"]["current"].is_null());
+    // Nothing is allocated or used while shut down (the official client needs
+    // the object itself, so it stays).
+    assert_eq!(v["data"]["resources"]["current"]["memory_mib"], 0, "{v}");
+    assert!(v["data"]["resources"]["current"]["memory_mib_used"].is_null());
     let (st, _) = c.post(&format!("{base}/stop"), json!({})).await;
     assert_eq!(st, StatusCode::OK);
     let left = d.leftovers(&id);

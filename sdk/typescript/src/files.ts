@@ -1,9 +1,8 @@
 /** Files in a runtime: read, write, list, and recursive upload/download. */
 
-import { createReadStream, createWriteStream, promises as fsp } from "node:fs";
+import { constants as fsc, createReadStream, promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 
 import { InvalidArgumentError, RuntaError } from "./errors.js";
@@ -26,6 +25,45 @@ export interface TransferOptions {
   timeoutMs?: number;
   /** Files moved at once during a directory transfer (default 4). */
   concurrency?: number;
+  /**
+   * Most bytes a download writes locally, in total (default 1 GiB,
+   * {@link DEFAULT_MAX_DOWNLOAD_BYTES}); a larger one is refused before the
+   * file (or, for a folder, anything) is written.
+   */
+  maxBytes?: number;
+}
+
+/** What {@link RuntimeFiles.download} writes at most unless `maxBytes` says otherwise. */
+export const DEFAULT_MAX_DOWNLOAD_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Why a name from a runtime's listing cannot be one local path component, or
+ * `undefined` when it can. Listings come from inside the runtime: hostile.
+ */
+export function unsafeEntryName(name: string): string | undefined {
+  if (typeof name !== "string" || name === "") return "is empty";
+  if (name === "." || name === "..") return "is a parent or self reference";
+  if (name.includes("/") || name.includes("\\")) return "contains a path separator";
+  if (name.includes("\0")) return "contains a NUL byte";
+  if (Buffer.byteLength(name) > 255) return "is longer than 255 bytes";
+  return undefined;
+}
+
+function refused(message: string): RuntaError {
+  return new RuntaError({ code: "invalid_argument", message });
+}
+
+/** `local` as a folder, made if missing; a link or anything else there is refused. */
+async function realDir(local: string): Promise<void> {
+  try {
+    await fsp.mkdir(local);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  }
+  const st = await fsp.lstat(local);
+  if (!st.isDirectory()) {
+    throw refused(`download: ${local} exists and is not a folder (a link or a file); refusing to write through it`);
+  }
 }
 
 export interface TransferSummary {
@@ -80,6 +118,13 @@ async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): P
   await Promise.all(workers);
 }
 
+function tooMuch(what: string, size: number, max: number): RuntaError {
+  return new RuntaError({
+    code: "resource_exhausted",
+    message: `download: ${what} is ${size} bytes, more than maxBytes (${max}); nothing more was written`,
+  });
+}
+
 /** `runtime.files`: the file routes of one runtime. Paths are absolute paths inside the runtime. */
 export class RuntimeFiles {
   /** @internal */
@@ -99,10 +144,13 @@ export class RuntimeFiles {
     });
   }
 
-  /** Reads one file's bytes. */
-  async read(remotePath: string, opts: { timeoutMs?: number } = {}): Promise<Uint8Array> {
+  /**
+   * Reads one file's bytes; with `maxBytes`, at most its first `maxBytes` (the
+   * daemon serves the prefix). Files past the daemon's download limit are a 413.
+   */
+  async read(remotePath: string, opts: { timeoutMs?: number; maxBytes?: number } = {}): Promise<Uint8Array> {
     const resp = await this.host.http.raw("GET", this.base, {
-      query: { path: remotePath },
+      query: { path: remotePath, max_bytes: opts.maxBytes === undefined ? undefined : String(opts.maxBytes) },
       timeoutMs: opts.timeoutMs ?? FILE_TIMEOUT_MS,
     });
     try {
@@ -227,10 +275,15 @@ export class RuntimeFiles {
 
   /**
    * Copies a remote file or folder (recursively) to `localPath`, which becomes the
-   * copy itself. Local parents are created; permissions and symlinks are kept.
+   * copy itself. Local parents are created; permissions (never setuid, setgid or
+   * sticky) and symlinks are kept. Everything from the runtime is treated as
+   * hostile: entry names must be one plain component, links already under
+   * `localPath` are never written through, and at most `maxBytes` are written.
    */
   async download(remotePath: string, localPath: string, opts: TransferOptions = {}): Promise<TransferSummary> {
     const sum: TransferSummary = { files: 0, directories: 0, symlinks: 0, bytes: 0 };
+    const max = opts.maxBytes ?? DEFAULT_MAX_DOWNLOAD_BYTES;
+    const budget = { left: max, max };
     let entries: FileEntry[] | undefined;
     try {
       entries = await this.list(remotePath);
@@ -248,59 +301,109 @@ export class RuntimeFiles {
       } catch {
         mode = undefined;
       }
-      sum.bytes = await this.downloadFile(remotePath, localPath, mode === undefined ? undefined : mode & 0o7777, opts);
+      sum.bytes = await this.downloadFile(remotePath, localPath, mode, budget, opts);
       sum.files = 1;
       return sum;
     }
-    const files: { remote: string; local: string; mode: number }[] = [];
+    // Plan first (every name checked, sizes summed), write after.
+    const dirs: string[] = [];
+    const files: { remote: string; local: string; mode: number; size: number }[] = [];
     const links: { remote: string; local: string }[] = [];
+    let planned = 0;
     const walk = async (rdir: string, ldir: string, list: FileEntry[]): Promise<void> => {
-      await fsp.mkdir(ldir, { recursive: true });
-      sum.directories++;
+      dirs.push(ldir);
+      const seen = new Set<string>();
       for (const e of list) {
-        if (e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\\")) continue;
+        const why = unsafeEntryName(e.name);
+        if (why !== undefined) throw refused(`download: ${rdir} lists an entry whose name ${why}: ${JSON.stringify(e.name)}`);
+        if (seen.has(e.name)) throw refused(`download: ${rdir} lists ${JSON.stringify(e.name)} twice`);
+        seen.add(e.name);
         const r = rjoin(rdir, e.name);
         const l = path.join(ldir, e.name);
         if (e.type === "dir") await walk(r, l, await this.list(r));
-        else if (e.type === "file") files.push({ remote: r, local: l, mode: e.mode & 0o7777 });
-        else if (e.type === "symlink") links.push({ remote: r, local: l });
+        else if (e.type === "file") {
+          planned += Math.max(0, Number(e.size) || 0);
+          files.push({ remote: r, local: l, mode: e.mode, size: e.size });
+        } else if (e.type === "symlink") links.push({ remote: r, local: l });
       }
     };
     await walk(remotePath, localPath, entries);
+    if (planned > max) throw tooMuch(remotePath, planned, max);
+    await fsp.mkdir(path.dirname(path.resolve(localPath)), { recursive: true });
+    for (const d of dirs) await realDir(d);
+    sum.directories = dirs.length;
     await pool(files, opts.concurrency ?? 4, async (f) => {
-      sum.bytes += await this.downloadFile(f.remote, f.local, f.mode, opts);
+      const n = await this.downloadFile(f.remote, f.local, f.mode, budget, opts);
+      sum.bytes += n;
     });
     for (const l of links) {
       const r = await this.host.exec(["readlink", "--", l.remote]);
       if (r.exit_code !== 0) continue;
-      await fsp.rm(l.local, { force: true });
-      await fsp.symlink(r.stdout.replace(/\n$/, ""), l.local);
+      // Made beside the name and renamed over it: an existing link is
+      // replaced, never followed; a folder there makes the rename fail.
+      const tmp = `${l.local}.runta-link-${process.pid}-${Math.random().toString(36).slice(2)}`;
+      await fsp.symlink(r.stdout.replace(/\n$/, ""), tmp);
+      try {
+        await fsp.rename(tmp, l.local);
+      } catch (e) {
+        await fsp.rm(tmp, { force: true });
+        throw e;
+      }
       sum.symlinks++;
     }
     sum.files = files.length;
     return sum;
   }
 
-  private async downloadFile(remote: string, local: string, mode: number | undefined, opts: TransferOptions): Promise<number> {
+  /**
+   * One file into `local` through a temporary file opened with O_EXCL and
+   * O_NOFOLLOW, renamed into place when complete: a link at `local` is
+   * replaced, not written through, and a refused download leaves `local` as it was.
+   */
+  private async downloadFile(
+    remote: string,
+    local: string,
+    mode: number | undefined,
+    budget: { left: number; max: number },
+    opts: TransferOptions,
+  ): Promise<number> {
+    // Files download side by side: the budget is shared and charged per chunk.
+    const room = Math.max(0, budget.left);
     const resp = await this.host.http.raw("GET", this.base, {
-      query: { path: remote },
+      query: { path: remote, max_bytes: String(room) },
       timeoutMs: opts.timeoutMs ?? FILE_TIMEOUT_MS,
     });
     let bytes = 0;
+    let tmp: string | undefined;
     try {
-      if (resp.body) {
-        const src = Readable.fromWeb(resp.body as unknown as NodeReadableStream<Uint8Array>);
-        src.on("data", (c: Buffer) => {
-          bytes += c.length;
-        });
-        await pipeline(src, createWriteStream(local));
-      } else {
-        await fsp.writeFile(local, new Uint8Array(0));
+      const announced = Number(resp.headers.get("x-runta-file-size") ?? resp.headers.get("content-length") ?? NaN);
+      if (Number.isFinite(announced) && announced > budget.left) throw tooMuch(remote, budget.max - budget.left + announced, budget.max);
+      tmp = `${local}.runta-part-${process.pid}-${Math.random().toString(36).slice(2)}`;
+      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      try {
+        if (resp.body) {
+          const src = Readable.fromWeb(resp.body as unknown as NodeReadableStream<Uint8Array>);
+          for await (const chunk of src as AsyncIterable<Buffer>) {
+            bytes += chunk.length;
+            budget.left -= chunk.length;
+            if (budget.left < 0) throw tooMuch(remote, budget.max - budget.left, budget.max);
+            await fh.write(chunk);
+          }
+        }
+        if (Number.isFinite(announced) && announced !== bytes) {
+          throw new RuntaError({ code: "internal", message: `download: ${remote}: announced ${announced} bytes, received ${bytes}` });
+        }
+        // The bits come from the runtime: a set-id file would be a privilege here.
+        await fh.chmod((mode ?? (0o666 & ~process.umask())) & 0o777);
+      } finally {
+        await fh.close();
       }
+      await fsp.rename(tmp, local);
+      tmp = undefined;
     } finally {
+      if (tmp !== undefined) await fsp.rm(tmp, { force: true });
       HttpClient.done(resp);
     }
-    if (mode !== undefined) await fsp.chmod(local, mode);
     return bytes;
   }
 }

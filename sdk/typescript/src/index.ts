@@ -23,7 +23,7 @@ export { ExecResult } from "./exec.js";
 export type { Command, ExecOptions } from "./exec.js";
 export { ExecProcess, StreamResult } from "./stream.js";
 export type { ExecStreamOptions } from "./stream.js";
-export { RuntimeFiles } from "./files.js";
+export { DEFAULT_MAX_DOWNLOAD_BYTES, RuntimeFiles, unsafeEntryName } from "./files.js";
 export type { FileData, WriteOptions, TransferOptions, TransferSummary } from "./files.js";
 export { Session } from "./session.js";
 export type { SessionOptions } from "./session.js";

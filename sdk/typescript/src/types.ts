@@ -37,15 +37,17 @@ export interface ResourceLimits {
   memory_mib: number;
 }
 
+/** The memory allocated now (0 while not up) and live usage (null while not up). */
 export interface ResourceUsage {
-  memory_mib_used: number;
-  cpu_seconds: number;
+  memory_mib: number;
+  memory_mib_used: number | null;
+  cpu_seconds: number | null;
 }
 
 export interface Resources {
   requests: ResourceRequests;
   limits: ResourceLimits;
-  current: ResourceUsage | null;
+  current: ResourceUsage;
 }
 
 /** The runtime object (SPEC §1), as last fetched from the daemon. */

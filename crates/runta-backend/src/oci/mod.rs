@@ -43,7 +43,8 @@ pub struct OciConfig {
     /// Force `crun` or `runc`; detected when `None`.
     pub runtime: Option<RuntimeKind>,
     pub seccomp: bool,
-    /// Set the host's cgroup `favordynmods` option ([`crate::cgroups::favor_dynmods`]).
+    /// Tune the host: the cgroup `favordynmods` option
+    /// ([`crate::cgroups::favor_dynmods`]) and `kernel.pid_max` ([`crate::host`]).
     pub favor_dynmods: bool,
 }
 
@@ -61,6 +62,10 @@ impl OciBackend {
     pub async fn new(cfg: OciConfig, images: Arc<ImageStore>) -> Result<Self> {
         let mode = CgroupMode::detect();
         if cfg.favor_dynmods {
+            match crate::host::raise_pid_max() {
+                Ok(n) => debug!("kernel.pid_max is {n}"),
+                Err(e) => warn!("could not raise kernel.pid_max (fewer runtimes fit): {e}"),
+            }
             match crate::cgroups::favor_dynmods(mode).await {
                 Ok(true) => debug!("cgroup favordynmods is on"),
                 Ok(false) => debug!("no cgroup2 mount for favordynmods; creates stay slower"),

@@ -2,10 +2,11 @@
 //! checkpoints. Forks are made with `POST /v1/runtimes {"checkpoint": …}`.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use runta_api::{
-    Checkpoint, CreateCheckpointRequest, Data, ListResponse, Pagination, DEFAULT_PAGE_LIMIT,
+    Checkpoint, CreateCheckpointBody, Data, ListResponse, Pagination, DEFAULT_PAGE_LIMIT,
     MAX_PAGE_LIMIT,
 };
 
@@ -13,34 +14,44 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, QueryPairs};
 use super::AppState;
 use crate::auth::Principal;
-use crate::manager::Manager;
 
 #[utoipa::path(post, path = "/v1/runtimes/{id}/checkpoints", tag = "checkpoints",
     params(("id" = String, Path, description = "Runtime UUID or name")),
-    request_body = CreateCheckpointRequest,
-    responses((status = 201, body = Data<Checkpoint>, description = "Saved; the runtime was frozen while its files were copied"),
+    request_body = CreateCheckpointBody,
+    responses((status = 201, body = Data<Checkpoint>, description = "Saved; the runtime was frozen while its files were copied (200 for the official client)"),
               (status = 409, body = runta_api::ErrorBody, description = "Name taken, or the runtime is not up")))]
 pub async fn create(
     State(state): State<AppState>,
     p: Principal,
+    headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<CreateCheckpointRequest>,
+    ApiJson(req): ApiJson<CreateCheckpointBody>,
 ) -> ApiResult<(StatusCode, Json<Data<Checkpoint>>)> {
+    // The official client may leave the name out; `kind` can only be `full`.
+    let name = req
+        .name
+        .unwrap_or_else(|| format!("ckpt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
     let c = state
         .manager
-        .create_checkpoint(&p.tenant, &id, &req.name)
+        .create_checkpoint(&p.tenant, &id, &name)
         .await?;
+    let status = if super::runtimes::official_client(&headers) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
-        StatusCode::CREATED,
+        status,
         Json(Data {
-            data: Manager::checkpoint_view(&c),
+            data: state.manager.checkpoint_view(&c),
         }),
     ))
 }
 
 #[utoipa::path(get, path = "/v1/checkpoints", tag = "checkpoints",
     params(("limit" = Option<u32>, Query, description = "1..100, default 50"),
-           ("after" = Option<String>, Query, description = "Cursor from pagination.next_cursor")),
+           ("after" = Option<String>, Query, description = "Cursor from pagination.next_cursor"),
+           ("include_system" = Option<bool>, Query, description = "Accepted for the official client; runtad makes no system checkpoints")),
     responses((status = 200, body = ListResponse<Checkpoint>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -48,6 +59,7 @@ pub async fn list(
     q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Checkpoint>>> {
     let limit = q.u32_in("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
+    q.bool("include_system", false)?;
     let after = match q.get("after") {
         Some(c) => c.parse::<i64>().map_err(|_| {
             ApiError::bad_request("after: not a cursor from this API", Some("after".into()))
@@ -65,7 +77,10 @@ pub async fn list(
         None
     };
     Ok(Json(ListResponse {
-        data: rows.iter().map(Manager::checkpoint_view).collect(),
+        data: rows
+            .iter()
+            .map(|c| state.manager.checkpoint_view(c))
+            .collect(),
         pagination: Pagination {
             next_cursor,
             has_more,
@@ -83,19 +98,20 @@ pub async fn get(
 ) -> ApiResult<Json<Data<Checkpoint>>> {
     let c = state.manager.find_checkpoint(&p.tenant, &id)?;
     Ok(Json(Data {
-        data: Manager::checkpoint_view(&c),
+        data: state.manager.checkpoint_view(&c),
     }))
 }
 
 #[utoipa::path(delete, path = "/v1/checkpoints/{id}", tag = "checkpoints",
     params(("id" = String, Path, description = "Checkpoint UUID or name")),
-    responses((status = 204, description = "Deleted and its space freed"),
+    responses((status = 204, description = "Deleted and its space freed (200 `{\"data\": {}}` for the official client)"),
               (status = 409, body = runta_api::ErrorBody, description = "Runtimes or checkpoints are built on it")))]
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     state.manager.delete_checkpoint(&p.tenant, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(super::runtimes::deleted(&headers).into_response())
 }

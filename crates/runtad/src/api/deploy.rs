@@ -170,6 +170,7 @@ pub async fn apply(
                             labels: None,
                             publish: Some(want.publish.clone()),
                             idle_timeout_secs: Some(want.req.idle_timeout_secs.unwrap_or(0)),
+                            ..Default::default()
                         },
                     )
                     .await?;

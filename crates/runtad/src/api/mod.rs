@@ -7,10 +7,12 @@ mod dashboard;
 mod deploy;
 pub mod error;
 mod exec;
+mod exec_stream;
 pub mod extract;
 mod files;
 pub mod openapi;
 mod runtimes;
+mod unoffered;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{id}/resume", post(runtimes::resume))
         .route("/{id}/exec", post(exec::exec))
         .route("/{id}/exec/ws", get(exec::exec_ws))
+        .route("/{id}/exec/stream", get(exec_stream::exec_stream))
         .route("/{id}/events", get(runtimes::events))
         .route("/{id}/checkpoints", post(checkpoints::create))
         .route("/{id}/files/list", get(files::list))
@@ -64,6 +67,7 @@ pub fn router(state: AppState) -> Router {
                 .put(files::write)
                 .layer(DefaultBodyLimit::disable()),
         );
+    let runtimes = unoffered::runtime_routes(runtimes);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -88,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apply", post(deploy::apply))
         .route("/v1/delete", post(deploy::delete))
         .nest("/v1/runtimes", runtimes)
+        .merge(unoffered::routes(Router::new()))
         .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, checkpoints, deploy, exec, files, runtimes};
+use super::{admin, checkpoints, deploy, exec, exec_stream, files, runtimes};
 
 struct Security;
 
@@ -29,7 +29,7 @@ impl Modify for Security {
     paths(
         runtimes::create, runtimes::list, runtimes::get, runtimes::delete, runtimes::update,
         runtimes::start, runtimes::stop, runtimes::pause, runtimes::resume, runtimes::events,
-        exec::exec, exec::exec_ws, files::read, files::write, files::list,
+        exec::exec, exec::exec_ws, exec_stream::exec_stream, files::read, files::write, files::list,
         checkpoints::create, checkpoints::list, checkpoints::get, checkpoints::delete,
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
         admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
@@ -39,6 +39,8 @@ impl Modify for Security {
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
         runta_api::RuntimeStatus, runta_api::ClientFrame, runta_api::ServerFrame, runta_api::Event,
         runta_api::FileEntry, runta_api::Deployment, runta_api::SandboxSpec, runta_api::PlanLine,
+        runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
+        runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
     )),
     modifiers(&Security),
     security(("bearer" = [])),

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use runta_api::{
-    CreateRuntimeRequest, Data, Event, ListResponse, Pagination, Runtime, UpdateRuntimeRequest,
+    CreateRuntimeBody, Data, Event, ListResponse, Pagination, Runtime, UpdateRuntimeBody,
     DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
 
@@ -17,13 +17,14 @@ use crate::manager::{Action, Manager};
 use crate::store::ListFilter;
 
 #[utoipa::path(post, path = "/v1/runtimes", tag = "runtimes",
-    request_body = CreateRuntimeRequest,
+    request_body = CreateRuntimeBody,
     params(
         ("wait" = Option<bool>, Query, description = "Return once running (default true); false returns the `creating` record at once"),
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat a create safely: the same key returns the same runtime"),
     ),
     responses(
         (status = 201, body = Data<Runtime>, description = "Created; `Location` names it"),
+        (status = 200, body = Data<Runtime>, description = "Created, answered to the official client (official spellings in the body or its User-Agent)"),
         (status = 400, body = runta_api::ErrorBody), (status = 409, body = runta_api::ErrorBody),
         (status = 422, body = runta_api::ErrorBody), (status = 503, body = runta_api::ErrorBody)))]
 pub async fn create(
@@ -31,8 +32,12 @@ pub async fn create(
     p: Principal,
     q: QueryPairs,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<CreateRuntimeRequest>,
+    ApiJson(body): ApiJson<CreateRuntimeBody>,
 ) -> ApiResult<Response> {
+    let official = body.is_official() || official_client(&headers);
+    let req = body
+        .into_request(generated_name)
+        .map_err(crate::manager::Error::from)?;
     let wait = q.bool("wait", true)?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
@@ -53,8 +58,14 @@ pub async fn create(
         .await?;
     let view = state.manager.view(&r);
     let location = format!("/v1/runtimes/{}", r.id);
+    // The official client parses only a 200 here; our own API answers 201.
+    let status = if official {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
-        StatusCode::CREATED,
+        status,
         [(header::LOCATION, location)],
         Json(Data { data: view }),
     )
@@ -75,8 +86,8 @@ pub async fn list(
     q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Runtime>>> {
     let limit = q.u32_in("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
-    let statuses = match q.get("status") {
-        Some(s) => Manager::parse_statuses(s)
+    let statuses = match q.get("status").map(official_status_aliases) {
+        Some(s) => Manager::parse_statuses(&s)
             .map_err(|e| ApiError::bad_request(e.to_string(), Some("status".into())))?,
         None => vec![],
     };
@@ -127,26 +138,66 @@ pub async fn get(
 
 #[utoipa::path(delete, path = "/v1/runtimes/{id}", tag = "runtimes",
     params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 204, description = "Deleted: processes, files and record are gone"), (status = 404, body = runta_api::ErrorBody)))]
+    responses((status = 204, description = "Deleted: processes, files and record are gone"),
+              (status = 200, description = "Deleted, answered `{\"data\": {}}` to the official client"),
+              (status = 404, body = runta_api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     state.manager.delete(&p.tenant, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(deleted(&headers))
+}
+
+/// The official Python client (`runta-sdk`, every version so far) names itself
+/// so; it parses only the official status codes (200 with a body where our API
+/// answers 201 or 204). docs/api.md, "Compatibility with the official client".
+pub(super) fn official_client(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("runta-python-sdk/"))
+}
+
+/// A successful delete: 204, or `200 {"data": {}}` for the official client.
+pub(super) fn deleted(headers: &HeaderMap) -> Response {
+    if official_client(headers) {
+        (StatusCode::OK, Json(serde_json::json!({"data": {}}))).into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+/// runta-sdk 0.1.1 filters with `active` for running and `stopped` for shutdown.
+fn official_status_aliases(s: &str) -> String {
+    s.split(',')
+        .map(|v| match v.trim() {
+            "active" => "running",
+            "stopped" => "shutdown",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A name for a runtime created without one (the official API makes it optional).
+fn generated_name() -> String {
+    format!("rt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 #[utoipa::path(patch, path = "/v1/runtimes/{id}", tag = "runtimes",
     params(("id" = String, Path, description = "UUID or name")),
-    request_body = UpdateRuntimeRequest,
+    request_body = UpdateRuntimeBody,
     responses((status = 200, body = Data<Runtime>), (status = 409, body = runta_api::ErrorBody), (status = 422, body = runta_api::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<UpdateRuntimeRequest>,
+    ApiJson(body): ApiJson<UpdateRuntimeBody>,
 ) -> ApiResult<Json<Data<Runtime>>> {
+    let req = body.into_request().map_err(crate::manager::Error::from)?;
     let r = state.manager.update(&p.tenant, &id, req).await?;
     Ok(Json(Data {
         data: state.manager.view(&r),

@@ -3,15 +3,35 @@
 //! forks stack it read-only below their own empty layer, so any number of
 //! forks share it without copying.
 
-use runta_api::{validate, Checkpoint, RuntimeStatus};
+use runta_api::{
+    validate, Checkpoint, CheckpointKind, CheckpointState, ResourceLimits, ResourceRequests,
+    ResourceUsage, Resources, RuntimeStatus,
+};
 use uuid::Uuid;
 
 use super::{Error, Manager, Result};
 use crate::store::CheckpointRecord;
 
 impl Manager {
-    pub fn checkpoint_view(c: &CheckpointRecord) -> Checkpoint {
+    pub fn checkpoint_view(&self, c: &CheckpointRecord) -> Checkpoint {
+        let memory_mib = self.cfg.default_memory_mib;
         Checkpoint {
+            display_name: c.name.clone(),
+            state: CheckpointState::Ready,
+            kind: CheckpointKind::Full,
+            resources: Resources {
+                requests: ResourceRequests {
+                    vcpus: self.cfg.default_vcpus,
+                    memory_mib,
+                    disk_gib: self.cfg.default_disk_gib,
+                },
+                limits: ResourceLimits { memory_mib },
+                current: ResourceUsage {
+                    memory_mib: 0,
+                    memory_mib_used: None,
+                    cpu_seconds: None,
+                },
+            },
             id: c.id,
             name: c.name.clone(),
             tenant: c.tenant.clone(),

@@ -524,6 +524,23 @@ impl Manager {
                 r.memory_limit_mib = limit;
             }
         }
+        if let Some(name) = req.name.filter(|n| *n != r.name) {
+            validate::name("name", &name)?;
+            if self.store.find_runtime(tenant, &name)?.is_some() {
+                return Err(Error::AlreadyExists(format!(
+                    "a runtime named {name:?} already exists"
+                )));
+            }
+            changes.push(format!("name {:?} -> {name:?}", r.name));
+            r.name = name;
+        }
+        if let Some(env) = req.env {
+            // Applies to every command started from now on (each exec merges the
+            // runtime's variables); processes already running keep theirs.
+            validate::env("env", &env)?;
+            r.env = env;
+            changes.push("env".into());
+        }
         if let Some(labels) = req.labels {
             validate::labels("labels", &labels)?;
             r.labels = labels;

@@ -114,6 +114,10 @@ impl From<AgentError> for Error {
                 "the runtime's agent is not reachable ({io}); the runtime may have crashed"
             )),
             AgentError::Protocol(m) => Error::Internal(format!("agent protocol error: {m}")),
+            AgentError::Closed => Error::Unavailable(
+                "the runtime's agent went away during the call; the runtime may have stopped or crashed"
+                    .into(),
+            ),
             AgentError::Impostor(m) => {
                 tracing::warn!("refused to talk to an impostor agent: {m}");
                 Error::Unavailable(format!("the runtime's agent could not be verified: {m}"))

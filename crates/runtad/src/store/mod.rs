@@ -328,7 +328,7 @@ impl Store {
         self.with(|c| {
             c.prepare_cached("UPDATE runtimes SET status = ?2, desired_status = ?3, vcpus = ?4, memory_mib = ?5, \
                  memory_limit_mib = ?6, disk_gib = ?7, labels = ?8, publish = ?9, idle_timeout_secs = ?10, \
-                 updated_at = ?11, started_at = ?12, revision = ?13, error = ?14 WHERE id = ?1")?
+                 updated_at = ?11, started_at = ?12, revision = ?13, error = ?14, name = ?15, env = ?16 WHERE id = ?1")?
                 .execute(
                 params![
                     r.id.to_string(),
@@ -345,6 +345,8 @@ impl Store {
                     r.started_at.as_ref().map(ts),
                     r.revision as i64,
                     r.error,
+                    r.name,
+                    serde_json::to_string(&r.env).unwrap_or_default(),
                 ],
             )
             .map(|_| ())

@@ -426,8 +426,10 @@ class AsyncFiles:
         """Writes a whole file (atomically), creating parent folders. ``mode`` e.g. 0o755."""
         await self._client._run(F.write_file(self._id, path, data, mode=mode))
 
-    async def read(self, path: str) -> bytes:
-        return await self._client._run(F.read_file(self._id, path))
+    async def read(self, path: str, max_bytes: Optional[int] = None) -> bytes:
+        """A file's bytes; with ``max_bytes``, at most its first ``max_bytes`` (the
+        daemon serves the prefix). Files past the daemon's download limit are a 413."""
+        return await self._client._run(F.read_file(self._id, path, max_bytes))
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
         return (await self.read(path)).decode(encoding)
@@ -441,7 +443,15 @@ class AsyncFiles:
         number of files written."""
         return await self._client._run(F.upload(self._id, local_path, remote_path))
 
-    async def download(self, remote_path: str, local_path: Union[str, os.PathLike[str]]) -> int:
+    async def download(
+        self,
+        remote_path: str,
+        local_path: Union[str, os.PathLike[str]],
+        *,
+        max_bytes: int = F.DEFAULT_MAX_DOWNLOAD_BYTES,
+    ) -> int:
         """Copies a remote file or folder (recursively) to ``local_path``; returns the
-        number of files written."""
-        return await self._client._run(F.download(self._id, remote_path, local_path))
+        number of files written. The runtime is not trusted: entry names must be plain,
+        links under ``local_path`` are never written through, set-id bits are dropped,
+        and more than ``max_bytes`` (default 1 GiB) in total is refused before writing."""
+        return await self._client._run(F.download(self._id, remote_path, local_path, max_bytes))

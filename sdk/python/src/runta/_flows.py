@@ -7,6 +7,7 @@ async clients only choose how to drive them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
@@ -552,11 +553,19 @@ def write_file(
     )
 
 
-def read_file(id_or_name: str, path: str) -> Flow[bytes]:
+def read_file(id_or_name: str, path: str, max_bytes: Optional[int] = None) -> Flow[bytes]:
+    params = [("path", remote_path(path))]
+    if max_bytes is not None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidArgumentError(
+                "max_bytes: must be a whole number of bytes, 0 or more", field="max_bytes"
+            )
+        # The daemon serves the prefix: a 2 TiB file costs 16 bytes, not 2 TiB.
+        params.append(("max_bytes", str(max_bytes)))
     reply = yield Call(
         "GET",
         runtime_path(id_or_name, "/files"),
-        params=[("path", remote_path(path))],
+        params=params,
         headers={"Accept": "application/octet-stream, application/json"},
         idempotent=True,
     )
@@ -613,54 +622,124 @@ def upload(id_or_name: str, local: Union[str, os.PathLike[str]], remote: str) ->
     return count
 
 
-def _safe_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+#: What a download writes locally at most, in total, unless ``max_bytes`` says otherwise.
+DEFAULT_MAX_DOWNLOAD_BYTES = 1 << 30
 
 
-def download(id_or_name: str, remote: str, local: Union[str, os.PathLike[str]]) -> Flow[int]:
+def unsafe_entry_name(name: object) -> Optional[str]:
+    """Why a name from a runtime's listing cannot be one local path component
+    (``None`` when it can). Listings come from inside the runtime: hostile."""
+    if not isinstance(name, str) or name == "":
+        return "is empty"
+    if name in (".", ".."):
+        return "is a parent or self reference"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if len(name.encode("utf-8", "surrogateescape")) > 255:
+        return "is longer than 255 bytes"
+    return None
+
+
+def _refuse(message: str) -> RuntaError:
+    return RuntaError(message, code="invalid_argument")
+
+
+def _too_much(what: str, size: int, limit: int) -> RuntaError:
+    return RuntaError(
+        f"download: {what} is {size} bytes, more than max_bytes ({limit}); nothing was written",
+        code="resource_exhausted",
+    )
+
+
+def _real_dir(path: str) -> None:
+    """``path`` as a folder, made if missing; a link (or anything else) there is refused."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise _refuse(
+            f"download: {path} exists and is not a folder (a link or a file); "
+            "refusing to write through it"
+        )
+
+
+def download(
+    id_or_name: str,
+    remote: str,
+    local: Union[str, os.PathLike[str]],
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> Flow[int]:
     """Copies a remote file or folder (recursively) to ``local``; returns the number of
-    files written. Symlinks and special files inside folders are skipped."""
+    files written. Symlinks and special files inside folders are skipped. Names are
+    checked, links already under ``local`` are never written through, modes keep only
+    permission bits, and at most ``max_bytes`` are written (checked before writing)."""
     dst = os.fspath(local)
     remote_path(remote, "remote_path")
+    budget = [max_bytes]
     try:
         entries = yield from list_dir(id_or_name, remote)
     except InvalidArgumentError:
         # Not a folder: a single file.
-        yield from _download_file(id_or_name, remote, dst, None)
+        yield from _download_file(id_or_name, remote, dst, None, budget)
         return 1
-    return (yield from _download_dir(id_or_name, remote, dst, entries))
+    plan: List[Tuple[str, str, str, int, int]] = []  # kind, remote, local, size, mode
+    yield from _plan_dir(id_or_name, remote, dst, entries, plan)
+    total = sum(size for kind, _, _, size, _ in plan if kind == "file")
+    if total > max_bytes:
+        raise _too_much(remote, total, max_bytes)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    _real_dir(dst)
+    count = 0
+    for kind, rsrc, ldst, _, mode in plan:
+        if kind == "dir":
+            _real_dir(ldst)
+        else:
+            yield from _download_file(id_or_name, rsrc, ldst, mode, budget)
+            count += 1
+    return count
 
 
-def _download_file(id_or_name: str, remote: str, dst: str, mode: Optional[int]) -> Flow[None]:
-    yield Call(
-        "GET",
-        runtime_path(id_or_name, "/files"),
-        params=[("path", remote)],
-        download_to=dst,
-        idempotent=True,
-        timeout=3600.0,
-    )
+def _download_file(
+    id_or_name: str, remote: str, dst: str, mode: Optional[int], budget: List[int]
+) -> Flow[None]:
     if mode is None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    os.chmod(dst, mode & 0o777)
+    yield Call(
+        "GET",
+        runtime_path(id_or_name, "/files"),
+        params=[("path", remote), ("max_bytes", str(max(0, budget[0])))],
+        download_to=dst,
+        download_limit=max(0, budget[0]),
+        download_mode=mode & 0o777,
+        idempotent=True,
+        timeout=3600.0,
+    )
+    budget[0] -= os.lstat(dst).st_size
 
 
-def _download_dir(id_or_name: str, remote: str, dst: str, entries: List[FileEntry]) -> Flow[int]:
-    if os.path.islink(dst):
-        raise RuntaError(f"download: refusing to write through the local symlink {dst!r}")
-    os.makedirs(dst, exist_ok=True)
-    count = 0
-    for e in sorted(entries, key=lambda e: e.name):
-        if not _safe_name(e.name):
-            raise RuntaError(f"download: refusing unsafe entry name {e.name!r} in {remote}")
+def _plan_dir(
+    id_or_name: str,
+    remote: str,
+    dst: str,
+    entries: List[FileEntry],
+    plan: List[Tuple[str, str, str, int, int]],
+) -> Flow[None]:
+    seen: Set[str] = set()
+    for e in sorted(entries, key=lambda e: str(e.name)):
+        why = unsafe_entry_name(e.name)
+        if why is not None:
+            raise _refuse(f"download: {remote} lists an entry whose name {why}: {e.name!r}")
+        if e.name in seen:
+            raise _refuse(f"download: {remote} lists {e.name!r} twice")
+        seen.add(e.name)
         rsrc = _join(remote, e.name)
         ldst = os.path.join(dst, e.name)
         if e.type == "file":
-            yield from _download_file(id_or_name, rsrc, ldst, e.mode)
-            count += 1
+            plan.append(("file", rsrc, ldst, max(0, int(e.size)), int(e.mode)))
         elif e.type == "dir":
+            plan.append(("dir", rsrc, ldst, 0, 0))
             sub = yield from list_dir(id_or_name, rsrc)
-            count += yield from _download_dir(id_or_name, rsrc, ldst, sub)
-    return count
+            yield from _plan_dir(id_or_name, rsrc, ldst, sub, plan)

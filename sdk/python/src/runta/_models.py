@@ -82,7 +82,9 @@ class Resources:
                 memory_mib_used=float(cur.get("memory_mib_used") or 0.0),
                 cpu_seconds=float(cur.get("cpu_seconds") or 0.0),
             )
-            if isinstance(cur, dict)
+            # Usage is null while the runtime is not up (the object itself stays,
+            # since the official client needs `current.memory_mib`).
+            if isinstance(cur, dict) and cur.get("memory_mib_used") is not None
             else None,
         )
 

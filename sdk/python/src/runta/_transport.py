@@ -61,6 +61,10 @@ class Call:
     upload_from: Optional[str] = None
     #: Stream the response body into this local file (``Reply.body`` stays empty).
     download_to: Optional[str] = None
+    #: With ``download_to``: refuse (and write nothing) past this many bytes.
+    download_limit: Optional[int] = None
+    #: With ``download_to``: permissions set on the new file before it is in place.
+    download_mode: Optional[int] = None
     headers: Dict[str, str] = field(default_factory=dict)
     #: Safe to send again after a connection error or a 503.
     idempotent: bool = False
@@ -151,6 +155,42 @@ def _headers(resp: httpx.Response) -> Dict[str, str]:
     return {k.lower(): v for k, v in resp.headers.items()}
 
 
+def _too_much(call: Call, size: int) -> RuntaError:
+    return RuntaError(
+        f"download: {call.download_to} would be {size} bytes, more than max_bytes "
+        f"({call.download_limit}); nothing was written",
+        code="resource_exhausted",
+    )
+
+
+def _check_announced(call: Call, resp: httpx.Response) -> Optional[int]:
+    """The size the daemon announced (the whole file's, then the body's), refused
+    past the limit before anything is written."""
+    for h in ("x-runta-file-size", "content-length"):
+        v = resp.headers.get(h)
+        if v is not None and v.isdigit():
+            size = int(v)
+            if call.download_limit is not None and size > call.download_limit:
+                raise _too_much(call, size)
+            return size
+    return None
+
+
+def _charge(call: Call, n: int, more: int) -> int:
+    n += more
+    if call.download_limit is not None and n > call.download_limit:
+        raise _too_much(call, n)
+    return n
+
+
+def _finish_download(call: Call, fd: int, announced: Optional[int], n: int) -> None:
+    if announced is not None and announced != n:
+        raise RuntaError(f"download: {call.download_to}: announced {announced} bytes, received {n}")
+    if call.download_mode is not None:
+        # Only permission bits: set-id bits from a runtime would be a privilege here.
+        os.fchmod(fd, call.download_mode & 0o777)
+
+
 def _tmp_file(path: str) -> Tuple[int, str]:
     """A fresh temporary file next to ``path`` (never follows a planted symlink)."""
     return tempfile.mkstemp(prefix=".runta-part-", dir=os.path.dirname(path) or ".")
@@ -236,11 +276,15 @@ class SyncTransport:
         resp = self.client.send(req, stream=True)
         try:
             if call.download_to is not None and resp.status_code < 300:
+                announced = _check_announced(call, resp)
                 fd, tmp = _tmp_file(call.download_to)
                 try:
                     with os.fdopen(fd, "wb") as f:
+                        n = 0
                         for chunk in resp.iter_bytes(CHUNK):
+                            n = _charge(call, n, len(chunk))
                             f.write(chunk)
+                        _finish_download(call, f.fileno(), announced, n)
                     os.replace(tmp, call.download_to)
                 finally:
                     if os.path.exists(tmp):
@@ -304,11 +348,15 @@ class AsyncTransport:
         resp = await self.client.send(req, stream=True)
         try:
             if call.download_to is not None and resp.status_code < 300:
+                announced = _check_announced(call, resp)
                 fd, tmp = _tmp_file(call.download_to)
                 try:
                     with os.fdopen(fd, "wb") as f:
+                        n = 0
                         async for chunk in resp.aiter_bytes(CHUNK):
+                            n = _charge(call, n, len(chunk))
                             f.write(chunk)
+                        _finish_download(call, f.fileno(), announced, n)
                     os.replace(tmp, call.download_to)
                 finally:
                     if os.path.exists(tmp):

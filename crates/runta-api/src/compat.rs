@@ -1,0 +1,517 @@
+//! The official Runta v1 spellings (what the `runta-sdk` client sends and parses),
+//! mapped onto Runta's own fields at the edge. One record, two spellings: the
+//! official fields are derived from ours on the way out and folded into ours on
+//! the way in, so there is never a second source of truth. The field map is in
+//! `docs/api.md` ("Compatibility with the official client").
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::validate::FieldError;
+use crate::{
+    CreateRuntimeRequest, PortSpec, Protocol, PublishedPort, ResourcesSpec, UpdateRuntimeRequest,
+};
+
+/// `{protocol, runtime_port}`: the official spelling of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSpec {
+    pub protocol: Protocol,
+    pub runtime_port: u16,
+}
+
+impl From<IngressSpec> for PortSpec {
+    fn from(s: IngressSpec) -> Self {
+        PortSpec {
+            port: s.runtime_port,
+            protocol: s.protocol,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressMode {
+    Allowlist,
+    Denylist,
+}
+
+/// An egress policy as either client version sends it: 0.1.1 `{enabled,
+/// allowed_hosts}`, 0.1.21 `{mode, allowed_hosts, denied_hosts}`. Only the open
+/// default is accepted until egress policies land (docs/api.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressPolicyRequest {
+    pub enabled: Option<bool>,
+    pub mode: Option<EgressMode>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub denied_hosts: Option<Vec<String>>,
+}
+
+impl EgressPolicyRequest {
+    /// Open means nothing is filtered: interception off, or a denylist that
+    /// denies nothing. Anything else would be stored and not enforced, so it is
+    /// refused.
+    pub fn check_open(&self, field: &str) -> Result<(), FieldError> {
+        let no_hosts = |h: &Option<Vec<String>>| h.as_ref().is_none_or(|v| v.is_empty());
+        let open = match (self.enabled, self.mode) {
+            (Some(true), _) => false,
+            (_, Some(EgressMode::Allowlist)) => false,
+            _ => {
+                no_hosts(&self.denied_hosts)
+                    && (self.mode.is_some() || no_hosts(&self.allowed_hosts))
+            }
+        };
+        if open {
+            Ok(())
+        } else {
+            Err(FieldError::new(
+                field,
+                "egress policies are not available on this daemon yet; only the open default (enabled: false, or mode: denylist with no hosts) is accepted",
+            ))
+        }
+    }
+}
+
+/// What a runtime answers for `egress_policy`: both versions' spellings of the
+/// one policy runtad enforces today, "everything allowed".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EgressPolicyView {
+    pub enabled: bool,
+    pub mode: EgressMode,
+    pub allowed_hosts: Vec<String>,
+    pub denied_hosts: Vec<String>,
+}
+
+impl EgressPolicyView {
+    pub fn open() -> Self {
+        Self {
+            enabled: false,
+            mode: EgressMode::Denylist,
+            allowed_hosts: vec![],
+            denied_hosts: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleMode {
+    /// Never suspended for idleness.
+    Disabled,
+    /// Suspended after `suspend_after_secs`; woken only by an explicit start/resume.
+    SuspendOnly,
+    /// Suspended after `suspend_after_secs`; woken by the next request or exec.
+    SuspendAndWakeup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdlePolicy {
+    pub mode: IdleMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend_after_secs: Option<u64>,
+}
+
+impl IdlePolicy {
+    /// The policy as our `idle_timeout_secs` (`0` = off).
+    fn timeout(&self, field: &str) -> Result<u64, FieldError> {
+        match self.mode {
+            IdleMode::Disabled => Ok(0),
+            IdleMode::SuspendAndWakeup => match self.suspend_after_secs {
+                Some(0) | None => Err(FieldError::new(
+                    format!("{field}.suspend_after_secs"),
+                    "must be a number of seconds greater than 0",
+                )),
+                Some(t) => Ok(t),
+            },
+            // A suspended runtime wakes on the next request or exec here; a
+            // policy that promises otherwise is refused rather than ignored.
+            IdleMode::SuspendOnly => Err(FieldError::new(
+                format!("{field}.mode"),
+                "suspend_only is not offered yet: runtimes suspended for idleness wake on the next request (use suspend_and_wakeup or disabled)",
+            )),
+        }
+    }
+
+    /// What a runtime answers for `idle_policy`, from `idle_timeout_secs`.
+    pub fn from_timeout(t: Option<u64>) -> Self {
+        match t {
+            Some(t) if t > 0 => IdlePolicy {
+                mode: IdleMode::SuspendAndWakeup,
+                suspend_after_secs: Some(t),
+            },
+            _ => IdlePolicy {
+                mode: IdleMode::Disabled,
+                suspend_after_secs: None,
+            },
+        }
+    }
+}
+
+/// The hosted product's token-saving switches; accepted and answered `false`
+/// (not offered by runtad).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSavingPolicyRequest {
+    pub json_array_enabled: Option<bool>,
+    pub log_enabled: Option<bool>,
+    pub search_results_enabled: Option<bool>,
+    pub git_diff_enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenSavingPolicy {
+    pub json_array_enabled: bool,
+    pub log_enabled: bool,
+    pub search_results_enabled: bool,
+    pub git_diff_enabled: bool,
+}
+
+/// The official fields of a runtime, derived from the record's own fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OfficialRuntimeFields {
+    /// = `name`.
+    pub display_name: String,
+    /// = `publish`, without URLs.
+    pub ingress_specs: Vec<IngressSpec>,
+    /// = `env`.
+    pub environment_variables: BTreeMap<String, String>,
+    /// Always the open policy (egress policies are not offered yet).
+    pub egress_policy: EgressPolicyView,
+    /// = `idle_timeout_secs`.
+    pub idle_policy: IdlePolicy,
+    /// No SSH server is offered.
+    pub ssh_enabled: bool,
+    /// Not offered: always false.
+    pub llm_tool_io_capture_enabled: bool,
+    /// Not offered: always false.
+    pub llm_token_saving_policy: TokenSavingPolicy,
+}
+
+impl OfficialRuntimeFields {
+    pub fn derive(
+        name: &str,
+        publish: &[PublishedPort],
+        env: &BTreeMap<String, String>,
+        idle_timeout_secs: Option<u64>,
+    ) -> Self {
+        Self {
+            display_name: name.to_string(),
+            ingress_specs: publish
+                .iter()
+                .map(|p| IngressSpec {
+                    protocol: p.protocol,
+                    runtime_port: p.port,
+                })
+                .collect(),
+            environment_variables: env.clone(),
+            egress_policy: EgressPolicyView::open(),
+            idle_policy: IdlePolicy::from_timeout(idle_timeout_secs),
+            ssh_enabled: false,
+            llm_tool_io_capture_enabled: false,
+            llm_token_saving_policy: TokenSavingPolicy::default(),
+        }
+    }
+}
+
+/// `POST /v1/runtimes` as it arrives: Runta's own fields and the official
+/// client's, both optional where one of them may carry the value. Folded into
+/// one [`CreateRuntimeRequest`] by [`CreateRuntimeBody::into_request`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRuntimeBody {
+    /// `[a-z0-9][a-z0-9-]{0,62}`; generated (`rt-…`) when absent or null.
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub resources: Option<ResourcesSpec>,
+    pub env: Option<BTreeMap<String, String>>,
+    /// Official spelling of `env`.
+    pub environment_variables: Option<BTreeMap<String, String>>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub publish: Option<Vec<PortSpec>>,
+    /// Official spelling of `publish`.
+    pub ingress_specs: Option<Vec<IngressSpec>>,
+    pub idle_timeout_secs: Option<u64>,
+    /// 0.1.1 spelling of `idle_timeout_secs`.
+    pub idle_suspend_after_secs: Option<u64>,
+    /// 0.1.21 spelling of the idle policy.
+    pub idle_policy: Option<IdlePolicy>,
+    pub checkpoint: Option<String>,
+    /// Official spelling of `checkpoint`.
+    pub checkpoint_id: Option<String>,
+    /// Only the open default until egress policies land (else 422).
+    pub egress_policy: Option<EgressPolicyRequest>,
+    /// Agent presets cannot be installed here: a value is 422.
+    pub runtime_agent: Option<String>,
+    pub runtime_agent_post_install_script: Option<String>,
+    pub runtime_agent_post_config_script: Option<String>,
+    pub runtime_agent_secret_preset: Option<String>,
+    /// Accepted; not offered (answered `false`).
+    pub llm_tool_io_capture_enabled: Option<bool>,
+    /// Accepted; not offered (answered all `false`).
+    pub llm_token_saving_policy: Option<TokenSavingPolicyRequest>,
+}
+
+/// Takes one value given under either of two names; both is a 422 unless equal.
+fn one_of<T: PartialEq>(
+    ours: Option<T>,
+    ours_name: &str,
+    theirs: Option<T>,
+    theirs_name: &str,
+) -> Result<Option<T>, FieldError> {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a != b => Err(FieldError::new(
+            theirs_name,
+            format!("{theirs_name} and {ours_name} name the same setting; give one of them"),
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b),
+    }
+}
+
+impl CreateRuntimeBody {
+    /// Whether the body uses a spelling only the official API has; such a caller
+    /// gets the official status codes (docs/api.md).
+    pub fn is_official(&self) -> bool {
+        self.environment_variables.is_some()
+            || self.ingress_specs.is_some()
+            || self.idle_suspend_after_secs.is_some()
+            || self.idle_policy.is_some()
+            || self.checkpoint_id.is_some()
+            || self.egress_policy.is_some()
+            || self.runtime_agent.is_some()
+            || self.llm_tool_io_capture_enabled.is_some()
+            || self.llm_token_saving_policy.is_some()
+    }
+
+    /// Folds both spellings into Runta's own request. `generated_name` is used
+    /// when the body names no runtime.
+    pub fn into_request(
+        self,
+        generated_name: impl FnOnce() -> String,
+    ) -> Result<CreateRuntimeRequest, FieldError> {
+        for (field, v) in [
+            ("runtime_agent", &self.runtime_agent),
+            (
+                "runtime_agent_post_install_script",
+                &self.runtime_agent_post_install_script,
+            ),
+            (
+                "runtime_agent_post_config_script",
+                &self.runtime_agent_post_config_script,
+            ),
+            (
+                "runtime_agent_secret_preset",
+                &self.runtime_agent_secret_preset,
+            ),
+        ] {
+            if v.is_some() {
+                return Err(FieldError::new(
+                    field,
+                    "runtime agent presets are not available on a self-hosted runtad; install the agent with exec after create",
+                ));
+            }
+        }
+        if let Some(p) = &self.egress_policy {
+            p.check_open("egress_policy")?;
+        }
+        let env = one_of(
+            self.env,
+            "env",
+            self.environment_variables,
+            "environment_variables",
+        )?;
+        let publish = one_of(
+            self.publish,
+            "publish",
+            self.ingress_specs
+                .map(|v| v.into_iter().map(PortSpec::from).collect()),
+            "ingress_specs",
+        )?;
+        let checkpoint = one_of(
+            self.checkpoint,
+            "checkpoint",
+            self.checkpoint_id,
+            "checkpoint_id",
+        )?;
+        let policy_timeout = self
+            .idle_policy
+            .map(|p| p.timeout("idle_policy"))
+            .transpose()?;
+        let idle = one_of(
+            self.idle_timeout_secs,
+            "idle_timeout_secs",
+            self.idle_suspend_after_secs,
+            "idle_suspend_after_secs",
+        )?;
+        let idle = one_of(idle, "idle_timeout_secs", policy_timeout, "idle_policy")?;
+        Ok(CreateRuntimeRequest {
+            name: self.name.unwrap_or_else(generated_name),
+            image: self.image,
+            resources: self.resources.unwrap_or_default(),
+            env: env.unwrap_or_default(),
+            labels: self.labels.unwrap_or_default(),
+            publish: publish.unwrap_or_default(),
+            idle_timeout_secs: idle,
+            checkpoint,
+        })
+    }
+}
+
+/// `PATCH /v1/runtimes/{id}` as it arrives, both spellings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRuntimeBody {
+    pub resources: Option<ResourcesSpec>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub publish: Option<Vec<PortSpec>>,
+    /// Official spelling of `publish`.
+    pub ingress_specs: Option<Vec<IngressSpec>>,
+    /// `0` turns the idle policy off.
+    pub idle_timeout_secs: Option<u64>,
+    /// Official spelling of the idle policy.
+    pub idle_policy: Option<IdlePolicy>,
+    /// Renames the runtime (its ingress host name follows).
+    pub name: Option<String>,
+    /// Official spelling of `name`.
+    pub display_name: Option<String>,
+    /// Replaces the runtime's variables for every command started from now on.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Official spelling of `env`.
+    pub environment_variables: Option<BTreeMap<String, String>>,
+    /// Only the open default (else 422).
+    pub egress_policy: Option<EgressPolicyRequest>,
+    /// Accepted; not offered.
+    pub llm_tool_io_capture_enabled: Option<bool>,
+    /// Accepted; not offered.
+    pub llm_token_saving_policy: Option<TokenSavingPolicyRequest>,
+}
+
+impl UpdateRuntimeBody {
+    pub fn into_request(self) -> Result<UpdateRuntimeRequest, FieldError> {
+        if let Some(p) = &self.egress_policy {
+            p.check_open("egress_policy")?;
+        }
+        let policy_timeout = self
+            .idle_policy
+            .map(|p| p.timeout("idle_policy"))
+            .transpose()?;
+        Ok(UpdateRuntimeRequest {
+            resources: self.resources,
+            labels: self.labels,
+            publish: one_of(
+                self.publish,
+                "publish",
+                self.ingress_specs
+                    .map(|v| v.into_iter().map(PortSpec::from).collect()),
+                "ingress_specs",
+            )?,
+            idle_timeout_secs: one_of(
+                self.idle_timeout_secs,
+                "idle_timeout_secs",
+                policy_timeout,
+                "idle_policy",
+            )?,
+            name: one_of(self.name, "name", self.display_name, "display_name")?,
+            env: one_of(
+                self.env,
+                "env",
+                self.environment_variables,
+                "environment_variables",
+            )?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointKind {
+    /// The runtime's whole file system (the only kind).
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointState {
+    Creating,
+    Ready,
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: serde_json::Value) -> CreateRuntimeBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn official_create_folds_into_ours() {
+        let b = body(serde_json::json!({
+            "name": "w", "resources": {"requests": {"vcpus": 2, "memory_mib": 256}, "limits": {"memory_mib": 256}},
+            "ingress_specs": [{"protocol": "https", "runtime_port": 8080}],
+            "egress_policy": {"mode": "denylist", "allowed_hosts": [], "denied_hosts": []},
+            "idle_policy": {"mode": "suspend_and_wakeup", "suspend_after_secs": 30},
+            "environment_variables": {"A": "1"}, "checkpoint_id": "c1",
+            "llm_tool_io_capture_enabled": true
+        }));
+        assert!(b.is_official());
+        let r = b.into_request(|| unreachable!()).unwrap();
+        assert_eq!(
+            r.publish,
+            vec![PortSpec {
+                port: 8080,
+                protocol: Protocol::Https
+            }]
+        );
+        assert_eq!(r.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(r.idle_timeout_secs, Some(30));
+        assert_eq!(r.checkpoint.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn egress_only_open() {
+        for ok in [
+            serde_json::json!({"enabled": false, "allowed_hosts": []}),
+            serde_json::json!({"mode": "denylist", "allowed_hosts": [], "denied_hosts": []}),
+            serde_json::json!({}),
+        ] {
+            let p: EgressPolicyRequest = serde_json::from_value(ok.clone()).unwrap();
+            assert!(p.check_open("egress_policy").is_ok(), "{ok}");
+        }
+        for bad in [
+            serde_json::json!({"enabled": true, "allowed_hosts": []}),
+            serde_json::json!({"enabled": false, "allowed_hosts": ["a.com"]}),
+            serde_json::json!({"mode": "allowlist", "allowed_hosts": [], "denied_hosts": []}),
+            serde_json::json!({"mode": "denylist", "allowed_hosts": [], "denied_hosts": ["x.com"]}),
+        ] {
+            let p: EgressPolicyRequest = serde_json::from_value(bad.clone()).unwrap();
+            assert!(p.check_open("egress_policy").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let e = body(serde_json::json!({"runtime_agent": "codex"}))
+            .into_request(|| "x".into())
+            .unwrap_err();
+        assert_eq!(e.field, "runtime_agent");
+        let e = body(
+            serde_json::json!({"idle_policy": {"mode": "suspend_only", "suspend_after_secs": 5}}),
+        )
+        .into_request(|| "x".into())
+        .unwrap_err();
+        assert_eq!(e.field, "idle_policy.mode");
+        let e = body(serde_json::json!({"env": {"A": "1"}, "environment_variables": {"A": "2"}}))
+            .into_request(|| "x".into())
+            .unwrap_err();
+        assert_eq!(e.field, "environment_variables");
+        assert!(
+            serde_json::from_value::<CreateRuntimeBody>(serde_json::json!({"bogus": 1})).is_err()
+        );
+    }
+}
