@@ -149,7 +149,7 @@ impl System for Runta {
     async fn create(&self, name: &str) -> Result<Handle, String> {
         let body =
             serde_json::to_value(self.create_request(name, None)).map_err(|e| e.to_string())?;
-        // wait=true (the default): 201 only once the agent answers on its socket.
+        // wait=true (the default): 200 only once the agent answers on its socket.
         let rt: Runtime = self
             .call(Method::POST, "/v1/runtimes?wait=true", Some(body))
             .await?

@@ -273,20 +273,6 @@ fn one_of<T: PartialEq>(
 }
 
 impl CreateRuntimeBody {
-    /// Whether the body uses a spelling only the official API has; such a caller
-    /// gets the official status codes (docs/api.md).
-    pub fn is_official(&self) -> bool {
-        self.environment_variables.is_some()
-            || self.ingress_specs.is_some()
-            || self.idle_suspend_after_secs.is_some()
-            || self.idle_policy.is_some()
-            || self.checkpoint_id.is_some()
-            || self.egress_policy.is_some()
-            || self.runtime_agent.is_some()
-            || self.llm_tool_io_capture_enabled.is_some()
-            || self.llm_token_saving_policy.is_some()
-    }
-
     /// Folds both spellings into Runta's own request. `generated_name` is used
     /// when the body names no runtime.
     pub fn into_request(
@@ -459,7 +445,6 @@ mod tests {
             "environment_variables": {"A": "1"}, "checkpoint_id": "c1",
             "llm_tool_io_capture_enabled": true
         }));
-        assert!(b.is_official());
         let r = b.into_request(|| unreachable!()).unwrap();
         assert_eq!(
             r.publish,

@@ -21,7 +21,7 @@ async fn checkpoint_fork_and_delete() {
             json!({"name": ck}),
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["source_runtime_name"], src);
     assert!(v["data"]["size_bytes"].as_u64().unwrap() > 0);
     let ck_id = v["data"]["id"].as_str().unwrap().to_string();
@@ -70,7 +70,7 @@ async fn checkpoint_fork_and_delete() {
             json!({"name": ck2}),
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(c.status(&src).await, "paused");
     let f3 = name("f3");
     c.create_with(
@@ -87,7 +87,7 @@ async fn checkpoint_fork_and_delete() {
             json!({"name": ck3}),
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(st, StatusCode::OK);
     let f4 = name("f4");
     c.create_with(
         json!({"name": f4, "checkpoint": ck3, "resources": {"requests": {"memory_mib": 64}}}),
@@ -163,7 +163,7 @@ async fn checkpoint_fork_and_delete() {
     assert_error(st, &v, 409, "failed_precondition", &ck3);
     for k in [&ck3, &ck, &ck2] {
         let (st, v) = c.delete(&format!("/v1/checkpoints/{k}")).await;
-        assert_eq!(st, StatusCode::NO_CONTENT, "{k}: {v}");
+        assert_eq!(st, StatusCode::OK, "{k}: {v}");
     }
     assert!(
         !d.data_dir.join("checkpoints").join(&ck_id).exists(),

@@ -33,7 +33,7 @@ async fn kill9_and_restart_keeps_everything_true() {
             json!({"name": mid, "resources": {"requests": {"memory_mib": 64}}}),
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(st, StatusCode::OK);
 
     d.kill9();
     // While the daemon is down, one runtime's processes die.
@@ -103,7 +103,7 @@ async fn kill9_and_restart_keeps_everything_true() {
     for id in &ids {
         assert_eq!(
             c.delete(&format!("/v1/runtimes/{id}")).await.0,
-            StatusCode::NO_CONTENT
+            StatusCode::OK
         );
         assert_eq!(d.leftovers(id), Vec::<String>::new(), "remains of {id}");
     }

@@ -163,8 +163,8 @@ def _fake(status_seq: List[int], calls: List[httpx.Request]) -> httpx.MockTransp
             page = {"next_cursor": None, "has_more": False}
             return httpx.Response(200, json={"data": [info], "pagination": page})
         if req.method == "DELETE":
-            return httpx.Response(204)
-        return httpx.Response(200 if req.method != "POST" else 201, json={"data": info})
+            return httpx.Response(200, json={"data": {}})
+        return httpx.Response(200, json={"data": info})
 
     return httpx.MockTransport(handler)
 

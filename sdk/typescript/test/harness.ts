@@ -74,7 +74,7 @@ async function cleanup(stateDir: string): Promise<number> {
       for (const c of body.data) {
         const d = await fetch(`${endpoint}/v1/checkpoints/${c.id}`, { method: "DELETE", headers: h });
         await d.arrayBuffer();
-        if (d.status === 204) log(`cleanup: deleted leftover checkpoint ${c.tenant}/${c.name}`);
+        if (d.status === 200) log(`cleanup: deleted leftover checkpoint ${c.tenant}/${c.name}`);
       }
     }
   }

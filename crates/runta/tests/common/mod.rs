@@ -117,7 +117,7 @@ extern "C" fn cleanup_at_exit() {
                 Some(&d.token),
                 None,
             ) {
-                Ok((204 | 202 | 404, _)) => {}
+                Ok((200 | 202 | 404, _)) => {}
                 _ => all_gone = false,
             }
         }

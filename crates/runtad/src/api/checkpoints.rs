@@ -2,8 +2,8 @@
 //! checkpoints. Forks are made with `POST /v1/runtimes {"checkpoint": …}`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use runta_api::{
     Checkpoint, CreateCheckpointBody, Data, ListResponse, Pagination, DEFAULT_PAGE_LIMIT,
@@ -18,12 +18,11 @@ use crate::auth::Principal;
 #[utoipa::path(post, path = "/v1/runtimes/{id}/checkpoints", tag = "checkpoints",
     params(("id" = String, Path, description = "Runtime UUID or name")),
     request_body = CreateCheckpointBody,
-    responses((status = 201, body = Data<Checkpoint>, description = "Saved; the runtime was frozen while its files were copied (200 for the official client)"),
+    responses((status = 200, body = Data<Checkpoint>, description = "Saved; the runtime was frozen while its files were copied"),
               (status = 409, body = runta_api::ErrorBody, description = "Name taken, or the runtime is not up")))]
 pub async fn create(
     State(state): State<AppState>,
     p: Principal,
-    headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CreateCheckpointBody>,
 ) -> ApiResult<(StatusCode, Json<Data<Checkpoint>>)> {
@@ -35,13 +34,9 @@ pub async fn create(
         .manager
         .create_checkpoint(&p.tenant, &id, &name)
         .await?;
-    let status = if super::runtimes::official_client(&headers) {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    // 200 as the official API answers (its client parses nothing else).
     Ok((
-        status,
+        StatusCode::OK,
         Json(Data {
             data: state.manager.checkpoint_view(&c),
         }),
@@ -104,14 +99,13 @@ pub async fn get(
 
 #[utoipa::path(delete, path = "/v1/checkpoints/{id}", tag = "checkpoints",
     params(("id" = String, Path, description = "Checkpoint UUID or name")),
-    responses((status = 204, description = "Deleted and its space freed (200 `{\"data\": {}}` for the official client)"),
+    responses((status = 200, description = "Deleted and its space freed; the body is `{\"data\": {}}`"),
               (status = 409, body = runta_api::ErrorBody, description = "Runtimes or checkpoints are built on it")))]
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     state.manager.delete_checkpoint(&p.tenant, &id).await?;
-    Ok(super::runtimes::deleted(&headers).into_response())
+    Ok(super::runtimes::deleted())
 }

@@ -77,6 +77,29 @@ pub async fn exec_ws(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
+    upgrade(state, p, id, ws, WsDialect::Ours).await
+}
+
+/// Which spelling of the exec WebSocket a route speaks. `/exec/stream` is the
+/// official client's: its exit frame is `{"type":"exit","code"}` and the server
+/// sends `{"type":"heartbeat"}` every [`HEARTBEAT`], which the client echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WsDialect {
+    Ours,
+    Stream,
+}
+
+/// How often `/exec/stream` sends a heartbeat frame.
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Resolves the runtime, upgrades, and serves one command in `dialect`.
+pub(super) async fn upgrade(
+    state: AppState,
+    p: Principal,
+    id: String,
+    ws: WebSocketUpgrade,
+    dialect: WsDialect,
+) -> ApiResult<Response> {
     // Resolve now so a wrong name is a plain 404 and a paused or shut-down
     // runtime a plain 409, before the upgrade.
     let running = state.manager.running(&p.tenant, &id, "exec").await?;
@@ -84,7 +107,7 @@ pub async fn exec_ws(
         .protocols(["runta-v1"])
         .max_message_size(8 * 1024 * 1024)
         .on_upgrade(move |mut socket| async move {
-            if let Err(e) = serve_ws(&mut socket, running).await {
+            if let Err(e) = serve_ws(&mut socket, running, dialect).await {
                 let e = crate::api::error::ApiError::from(e);
                 let _ = send(
                     &mut socket,
@@ -97,6 +120,20 @@ pub async fn exec_ws(
             }
             let _ = socket.send(Message::Close(None)).await;
         }))
+}
+
+async fn send_exit(
+    socket: &mut WebSocket,
+    dialect: WsDialect,
+    exit_code: i32,
+) -> Result<(), axum::Error> {
+    match dialect {
+        WsDialect::Ours => send(socket, &ServerFrame::Exit { exit_code }).await,
+        WsDialect::Stream => {
+            let f = serde_json::json!({"type": "exit", "code": exit_code, "exit_code": exit_code});
+            socket.send(Message::Text(f.to_string().into())).await
+        }
+    }
 }
 
 async fn send(socket: &mut WebSocket, f: &ServerFrame) -> Result<(), axum::Error> {
@@ -136,6 +173,7 @@ async fn serve_ws(
         crate::manager::ExecGuard,
         crate::agent_client::AgentClient,
     ),
+    dialect: WsDialect,
 ) -> Result<(), Error> {
     // The first frame must be `start`.
     let first = tokio::time::timeout(Duration::from_secs(30), socket.recv())
@@ -186,8 +224,15 @@ async fn serve_ws(
             }
         }
     });
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let result = loop {
         tokio::select! {
+            _ = beat.tick(), if dialect == WsDialect::Stream => {
+                let f = Message::Text(r#"{"type":"heartbeat"}"#.into());
+                if socket.send(f).await.is_err() {
+                    break Ok(());
+                }
+            }
             frame = rx.recv() => {
                 let Some(frame) = frame else {
                     break Err(Error::Unavailable("the runtime's agent went away".into()));
@@ -197,7 +242,7 @@ async fn serve_ws(
                     tag::STDERR => ServerFrame::Stderr { data_base64: B64.encode(&frame.payload) },
                     tag::CONTROL => match serde_json::from_slice::<AgentResponse>(&frame.payload) {
                         Ok(AgentResponse::Exited { exit_code }) => {
-                            let _ = send(socket, &ServerFrame::Exit { exit_code }).await;
+                            let _ = send_exit(socket, dialect, exit_code).await;
                             break Ok(());
                         }
                         Ok(AgentResponse::Error { kind, message }) => ServerFrame::Error { code: kind, message },
@@ -253,6 +298,7 @@ async fn serve_ws(
                         }
                     },
                     ClientFrame::CloseStdin => aw.frame(tag::EOF, b"").await,
+                    ClientFrame::Heartbeat => Ok(()),
                     ClientFrame::Start { .. } => {
                         let _ = send(socket, &ServerFrame::Error {
                             code: "failed_precondition".into(),

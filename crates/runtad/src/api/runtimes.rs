@@ -23,8 +23,7 @@ use crate::store::ListFilter;
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat a create safely: the same key returns the same runtime"),
     ),
     responses(
-        (status = 201, body = Data<Runtime>, description = "Created; `Location` names it"),
-        (status = 200, body = Data<Runtime>, description = "Created, answered to the official client (official spellings in the body or its User-Agent)"),
+        (status = 200, body = Data<Runtime>, description = "Created; `Location` names it"),
         (status = 400, body = runta_api::ErrorBody), (status = 409, body = runta_api::ErrorBody),
         (status = 422, body = runta_api::ErrorBody), (status = 503, body = runta_api::ErrorBody)))]
 pub async fn create(
@@ -34,7 +33,6 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateRuntimeBody>,
 ) -> ApiResult<Response> {
-    let official = body.is_official() || official_client(&headers);
     let req = body
         .into_request(generated_name)
         .map_err(crate::manager::Error::from)?;
@@ -58,14 +56,10 @@ pub async fn create(
         .await?;
     let view = state.manager.view(&r);
     let location = format!("/v1/runtimes/{}", r.id);
-    // The official client parses only a 200 here; our own API answers 201.
-    let status = if official {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    // 200, not 201: the official client parses only a 200 here, and it wins
+    // over SPEC.md where the two disagree (docs/api.md, "Status codes").
     Ok((
-        status,
+        StatusCode::OK,
         [(header::LOCATION, location)],
         Json(Data { data: view }),
     )
@@ -138,36 +132,21 @@ pub async fn get(
 
 #[utoipa::path(delete, path = "/v1/runtimes/{id}", tag = "runtimes",
     params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 204, description = "Deleted: processes, files and record are gone"),
-              (status = 200, description = "Deleted, answered `{\"data\": {}}` to the official client"),
+    responses((status = 200, description = "Deleted: processes, files and record are gone; the body is `{\"data\": {}}`"),
               (status = 404, body = runta_api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     state.manager.delete(&p.tenant, &id).await?;
-    Ok(deleted(&headers))
+    Ok(deleted())
 }
 
-/// The official Python client (`runta-sdk`, every version so far) names itself
-/// so; it parses only the official status codes (200 with a body where our API
-/// answers 201 or 204). docs/api.md, "Compatibility with the official client".
-pub(super) fn official_client(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ua| ua.starts_with("runta-python-sdk/"))
-}
-
-/// A successful delete: 204, or `200 {"data": {}}` for the official client.
-pub(super) fn deleted(headers: &HeaderMap) -> Response {
-    if official_client(headers) {
-        (StatusCode::OK, Json(serde_json::json!({"data": {}}))).into_response()
-    } else {
-        StatusCode::NO_CONTENT.into_response()
-    }
+/// A successful delete: `200 {"data": {}}`, the official API's answer (its
+/// client parses nothing else; a 204 would fail it).
+pub(super) fn deleted() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({"data": {}}))).into_response()
 }
 
 /// runta-sdk 0.1.1 filters with `active` for running and `stopped` for shutdown.

@@ -300,14 +300,24 @@ impl Manager {
             r.status,
             RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
         ) {
-            self.backend.usage(r.id).map(|u| ResourceUsage {
-                memory_mib_used: (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round()
-                    / 100.0,
-                cpu_seconds: (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0,
-            })
+            let u = self.backend.usage(r.id);
+            ResourceUsage {
+                memory_mib: r.memory_limit_mib,
+                memory_mib_used: u.as_ref().map(|u| {
+                    (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0
+                }),
+                cpu_seconds: u
+                    .as_ref()
+                    .map(|u| (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0),
+            }
         } else {
-            None
+            ResourceUsage {
+                memory_mib: 0,
+                memory_mib_used: None,
+                cpu_seconds: None,
+            }
         };
+        let publish = self.published_urls(r);
         Runtime {
             id: r.id,
             name: r.name.clone(),
@@ -328,7 +338,13 @@ impl Manager {
             },
             env: r.env.clone(),
             labels: r.labels.clone(),
-            publish: self.published_urls(r),
+            official: runta_api::OfficialRuntimeFields::derive(
+                &r.name,
+                &publish,
+                &r.env,
+                r.idle_timeout_secs,
+            ),
+            publish,
             idle_timeout_secs: r.idle_timeout_secs,
             ip: Some(r.ip.clone()),
             created_at: r.created_at,
