@@ -95,10 +95,7 @@ fn write_managed(path: &str, content: &str, marker: bool) -> std::io::Result<()>
     if marker {
         if let Ok(m) = &meta {
             if m.is_file() {
-                let mut head = String::new();
-                let f = std::fs::File::open(path)?;
-                use std::io::Read;
-                f.take(4096).read_to_string(&mut head).ok();
+                let head = read_plain(path, 4096).unwrap_or_default();
                 let ours = head.lines().next() == Some(MANAGED);
                 // The image's own file (first boot) has no marker either: take
                 // it over once, recorded by a stamp in /.runta.
@@ -138,19 +135,51 @@ fn write_managed(path: &str, content: &str, marker: bool) -> std::io::Result<()>
 
 const STAMPS: &str = "/.runta/etc-managed";
 
+/// Reads at most `limit` bytes of a regular file, never blocking and never
+/// following a final symlink: everything here was written by the runtime's
+/// programs, and PID 1 must not hang at boot on a FIFO, a device or a link to
+/// `/dev/zero` planted in its place.
+fn read_plain(path: &str, limit: u64) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut s = String::new();
+    f.take(limit).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
 fn stamped(path: &str) -> bool {
-    std::fs::read_to_string(STAMPS)
+    read_plain(STAMPS, 64 * 1024)
         .map(|s| s.lines().any(|l| l == path))
         .unwrap_or(false)
 }
 
 fn stamp(path: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
     if stamped(path) {
         return;
+    }
+    // Anything but a small regular file in its place is replaced.
+    if read_plain(STAMPS, 64 * 1024).is_none() {
+        if let Ok(m) = std::fs::symlink_metadata(STAMPS) {
+            if m.is_dir() {
+                let _ = std::fs::rename(STAMPS, format!("{STAMPS}.moved"));
+            } else {
+                let _ = std::fs::remove_file(STAMPS);
+            }
+        }
     }
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(STAMPS)
     {
         let _ = writeln!(f, "{path}");

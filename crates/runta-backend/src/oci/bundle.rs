@@ -93,7 +93,10 @@ pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables, resolv: &st
             // Physical page maps and kernel allocator state: root-readable on
             // the host and of no use to a runtime but to an attacker.
             "/proc/kpageflags", "/proc/kpagecount", "/proc/kpagecgroup",
-            "/proc/vmallocinfo", "/proc/slabinfo", "/proc/pagetypeinfo"
+            "/proc/vmallocinfo", "/proc/slabinfo", "/proc/pagetypeinfo",
+            // The same allocator state per cache, a physical address, and the
+            // idle-page bitmap (a side channel on other tenants' memory).
+            "/sys/kernel/slab", "/sys/kernel/vmcoreinfo", "/sys/kernel/mm/page_idle"
         ],
         "readonlyPaths": [
             "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"

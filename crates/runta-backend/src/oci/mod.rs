@@ -4,6 +4,7 @@
 
 mod agent_host;
 mod bundle;
+mod mount_targets;
 mod runtime_bin;
 mod seccomp;
 
@@ -65,6 +66,9 @@ impl OciBackend {
             match crate::host::raise_pid_max() {
                 Ok(n) => debug!("kernel.pid_max is {n}"),
                 Err(e) => warn!("could not raise kernel.pid_max (fewer runtimes fit): {e}"),
+            }
+            if let Err(e) = crate::host::raise_inotify_limits() {
+                warn!("could not raise the inotify limits: {e}");
             }
             match crate::cgroups::favor_dynmods(mode).await {
                 Ok(true) => debug!("cgroup favordynmods is on"),
@@ -163,6 +167,41 @@ impl OciBackend {
         }
     }
 
+    /// The error as a runtime's owner may see it: host folders and the
+    /// instance tag (crun and init-log messages quote them) are replaced by
+    /// placeholders. The full message stays in the daemon's log.
+    fn scrub(&self, e: BackendError) -> BackendError {
+        let clean = |m: String| {
+            let mut m = m;
+            let places = [
+                (self.cfg.run_root.display().to_string(), "<run>"),
+                (self.cfg.runtimes_dir.display().to_string(), "<runtimes>"),
+                (
+                    self.cfg.checkpoints_dir.display().to_string(),
+                    "<checkpoints>",
+                ),
+                (self.images.dir().display().to_string(), "<images>"),
+                (self.cfg.instance.clone(), "<instance>"),
+            ];
+            for (from, to) in places {
+                if from.len() > 1 {
+                    m = m.replace(&from, to);
+                }
+            }
+            m
+        };
+        match e {
+            BackendError::Command { what, detail } => BackendError::Command {
+                what,
+                detail: clean(detail),
+            },
+            BackendError::AgentTimeout(m) => BackendError::AgentTimeout(clean(m)),
+            BackendError::Other(m) => BackendError::Other(clean(m)),
+            BackendError::Io(io) => BackendError::Other(clean(io.to_string())),
+            other => other,
+        }
+    }
+
     /// Filesystem, network, config; then the container with the agent as PID 1.
     async fn boot(&self, spec: &RuntimeSpec) -> Result<()> {
         let dir = self.dir(spec.id);
@@ -197,6 +236,7 @@ impl OciBackend {
         }
         lowers.push(self.images.rootfs(&spec.image));
         layer.mount(&lowers).await?;
+        mount_targets::prepare(&layer.merged)?;
         self.network.attach(spec.id, spec.ip).await?;
         let cg = self.cgroup_path(spec.id);
         let netns = self.network.netns_path(spec.id);
@@ -308,17 +348,18 @@ impl Backend for OciBackend {
             let _ = self.delete(spec.id).await;
         }
         debug!(id = %spec.id, ms = started.elapsed().as_millis() as u64, "created");
-        r
+        r.map_err(|e| self.scrub(e))
     }
 
     async fn start(&self, spec: &RuntimeSpec) -> Result<()> {
         // A stale container record (init died, host rebooted) is removed first.
         self.destroy_container(spec.id, Duration::ZERO).await?;
         let r = self.boot(spec).await;
-        if r.is_err() {
+        if let Err(e) = &r {
+            warn!(id = %spec.id, "boot failed: {e}");
             let _ = self.destroy_container(spec.id, Duration::ZERO).await;
         }
-        r
+        r.map_err(|e| self.scrub(e))
     }
 
     async fn stop(&self, id: Uuid, grace: Duration) -> Result<()> {

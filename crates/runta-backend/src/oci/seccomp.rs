@@ -72,6 +72,11 @@ pub fn default_profile() -> Value {
              "args": [{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}]},
             // clone3 passes flags in memory seccomp cannot see: make libc fall back to clone.
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            // POSIX message queues are charged to the creating uid's one
+            // RLIMIT_MSGQUEUE budget, and without a user namespace every
+            // runtime is the host's uid 0: one runtime's queues would leave
+            // none for other tenants or the host. Not offered (ENOSYS).
+            {"names": ["mq_open"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
             // AF_VSOCK reaches the hypervisor or host of a VM host, past every
             // network namespace: no such family (EAFNOSUPPORT).
             {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
