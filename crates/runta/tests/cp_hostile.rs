@@ -29,6 +29,7 @@ struct Daemon {
 static DAEMON: OnceLock<Daemon> = OnceLock::new();
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 static RUNTIMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 fn runtad_bin() -> PathBuf {
     std::env::var_os("RUNTAD_BIN")
@@ -85,12 +86,20 @@ extern "C" fn cleanup_at_exit() {
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(10) {
                 if let Ok(Some(_)) = c.try_wait() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+    // Its runtimes are gone (deleted above, or with the daemon's last stop):
+    // nothing is mounted there any more.
+    if let Some(d) = DATA_DIR.get() {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        if !mounts.contains(d.to_str().unwrap_or("?")) {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -105,6 +114,7 @@ fn daemon() -> &'static Daemon {
         let data = std::env::temp_dir().join(format!("runta-cp-hostile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
+        let _ = DATA_DIR.set(data.clone());
         let log = std::fs::File::create(data.join("runtad.log")).unwrap();
         let images =
             std::env::var("RUNTA_IMAGES_DIR").unwrap_or_else(|_| "/var/lib/runta/images".into());
