@@ -116,31 +116,33 @@ pub struct IdlePolicy {
 }
 
 impl IdlePolicy {
-    /// The policy as our `idle_timeout_secs` (`0` = off).
-    fn timeout(&self, field: &str) -> Result<u64, FieldError> {
-        match self.mode {
-            IdleMode::Disabled => Ok(0),
-            IdleMode::SuspendAndWakeup => match self.suspend_after_secs {
-                Some(0) | None => Err(FieldError::new(
-                    format!("{field}.suspend_after_secs"),
-                    "must be a number of seconds greater than 0",
-                )),
-                Some(t) => Ok(t),
-            },
-            // A suspended runtime wakes on the next request or exec here; a
-            // policy that promises otherwise is refused rather than ignored.
-            IdleMode::SuspendOnly => Err(FieldError::new(
-                format!("{field}.mode"),
-                "suspend_only is not offered yet: runtimes suspended for idleness wake on the next request (use suspend_and_wakeup or disabled)",
+    /// The policy as our `idle_timeout_secs` (`0` = off) and `idle_wakeup`
+    /// (`None` when the mode leaves it as it is: `disabled`).
+    fn fold(&self, field: &str) -> Result<(u64, Option<bool>), FieldError> {
+        let after = || match self.suspend_after_secs {
+            Some(0) | None => Err(FieldError::new(
+                format!("{field}.suspend_after_secs"),
+                "must be a number of seconds greater than 0",
             )),
+            Some(t) => Ok(t),
+        };
+        match self.mode {
+            IdleMode::Disabled => Ok((0, None)),
+            IdleMode::SuspendAndWakeup => Ok((after()?, Some(true))),
+            IdleMode::SuspendOnly => Ok((after()?, Some(false))),
         }
     }
 
-    /// What a runtime answers for `idle_policy`, from `idle_timeout_secs`.
-    pub fn from_timeout(t: Option<u64>) -> Self {
+    /// What a runtime answers for `idle_policy`, from `idle_timeout_secs` and
+    /// `idle_wakeup`.
+    pub fn from_record(t: Option<u64>, wakeup: bool) -> Self {
         match t {
             Some(t) if t > 0 => IdlePolicy {
-                mode: IdleMode::SuspendAndWakeup,
+                mode: if wakeup {
+                    IdleMode::SuspendAndWakeup
+                } else {
+                    IdleMode::SuspendOnly
+                },
                 suspend_after_secs: Some(t),
             },
             _ => IdlePolicy {
@@ -181,7 +183,7 @@ pub struct OfficialRuntimeFields {
     pub environment_variables: BTreeMap<String, String>,
     /// Always the open policy (egress policies are not offered yet).
     pub egress_policy: EgressPolicyView,
-    /// = `idle_timeout_secs`.
+    /// = `idle_timeout_secs` and `idle_wakeup`.
     pub idle_policy: IdlePolicy,
     /// No SSH server is offered.
     pub ssh_enabled: bool,
@@ -197,6 +199,7 @@ impl OfficialRuntimeFields {
         publish: &[PublishedPort],
         env: &BTreeMap<String, String>,
         idle_timeout_secs: Option<u64>,
+        idle_wakeup: bool,
     ) -> Self {
         Self {
             display_name: name.to_string(),
@@ -209,7 +212,7 @@ impl OfficialRuntimeFields {
                 .collect(),
             environment_variables: env.clone(),
             egress_policy: EgressPolicyView::open(),
-            idle_policy: IdlePolicy::from_timeout(idle_timeout_secs),
+            idle_policy: IdlePolicy::from_record(idle_timeout_secs, idle_wakeup),
             ssh_enabled: false,
             llm_tool_io_capture_enabled: false,
             llm_token_saving_policy: TokenSavingPolicy::default(),
@@ -235,9 +238,11 @@ pub struct CreateRuntimeBody {
     /// Official spelling of `publish`.
     pub ingress_specs: Option<Vec<IngressSpec>>,
     pub idle_timeout_secs: Option<u64>,
+    /// `false`: a runtime suspended for idleness wakes only on start/resume.
+    pub idle_wakeup: Option<bool>,
     /// 0.1.1 spelling of `idle_timeout_secs`.
     pub idle_suspend_after_secs: Option<u64>,
-    /// 0.1.21 spelling of the idle policy.
+    /// 0.1.21 spelling of the idle policy (`idle_timeout_secs` + `idle_wakeup`).
     pub idle_policy: Option<IdlePolicy>,
     pub checkpoint: Option<String>,
     /// Official spelling of `checkpoint`.
@@ -323,9 +328,9 @@ impl CreateRuntimeBody {
             self.checkpoint_id,
             "checkpoint_id",
         )?;
-        let policy_timeout = self
+        let policy = self
             .idle_policy
-            .map(|p| p.timeout("idle_policy"))
+            .map(|p| p.fold("idle_policy"))
             .transpose()?;
         let idle = one_of(
             self.idle_timeout_secs,
@@ -333,7 +338,18 @@ impl CreateRuntimeBody {
             self.idle_suspend_after_secs,
             "idle_suspend_after_secs",
         )?;
-        let idle = one_of(idle, "idle_timeout_secs", policy_timeout, "idle_policy")?;
+        let idle = one_of(
+            idle,
+            "idle_timeout_secs",
+            policy.map(|p| p.0),
+            "idle_policy",
+        )?;
+        let idle_wakeup = one_of(
+            self.idle_wakeup,
+            "idle_wakeup",
+            policy.and_then(|p| p.1),
+            "idle_policy",
+        )?;
         Ok(CreateRuntimeRequest {
             name: self.name.unwrap_or_else(generated_name),
             image: self.image,
@@ -342,6 +358,7 @@ impl CreateRuntimeBody {
             labels: self.labels.unwrap_or_default(),
             publish: publish.unwrap_or_default(),
             idle_timeout_secs: idle,
+            idle_wakeup,
             checkpoint,
         })
     }
@@ -358,7 +375,9 @@ pub struct UpdateRuntimeBody {
     pub ingress_specs: Option<Vec<IngressSpec>>,
     /// `0` turns the idle policy off.
     pub idle_timeout_secs: Option<u64>,
-    /// Official spelling of the idle policy.
+    /// `false`: a runtime suspended for idleness wakes only on start/resume.
+    pub idle_wakeup: Option<bool>,
+    /// Official spelling of the idle policy (`idle_timeout_secs` + `idle_wakeup`).
     pub idle_policy: Option<IdlePolicy>,
     /// Renames the runtime (its ingress host name follows).
     pub name: Option<String>,
@@ -381,9 +400,9 @@ impl UpdateRuntimeBody {
         if let Some(p) = &self.egress_policy {
             p.check_open("egress_policy")?;
         }
-        let policy_timeout = self
+        let policy = self
             .idle_policy
-            .map(|p| p.timeout("idle_policy"))
+            .map(|p| p.fold("idle_policy"))
             .transpose()?;
         Ok(UpdateRuntimeRequest {
             resources: self.resources,
@@ -398,7 +417,13 @@ impl UpdateRuntimeBody {
             idle_timeout_secs: one_of(
                 self.idle_timeout_secs,
                 "idle_timeout_secs",
-                policy_timeout,
+                policy.map(|p| p.0),
+                "idle_policy",
+            )?,
+            idle_wakeup: one_of(
+                self.idle_wakeup,
+                "idle_wakeup",
+                policy.and_then(|p| p.1),
                 "idle_policy",
             )?,
             name: one_of(self.name, "name", self.display_name, "display_name")?,
@@ -455,7 +480,37 @@ mod tests {
         );
         assert_eq!(r.env.get("A").map(String::as_str), Some("1"));
         assert_eq!(r.idle_timeout_secs, Some(30));
+        assert_eq!(r.idle_wakeup, Some(true));
         assert_eq!(r.checkpoint.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn suspend_only_is_a_timeout_without_wakeup_and_reads_back() {
+        let r = body(
+            serde_json::json!({"idle_policy": {"mode": "suspend_only", "suspend_after_secs": 7}}),
+        )
+        .into_request(|| "x".into())
+        .unwrap();
+        assert_eq!((r.idle_timeout_secs, r.idle_wakeup), (Some(7), Some(false)));
+        let p = IdlePolicy::from_record(Some(7), false);
+        assert_eq!(
+            serde_json::to_value(p).unwrap(),
+            serde_json::json!({"mode": "suspend_only", "suspend_after_secs": 7})
+        );
+        assert_eq!(
+            IdlePolicy::from_record(None, false).mode,
+            IdleMode::Disabled
+        );
+        let u = UpdateRuntimeBody {
+            idle_policy: Some(IdlePolicy {
+                mode: IdleMode::SuspendAndWakeup,
+                suspend_after_secs: Some(3),
+            }),
+            ..Default::default()
+        }
+        .into_request()
+        .unwrap();
+        assert_eq!((u.idle_timeout_secs, u.idle_wakeup), (Some(3), Some(true)));
     }
 
     #[test]
@@ -485,12 +540,15 @@ mod tests {
             .into_request(|| "x".into())
             .unwrap_err();
         assert_eq!(e.field, "runtime_agent");
-        let e = body(
-            serde_json::json!({"idle_policy": {"mode": "suspend_only", "suspend_after_secs": 5}}),
-        )
+        let e = body(serde_json::json!({"idle_policy": {"mode": "suspend_only"}}))
+            .into_request(|| "x".into())
+            .unwrap_err();
+        assert_eq!(e.field, "idle_policy.suspend_after_secs");
+        let e = body(serde_json::json!({"idle_wakeup": true,
+            "idle_policy": {"mode": "suspend_only", "suspend_after_secs": 5}}))
         .into_request(|| "x".into())
         .unwrap_err();
-        assert_eq!(e.field, "idle_policy.mode");
+        assert_eq!(e.field, "idle_policy");
         let e = body(serde_json::json!({"env": {"A": "1"}, "environment_variables": {"A": "2"}}))
             .into_request(|| "x".into())
             .unwrap_err();

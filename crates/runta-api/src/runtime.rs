@@ -136,6 +136,11 @@ pub struct CreateRuntimeRequest {
     #[serde(default)]
     pub publish: Vec<PortSpec>,
     pub idle_timeout_secs: Option<u64>,
+    /// Whether a runtime the idle policy suspended wakes on the next ingress
+    /// request or exec (default `true`); `false` = only an explicit start or
+    /// resume wakes it (the official `idle_policy.mode = suspend_only`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_wakeup: Option<bool>,
     /// Start from a checkpoint's files instead of a clean image.
     pub checkpoint: Option<String>,
 }
@@ -149,6 +154,9 @@ pub struct UpdateRuntimeRequest {
     pub publish: Option<Vec<PortSpec>>,
     /// `0` turns the idle policy off.
     pub idle_timeout_secs: Option<u64>,
+    /// See [`CreateRuntimeRequest::idle_wakeup`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_wakeup: Option<bool>,
     /// Renames the runtime.
     #[serde(default)]
     pub name: Option<String>,
@@ -200,6 +208,9 @@ pub struct Runtime {
     pub labels: BTreeMap<String, String>,
     pub publish: Vec<PublishedPort>,
     pub idle_timeout_secs: Option<u64>,
+    /// Whether a runtime suspended for idleness wakes on the next ingress
+    /// request or exec; `false` = only an explicit start or resume wakes it.
+    pub idle_wakeup: bool,
     /// Private address on the runtime network.
     pub ip: Option<String>,
     pub created_at: DateTime<Utc>,

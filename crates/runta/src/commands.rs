@@ -129,6 +129,7 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
         labels: kv_map(&a.label),
         publish: a.publish,
         idle_timeout_secs: a.idle_timeout,
+        idle_wakeup: None,
         checkpoint: a.from_snapshot.clone(),
     };
     let path = if a.no_wait {

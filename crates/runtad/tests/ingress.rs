@@ -717,3 +717,128 @@ async fn bad_operator_certificate_stops_the_daemon_cleanly() {
     }
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// `idle_policy.mode = suspend_only`: suspended for idleness like any other,
+/// but no ingress request, exec or file call wakes it (503 page / 409); only
+/// start or resume does. Set and read back in both spellings.
+#[tokio::test]
+async fn suspend_only_wakes_on_start_or_resume_never_on_a_request() {
+    let ing = ingress();
+    let c = ing.d.tenant("ingsonly").await;
+    let n = name("sonly");
+    let r = c
+        .create_with(json!({
+            "name": n, "resources": {"requests": {"vcpus": 1, "memory_mib": 256}},
+            "ingress_specs": [{"protocol": "https", "runtime_port": 8080}],
+            "idle_policy": {"mode": "suspend_only", "suspend_after_secs": 2}
+        }))
+        .await;
+    assert_eq!(
+        r["idle_policy"],
+        json!({"mode": "suspend_only", "suspend_after_secs": 2}),
+        "{r}"
+    );
+    assert_eq!(
+        (r["idle_timeout_secs"].as_u64(), r["idle_wakeup"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let url = r["publish"][0]["url"].as_str().unwrap().to_string();
+    let plain = format!("{url}/x")
+        .replacen("https://", "http://", 1)
+        .replacen(&format!(":{}", ing.https), &format!(":{}", ing.http), 1);
+    serve(&c, &n, 8080).await;
+    assert_eq!(ing.fetch(&format!("{url}/warm"), &[]).await.code, 200);
+    wait_status(&c, &n, "suspended", 8).await;
+
+    // Requests (HTTPS, plain HTTP, a WebSocket upgrade), exec and file calls
+    // leave it suspended.
+    for _ in 0..3 {
+        let f = ing.fetch(&format!("{url}/poke"), &[]).await;
+        assert_eq!(f.code, 503, "{}", f.text());
+        assert!(f.text().contains("suspend_only"), "{}", f.text());
+        assert!(
+            f.headers.contains("x-runta-status: suspended"),
+            "{}",
+            f.headers
+        );
+    }
+    let f = ing
+        .fetch(
+            &url,
+            &["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"],
+        )
+        .await;
+    assert_eq!(f.code, 503, "{}", f.text());
+    let f = ing.fetch(&plain, &[]).await;
+    assert!(f.code == 503 || f.code == 308, "{} {}", f.code, f.text());
+    let (st, v) = c
+        .post(
+            &format!("/v1/runtimes/{n}/exec"),
+            json!({"command": "true"}),
+        )
+        .await;
+    common::assert_error(st, &v, 409, "failed_precondition", "suspend_only");
+    let (st, _) = c
+        .get(&format!("/v1/runtimes/{n}/files?path=/etc/hostname"))
+        .await;
+    assert_eq!(st, 409);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.status(&n).await, "suspended");
+    assert!(!c.events(&n).await.contains(&"woken".to_string()));
+
+    // resume wakes it and it serves at once; so does start after the next
+    // suspension.
+    let (st, v) = c.post(&format!("/v1/runtimes/{n}/resume"), json!({})).await;
+    assert_eq!(
+        (st.as_u16(), v["data"]["status"].as_str()),
+        (200, Some("running")),
+        "{v}"
+    );
+    let f = ing.fetch(&format!("{url}/after-resume"), &[]).await;
+    assert_eq!(f.code, 200, "{}", f.text());
+    wait_status(&c, &n, "suspended", 8).await;
+    let (st, v) = c.post(&format!("/v1/runtimes/{n}/start"), json!({})).await;
+    assert_eq!(
+        (st.as_u16(), v["data"]["status"].as_str()),
+        (200, Some("running")),
+        "{v}"
+    );
+    assert_eq!(c.out(&n, "echo up").await, "up\n");
+
+    // Both spellings of one setting must agree.
+    let (st, v) = c
+        .patch(
+            &format!("/v1/runtimes/{n}"),
+            json!({"idle_wakeup": true, "idle_policy": {"mode": "suspend_only", "suspend_after_secs": 2}}),
+        )
+        .await;
+    common::assert_error(st, &v, 422, "invalid_argument", "idle_policy");
+    // PATCH to suspend_and_wakeup: a request wakes it again.
+    let (st, v) = c
+        .patch(
+            &format!("/v1/runtimes/{n}"),
+            json!({"idle_policy": {"mode": "suspend_and_wakeup", "suspend_after_secs": 2}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["idle_policy"]["mode"], "suspend_and_wakeup");
+    assert_eq!(v["data"]["idle_wakeup"], true);
+    wait_status(&c, &n, "suspended", 8).await;
+    let f = ing.fetch(&format!("{url}/wakes"), &[]).await;
+    assert_eq!(f.code, 200, "{}", f.text());
+    assert_eq!(c.status(&n).await, "running");
+    // And our own spelling turns suspend_only back on.
+    let (st, v) = c
+        .patch(&format!("/v1/runtimes/{n}"), json!({"idle_wakeup": false}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["data"]["idle_policy"],
+        json!({"mode": "suspend_only", "suspend_after_secs": 2})
+    );
+    let (_, v) = c.get(&format!("/v1/runtimes/{n}")).await;
+    assert_eq!(v["data"]["idle_wakeup"], false, "{v}");
+    wait_status(&c, &n, "suspended", 8).await;
+    assert_eq!(ing.fetch(&format!("{url}/again"), &[]).await.code, 503);
+    c.delete(&format!("/v1/runtimes/{n}")).await;
+}

@@ -272,3 +272,50 @@ def test_unimplemented_features_say_so(client: runta.Runta) -> None:
         with pytest.raises(runta.ApiError) as e:
             client.audits.list()
         assert e.value.status_code == 501
+
+
+@pytest.mark.skipif(not NEW, reason="idle_policy is 0.1.21's")
+def test_suspend_only_wakes_only_on_boot(client: runta.Runta, rest: Rest, name: str) -> None:
+    """The client's own CreateRuntimeRequest with a SuspendOnlyIdlePolicy, as it
+    puts it on the wire: honoured (suspended, not woken by exec), read back as
+    SuspendOnlyIdlePolicy, woken by boot()."""
+    import time
+
+    from runta._internal.openapi.models import (
+        CreateRuntimeRequest,
+        CreateRuntimeResources,
+        SuspendOnlyIdlePolicy,
+    )
+    from runta._internal.openapi.models.suspend_only_idle_policy_mode import (
+        SuspendOnlyIdlePolicyMode,
+    )
+
+    body = CreateRuntimeRequest(
+        name=name,
+        resources=CreateRuntimeResources.from_dict({"requests": {"vcpus": 1, "memory_mib": 128}}),
+        idle_policy=SuspendOnlyIdlePolicy(
+            mode=SuspendOnlyIdlePolicyMode.SUSPEND_ONLY, suspend_after_secs=2
+        ),
+    ).to_dict()
+    r = rest.http.post("/v1/runtimes", json=body)
+    assert r.status_code == 200, r.text
+    try:
+        raw = rest.runtime(name)
+        assert raw["idle_policy"] == {"mode": "suspend_only", "suspend_after_secs": 2}
+        assert raw["idle_wakeup"] is False and raw["idle_timeout_secs"] == 2
+        assert isinstance(strict(raw).idle_policy, SuspendOnlyIdlePolicy)
+        rt = client.runtimes.get(name)
+        deadline = time.monotonic() + 15
+        while rest.runtime(name)["status"] != "suspended":
+            assert time.monotonic() < deadline, rest.runtime(name)
+            time.sleep(0.2)
+        with pytest.raises(runta.ApiError) as e:
+            rt.exec("true")
+        assert e.value.status_code == 409
+        assert "suspend_only" in str(e.value)
+        assert rest.runtime(name)["status"] == "suspended"
+        start(rt)
+        assert rest.runtime(name)["status"] == "running"
+        assert rt.exec("echo up").stdout_text == "up\n"
+    finally:
+        rest.http.delete(f"/v1/runtimes/{name}")

@@ -88,6 +88,7 @@ fn check(state: &AppState, d: &Deployment) -> ApiResult<Vec<Desired>> {
                 labels: s.labels.clone(),
                 publish: publish.clone(),
                 idle_timeout_secs: s.idle_timeout_secs,
+                idle_wakeup: None,
                 checkpoint: None,
             },
             publish,

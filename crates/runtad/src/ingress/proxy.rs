@@ -422,6 +422,13 @@ fn unavailable(name: &str, status: RuntimeStatus) -> Response<Tracked> {
             false,
         ),
         RuntimeStatus::Paused => ("is paused; resume it to serve again".to_string(), false),
+        // Only reached when the idle policy is suspend_only: any other
+        // suspended runtime is woken by the request itself.
+        RuntimeStatus::Suspended => (
+            "is suspended and its idle policy is suspend_only: requests do not wake it; start or resume it (`runta start`) to serve again"
+                .to_string(),
+            false,
+        ),
         RuntimeStatus::Creating => ("is still starting".to_string(), true),
         RuntimeStatus::Crashed | RuntimeStatus::Error => {
             (format!("is in status {status}; start it again"), false)

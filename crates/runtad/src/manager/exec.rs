@@ -96,6 +96,12 @@ impl Manager {
         if r.status == RuntimeStatus::Suspended {
             r = self.wake_if_suspended(r.id).await?;
         }
+        if r.status == RuntimeStatus::Suspended {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot {what} in runtime {:?}: it is suspended and its idle policy is suspend_only; start or resume it first",
+                r.name
+            )));
+        }
         if r.status != RuntimeStatus::Running {
             return Err(Error::FailedPrecondition(format!(
                 "cannot {what} in runtime {:?}: it is {}",

@@ -163,12 +163,16 @@ impl Manager {
     ) -> Result<(RuntimeRecord, bool)> {
         let plan = self.validate_create(tenant, &req)?;
         let request_hash = {
-            let body = serde_json::to_vec(&serde_json::json!({
+            let mut v = serde_json::json!({
                 "name": req.name, "image": plan.image, "vcpus": plan.vcpus, "mem": plan.memory_mib,
                 "lim": plan.memory_limit_mib, "env": req.env, "labels": req.labels,
                 "publish": req.publish, "idle": req.idle_timeout_secs, "ckpt": req.checkpoint,
-            }))
-            .unwrap_or_default();
+            });
+            // Only when given, so keys remembered before the field existed still match.
+            if let Some(w) = req.idle_wakeup {
+                v["wake"] = w.into();
+            }
+            let body = serde_json::to_vec(&v).unwrap_or_default();
             Sha256::digest(&body)
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -230,6 +234,7 @@ impl Manager {
                 labels: req.labels,
                 publish: req.publish,
                 idle_timeout_secs: req.idle_timeout_secs.filter(|t| *t > 0),
+                idle_wakeup: req.idle_wakeup.unwrap_or(true),
                 ip: ip.to_string(),
                 created_at: now,
                 updated_at: now,
@@ -414,6 +419,8 @@ impl Manager {
     }
 
     /// Wakes a runtime if the idle policy suspended it (used by exec and ingress).
+    /// One whose policy is `suspend_only` (`idle_wakeup` false) is left
+    /// suspended and returned as it is: only start/resume wake it.
     pub async fn wake_if_suspended(&self, id: Uuid) -> Result<RuntimeRecord> {
         let lock = self.lock_for(id);
         let _g = lock.lock().await;
@@ -421,7 +428,7 @@ impl Manager {
             .store
             .get_runtime(id)?
             .ok_or_else(|| Error::NotFound("runtime is gone".into()))?;
-        if r.status == RuntimeStatus::Suspended {
+        if r.status == RuntimeStatus::Suspended && r.idle_wakeup {
             self.wake_locked(&mut r, "woken").await?;
         }
         Ok(r)
@@ -555,6 +562,10 @@ impl Manager {
             validate::idle_timeout("idle_timeout_secs", t)?;
             r.idle_timeout_secs = (t > 0).then_some(t);
             changes.push("idle_timeout_secs".into());
+        }
+        if let Some(w) = req.idle_wakeup {
+            r.idle_wakeup = w;
+            changes.push(format!("idle_wakeup={w}"));
         }
         if !changes.is_empty() {
             self.store.update_runtime(&mut r)?;

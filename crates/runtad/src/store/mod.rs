@@ -54,6 +54,8 @@ pub struct RuntimeRecord {
     pub labels: BTreeMap<String, String>,
     pub publish: Vec<PortSpec>,
     pub idle_timeout_secs: Option<u64>,
+    /// `false`: suspended for idleness, it wakes only on start/resume.
+    pub idle_wakeup: bool,
     pub ip: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -147,7 +149,7 @@ fn status_col(s: &str) -> rusqlite::Result<RuntimeStatus> {
 
 const RUNTIME_COLS: &str = "seq, id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
      memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, updated_at, \
-     started_at, revision, error, layers";
+     started_at, revision, error, layers, idle_wakeup";
 
 fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
     let id: String = r.get(1)?;
@@ -179,6 +181,7 @@ fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
         revision: r.get::<_, i64>(19)? as u64,
         error: r.get(20)?,
         layers: json_col(&r.get::<_, String>(21)?)?,
+        idle_wakeup: r.get::<_, i64>(22)? != 0,
     })
 }
 
@@ -207,6 +210,15 @@ impl Store {
             .is_err()
         {
             conn.execute_batch("ALTER TABLE tokens ADD COLUMN last_used_at TEXT")?;
+        }
+        // Runtimes made before suspend_only existed all woke on a request.
+        if conn
+            .prepare("SELECT idle_wakeup FROM runtimes LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch(
+                "ALTER TABLE runtimes ADD COLUMN idle_wakeup INTEGER NOT NULL DEFAULT 1",
+            )?;
         }
         Ok(Store {
             conn: Mutex::new(conn),
@@ -284,8 +296,8 @@ impl Store {
         let res = self.with(|c| {
             c.prepare_cached("INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
                  memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, \
-                 updated_at, started_at, revision, error, layers) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)")?
+                 updated_at, started_at, revision, error, layers, idle_wakeup) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)")?
                 .execute(
                 params![
                     r.id.to_string(),
@@ -309,6 +321,7 @@ impl Store {
                     r.revision as i64,
                     r.error,
                     serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
+                    r.idle_wakeup as i64,
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -328,7 +341,8 @@ impl Store {
         self.with(|c| {
             c.prepare_cached("UPDATE runtimes SET status = ?2, desired_status = ?3, vcpus = ?4, memory_mib = ?5, \
                  memory_limit_mib = ?6, disk_gib = ?7, labels = ?8, publish = ?9, idle_timeout_secs = ?10, \
-                 updated_at = ?11, started_at = ?12, revision = ?13, error = ?14, name = ?15, env = ?16 WHERE id = ?1")?
+                 updated_at = ?11, started_at = ?12, revision = ?13, error = ?14, name = ?15, env = ?16, \
+                 idle_wakeup = ?17 WHERE id = ?1")?
                 .execute(
                 params![
                     r.id.to_string(),
@@ -347,6 +361,7 @@ impl Store {
                     r.error,
                     r.name,
                     serde_json::to_string(&r.env).unwrap_or_default(),
+                    r.idle_wakeup as i64,
                 ],
             )
             .map(|_| ())
@@ -661,7 +676,55 @@ mod tests {
             revision: 1,
             error: None,
             layers: vec![],
+            idle_wakeup: true,
         }
+    }
+
+    /// A `runta.db` whose runtimes table predates `layers` and `idle_wakeup`
+    /// opens, keeps its runtimes (they woke on a request, so they still do),
+    /// and stores the new setting from then on.
+    #[test]
+    fn an_older_runtimes_table_gains_idle_wakeup() {
+        let dir = std::env::temp_dir().join(format!("runta-store-idle-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("runta.db");
+        let id = Uuid::new_v4();
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE runtimes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                     tenant TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+                     desired_status TEXT NOT NULL, image TEXT NOT NULL, vcpus REAL NOT NULL,
+                     memory_mib INTEGER NOT NULL, memory_limit_mib INTEGER NOT NULL, disk_gib INTEGER,
+                     env TEXT NOT NULL, labels TEXT NOT NULL, publish TEXT NOT NULL,
+                     idle_timeout_secs INTEGER, ip TEXT NOT NULL, created_at TEXT NOT NULL,
+                     updated_at TEXT NOT NULL, started_at TEXT, revision INTEGER NOT NULL, error TEXT,
+                     UNIQUE (tenant, name));",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib,
+                     memory_limit_mib, env, labels, publish, idle_timeout_secs, ip, created_at, updated_at,
+                     revision) VALUES (?1, 't', 'old', 'suspended', 'running', 'base', 1, 64, 64, '{}', '{}',
+                     '[]', 30, '10.1.0.9', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 3)",
+                [id.to_string()],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let mut r = s.get_runtime(id).unwrap().unwrap();
+        assert!(r.idle_wakeup, "an old runtime keeps waking on a request");
+        assert_eq!((r.idle_timeout_secs, r.layers.len()), (Some(30), 0));
+        r.idle_wakeup = false;
+        s.update_runtime(&mut r).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert!(!s.get_runtime(id).unwrap().unwrap().idle_wakeup);
+        let mut fresh = record("new");
+        fresh.idle_wakeup = false;
+        s.insert_runtime(&fresh).unwrap();
+        assert!(!s.find_runtime("t", "new").unwrap().unwrap().idle_wakeup);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS runtimes (
     revision          INTEGER NOT NULL,
     error             TEXT,
     layers            TEXT NOT NULL DEFAULT '[]',
+    -- 0: a runtime suspended for idleness wakes only on start/resume (suspend_only).
+    idle_wakeup       INTEGER NOT NULL DEFAULT 1,
     UNIQUE (tenant, name)
 );
 
