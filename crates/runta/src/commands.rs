@@ -311,22 +311,24 @@ async fn rm(c: &Client, names: &[String], force: bool, json: bool) -> Result<()>
             }
             Err(e) => return Err(e),
         };
+        // Like the official client's `runtime.delete()`: processes get SIGTERM
+        // and the daemon's grace (its shutdown) before the delete kills what
+        // is left. -f skips the grace: the delete kills at once.
         if !force
             && matches!(
                 r.status,
-                RuntimeStatus::Running
-                    | RuntimeStatus::Paused
-                    | RuntimeStatus::Suspended
-                    | RuntimeStatus::Creating
+                RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
             )
         {
-            return Err(CliError::Failed {
-                code: runta_api::ErrorCode::FailedPrecondition,
-                message: format!(
-                    "runtime '{}' is {} — shut it down first (`runta shutdown {0}`) or use `runta rm -f {0}`",
-                    r.name, r.status
-                ),
-            });
+            match c
+                .post(&format!("/v1/runtimes/{}/stop", r.id), &json!({}))
+                .await
+            {
+                Ok(_) => {}
+                // Gone or changed meanwhile: the delete below says what is true.
+                Err(e) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
         }
         let rb = c.request(Method::DELETE, &format!("/v1/runtimes/{}", r.id))?;
         match c.send(rb).await {

@@ -59,6 +59,11 @@ impl CliError {
         matches!(self, CliError::Api(e) if e.body.error.code == ErrorCode::NotFound)
     }
 
+    /// Is this the daemon refusing an action in the runtime's current status?
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, CliError::Api(e) if e.body.error.code == ErrorCode::FailedPrecondition)
+    }
+
     /// Is this the daemon rejecting the value of `field` (422)?
     pub fn is_invalid_field(&self, field: &str) -> bool {
         matches!(self, CliError::Api(e)

@@ -102,9 +102,9 @@ pub enum Cmd {
         after_help = "Example:\n  runta shutdown worker"
     )]
     Shutdown(Names),
-    /// Delete runtimes and their files (-f: even when running)
+    /// Delete runtimes and their files (SIGTERM, grace, kill; -f: no grace)
     #[command(
-        after_help = "Examples:\n  runta rm worker          # only when not running\n  runta rm -f worker web"
+        after_help = "Examples:\n  runta rm worker          # SIGTERM, the daemon's grace (10 s), then kill\n  runta rm -f worker web   # kill at once; a missing name is not an error"
     )]
     Rm(RmArgs),
     /// Change a runtime's memory and CPUs (live where possible)
@@ -261,7 +261,7 @@ pub struct Names {
 
 #[derive(Args)]
 pub struct RmArgs {
-    /// Delete even running runtimes; a missing one is not an error
+    /// Skip the grace (kill at once); a missing runtime is not an error
     #[arg(short, long)]
     pub force: bool,
     /// Runtime names or ids

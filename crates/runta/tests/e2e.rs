@@ -61,13 +61,9 @@ fn run_ps_inspect_rm() {
     let both = runta(&["inspect", "t-basic", &id]).ok().json();
     assert_eq!(both.as_array().unwrap().len(), 2);
 
-    let rm = runta(&["rm", "t-basic"]);
-    assert_eq!(rm.code, 1, "{rm:?}");
-    assert!(
-        rm.stderr.contains("is running") && rm.stderr.contains("rm -f"),
-        "{rm:?}"
-    );
-    runta(&["rm", "-f", "t-basic"]).ok();
+    // `rm` deletes a running runtime, as the official `runtime.delete()` does.
+    let rm = runta(&["rm", "t-basic"]).ok();
+    assert_eq!(rm.stdout.trim(), "t-basic", "{rm:?}");
     let gone = runta(&["inspect", "t-basic"]);
     assert_eq!(gone.code, 1);
     assert!(
@@ -78,6 +74,63 @@ fn run_ps_inspect_rm() {
     runta(&["rm", "-f", "t-basic"]).ok();
     let again = runta(&["rm", "t-basic"]);
     assert_eq!(again.code, 1, "{again:?}");
+}
+
+/// `rm` gives processes SIGTERM and the daemon's grace (10 s) before killing
+/// them; `-f` kills at once. A process that ignores SIGTERM holds `rm` for the
+/// whole grace and is killed at its end; one that honours it lets `rm` finish
+/// early; paused and suspended runtimes go the same way.
+#[test]
+fn rm_terminates_with_grace_and_f_skips_it() {
+    let _c = cleanup(&["t-rm-deaf", "t-rm-deaf-f", "t-rm-polite", "t-rm-paused"]);
+    let deaf = "trap '' TERM; while :; do sleep 0.2; done";
+    for n in ["t-rm-deaf", "t-rm-deaf-f", "t-rm-polite", "t-rm-paused"] {
+        runta(&["run", "--name", n, "--cpus", "0.5", "--memory", "256"]).ok();
+    }
+    for n in ["t-rm-deaf", "t-rm-deaf-f"] {
+        runta(&[
+            "exec",
+            n,
+            "--",
+            "sh",
+            "-c",
+            &format!("nohup sh -c \"{deaf}\" >/dev/null 2>&1 &"),
+        ])
+        .ok();
+    }
+    runta(&[
+        "exec",
+        "t-rm-polite",
+        "--",
+        "sh",
+        "-c",
+        "nohup sleep 1000 >/dev/null 2>&1 &",
+    ])
+    .ok();
+
+    let t = Instant::now();
+    runta(&["rm", "t-rm-deaf"]).ok();
+    let graceful = t.elapsed();
+    assert!(
+        graceful >= Duration::from_secs(9),
+        "rm did not wait for the grace: {graceful:?}"
+    );
+    assert!(graceful < Duration::from_secs(30), "{graceful:?}");
+    assert_eq!(runta(&["inspect", "t-rm-deaf"]).code, 1);
+
+    let t = Instant::now();
+    runta(&["rm", "-f", "t-rm-deaf-f"]).ok();
+    let forced = t.elapsed();
+    assert!(forced < Duration::from_secs(5), "rm -f waited: {forced:?}");
+    assert_eq!(runta(&["inspect", "t-rm-deaf-f"]).code, 1);
+
+    let t = Instant::now();
+    runta(&["rm", "t-rm-polite"]).ok();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    runta(&["pause", "t-rm-paused"]).ok();
+    runta(&["rm", "t-rm-paused"]).ok();
+    assert_eq!(runta(&["inspect", "t-rm-paused"]).code, 1);
 }
 
 #[test]
