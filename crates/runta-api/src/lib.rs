@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod error;
 pub mod exec;
 pub mod runtime;
+pub mod status;
 pub mod tenant;
 pub mod validate;
 
@@ -19,6 +20,7 @@ pub use deploy::*;
 pub use error::*;
 pub use exec::*;
 pub use runtime::*;
+pub use status::{allowed_actions, transition, Action, Refusal, StatusEvent};
 pub use tenant::*;
 
 use serde::{Deserialize, Serialize};

@@ -7,56 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Where a runtime is in its life (SPEC §1). No status is a dead end: `start` or
-/// `DELETE` leads out of every one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RuntimeStatus {
-    Creating,
-    Running,
-    Paused,
-    Shutdown,
-    Suspended,
-    Deleting,
-    Error,
-    Crashed,
-}
-
-impl RuntimeStatus {
-    pub const ALL: [RuntimeStatus; 8] = [
-        RuntimeStatus::Creating,
-        RuntimeStatus::Running,
-        RuntimeStatus::Paused,
-        RuntimeStatus::Shutdown,
-        RuntimeStatus::Suspended,
-        RuntimeStatus::Deleting,
-        RuntimeStatus::Error,
-        RuntimeStatus::Crashed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeStatus::Creating => "creating",
-            RuntimeStatus::Running => "running",
-            RuntimeStatus::Paused => "paused",
-            RuntimeStatus::Shutdown => "shutdown",
-            RuntimeStatus::Suspended => "suspended",
-            RuntimeStatus::Deleting => "deleting",
-            RuntimeStatus::Error => "error",
-            RuntimeStatus::Crashed => "crashed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for RuntimeStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::status::RuntimeStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -218,6 +169,10 @@ pub struct Runtime {
     pub started_at: Option<DateTime<Utc>>,
     pub revision: u64,
     pub error: Option<String>,
+    /// What a caller can do with it now (`crate::status::allowed_actions`), so
+    /// clients need no copy of the state machine.
+    #[serde(default)]
+    pub allowed_actions: Vec<crate::status::Action>,
     /// The official client's spellings of the same record (docs/api.md).
     #[serde(flatten)]
     pub official: crate::compat::OfficialRuntimeFields,

@@ -9,6 +9,8 @@
 //! get plain facts back.
 
 pub mod cgroups;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod host;
 pub mod images;
 mod netlink;

@@ -37,7 +37,7 @@ impl Modify for Security {
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
-        runta_api::RuntimeStatus, runta_api::ClientFrame, runta_api::ServerFrame, runta_api::Event,
+        runta_api::RuntimeStatus, runta_api::Action, runta_api::ClientFrame, runta_api::ServerFrame, runta_api::Event,
         runta_api::FileEntry, runta_api::Deployment, runta_api::SandboxSpec, runta_api::PlanLine,
         runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
@@ -49,4 +49,37 @@ pub struct ApiDoc;
 
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_schema_lists_its_allowed_actions() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        // `Runtime` flattens the official fields in, so it is an `allOf`.
+        let runtime = &schemas["Runtime"];
+        let field = runtime["allOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain([runtime])
+            .map(|part| &part["properties"]["allowed_actions"])
+            .find(|f| !f.is_null())
+            .unwrap_or_else(|| panic!("no allowed_actions in {runtime}"));
+        assert_eq!(
+            field["items"]["$ref"], "#/components/schemas/Action",
+            "{field}"
+        );
+        let names: Vec<&str> = schemas["Action"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = runta_api::Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(names, want);
+    }
 }

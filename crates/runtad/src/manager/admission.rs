@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use runta_api::{QuotaUsage, QuotaView, SetQuotaRequest, TenantQuota};
 use uuid::Uuid;
 
-use super::{Error, Manager, Result, HOLDS_CAPACITY};
+use super::{Error, Manager, Result};
 use crate::store::RuntimeRecord;
 
 /// A runtime as admission sees it.
@@ -73,7 +73,7 @@ fn of_record(r: &RuntimeRecord) -> Candidate {
         memory_mib: r.memory_mib,
         memory_limit_mib: r.memory_limit_mib,
         disk_gib: r.disk_gib,
-        live: HOLDS_CAPACITY.contains(&r.status),
+        live: r.status.holds_capacity(),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use runta_api::{
     validate, Checkpoint, CheckpointKind, CheckpointState, ResourceLimits, ResourceRequests,
-    ResourceUsage, Resources, RuntimeStatus,
+    ResourceUsage, Resources,
 };
 use uuid::Uuid;
 
@@ -57,10 +57,7 @@ impl Manager {
     ) -> Result<CheckpointRecord> {
         validate::name("name", name)?;
         let (_g, r) = self.locked(tenant, runtime).await?;
-        if !matches!(
-            r.status,
-            RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
-        ) {
+        if !r.status.is_up() {
             return Err(Error::FailedPrecondition(format!(
                 "cannot checkpoint runtime {:?}: it is {}; boot it first",
                 r.name, r.status

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use runta_agent::ProcessSpec;
 use runta_api::{
-    validate, ExecRequest, RuntimeStatus, DEFAULT_EXEC_TIMEOUT_SECS,
-    DEFAULT_MAX_OUTPUT_BYTES, MAX_EXEC_TIMEOUT_SECS, MAX_MAX_OUTPUT_BYTES,
+    validate, ExecRequest, RuntimeStatus, DEFAULT_EXEC_TIMEOUT_SECS, DEFAULT_MAX_OUTPUT_BYTES,
+    MAX_EXEC_TIMEOUT_SECS, MAX_MAX_OUTPUT_BYTES,
 };
 use uuid::Uuid;
 
@@ -283,13 +283,16 @@ impl Manager {
         let _g = lock.lock().await;
         if let Ok(Some(mut cur)) = self.store.get_runtime(r.id) {
             // A runtime paused meanwhile is frozen on purpose, not wedged.
-            if cur.status == RuntimeStatus::Running {
-                cur.status = RuntimeStatus::Error;
-                cur.error = Some(message.clone());
-                if self.store.update_runtime(&mut cur).is_ok() {
-                    self.event(&cur, "error", Some(&message));
-                    tracing::warn!(id = %r.id, name = %r.name, "agent wedged: {message}");
-                }
+            if cur.status == RuntimeStatus::Running
+                && self
+                    .set_status(
+                        &mut cur,
+                        runta_api::StatusEvent::AgentWedged,
+                        Some(message.clone()),
+                    )
+                    .is_ok()
+            {
+                tracing::warn!(id = %r.id, name = %r.name, "agent wedged: {message}");
             }
         }
         Error::DeadlineExceeded(message)

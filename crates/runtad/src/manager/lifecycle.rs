@@ -6,7 +6,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use runta_api::{validate, CreateRuntimeRequest, PortSpec, RuntimeStatus, UpdateRuntimeRequest};
+use runta_api::{
+    validate, Action, CreateRuntimeRequest, PortSpec, RuntimeStatus, StatusEvent,
+    UpdateRuntimeRequest,
+};
 use runta_backend::{Limits, RuntimeSpec};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -14,33 +17,6 @@ use uuid::Uuid;
 
 use super::{Error, Manager, Result};
 use crate::store::{ListFilter, RuntimeRecord};
-
-/// A lifecycle action a caller can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Stop,
-    Pause,
-    Resume,
-}
-
-impl Action {
-    fn verb(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-        }
-    }
-}
-
-fn precondition(r: &RuntimeRecord, what: &str) -> Error {
-    Error::FailedPrecondition(format!(
-        "cannot {what} runtime {:?}: it is {}",
-        r.name, r.status
-    ))
-}
 
 /// Validated, defaulted form of a create request.
 struct Plan {
@@ -274,12 +250,9 @@ impl Manager {
         let spec = self.spec(&r)?;
         match self.backend.create(&spec).await {
             Ok(()) => {
-                r.status = RuntimeStatus::Running;
-                r.started_at = Some(crate::store::now());
-                self.store.update_runtime(&mut r)?;
+                self.set_status(&mut r, StatusEvent::Booted, None)?;
                 self.mark_booted(&r);
                 self.metrics.observe_create(t0.elapsed());
-                self.event(&r, "started", None);
                 info!(id = %r.id, name = %r.name, ms = t0.elapsed().as_millis() as u64, "runtime created");
                 Ok(r)
             }
@@ -323,98 +296,76 @@ impl Manager {
     ) -> Result<RuntimeRecord> {
         let (_g, mut r) = self.locked(tenant, id_or_name).await?;
         use RuntimeStatus as S;
+        if self.check(&r, action)? == r.status {
+            return Ok(r);
+        }
+        let done = StatusEvent::Requested(action);
         match (action, r.status) {
-            (Action::Start, S::Running)
-            | (Action::Stop, S::Shutdown)
-            | (Action::Pause, S::Paused)
-            | (Action::Resume, S::Running) => Ok(r),
-            (Action::Start, S::Shutdown | S::Error | S::Crashed) => {
+            (Action::Start | Action::Resume, S::Suspended) => {
+                self.wake_locked(&mut r).await?;
+            }
+            (Action::Start, _) => {
                 r.desired_status = S::Running;
                 // Held through the boot: until it runs, the record does not count as live.
                 let _admission = self.admission.lock().await;
                 self.admit_start(&r)?;
                 self.store.update_runtime(&mut r)?;
                 let spec = self.spec(&r)?;
-                match self.backend.start(&spec).await {
-                    Ok(()) => {
-                        r.status = S::Running;
-                        r.error = None;
-                        r.started_at = Some(crate::store::now());
-                        self.store.update_runtime(&mut r)?;
-                        self.mark_booted(&r);
-                        self.event(&r, "started", None);
-                        Ok(r)
-                    }
-                    Err(e) => {
-                        r.status = S::Error;
-                        r.error = Some(format!("boot failed: {e}"));
-                        self.store.update_runtime(&mut r)?;
-                        self.event(&r, "error", r.error.clone().as_deref());
-                        Err(e.into())
-                    }
+                if let Err(e) = self.backend.start(&spec).await {
+                    let why = format!("boot failed: {e}");
+                    self.set_status(&mut r, StatusEvent::BootFailed, Some(why))?;
+                    return Err(e.into());
                 }
+                self.set_status(&mut r, done, None)?;
+                self.mark_booted(&r);
             }
-            (Action::Start | Action::Resume, S::Suspended) => {
-                self.wake_locked(&mut r, "woken").await?;
-                Ok(r)
-            }
-            (Action::Resume, S::Paused) => {
+            (Action::Resume, _) => {
                 r.desired_status = S::Running;
                 self.store.update_runtime(&mut r)?;
                 self.backend.resume(r.id).await?;
-                r.status = S::Running;
-                if let Err(e) = self.store.update_runtime(&mut r) {
+                if let Err(e) = self.set_status(&mut r, done, None) {
                     // Keep the record true: frozen again, as it says.
                     let _ = self.backend.pause(r.id).await;
-                    return Err(e.into());
+                    return Err(e);
                 }
                 self.touch(r.id);
-                self.event(&r, "resumed", None);
-                Ok(r)
             }
-            (Action::Pause, S::Running) => {
+            (Action::Pause, S::Suspended) => {
+                // Already frozen by the idle policy; now the caller owns the pause.
+                r.desired_status = S::Paused;
+                self.set_status(&mut r, done, None)?;
+            }
+            (Action::Pause, _) => {
                 r.desired_status = S::Paused;
                 self.store.update_runtime(&mut r)?;
                 self.backend.pause(r.id).await?;
-                r.status = S::Paused;
-                if let Err(e) = self.store.update_runtime(&mut r) {
+                if let Err(e) = self.set_status(&mut r, done, None) {
                     // Never leave a frozen runtime that the record calls running.
                     let _ = self.backend.resume(r.id).await;
-                    return Err(e.into());
+                    return Err(e);
                 }
-                self.event(&r, "paused", None);
-                Ok(r)
             }
-            (Action::Pause, S::Suspended) => {
-                // Already frozen by the idle policy; now the user owns the pause.
-                r.status = S::Paused;
-                r.desired_status = S::Paused;
-                self.store.update_runtime(&mut r)?;
-                self.event(&r, "paused", None);
-                Ok(r)
-            }
-            (Action::Stop, S::Running | S::Paused | S::Suspended | S::Error | S::Crashed) => {
+            (Action::Stop, _) => {
                 r.desired_status = S::Shutdown;
                 self.store.update_runtime(&mut r)?;
                 self.backend.stop(r.id, self.cfg.stop_grace).await?;
-                r.status = S::Shutdown;
-                r.error = None;
-                self.store.update_runtime(&mut r)?;
-                self.event(&r, "stopped", None);
-                Ok(r)
+                self.set_status(&mut r, done, None)?;
             }
-            (a, _) => Err(precondition(&r, a.verb())),
+            (Action::Delete | Action::Update | Action::Exec | Action::Checkpoint, _) => {
+                return Err(Error::Internal(format!(
+                    "{action} has its own method, not act"
+                )));
+            }
         }
+        Ok(r)
     }
 
     /// Thaws a suspended runtime; the caller holds its lock.
-    pub(super) async fn wake_locked(&self, r: &mut RuntimeRecord, event: &str) -> Result<()> {
+    pub(super) async fn wake_locked(&self, r: &mut RuntimeRecord) -> Result<()> {
         self.backend.resume(r.id).await?;
-        r.status = RuntimeStatus::Running;
         r.desired_status = RuntimeStatus::Running;
-        self.store.update_runtime(r)?;
+        self.set_status(r, StatusEvent::Woken, None)?;
         self.touch(r.id);
-        self.event(r, event, None);
         Ok(())
     }
 
@@ -429,7 +380,7 @@ impl Manager {
             .get_runtime(id)?
             .ok_or_else(|| Error::NotFound("runtime is gone".into()))?;
         if r.status == RuntimeStatus::Suspended && r.idle_wakeup {
-            self.wake_locked(&mut r, "woken").await?;
+            self.wake_locked(&mut r).await?;
         }
         Ok(r)
     }
@@ -441,13 +392,11 @@ impl Manager {
     }
 
     pub(super) async fn delete_locked(&self, r: &mut RuntimeRecord) -> Result<()> {
-        r.status = RuntimeStatus::Deleting;
         r.desired_status = RuntimeStatus::Deleting;
-        self.store.update_runtime(r)?;
+        self.set_status(r, StatusEvent::Requested(Action::Delete), None)?;
         if let Err(e) = self.backend.delete(r.id).await {
-            r.status = RuntimeStatus::Error;
-            r.error = Some(format!("delete failed: {e}"));
-            self.store.update_runtime(r)?;
+            let why = format!("delete failed: {e}");
+            self.set_status(r, StatusEvent::DeleteFailed, Some(why))?;
             return Err(e.into());
         }
         self.store.delete_runtime(r.id)?;
@@ -465,9 +414,7 @@ impl Manager {
         req: UpdateRuntimeRequest,
     ) -> Result<RuntimeRecord> {
         let (_g, mut r) = self.locked(tenant, id_or_name).await?;
-        if matches!(r.status, RuntimeStatus::Creating | RuntimeStatus::Deleting) {
-            return Err(precondition(&r, "update"));
-        }
+        self.check(&r, Action::Update)?;
         let mut changes = Vec::new();
         if let Some(res) = &req.resources {
             let vcpus = res.requests.vcpus.unwrap_or(r.vcpus);
@@ -510,10 +457,7 @@ impl Manager {
             let _admission = self.admission.lock().await;
             self.admit_resize(&r, vcpus, memory_mib, limit)?;
             if (vcpus, memory_mib, limit) != (r.vcpus, r.memory_mib, r.memory_limit_mib) {
-                if matches!(
-                    r.status,
-                    RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
-                ) {
+                if r.status.is_up() {
                     self.backend
                         .update(r.id, Limits { vcpus, memory_limit_mib: limit })
                         .await

@@ -11,6 +11,9 @@ pub mod exec_output;
 mod lifecycle;
 mod monitor;
 mod reconcile;
+#[cfg(test)]
+mod tests;
+mod transition;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +27,8 @@ use runta_backend::Backend;
 use uuid::Uuid;
 
 pub use exec::{EncodedExec, ExecGuard, AGENT_CALL_DEADLINE};
-pub use lifecycle::{deployment_diff, Action};
+pub use lifecycle::deployment_diff;
+pub use runta_api::Action;
 
 use crate::agent_client::AgentError;
 use crate::metrics::Metrics;
@@ -183,14 +187,6 @@ pub struct Manager {
     pub exec_gate: Arc<exec_output::ExecGate>,
 }
 
-/// Statuses in which a runtime holds memory on the host.
-const HOLDS_CAPACITY: [RuntimeStatus; 4] = [
-    RuntimeStatus::Creating,
-    RuntimeStatus::Running,
-    RuntimeStatus::Paused,
-    RuntimeStatus::Suspended,
-];
-
 impl Manager {
     pub fn new(
         store: Arc<Store>,
@@ -296,16 +292,13 @@ impl Manager {
 
     /// The API view of a record, with live usage where the runtime is up.
     pub fn view(&self, r: &RuntimeRecord) -> Runtime {
-        let current = if matches!(
-            r.status,
-            RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
-        ) {
+        let current = if r.status.is_up() {
             let u = self.backend.usage(r.id);
             ResourceUsage {
                 memory_mib: r.memory_limit_mib,
-                memory_mib_used: u.as_ref().map(|u| {
-                    (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0
-                }),
+                memory_mib_used: u
+                    .as_ref()
+                    .map(|u| (u.memory_bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0),
                 cpu_seconds: u
                     .as_ref()
                     .map(|u| (u.cpu_nanos as f64 / 1e9 * 1000.0).round() / 1000.0),
@@ -354,6 +347,7 @@ impl Manager {
             started_at: r.started_at,
             revision: r.revision,
             error: r.error.clone(),
+            allowed_actions: runta_api::allowed_actions(r.status),
         }
     }
 

@@ -1,11 +1,11 @@
-//! The background scan, once a second: notices OOM kills and dead inits, and
+//! The background scan, every [`SCAN_INTERVAL`]: notices OOM kills and dead inits, and
 //! applies the idle policy (suspend after `idle_timeout_secs` without ingress
 //! traffic or exec).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runta_api::RuntimeStatus;
+use runta_api::{RuntimeStatus, StatusEvent};
 use runta_backend::BackendState;
 use tracing::{info, warn};
 
@@ -40,16 +40,15 @@ impl Manager {
         self.touch(r.id);
     }
 
-    async fn scan(&self) -> super::Result<()> {
+    pub(super) async fn scan(&self) -> super::Result<()> {
         let live = self.store.list_runtimes(&ListFilter {
-            statuses: vec![
-                RuntimeStatus::Running,
-                RuntimeStatus::Paused,
-                RuntimeStatus::Suspended,
-            ],
+            statuses: RuntimeStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_up())
+                .collect(),
             ..Default::default()
         })?;
-        for r in live {
+        for mut r in live {
             if let Some(u) = self.backend.usage(r.id) {
                 let prev = self
                     .oom_seen
@@ -59,14 +58,12 @@ impl Manager {
                 if let Some(p) = prev {
                     if u.oom_kills > p {
                         let n = u.oom_kills - p;
-                        self.event(
-                            &r,
-                            "oom_killed",
-                            Some(&format!(
-                                "{n} process(es) killed for exceeding the {} MiB memory limit",
-                                r.memory_limit_mib
-                            )),
+                        let what = format!(
+                            "{n} process(es) killed for exceeding the {} MiB memory limit",
+                            r.memory_limit_mib
                         );
+                        // Recorded only: the status stays, so no lock is needed.
+                        self.set_status(&mut r, StatusEvent::OomKilled, Some(what))?;
                         self.metrics
                             .oom_kills
                             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -101,10 +98,7 @@ impl Manager {
         let Some(mut r) = self.store.get_runtime(id)? else {
             return Ok(());
         };
-        if !matches!(
-            r.status,
-            RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Suspended
-        ) {
+        if !r.status.is_up() {
             return Ok(());
         }
         if !matches!(
@@ -115,10 +109,8 @@ impl Manager {
         }
         // Clear the dead container away; files stay for `start`.
         let _ = self.backend.stop(id, Duration::ZERO).await;
-        r.status = RuntimeStatus::Crashed;
-        r.error = Some("the runtime's init process exited; start it again or delete it".into());
-        self.store.update_runtime(&mut r)?;
-        self.event(&r, "crashed", r.error.clone().as_deref());
+        let why = "the runtime's init process exited; start it again or delete it";
+        self.set_status(&mut r, StatusEvent::InitExited, Some(why.into()))?;
         warn!(%id, name = %r.name, "runtime crashed");
         Ok(())
     }
@@ -138,13 +130,8 @@ impl Manager {
             return Ok(());
         }
         self.backend.pause(id).await?;
-        r.status = RuntimeStatus::Suspended;
-        self.store.update_runtime(&mut r)?;
-        self.event(
-            &r,
-            "idle_suspended",
-            Some(&format!("no activity for {timeout} s")),
-        );
+        let why = format!("no activity for {timeout} s");
+        self.set_status(&mut r, StatusEvent::IdleSuspended, Some(why))?;
         info!(%id, name = %r.name, "suspended after {timeout} s idle");
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use runta_api::RuntimeStatus as S;
+use runta_api::{Action, RuntimeStatus as S, StatusEvent as E};
 use runta_backend::BackendState;
 use tracing::{info, warn};
 
@@ -26,7 +26,7 @@ impl Manager {
             };
             let alive = matches!(state, BackendState::Running { .. } | BackendState::Paused);
             let before = r.status;
-            match r.status {
+            let (event, message) = match r.status {
                 S::Deleting => {
                     if let Err(e) = self.delete_locked(&mut r).await {
                         warn!(id = %r.id, "reconcile: finish delete: {e}");
@@ -37,45 +37,47 @@ impl Manager {
                     // Cut short mid-create: boot it now (every step is idempotent).
                     let spec = self.spec(&r)?;
                     match self.backend.start(&spec).await {
-                        Ok(()) => {
-                            r.status = S::Running;
-                            r.started_at = Some(crate::store::now());
-                            self.mark_booted(&r);
-                            self.event(&r, "started", Some("finished after a daemon restart"));
-                        }
-                        Err(e) => {
-                            r.status = S::Error;
-                            r.error =
-                                Some(format!("create interrupted and could not be finished: {e}"));
-                        }
+                        Ok(()) => (E::Booted, "finished after a daemon restart".to_string()),
+                        Err(e) => (
+                            E::BootFailed,
+                            format!("create interrupted and could not be finished: {e}"),
+                        ),
                     }
                 }
-                S::Running | S::Paused | S::Suspended if r.desired_status == S::Shutdown => {
+                s if s.is_up() && r.desired_status == S::Shutdown => {
                     let _ = self.backend.stop(r.id, self.cfg.stop_grace).await;
-                    r.status = S::Shutdown;
-                    self.event(&r, "stopped", Some("finished after a daemon restart"));
+                    (
+                        E::Requested(Action::Stop),
+                        "finished after a daemon restart".to_string(),
+                    )
                 }
-                S::Running | S::Paused | S::Suspended if !alive => {
+                s if s.is_up() && !alive => {
                     let _ = self.backend.stop(r.id, Duration::ZERO).await;
-                    r.status = S::Crashed;
-                    r.error = Some("the runtime stopped while the daemon was down; start it again or delete it".into());
-                    self.event(&r, "crashed", r.error.clone().as_deref());
+                    (
+                        E::FoundGone,
+                        "the runtime stopped while the daemon was down; start it again or delete it"
+                            .to_string(),
+                    )
                 }
-                S::Running | S::Paused | S::Suspended => {
-                    r.status = match (state, r.status) {
-                        (BackendState::Paused, S::Suspended) => S::Suspended,
-                        (BackendState::Paused, _) => S::Paused,
-                        _ => S::Running,
+                s if s.is_up() => {
+                    let found = match state {
+                        BackendState::Paused => E::FoundPaused,
+                        _ => E::FoundRunning,
                     };
-                    self.mark_booted(&r);
+                    (found, String::new())
                 }
                 S::Shutdown if alive => {
                     let _ = self.backend.stop(r.id, self.cfg.stop_grace).await;
+                    continue;
                 }
-                S::Shutdown | S::Error | S::Crashed => {}
+                _ => continue,
+            };
+            let message = (!message.is_empty()).then_some(message);
+            self.set_status(&mut r, event, message)?;
+            if r.status.is_up() {
+                self.mark_booted(&r);
             }
             if r.status != before {
-                self.store.update_runtime(&mut r)?;
                 info!(id = %r.id, name = %r.name, "reconciled {before} -> {}", r.status);
             }
         }
