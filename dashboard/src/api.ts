@@ -7,6 +7,9 @@ export const STATUSES: Status[] = [
   'creating', 'running', 'paused', 'suspended', 'shutdown', 'error', 'crashed', 'deleting',
 ];
 
+/** What a caller can do with a runtime; the daemon lists them per runtime. */
+export type Action = 'start' | 'stop' | 'pause' | 'resume' | 'delete' | 'update' | 'exec' | 'checkpoint';
+
 export interface Runtime {
   id: string;
   name: string;
@@ -29,6 +32,8 @@ export interface Runtime {
   started_at: string | null;
   revision: number;
   error: string | null;
+  /** From the daemon's state machine (absent from daemons older than this field). */
+  allowed_actions?: Action[];
 }
 
 export interface RuntimeEvent {
@@ -158,13 +163,26 @@ export const api = {
   verify: (token: string) => request<unknown>('GET', '/v1/runtimes?limit=1', undefined, token),
 };
 
-/** What each status lets the user do next (mirrors the daemon's transitions). */
-export function allowedActions(s: Status): { boot: boolean; pause: boolean; resume: boolean; stop: boolean; del: boolean } {
-  return {
-    boot: s === 'shutdown' || s === 'error' || s === 'crashed',
-    pause: s === 'running' || s === 'suspended',
-    resume: s === 'paused' || s === 'suspended',
-    stop: s === 'running' || s === 'paused' || s === 'suspended' || s === 'error' || s === 'crashed',
-    del: s !== 'deleting',
-  };
+/** Statuses whose runtimes hold reserved capacity on the host (docs/operations.md). */
+export function holdsCapacity(s: Status): boolean {
+  return s === 'creating' || s === 'running' || s === 'paused' || s === 'suspended';
+}
+
+/** Which lifecycle buttons a runtime offers: the daemon's `allowed_actions`. */
+export function allowedActions(r: Pick<Runtime, 'status' | 'allowed_actions'>): {
+  boot: boolean; pause: boolean; resume: boolean; stop: boolean; del: boolean;
+} {
+  const has = (a: Action) => (r.allowed_actions ?? legacyActions(r.status)).includes(a);
+  return { boot: has('start'), pause: has('pause'), resume: has('resume'), stop: has('stop'), del: has('delete') };
+}
+
+/** Only for a daemon that does not send `allowed_actions` yet. */
+function legacyActions(s: Status): Action[] {
+  const out: Action[] = [];
+  if (s === 'shutdown' || s === 'error' || s === 'crashed') out.push('start');
+  if (s === 'running' || s === 'paused' || s === 'suspended' || s === 'error' || s === 'crashed') out.push('stop');
+  if (s === 'running' || s === 'suspended') out.push('pause');
+  if (s === 'paused' || s === 'suspended') out.push('resume');
+  if (s !== 'deleting') out.push('delete');
+  return out;
 }

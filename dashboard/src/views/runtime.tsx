@@ -101,7 +101,7 @@ export function RuntimePage({ name }: { name: string }) {
 function Lifecycle({ r, onChange }: { r: Runtime; onChange: () => void }) {
   const [busy, setBusy] = useState<string | null>(null);
   const dialog = useRef<HTMLDialogElement>(null);
-  const can = allowedActions(r.status);
+  const can = allowedActions(r);
   const act = async (verb: 'start' | 'stop' | 'pause' | 'resume', label: string) => {
     setBusy(verb);
     try {

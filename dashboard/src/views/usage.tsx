@@ -1,12 +1,10 @@
 import { useEffect, useRef } from 'preact/hooks';
-import { api, STATUSES, type Runtime } from '../api';
+import { api, holdsCapacity, STATUSES, type Runtime } from '../api';
 import { Sparkline } from '../chart';
 import { cpus, mib, seconds } from '../format';
 import { usePoll } from '../hooks';
 import { Spinner, StatusBadge } from './common';
 
-/** Statuses whose runtimes hold reserved capacity on the host. */
-const HOLDING = new Set(['creating', 'running', 'paused', 'suspended']);
 const MAX_SAMPLES = 60;
 
 export function Usage() {
@@ -36,7 +34,7 @@ export function Usage() {
 
   if (!data) return loading ? <Spinner /> : <p class="alert" role="alert">{error?.message}</p>;
 
-  const holding = data.filter((r) => HOLDING.has(r.status));
+  const holding = data.filter((r) => holdsCapacity(r.status));
   const vcpus = holding.reduce((a, r) => a + r.resources.requests.vcpus, 0);
   const memReserved = holding.reduce((a, r) => a + r.resources.limits.memory_mib, 0);
   const memUsed = data.reduce((a, r) => a + (r.resources.current?.memory_mib_used ?? 0), 0);

@@ -14,6 +14,7 @@ import type {
   PortSpec,
   RuntimeEvent,
   RuntimeInfo,
+  RuntimeAction,
   RuntimeStatus,
   UpdateRuntimeRequest,
 } from "./types.js";
@@ -102,6 +103,14 @@ export class Runtime {
     return this.info.status;
   }
 
+  /**
+   * Whether the daemon allows `action` now (from its state machine, as last
+   * fetched); `undefined` when the daemon did not say.
+   */
+  can(action: RuntimeAction): boolean | undefined {
+    return this.info.allowed_actions?.includes(action);
+  }
+
   private get path(): string {
     return `/v1/runtimes/${encodeURIComponent(this.id)}`;
   }
@@ -170,7 +179,8 @@ export class Runtime {
     for (;;) {
       await this.refresh();
       if (want.includes(this.info.status)) return this;
-      if ((this.info.status === "error" || this.info.status === "crashed") && !want.includes(this.info.status)) {
+      // The daemon sets `error` exactly while the runtime is error or crashed.
+      if (this.info.error !== null && !want.includes(this.info.status)) {
         throw new RuntaError({
           code: "failed_precondition",
           message: `runtime ${this.name} is ${this.info.status}${this.info.error ? ": " + this.info.error : ""}`,

@@ -68,8 +68,14 @@ export interface RuntimeInfo {
   updated_at: string;
   started_at: string | null;
   revision: number;
+  /** Set exactly while the runtime is `error` or `crashed`. */
   error: string | null;
+  /** What the daemon lets a caller do now, from its state machine (absent from older daemons). */
+  allowed_actions?: RuntimeAction[];
 }
+
+/** A verb a runtime may allow (`allowed_actions`). */
+export type RuntimeAction = "start" | "stop" | "pause" | "resume" | "delete" | "update" | "exec" | "checkpoint";
 
 /** `POST /v1/runtimes` body. */
 export interface CreateRuntimeRequest {

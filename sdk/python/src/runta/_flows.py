@@ -39,7 +39,6 @@ MAX_OUTPUT_CAP = 64 * 1024 * 1024
 DEFAULT_OUTPUT_CAP = 1024 * 1024
 #: Room reserved in a session command's output for the state trailer.
 SESSION_TRAILER_ROOM = 64 * 1024
-FAILED = ("error", "crashed")
 
 
 # ----------------------------------------------------------------- paths ----
@@ -196,7 +195,7 @@ def wait_for(
             ) from e
         if info.status in wanted:
             return info
-        if info.status in FAILED:
+        if info.failed:
             raise RuntimeFailedError(
                 f"runtime {info.name!r} is {info.status}"
                 + (f": {info.error}" if info.error else ""),

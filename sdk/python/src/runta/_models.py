@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 #: Statuses a runtime can be in (SPEC §1).
 STATUSES = (
@@ -117,7 +117,20 @@ class RuntimeInfo:
     started_at: Optional[datetime]
     revision: int
     error: Optional[str]
+    #: What the daemon lets a caller do now (``start``, ``stop``, ``pause``,
+    #: ``resume``, ``delete``, ``update``, ``exec``, ``checkpoint``), from its
+    #: state machine; ``None`` from a daemon that does not send the field.
+    allowed_actions: Optional[Tuple[str, ...]] = None
     raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """In ``error`` or ``crashed``: the daemon sets ``error`` exactly then."""
+        return self.error is not None
+
+    def can(self, action: str) -> Optional[bool]:
+        """Whether ``action`` is possible now; ``None`` when the daemon did not say."""
+        return None if self.allowed_actions is None else action in self.allowed_actions
 
     @property
     def vcpus(self) -> float:
@@ -155,6 +168,11 @@ class RuntimeInfo:
             started_at=parse_time(d.get("started_at")),
             revision=int(d.get("revision") or 0),
             error=d.get("error") if isinstance(d.get("error"), str) else None,
+            allowed_actions=(
+                tuple(str(a) for a in d["allowed_actions"])
+                if isinstance(d.get("allowed_actions"), list)
+                else None
+            ),
             raw=dict(d),
         )
 
