@@ -110,6 +110,21 @@ class CheckpointBase:
     def created_at(self) -> Optional[datetime]:
         return self._info.created_at
 
+    @property
+    def display_name(self) -> str:
+        """The official client's name of :attr:`name`."""
+        return self._info.name
+
+    @property
+    def state(self) -> str:
+        """``ready``: a checkpoint exists only once its files are saved."""
+        return str(self._info.raw.get("state", "ready"))
+
+    @property
+    def kind(self) -> str:
+        """``full`` (the only kind)."""
+        return str(self._info.raw.get("kind", "full"))
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(id={self.id!r}, name={self.name!r}, "

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 import httpx
 
 from . import _flows as F
+from . import _official as O
 from ._common import CheckpointBase, Page, RuntimeBase, SessionBase
 from ._models import CheckpointInfo, Event, ExecResult, FileEntry, PortLike, RuntimeInfo
 from ._transport import Call, Flow, RetryPolicy, SyncTransport, T, client_settings
@@ -104,7 +105,7 @@ class Runtimes:
 
     def create(
         self,
-        name: str,
+        name: Optional[str] = None,
         *,
         vcpus: Optional[float] = None,
         memory_mib: Optional[int] = None,
@@ -119,15 +120,30 @@ class Runtimes:
         wait: bool = True,
         timeout: Optional[float] = None,
         idempotency_key: Optional[str] = None,
+        memory_max_mib: Optional[int] = None,
+        resources: Any = None,
+        ingress_specs: Optional[Sequence[Any]] = None,
+        egress_policy: Any = None,
+        idle_suspend_after_secs: Optional[int] = None,
+        runtime_agent: Optional[str] = None,
+        poll_interval: Optional[float] = None,
     ) -> Runtime:
         """Creates a runtime. With ``wait`` (the default) returns once it is running,
         raising :class:`RuntimeFailedError` if it fails and :class:`WaitTimeoutError`
         after ``timeout`` seconds (default 300). With an ``idempotency_key`` the
         request is safe to repeat (and is retried on connection errors).
         ``checkpoint_id`` (an id, a name or a checkpoint) starts it from that
-        checkpoint's files instead of a clean image."""
+        checkpoint's files instead of a clean image.
+
+        The official client's arguments are taken too: ``name`` may be left out
+        (the daemon makes one), ``memory_max_mib`` (= ``memory_limit_mib``),
+        ``resources`` (``{"requests": …, "limits": …}``), ``ingress_specs``,
+        ``egress_policy`` (only the open policy), ``idle_suspend_after_secs`` and
+        ``poll_interval`` (unused: the daemon answers once it runs)."""
+        if memory_limit_mib is None:
+            memory_limit_mib = memory_max_mib
         body = F.create_body(
-            name,
+            name or "",
             vcpus=vcpus,
             memory_mib=memory_mib,
             image=image,
@@ -138,6 +154,15 @@ class Runtimes:
             disk_gib=disk_gib,
             memory_limit_mib=memory_limit_mib,
             checkpoint=None if checkpoint_id is None else F.checkpoint_ref(checkpoint_id),
+        )
+        O.fold_create(
+            body,
+            name=name,
+            resources=resources,
+            ingress_specs=ingress_specs,
+            egress_policy=egress_policy,
+            idle_suspend_after_secs=idle_suspend_after_secs,
+            runtime_agent=runtime_agent,
         )
         info = self._client._run(
             F.create(body, wait=wait, timeout=timeout, idempotency_key=idempotency_key)
@@ -195,6 +220,16 @@ class Checkpoints:
         """The checkpoint with this UUID or name (:class:`NotFoundError` otherwise)."""
         return Checkpoint(self._client, self._client._run(F.get_checkpoint(id_or_name)))
 
+    def wait_until_ready(
+        self,
+        id_or_name: str,
+        *,
+        timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+    ) -> Checkpoint:
+        """The official client's wait: checkpoints here are ready once created."""
+        return self.get(id_or_name)
+
     def list(self) -> List[Checkpoint]:
         """Every checkpoint of the tenant."""
         infos = self._client._run(F.list_checkpoints())
@@ -214,11 +249,28 @@ class RuntimeCheckpoints:
         self._client = client
         self._id = runtime_id
 
-    def create(self, name: str) -> Checkpoint:
+    def create(
+        self,
+        name_or_kind: Optional[str] = None,
+        name: Optional[str] = None,
+        *,
+        kind: str = O.CHECKPOINT_KIND,
+        wait: bool = True,
+        timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+    ) -> Checkpoint:
         """Saves this runtime's files (it must be running, paused or suspended) as
         checkpoint ``name``. The runtime is frozen while its files are copied, then
-        thawed (a paused one stays paused)."""
-        info = self._client._run(F.create_checkpoint(self._id, name))
+        thawed (a paused one stays paused). The official spelling works too:
+        ``create("full", name)``, ``create(name=…)`` or ``create()`` (named
+        ``<runtime>-<8 hex>``); ``wait`` and friends are accepted (it is ready
+        when this returns)."""
+        if name_or_kind is None and name is None:
+            runtime_name = (self._client._run(F.get(self._id))).name
+        else:
+            runtime_name = ""
+        chosen = O.checkpoint_name(name_or_kind, name, kind, runtime_name)
+        info = self._client._run(F.create_checkpoint(self._id, chosen))
         return Checkpoint(self._client, info)
 
     def list(self) -> List[Checkpoint]:
@@ -272,8 +324,15 @@ class Runtime(RuntimeBase):
         """Freezes every process."""
         return self._set(self._client._run(F.action(self.id, "pause")))
 
-    def resume(self) -> RuntimeInfo:
-        """Thaws a paused runtime."""
+    def resume(
+        self,
+        *,
+        wait: bool = True,
+        timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+    ) -> RuntimeInfo:
+        """Thaws a paused (or suspended) runtime; it runs when this returns (the
+        official client's ``wait`` arguments are accepted)."""
         return self._set(self._client._run(F.action(self.id, "resume")))
 
     def delete(self, *, missing_ok: bool = False) -> None:
@@ -315,6 +374,67 @@ class Runtime(RuntimeBase):
     def events(self, *, after: Optional[int] = None, limit: Optional[int] = None) -> List[Event]:
         """Lifecycle events, oldest first."""
         return self._client._run(F.events(self.id, after=after, limit=limit))
+
+    # -- the official client's names -----------------------------------------
+
+    @property
+    def status(self) -> O.Status:
+        """The status as last seen (``cached_info.status``, a ``str``); calling it,
+        ``rt.status()``, fetches the current one as the official client does."""
+        return O.Status(self._info.status, self._status_now)
+
+    def _status_now(self) -> str:
+        return (self.refresh()).status
+
+    def heartbeat(self) -> str:
+        """The official client's alias of ``status()``: fetches the status."""
+        return (self.refresh()).status
+
+    def refresh_info(self) -> RuntimeInfo:
+        """The official name of :meth:`refresh`."""
+        return self.refresh()
+
+    def boot(
+        self,
+        *,
+        wait: bool = True,
+        timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+    ) -> RuntimeInfo:
+        """The official name of :meth:`start` (it runs when this returns)."""
+        info = self.start()
+        if wait and info.status != "running":
+            info = self.wait_until_ready(timeout=timeout)
+        return info
+
+    def shutdown(self) -> RuntimeInfo:
+        """The official name of :meth:`stop`."""
+        return self.stop()
+
+    def wait_until_ready(
+        self, *, timeout: Optional[float] = None, poll_interval: Optional[float] = None
+    ) -> RuntimeInfo:
+        """Polls until it runs; :class:`RuntimeFailedError` if it fails instead."""
+        return self.wait_until("running", timeout=timeout)
+
+    def update_resources(self, resources: Any) -> RuntimeInfo:
+        """PATCHes ``resources`` (``{"requests": {"vcpus", "memory_mib"}, "limits":
+        {"memory_mib"}}`` or an official-client model); applied live."""
+        body = {"resources": O.as_json(resources)}
+        return self._set(self._client._run(F.update(self.id, body)))
+
+    def restore(
+        self,
+        checkpoint_id: Union[str, CheckpointBase],
+        *,
+        name: Optional[str] = None,
+        **options: Any,
+    ) -> Runtime:
+        """A new runtime from ``checkpoint_id``, named ``name`` (default: this
+        runtime's name, so delete this one first or pass a name)."""
+        return self._client.runtimes.create(
+            name or self.name, checkpoint_id=checkpoint_id, **options
+        )
 
     # -- exec ----------------------------------------------------------------
 
@@ -413,8 +533,18 @@ class Files:
         self._client = client
         self._id = runtime_id
 
-    def write(self, path: str, data: Union[bytes, str], *, mode: Optional[int] = None) -> None:
-        """Writes a whole file (atomically), creating parent folders. ``mode`` e.g. 0o755."""
+    def write(
+        self,
+        path: str,
+        data: Union[bytes, str],
+        executable: bool = False,
+        *,
+        mode: Optional[int] = None,
+    ) -> None:
+        """Writes a whole file (atomically), creating parent folders. ``mode`` e.g.
+        0o755; ``executable`` (the official client's flag) means 0o755."""
+        if executable and mode is None:
+            mode = 0o755
         self._client._run(F.write_file(self._id, path, data, mode=mode))
 
     def read(self, path: str, max_bytes: Optional[int] = None) -> bytes:
