@@ -72,7 +72,8 @@ mkdir -p "$DATA"
   --images-dir /var/lib/runta/images --subnet-octet 156 --no-prebuild \
   --capacity-memory-mib 100000 \
   --pids-limit 128 --quota-runtimes 1000 --quota-vcpus 100000 --quota-pids 1000000 \
-  --quota-checkpoints 10000 >"$WORK/runtad.log" 2>&1 &
+  --quota-checkpoints 10000 --ingress-listen-https off --ingress-listen-http off \
+  >"$WORK/runtad.log" 2>&1 &
 DAEMON_PID=$!
 for _ in $(seq 300); do
   curl -fsS "$ENDPOINT/healthz" >/dev/null 2>&1 && break

@@ -3,6 +3,7 @@
 // every runtime of its tenant before stopping the daemon.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, mkdirSync, existsSync, openSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,17 @@ const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const STATIC_AGENT = join(repo, 'target/x86_64-unknown-linux-gnu/release/runta-agent');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A port nothing listens on now: a daemon refuses to start without its ingress
+// ports, and the defaults may be another daemon's.
+const freePort = () =>
+  new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
 let step = 'setup';
 const log = (msg) => console.log(`[e2e] ${msg}`);
 function check(cond, msg) {
@@ -48,7 +60,9 @@ const out = openSync(daemonLog, 'w');
 const daemon = spawn(
   BIN,
   ['--data-dir', dataDir, '--listen', `127.0.0.1:${PORT}`, '--images-dir', '/var/lib/runta/images',
-    '--subnet-octet', '153', '--no-prebuild'],
+    '--subnet-octet', '153', '--no-prebuild',
+    '--ingress-listen-https', `127.0.0.1:${await freePort()}`,
+    '--ingress-listen-http', `127.0.0.1:${await freePort()}`],
   { env, stdio: ['ignore', out, out] },
 );
 let daemonExited = false;

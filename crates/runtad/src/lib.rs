@@ -65,6 +65,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .await
         .context(&format!("listen on {}", cfg.listen))?;
     let ingress_tls = ingress::load_tls(&cfg, &data_dir)?;
+    let ingress_listeners = ingress::bind(&cfg).await?;
 
     let agent_bin = config::install_agent(&cfg, &data_dir)?;
     let instance = config::instance_tag(&data_dir);
@@ -156,7 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         });
     }
 
-    ingress::start(manager.clone(), &cfg, ingress_tls).await;
+    ingress::start(manager.clone(), &cfg, ingress_tls, ingress_listeners);
 
     let app = api::router(api::AppState {
         manager: manager.clone(),

@@ -44,6 +44,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _any_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _pick_port() -> int:
     if _port_free(PREFERRED_PORT):
         return PREFERRED_PORT
@@ -71,6 +77,10 @@ class Daemon:
                 "--subnet-octet", SUBNET_OCTET,
                 "--no-prebuild",
                 "--stop-grace-secs", "2",
+                # Free ports: a daemon refuses to start without its ingress
+                # ports, and the defaults may be another daemon's.
+                "--ingress-listen-https", f"127.0.0.1:{_any_free_port()}",
+                "--ingress-listen-http", f"127.0.0.1:{_any_free_port()}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

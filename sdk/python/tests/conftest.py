@@ -40,6 +40,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _any_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _pick_port() -> int:
     # Other people may run daemons on this machine: fall back to any free port.
     if _port_free(PREFERRED_PORT):
@@ -68,6 +74,10 @@ class Daemon:
                 "--subnet-octet", SUBNET_OCTET,
                 "--no-prebuild",
                 "--stop-grace-secs", "2",
+                # Free ports: a daemon refuses to start without its ingress
+                # ports, and the defaults may be another daemon's.
+                "--ingress-listen-https", f"127.0.0.1:{_any_free_port()}",
+                "--ingress-listen-http", f"127.0.0.1:{_any_free_port()}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -81,6 +82,19 @@ async function cleanup(stateDir: string): Promise<number> {
   return leftovers;
 }
 
+/** A port nothing listens on now (for the daemon's ingress listeners). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const p = typeof a === "object" && a !== null ? a.port : 0;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
 async function main(): Promise<number> {
   if (!existsSync(bin)) {
     log(`runtad not found at ${bin}: build it (bash scripts/build.sh) or set RUNTAD_BIN`);
@@ -102,6 +116,10 @@ async function main(): Promise<number> {
       "--images-dir", process.env["RUNTA_TEST_IMAGES_DIR"] ?? "/var/lib/runta/images",
       "--subnet-octet", process.env["RUNTA_TEST_SUBNET_OCTET"] ?? "152",
       "--no-prebuild",
+      // Free ports: a daemon refuses to start without its ingress ports, and
+      // the defaults may be another daemon's.
+      "--ingress-listen-https", `127.0.0.1:${await freePort()}`,
+      "--ingress-listen-http", `127.0.0.1:${await freePort()}`,
     ],
     { stdio: ["ignore", out, out] },
   );

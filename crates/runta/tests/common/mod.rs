@@ -214,6 +214,7 @@ fn start() -> Daemon {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(ingress_args())
     .collect();
     // Spawn from a thread that never ends, so PDEATHSIG fires only when the
     // whole test process goes away.
@@ -421,6 +422,19 @@ pub fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
     p
+}
+
+/// Ingress listeners on free ports: a daemon refuses to start without its
+/// ingress ports, and the defaults (8443, 8081) may be another daemon's.
+fn ingress_args() -> Vec<String> {
+    let https = format!("127.0.0.1:{}", closed_port());
+    let http = format!("127.0.0.1:{}", closed_port());
+    vec![
+        "--ingress-listen-https".into(),
+        https,
+        "--ingress-listen-http".into(),
+        http,
+    ]
 }
 
 /// A TCP port nothing listens on.

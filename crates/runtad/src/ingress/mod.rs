@@ -50,11 +50,59 @@ pub fn load_tls(cfg: &Config, data_dir: &Path) -> Result<Option<Arc<ServerConfig
     }))
 }
 
-/// Starts both listeners. A port that is taken only disables that listener
-/// (with an error in the log), so the API keeps working.
-pub async fn start(manager: Arc<Manager>, cfg: &Config, tls: Option<Arc<ServerConfig>>) {
+/// The ingress's bound sockets, made by [`bind`] before the daemon touches the
+/// host and handed to [`start`].
+pub struct Listeners {
+    https: Option<TcpListener>,
+    http: Option<TcpListener>,
+}
+
+/// Binds both ingress listeners (those not `off`). A port that cannot be bound
+/// is an error and the daemon does not start: serving on without it would hand
+/// out URLs on a port it does not own (another daemon's, for instance).
+pub async fn bind(cfg: &Config) -> Result<Listeners, String> {
+    let https = match &cfg.ingress_https().bind {
+        Some(addr) => Some(
+            bind_one(
+                addr,
+                "HTTPS",
+                "--ingress-listen-https / --ingress-https-port",
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let http = match &cfg.ingress_http().bind {
+        Some(addr) => {
+            Some(bind_one(addr, "HTTP", "--ingress-listen-http / --ingress-http-port").await?)
+        }
+        None => None,
+    };
+    Ok(Listeners { https, http })
+}
+
+async fn bind_one(addr: &str, what: &str, flags: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another runtad, or another program, holds it)"
+        } else {
+            ""
+        };
+        format!(
+            "cannot listen on {addr} for the {what} ingress: {e}{hint}; free the port, \
+             or choose another with {flags} (`off` disables that listener)"
+        )
+    })
+}
+
+/// Serves both listeners.
+pub fn start(
+    manager: Arc<Manager>,
+    cfg: &Config,
+    tls: Option<Arc<ServerConfig>>,
+    listeners: Listeners,
+) {
     let https = cfg.ingress_https();
-    let http = cfg.ingress_http();
     let proxy = Proxy::new(manager, &cfg.ingress_domain, https.public_port);
     let header = cfg.http_timeouts().header;
     // Each listener has its own caps (docs/security.md, item 8), so a flood
@@ -67,43 +115,28 @@ pub async fn start(manager: Arc<Manager>, cfg: &Config, tls: Option<Arc<ServerCo
             cfg.max_connections_per_peer,
         )
     };
-    if let (Some(addr), Some(tls)) = (&https.bind, tls) {
-        if let Some(l) = bind(addr, "https").await {
-            let limits = Limits {
-                conns: caps(),
-                header,
-                what: "ingress (https)",
-            };
-            tokio::spawn(serve(
-                l,
-                Some(TlsAcceptor::from(tls)),
-                proxy.clone(),
-                limits,
-            ));
-        }
+    if let (Some(l), Some(tls)) = (listeners.https, tls) {
+        info!(listen = ?l.local_addr().ok(), "ingress (https) ready");
+        let limits = Limits {
+            conns: caps(),
+            header,
+            what: "ingress (https)",
+        };
+        tokio::spawn(serve(
+            l,
+            Some(TlsAcceptor::from(tls)),
+            proxy.clone(),
+            limits,
+        ));
     }
-    if let Some(addr) = &http.bind {
-        if let Some(l) = bind(addr, "http").await {
-            let limits = Limits {
-                conns: caps(),
-                header,
-                what: "ingress (http)",
-            };
-            tokio::spawn(serve(l, None, proxy, limits));
-        }
-    }
-}
-
-async fn bind(addr: &str, what: &str) -> Option<TcpListener> {
-    match TcpListener::bind(addr).await {
-        Ok(l) => {
-            info!(listen = %addr, "ingress ({what}) ready");
-            Some(l)
-        }
-        Err(e) => {
-            tracing::error!("ingress ({what}) disabled: cannot listen on {addr}: {e}");
-            None
-        }
+    if let Some(l) = listeners.http {
+        info!(listen = ?l.local_addr().ok(), "ingress (http) ready");
+        let limits = Limits {
+            conns: caps(),
+            header,
+            what: "ingress (http)",
+        };
+        tokio::spawn(serve(l, None, proxy, limits));
     }
 }
 
