@@ -34,6 +34,11 @@ export interface Runtime {
   error: string | null;
   /** From the daemon's state machine (absent from daemons older than this field). */
   allowed_actions?: Action[];
+  /** false: a runtime suspended for idleness wakes only on start/resume. */
+  idle_wakeup?: boolean;
+  /** The official spellings (docs/api.md): the same record. */
+  display_name?: string;
+  idle_policy?: { mode: 'disabled' | 'suspend_and_wakeup' | 'suspend_only'; suspend_after_secs?: number };
 }
 
 export interface RuntimeEvent {

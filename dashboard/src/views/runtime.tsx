@@ -25,13 +25,15 @@ export function RuntimePage({ name }: { name: string }) {
   if (r && r !== seen.current) {
     seen.current = r;
     const now = performance.now();
+    // Usage is null while the runtime is not up (resources.current is always there).
     const cur = r.resources.current;
+    const cpuNow = cur?.cpu_seconds ?? null;
     let cpu: number | null = null;
-    if (cur && last.current && now > last.current.t) {
+    if (cpuNow !== null && last.current && now > last.current.t) {
       const dt = (now - last.current.t) / 1000;
-      cpu = Math.max(0, ((cur.cpu_seconds - last.current.cpu) / dt) * 100);
+      cpu = Math.max(0, ((cpuNow - last.current.cpu) / dt) * 100);
     }
-    last.current = cur ? { t: now, cpu: cur.cpu_seconds } : null;
+    last.current = cpuNow !== null ? { t: now, cpu: cpuNow } : null;
     samples.current = [...samples.current, { t: now, cpu, mem: cur ? cur.memory_mib_used : null }].slice(-MAX_SAMPLES);
   }
 
@@ -183,10 +185,12 @@ function Overview({ r }: { r: Runtime }) {
         <dd class="num">{cpus(r.resources.requests.vcpus)}</dd>
         <dt>Memory</dt>
         <dd class="num">
-          {r.resources.current ? mib(r.resources.current.memory_mib_used) : '—'} used of {mib(r.resources.limits.memory_mib)}
+          {r.resources.current?.memory_mib_used != null ? mib(r.resources.current.memory_mib_used) : '—'} used of {mib(r.resources.limits.memory_mib)}
         </dd>
         <dt>CPU time</dt>
-        <dd class="num">{r.resources.current ? `${r.resources.current.cpu_seconds.toFixed(2)} s` : '—'}</dd>
+        <dd class="num">
+          {r.resources.current?.cpu_seconds != null ? `${r.resources.current.cpu_seconds.toFixed(2)} s` : '—'}
+        </dd>
         <dt>Address</dt>
         <dd class="mono">{r.ip ?? '—'}</dd>
         <dt>Created</dt>
@@ -196,7 +200,11 @@ function Overview({ r }: { r: Runtime }) {
         <dt>Booted</dt>
         <dd>{dateTime(r.started_at)}</dd>
         <dt>Idle timeout</dt>
-        <dd>{r.idle_timeout_secs ? `${r.idle_timeout_secs} s` : 'never'}</dd>
+        <dd>
+          {r.idle_timeout_secs
+            ? `${r.idle_timeout_secs} s${r.idle_policy?.mode === 'suspend_only' || r.idle_wakeup === false ? ', wakes only on start or resume' : ', wakes on a request'}`
+            : 'never'}
+        </dd>
         <dt>Published</dt>
         <dd>
           <Urls r={r} />

@@ -158,7 +158,7 @@ export function Usage() {
                     {mib(r.resources.limits.memory_mib)}
                   </td>
                   <td data-label="CPU time" class="r num">
-                    {r.resources.current ? seconds(r.resources.current.cpu_seconds) : '—'}
+                    {r.resources.current?.cpu_seconds != null ? seconds(r.resources.current.cpu_seconds) : '—'}
                   </td>
                 </tr>
               );

@@ -87,7 +87,7 @@ export class Runtime {
   /** @internal */
   constructor(readonly http: HttpClient, info: RuntimeInfo) {
     this.id = info.id;
-    this.name = info.name;
+    this.name = info.name ?? info.display_name;
     this.info = info;
     this.files = new RuntimeFiles(this);
     this.checkpoints = new RuntimeCheckpoints(http, info.id);

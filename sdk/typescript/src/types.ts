@@ -72,7 +72,25 @@ export interface RuntimeInfo {
   error: string | null;
   /** What the daemon lets a caller do now, from its state machine (absent from older daemons). */
   allowed_actions?: RuntimeAction[];
+  /** `false`: suspended for idleness, only start/resume wake it (`idle_policy.mode = suspend_only`). */
+  idle_wakeup?: boolean;
+  // The official API's spellings of the same record (docs/api.md, "Compatibility
+  // with the official client"); optional for daemons older than them.
+  /** = `name`. */
+  display_name?: string;
+  /** = `publish` without URLs. */
+  ingress_specs?: { protocol: Protocol; runtime_port: number }[];
+  /** = `env`. */
+  environment_variables?: Record<string, string>;
+  /** = `idle_timeout_secs` and `idle_wakeup`. */
+  idle_policy?: IdlePolicy;
+  ssh_enabled?: boolean;
 }
+
+/** The official idle policy: off, or suspend after `suspend_after_secs` and wake on a request or only on start/resume. */
+export type IdlePolicy =
+  | { mode: "disabled" }
+  | { mode: "suspend_and_wakeup" | "suspend_only"; suspend_after_secs: number };
 
 /** A verb a runtime may allow (`allowed_actions`). */
 export type RuntimeAction = "start" | "stop" | "pause" | "resume" | "delete" | "update" | "exec" | "checkpoint";
