@@ -5,7 +5,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
 use runta_api::{
     validate, CreateTenantRequest, CreateTokenRequest, Data, ListResponse, Pagination, QuotaView,
     SetQuotaRequest, Tenant, TokenCreated, TokenInfo,
@@ -25,21 +24,14 @@ pub async fn create_tenant(
     ApiJson(req): ApiJson<CreateTenantRequest>,
 ) -> ApiResult<(StatusCode, Json<Data<Tenant>>)> {
     validate::name("name", &req.name).map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let store = state.manager.store();
-    let created = store.ensure_tenant(&req.name)?;
-    let created_at = store.tenant_created_at(&req.name)?.unwrap_or_else(Utc::now);
+    let (created, tenant) = state.manager.create_tenant(&req.name)?;
     Ok((
         if created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         },
-        Json(Data {
-            data: Tenant {
-                name: req.name,
-                created_at,
-            },
-        }),
+        Json(Data { data: tenant }),
     ))
 }
 
@@ -58,18 +50,8 @@ pub async fn create_token(
             "the admin tenant gets no further tokens",
         ));
     }
-    let (id, token) = auth::mint(state.manager.store(), &req.tenant, false)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Data {
-            data: TokenCreated {
-                id,
-                tenant: req.tenant,
-                token,
-                created_at: Utc::now(),
-            },
-        }),
-    ))
+    let created = state.manager.mint_token(&req.tenant)?;
+    Ok((StatusCode::CREATED, Json(Data { data: created })))
 }
 
 #[utoipa::path(get, path = "/v1/tokens", tag = "admin",
@@ -85,44 +67,10 @@ pub async fn list_tokens(
     if let Some(t) = tenant {
         validate::name("tenant", t).map_err(|e| ApiError::invalid(e.field, e.message))?;
     }
-    let rows = state.manager.store().list_tokens(tenant)?;
     Ok(Json(ListResponse {
-        data: rows
-            .into_iter()
-            .map(|t| TokenInfo {
-                id: t.id,
-                tenant: t.tenant,
-                admin: t.admin,
-                created_at: t.created_at,
-                last_used_at: t.last_used_at,
-            })
-            .collect(),
+        data: state.manager.list_tokens(tenant)?,
         pagination: Pagination::default(),
     }))
-}
-
-/// The admin token is replaced by the operator on the host, not over the API,
-/// so an API caller can never lock every admin out.
-fn tenant_token(state: &AppState, id: &str) -> ApiResult<runta_api::TokenInfo> {
-    let t = state
-        .manager
-        .store()
-        .get_token(id)?
-        .ok_or_else(|| ApiError::not_found(format!("no token with id {id:?}")))?;
-    if t.admin {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            runta_api::ErrorCode::FailedPrecondition,
-            "the admin token is not revoked or rotated over the API; see docs/operations.md",
-        ));
-    }
-    Ok(TokenInfo {
-        id: t.id,
-        tenant: t.tenant,
-        admin: t.admin,
-        created_at: t.created_at,
-        last_used_at: t.last_used_at,
-    })
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "admin",
@@ -134,10 +82,7 @@ pub async fn revoke_token(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    tenant_token(&state, &id)?;
-    if !state.manager.store().delete_token(&id)? {
-        return Err(ApiError::not_found(format!("no token with id {id:?}")));
-    }
+    state.manager.revoke_token(&id)?;
     tracing::info!(token = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,21 +96,9 @@ pub async fn rotate_token(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Data<TokenCreated>>)> {
-    let old = tenant_token(&state, &id)?;
-    let (new_id, token) = auth::rotate(state.manager.store(), &id)?
-        .ok_or_else(|| ApiError::not_found(format!("no token with id {id:?}")))?;
-    tracing::info!(old = %id, new = %new_id, "token rotated");
-    Ok((
-        StatusCode::CREATED,
-        Json(Data {
-            data: TokenCreated {
-                id: new_id,
-                tenant: old.tenant,
-                token,
-                created_at: Utc::now(),
-            },
-        }),
-    ))
+    let created = state.manager.rotate_token(&id)?;
+    tracing::info!(old = %id, new = %created.id, "token rotated");
+    Ok((StatusCode::CREATED, Json(Data { data: created })))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{name}/quota", tag = "admin",
@@ -177,7 +110,7 @@ pub async fn get_quota(
     _admin: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Data<QuotaView>>> {
-    if state.manager.store().tenant_created_at(&name)?.is_none() {
+    if !state.manager.tenant_exists(&name)? {
         return Err(ApiError::not_found(format!("no tenant named {name:?}")));
     }
     Ok(Json(Data {
@@ -201,7 +134,7 @@ pub async fn set_quota(
     validate::name("name", &name).map_err(|e| ApiError::invalid(e.field, e.message))?;
     req.validate()
         .map_err(|e| ApiError::invalid(e.field, e.message))?;
-    state.manager.store().ensure_tenant(&name)?;
+    state.manager.create_tenant(&name)?;
     let view = state.manager.set_quota(&name, &req).await?;
     tracing::info!(tenant = %name, "quota set");
     Ok(Json(Data { data: view }))

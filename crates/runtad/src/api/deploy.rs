@@ -111,7 +111,7 @@ pub async fn apply(
     // Plan first: what exists, what differs. Then act.
     let mut plan = Vec::new();
     for want in &desired {
-        let existing = m.store().find_runtime(&p.tenant, &want.req.name)?;
+        let existing = m.find_named(&p.tenant, &want.req.name)?;
         let rq = &want.req.resources.requests;
         let (vcpus, mem) = (rq.vcpus.unwrap_or(1.0), rq.memory_mib.unwrap_or(512));
         let diff = existing.as_ref().map(|r| {

@@ -116,7 +116,9 @@ impl From<ManagerError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
             }
             E::PermissionDenied(m) => Self::forbidden(m),
-            E::RateLimited(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, m),
+            E::RateLimited(m) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, m)
+            }
             E::DeadlineExceeded(m) => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::DeadlineExceeded, m)
             }
@@ -125,12 +127,6 @@ impl From<ManagerError> for ApiError {
                 Self::internal(m)
             }
         }
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ManagerError::from(e).into()
     }
 }
 

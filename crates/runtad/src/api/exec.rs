@@ -2,21 +2,20 @@
 
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use base64::Engine;
-use runta_agent::{tag, ProcessSpec, Request as AgentRequest, Response as AgentResponse};
-use runta_api::{validate, ClientFrame, Data, ExecRequest, ExecResult, ServerFrame};
+use futures_util::StreamExt;
+use runta_api::{ClientFrame, Data, ExecRequest, ExecResult, ServerFrame};
 
 use super::error::ApiResult;
 use super::extract::ApiJson;
 use super::AppState;
 use crate::auth::Principal;
-use crate::manager::{EncodedExec, Error, Manager};
+use crate::manager::{EncodedExec, Error, ExecInput, ExecOutput, ExecSession, ExecStart};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -38,10 +37,7 @@ pub async fn exec(
 /// reply costs no copy beyond the bounded buffers (docs/security.md, item 7).
 /// The budget those buffers hold is given back once the body has been sent.
 fn exec_reply(r: EncodedExec) -> Response {
-    let head = format!(
-        "{{\"data\":{{\"exit_code\":{},\"stdout\":\"",
-        r.exit_code
-    );
+    let head = format!("{{\"data\":{{\"exit_code\":{},\"stdout\":\"", r.exit_code);
     let tail = format!(
         "\",\"stdout_truncated\":{},\"stderr_truncated\":{},\"duration_ms\":{},\"timed_out\":{}}}}}",
         r.stdout_truncated, r.stderr_truncated, r.duration_ms, r.timed_out
@@ -102,12 +98,12 @@ pub(super) async fn upgrade(
 ) -> ApiResult<Response> {
     // Resolve now so a wrong name is a plain 404 and a paused or shut-down
     // runtime a plain 409, before the upgrade.
-    let running = state.manager.running(&p.tenant, &id, "exec").await?;
+    let session = state.manager.exec_session(&p.tenant, &id).await?;
     Ok(ws
         .protocols(["runta-v1"])
         .max_message_size(8 * 1024 * 1024)
         .on_upgrade(move |mut socket| async move {
-            if let Err(e) = serve_ws(&mut socket, running, dialect).await {
+            if let Err(e) = serve_ws(&mut socket, session, dialect).await {
                 let e = crate::api::error::ApiError::from(e);
                 let _ = send(
                     &mut socket,
@@ -168,11 +164,7 @@ fn parse_signal(v: &serde_json::Value) -> Option<i32> {
 
 async fn serve_ws(
     socket: &mut WebSocket,
-    (r, _guard, agent): (
-        crate::store::RuntimeRecord,
-        crate::manager::ExecGuard,
-        crate::agent_client::AgentClient,
-    ),
+    session: ExecSession,
     dialect: WsDialect,
 ) -> Result<(), Error> {
     // The first frame must be `start`.
@@ -199,59 +191,42 @@ async fn serve_ws(
             "the first frame must be of type start",
         ));
     };
-    let argv = Manager::argv(&command, args.as_ref())?;
-    Manager::check_cwd(cwd.as_ref())?;
-    validate::env("env", &env)?;
-    let (mut ar, mut aw) = agent
-        .spawn(
-            ProcessSpec {
-                argv,
-                env: Manager::command_env(&r, &env, tty),
-                cwd: Some(cwd.unwrap_or_else(|| "/root".into())),
-            },
+    let mut process = session
+        .start(ExecStart {
+            command,
+            args,
+            env,
+            cwd,
             tty,
-            rows.unwrap_or(24),
-            cols.unwrap_or(80),
-        )
+            rows,
+            cols,
+        })
         .await?;
 
-    // Frame reads are not cancel-safe: read the agent in its own task.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(f)) = ar.next().await {
-            if tx.send(f).await.is_err() {
-                break;
-            }
-        }
-    });
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-    let result = loop {
+    loop {
         tokio::select! {
             _ = beat.tick(), if dialect == WsDialect::Stream => {
                 let f = Message::Text(r#"{"type":"heartbeat"}"#.into());
                 if socket.send(f).await.is_err() {
-                    break Ok(());
+                    return Ok(());
                 }
             }
-            frame = rx.recv() => {
-                let Some(frame) = frame else {
-                    break Err(Error::Unavailable("the runtime's agent went away".into()));
+            out = process.output() => {
+                let Some(out) = out else {
+                    return Err(Error::Unavailable("the runtime's agent went away".into()));
                 };
-                let msg = match frame.tag {
-                    tag::STDOUT => ServerFrame::Stdout { data_base64: B64.encode(&frame.payload) },
-                    tag::STDERR => ServerFrame::Stderr { data_base64: B64.encode(&frame.payload) },
-                    tag::CONTROL => match serde_json::from_slice::<AgentResponse>(&frame.payload) {
-                        Ok(AgentResponse::Exited { exit_code }) => {
-                            let _ = send_exit(socket, dialect, exit_code).await;
-                            break Ok(());
-                        }
-                        Ok(AgentResponse::Error { kind, message }) => ServerFrame::Error { code: kind, message },
-                        _ => continue,
-                    },
-                    _ => continue,
+                let msg = match out {
+                    ExecOutput::Stdout(d) => ServerFrame::Stdout { data_base64: B64.encode(&d) },
+                    ExecOutput::Stderr(d) => ServerFrame::Stderr { data_base64: B64.encode(&d) },
+                    ExecOutput::Exited(exit_code) => {
+                        let _ = send_exit(socket, dialect, exit_code).await;
+                        return Ok(());
+                    }
+                    ExecOutput::Error { code, message } => ServerFrame::Error { code, message },
                 };
                 if send(socket, &msg).await.is_err() {
-                    break Ok(());
+                    return Ok(());
                 }
             }
             msg = socket.recv() => {
@@ -259,65 +234,41 @@ async fn serve_ws(
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(b))) => {
                         // Raw bytes are stdin too (cheaper than base64 for terminals).
-                        if aw.frame(tag::STDIN, &b).await.is_err() { break Ok(()); }
+                        if process.send(ExecInput::Stdin(b.to_vec())).await.is_err() { return Ok(()); }
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ok(()),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                     Some(Ok(_)) => continue,
                 };
-                let frame: ClientFrame = match serde_json::from_str(&text) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = send(socket, &ServerFrame::Error {
-                            code: "invalid_argument".into(),
-                            message: format!("malformed frame: {e}"),
-                        }).await;
-                        continue;
-                    }
-                };
-                let sent = match frame {
-                    ClientFrame::Stdin { data_base64 } => match B64.decode(data_base64.as_bytes()) {
-                        Ok(d) => aw.frame(tag::STDIN, &d).await,
-                        Err(e) => {
-                            let _ = send(socket, &ServerFrame::Error {
-                                code: "invalid_argument".into(),
-                                message: format!("data_base64: {e}"),
-                            }).await;
-                            Ok(())
-                        }
+                let refuse = |code: &str, message: String| ServerFrame::Error { code: code.into(), message };
+                let input = match serde_json::from_str::<ClientFrame>(&text) {
+                    Err(e) => Err(refuse("invalid_argument", format!("malformed frame: {e}"))),
+                    Ok(ClientFrame::Stdin { data_base64 }) => match B64.decode(data_base64.as_bytes()) {
+                        Ok(d) => Ok(Some(ExecInput::Stdin(d))),
+                        Err(e) => Err(refuse("invalid_argument", format!("data_base64: {e}"))),
                     },
-                    ClientFrame::Resize { rows, cols } => aw.request(&AgentRequest::Resize { rows, cols }).await,
-                    ClientFrame::Signal { signal } => match parse_signal(&signal) {
-                        Some(sig) => aw.request(&AgentRequest::Signal { signal: sig }).await,
-                        None => {
-                            let _ = send(socket, &ServerFrame::Error {
-                                code: "invalid_argument".into(),
-                                message: format!("signal: {signal} is not a known signal"),
-                            }).await;
-                            Ok(())
-                        }
+                    Ok(ClientFrame::Resize { rows, cols }) => Ok(Some(ExecInput::Resize { rows, cols })),
+                    Ok(ClientFrame::Signal { signal }) => match parse_signal(&signal) {
+                        Some(sig) => Ok(Some(ExecInput::Signal(sig))),
+                        None => Err(refuse("invalid_argument", format!("signal: {signal} is not a known signal"))),
                     },
-                    ClientFrame::CloseStdin => aw.frame(tag::EOF, b"").await,
-                    ClientFrame::Heartbeat => Ok(()),
-                    ClientFrame::Start { .. } => {
-                        let _ = send(socket, &ServerFrame::Error {
-                            code: "failed_precondition".into(),
-                            message: "a command is already running on this connection".into(),
-                        }).await;
-                        Ok(())
-                    }
+                    Ok(ClientFrame::CloseStdin) => Ok(Some(ExecInput::CloseStdin)),
+                    Ok(ClientFrame::Heartbeat) => Ok(None),
+                    Ok(ClientFrame::Start { .. }) => Err(refuse(
+                        "failed_precondition",
+                        "a command is already running on this connection".into(),
+                    )),
                 };
-                if sent.is_err() {
-                    break Err(Error::Unavailable("the runtime's agent went away".into()));
+                match input {
+                    Ok(Some(input)) => process.send(input).await?,
+                    Ok(None) => {}
+                    Err(frame) => {
+                        let _ = send(socket, &frame).await;
+                    }
                 }
             }
         }
-    };
-    // Dropping the writer closes the agent connection: the agent hangs up the
-    // process if it is still running.
-    drop(aw);
-    reader.abort();
-    result
+    }
 }
 
 #[cfg(test)]
@@ -374,7 +325,11 @@ mod tests {
         );
         assert_eq!(
             v["data"].as_object().unwrap().len(),
-            serde_json::to_value(&want).unwrap().as_object().unwrap().len()
+            serde_json::to_value(&want)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .len()
         );
         assert_eq!(gate.used_bytes(), 0);
     }

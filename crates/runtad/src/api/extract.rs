@@ -176,11 +176,8 @@ impl FromRequestParts<AppState> for Principal {
                 "malformed token: tokens look like rt_…",
             ));
         }
-        match auth::lookup(state.manager.store(), &token)? {
-            Some(t) => Ok(Principal {
-                tenant: t.tenant,
-                admin: t.admin,
-            }),
+        match state.manager.authenticate(&token)? {
+            Some(p) => Ok(p),
             None => Err(ApiError::unauthenticated("invalid token")),
         }
     }

@@ -1,21 +1,18 @@
 //! File routes: read and write one regular file, list a folder. Contents stream
 //! through the agent; nothing is held whole in the daemon's memory.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use runta_agent::{tag, Response as AgentResponse};
 use runta_api::{validate, Data, FileEntry};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::QueryPairs;
 use super::{AppState, MAX_FILE_BODY};
-use crate::agent_client::AgentError;
 use crate::auth::Principal;
-use crate::manager::Error;
 
 /// How much of a failed upload is still read so the client sees the error.
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
@@ -53,46 +50,6 @@ fn served_len(path: &str, size: u64, max_bytes: Option<u64>, limit: u64) -> ApiR
     Ok(served)
 }
 
-/// What the agent's content frames may add up to. The agent announced `size`;
-/// a hostile agent sending more (or fewer) bytes is cut off, never relayed.
-struct Relay {
-    size: u64,
-    served: u64,
-    sent: u64,
-    received: u64,
-}
-
-enum Step {
-    Send(Bytes),
-    Done,
-    Fail(&'static str),
-}
-
-impl Relay {
-    fn content(&mut self, payload: Vec<u8>) -> Step {
-        self.received += payload.len() as u64;
-        if self.received > self.size {
-            return Step::Fail("the agent sent more bytes than the file's size");
-        }
-        let room = self.served - self.sent;
-        if room == 0 {
-            return Step::Done;
-        }
-        let mut b = Bytes::from(payload);
-        b.truncate(room.min(b.len() as u64) as usize);
-        self.sent += b.len() as u64;
-        Step::Send(b)
-    }
-
-    fn eof(&self) -> Step {
-        if self.sent < self.served {
-            Step::Fail("file stream ended early")
-        } else {
-            Step::Done
-        }
-    }
-}
-
 #[utoipa::path(get, path = "/v1/runtimes/{id}/files", tag = "files",
     params(("id" = String, Path, description = "UUID or name"),
            ("path" = String, Query, description = "Absolute path of a regular file inside the runtime"),
@@ -109,37 +66,10 @@ pub async fn read(
 ) -> ApiResult<Response> {
     let path = path_param(&q)?;
     let max_bytes = max_bytes_param(&q)?;
-    let (_r, guard, agent) = state.manager.running(&p.tenant, &id, "read files").await?;
-    let (size, reader) = agent.read_file(&path).await.map_err(Error::from)?;
+    let file = state.manager.read_file(&p.tenant, &id, &path).await?;
+    let size = file.size;
     let served = served_len(&path, size, max_bytes, state.max_download_bytes)?;
-    let relay = Relay {
-        size,
-        served,
-        sent: 0,
-        received: 0,
-    };
-    let stream = futures_util::stream::unfold(Some((reader, guard, relay)), |st| async move {
-        let (mut r, g, mut relay) = st?;
-        loop {
-            let step = match r.next().await {
-                Ok(Some(f)) if f.tag == tag::STDOUT => relay.content(f.payload),
-                Ok(Some(f)) if f.tag == tag::EOF => relay.eof(),
-                Ok(_) => Step::Fail("file stream ended early"),
-                Err(_) => Step::Fail("the agent broke off the file stream"),
-            };
-            match step {
-                Step::Send(b) if b.is_empty() => continue,
-                Step::Send(b) => return Some((Ok(b), Some((r, g, relay)))),
-                // Dropping the reader closes the agent's connection, so
-                // it stops reading the rest of a file served in part.
-                Step::Done => return None,
-                Step::Fail(why) => {
-                    tracing::warn!(size = relay.size, received = relay.received, "{why}");
-                    return Some((Err(std::io::Error::other(why)), None));
-                }
-            }
-        }
-    });
+    let stream = file.into_stream(served);
     Ok((
         StatusCode::OK,
         [
@@ -217,36 +147,22 @@ async fn upload(
     mode: Option<u32>,
     body: &mut axum::body::BodyDataStream,
 ) -> ApiResult<StatusCode> {
-    let (_r, _guard, agent) = state.manager.running(&p.tenant, id, "write files").await?;
-    let (mut ar, mut aw) = agent.write_file(path, mode).await.map_err(Error::from)?;
+    let mut file = state.manager.write_file(&p.tenant, id, path, mode).await?;
     let mut total: u64 = 0;
     while let Some(chunk) = body.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}"), None))?;
         total += chunk.len() as u64;
         if total > MAX_FILE_BODY {
-            // Dropping the connection makes the agent discard the partial file.
+            // Dropping the upload makes the agent discard the partial file.
             return Err(ApiError::too_large(format!(
                 "files are limited to {MAX_FILE_BODY} bytes"
             )));
         }
-        for part in chunk.chunks(1024 * 1024) {
-            if let Err(e) = aw.frame(tag::STDIN, part).await {
-                // The agent may have refused the path: prefer its reason.
-                return Err(match ar.response().await {
-                    Err(refused @ AgentError::Refused { .. }) => Error::from(refused).into(),
-                    _ => Error::from(e).into(),
-                });
-            }
-        }
+        file.push(&chunk).await?;
     }
-    aw.frame(tag::EOF, b"").await.map_err(Error::from)?;
-    match ar.response().await.map_err(Error::from)? {
-        AgentResponse::Written { .. } => Ok(StatusCode::NO_CONTENT),
-        other => Err(ApiError::internal(format!(
-            "unexpected agent reply {other:?}"
-        ))),
-    }
+    file.finish().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/runtimes/{id}/files/list", tag = "files",
@@ -259,33 +175,13 @@ pub async fn list(
     q: QueryPairs,
 ) -> ApiResult<Json<Data<Vec<FileEntry>>>> {
     let path = path_param(&q)?;
-    let (_r, _guard, agent) = state.manager.running(&p.tenant, &id, "list files").await?;
-    let entries = agent.list_dir(&path).await.map_err(Error::from)?;
-    Ok(Json(Data {
-        data: entries
-            .into_iter()
-            .map(|e| FileEntry {
-                name: e.name,
-                kind: e.kind,
-                size: e.size,
-                mode: e.mode,
-            })
-            .collect(),
-    }))
+    let entries = state.manager.list_files(&p.tenant, &id, &path).await?;
+    Ok(Json(Data { data: entries }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn relay(size: u64, served: u64) -> Relay {
-        Relay {
-            size,
-            served,
-            sent: 0,
-            received: 0,
-        }
-    }
 
     #[test]
     fn download_limit_counts_what_is_served() {
@@ -298,23 +194,5 @@ mod tests {
         assert_eq!(served_len("/f", 2 << 40, Some(4096), gib).unwrap(), 4096);
         assert!(served_len("/f", 2 << 40, Some(gib + 1), gib).is_err());
         assert_eq!(served_len("/f", 5, Some(gib + 1), gib).unwrap(), 5);
-    }
-
-    #[test]
-    fn a_hostile_agent_cannot_send_more_than_it_announced() {
-        let mut r = relay(4, 4);
-        assert!(matches!(r.content(vec![1, 2, 3]), Step::Send(b) if b.len() == 3));
-        assert!(matches!(r.content(vec![4, 5]), Step::Fail(_)));
-        let mut r = relay(4, 4);
-        assert!(matches!(r.content(vec![1]), Step::Send(_)));
-        assert!(matches!(r.eof(), Step::Fail(_)), "short stream is an error");
-    }
-
-    #[test]
-    fn a_prefix_stops_at_max_bytes() {
-        let mut r = relay(10, 3);
-        assert!(matches!(r.content(vec![0; 2]), Step::Send(b) if b.len() == 2));
-        assert!(matches!(r.content(vec![0; 4]), Step::Send(b) if b.len() == 1));
-        assert!(matches!(r.content(vec![0; 4]), Step::Done));
     }
 }

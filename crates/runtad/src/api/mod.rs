@@ -13,6 +13,8 @@ mod files;
 pub mod openapi;
 mod runtimes;
 mod unoffered;
+#[cfg(test)]
+mod layering;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -135,7 +137,7 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.manager.store().ping() {
+    match state.manager.ping() {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({

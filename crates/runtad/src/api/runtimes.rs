@@ -14,7 +14,7 @@ use super::extract::{ApiJson, QueryPairs};
 use super::AppState;
 use crate::auth::Principal;
 use crate::manager::{Action, Manager};
-use crate::store::ListFilter;
+use crate::manager::ListFilter;
 
 #[utoipa::path(post, path = "/v1/runtimes", tag = "runtimes",
     request_body = CreateRuntimeBody,
@@ -250,7 +250,6 @@ pub async fn events(
     Path(id): Path<String>,
     q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Event>>> {
-    let r = state.manager.find(&p.tenant, &id)?;
     let limit = q.u32_in("limit", MAX_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
     let after = match q.get("after") {
         Some(a) => a.parse::<i64>().map_err(|_| {
@@ -258,25 +257,14 @@ pub async fn events(
         })?,
         None => 0,
     };
-    let mut rows = state.manager.store().events(r.id, after, limit + 1)?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = state.manager.events(&p.tenant, &id, after, limit)?;
     let next_cursor = if has_more {
         rows.last().map(|e| e.id.to_string())
     } else {
         None
     };
     Ok(Json(ListResponse {
-        data: rows
-            .into_iter()
-            .map(|e| Event {
-                id: e.id,
-                runtime_id: e.runtime_id,
-                kind: e.kind,
-                message: e.message,
-                created_at: e.created_at,
-            })
-            .collect(),
+        data: rows,
         pagination: Pagination {
             next_cursor,
             has_more,

@@ -116,7 +116,7 @@ impl Proxy {
                 &format!("Nothing answers at {host}."),
             );
         };
-        let r = match self.manager.store().get_runtime(target.id) {
+        let r = match self.manager.record(target.id) {
             Ok(Some(r)) => r,
             Ok(None) => return unknown(&host),
             Err(e) => {

@@ -7,10 +7,13 @@
 mod admission;
 mod checkpoints;
 mod exec;
+mod exec_session;
 pub mod exec_output;
 mod lifecycle;
+mod files;
 mod monitor;
 mod reconcile;
+mod tenants;
 #[cfg(test)]
 mod tests;
 mod transition;
@@ -27,6 +30,10 @@ use runta_backend::Backend;
 use uuid::Uuid;
 
 pub use exec::{EncodedExec, ExecGuard, AGENT_CALL_DEADLINE};
+pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStart};
+pub use files::{FileDownload, FileUpload};
+/// The runtime listing's filter, which the API builds from its query.
+pub use crate::store::ListFilter;
 pub use lifecycle::deployment_diff;
 pub use runta_api::Action;
 
@@ -248,6 +255,16 @@ impl Manager {
     }
 
     /// Finds a runtime of `tenant` by UUID or name; another tenant's is "not found".
+    /// The tenant's runtime named `name`, if there is one.
+    pub fn find_named(&self, tenant: &str, name: &str) -> Result<Option<RuntimeRecord>> {
+        Ok(self.store.find_runtime(tenant, name)?)
+    }
+
+    /// A runtime by id, any tenant's (the ingress routes by id).
+    pub fn record(&self, id: Uuid) -> Result<Option<RuntimeRecord>> {
+        Ok(self.store.get_runtime(id)?)
+    }
+
     pub fn find(&self, tenant: &str, id_or_name: &str) -> Result<RuntimeRecord> {
         self.store
             .find_runtime(tenant, id_or_name)?
