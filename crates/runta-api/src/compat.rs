@@ -39,62 +39,63 @@ pub enum EgressMode {
 }
 
 /// An egress policy as either client version sends it: 0.1.1 `{enabled,
-/// allowed_hosts}`, 0.1.21 `{mode, allowed_hosts, denied_hosts}`. Only the open
-/// default is accepted until egress policies land (docs/api.md).
+/// allowed_hosts}`, 0.1.21 `{mode, allowed_hosts, denied_hosts}`. Entries that
+/// are not hosts (URLs, paths, ports) fail while the body is read: a 400 naming
+/// the entry. It replaces the whole policy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressPolicyRequest {
     pub enabled: Option<bool>,
     pub mode: Option<EgressMode>,
-    pub allowed_hosts: Option<Vec<String>>,
-    pub denied_hosts: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_hosts: Option<Vec<crate::egress::HostEntry>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub denied_hosts: Option<Vec<crate::egress::HostEntry>>,
 }
 
 impl EgressPolicyRequest {
-    /// Open means nothing is filtered: interception off, or a denylist that
-    /// denies nothing. Anything else would be stored and not enforced, so it is
-    /// refused.
-    pub fn check_open(&self, field: &str) -> Result<(), FieldError> {
-        let no_hosts = |h: &Option<Vec<String>>| h.as_ref().is_none_or(|v| v.is_empty());
-        let open = match (self.enabled, self.mode) {
-            (Some(true), _) => false,
-            (_, Some(EgressMode::Allowlist)) => false,
-            _ => {
-                no_hosts(&self.denied_hosts)
-                    && (self.mode.is_some() || no_hosts(&self.allowed_hosts))
+    /// The one policy this asks for. `enabled: true` is an allowlist,
+    /// `enabled: false` (or nothing) a denylist; contradicting `mode` is 422.
+    pub fn fold(self, field: &str) -> Result<crate::egress::EgressPolicy, FieldError> {
+        let mode = match (self.enabled, self.mode) {
+            (Some(true), Some(EgressMode::Denylist)) | (Some(false), Some(EgressMode::Allowlist)) => {
+                return Err(FieldError::new(
+                    format!("{field}.enabled"),
+                    "contradicts mode: enabled true is mode allowlist, enabled false is mode denylist; give one of them",
+                ))
             }
+            (_, Some(m)) => m,
+            (Some(true), None) => EgressMode::Allowlist,
+            _ => EgressMode::Denylist,
         };
-        if open {
-            Ok(())
-        } else {
-            Err(FieldError::new(
-                field,
-                "egress policies are not available on this daemon yet; only the open default (enabled: false, or mode: denylist with no hosts) is accepted",
-            ))
+        let allowed_hosts = dedup(self.allowed_hosts.unwrap_or_default());
+        let denied_hosts = dedup(self.denied_hosts.unwrap_or_default());
+        for (name, v) in [
+            ("allowed_hosts", &allowed_hosts),
+            ("denied_hosts", &denied_hosts),
+        ] {
+            if v.len() > crate::egress::MAX_EGRESS_ENTRIES {
+                return Err(FieldError::new(
+                    format!("{field}.{name}"),
+                    format!("at most {} entries", crate::egress::MAX_EGRESS_ENTRIES),
+                ));
+            }
         }
+        Ok(crate::egress::EgressPolicy {
+            mode,
+            allowed_hosts,
+            denied_hosts,
+        })
     }
 }
 
-/// What a runtime answers for `egress_policy`: both versions' spellings of the
-/// one policy runtad enforces today, "everything allowed".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct EgressPolicyView {
-    pub enabled: bool,
-    pub mode: EgressMode,
-    pub allowed_hosts: Vec<String>,
-    pub denied_hosts: Vec<String>,
+fn dedup(mut v: Vec<crate::egress::HostEntry>) -> Vec<crate::egress::HostEntry> {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|e| seen.insert(e.as_str().to_string()));
+    v
 }
 
-impl EgressPolicyView {
-    pub fn open() -> Self {
-        Self {
-            enabled: false,
-            mode: EgressMode::Denylist,
-            allowed_hosts: vec![],
-            denied_hosts: vec![],
-        }
-    }
-}
+pub use crate::egress::EgressPolicyView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -181,7 +182,7 @@ pub struct OfficialRuntimeFields {
     pub ingress_specs: Vec<IngressSpec>,
     /// = `env`.
     pub environment_variables: BTreeMap<String, String>,
-    /// Always the open policy (egress policies are not offered yet).
+    /// The runtime's egress policy in both spellings.
     pub egress_policy: EgressPolicyView,
     /// = `idle_timeout_secs` and `idle_wakeup`.
     pub idle_policy: IdlePolicy,
@@ -200,6 +201,7 @@ impl OfficialRuntimeFields {
         env: &BTreeMap<String, String>,
         idle_timeout_secs: Option<u64>,
         idle_wakeup: bool,
+        egress: &crate::egress::EgressPolicy,
     ) -> Self {
         Self {
             display_name: name.to_string(),
@@ -211,7 +213,7 @@ impl OfficialRuntimeFields {
                 })
                 .collect(),
             environment_variables: env.clone(),
-            egress_policy: EgressPolicyView::open(),
+            egress_policy: EgressPolicyView::of(egress),
             idle_policy: IdlePolicy::from_record(idle_timeout_secs, idle_wakeup),
             ssh_enabled: false,
             llm_tool_io_capture_enabled: false,
@@ -247,7 +249,7 @@ pub struct CreateRuntimeBody {
     pub checkpoint: Option<String>,
     /// Official spelling of `checkpoint`.
     pub checkpoint_id: Option<String>,
-    /// Only the open default until egress policies land (else 422).
+    /// Replaced whole; default open.
     pub egress_policy: Option<EgressPolicyRequest>,
     /// Agent presets cannot be installed here: a value is 422.
     pub runtime_agent: Option<String>,
@@ -306,9 +308,10 @@ impl CreateRuntimeBody {
                 ));
             }
         }
-        if let Some(p) = &self.egress_policy {
-            p.check_open("egress_policy")?;
-        }
+        let egress = self
+            .egress_policy
+            .map(|p| p.fold("egress_policy"))
+            .transpose()?;
         let env = one_of(
             self.env,
             "env",
@@ -360,6 +363,7 @@ impl CreateRuntimeBody {
             idle_timeout_secs: idle,
             idle_wakeup,
             checkpoint,
+            egress_policy: egress,
         })
     }
 }
@@ -387,7 +391,7 @@ pub struct UpdateRuntimeBody {
     pub env: Option<BTreeMap<String, String>>,
     /// Official spelling of `env`.
     pub environment_variables: Option<BTreeMap<String, String>>,
-    /// Only the open default (else 422).
+    /// Replaces the whole policy, live.
     pub egress_policy: Option<EgressPolicyRequest>,
     /// Accepted; not offered.
     pub llm_tool_io_capture_enabled: Option<bool>,
@@ -397,9 +401,10 @@ pub struct UpdateRuntimeBody {
 
 impl UpdateRuntimeBody {
     pub fn into_request(self) -> Result<UpdateRuntimeRequest, FieldError> {
-        if let Some(p) = &self.egress_policy {
-            p.check_open("egress_policy")?;
-        }
+        let egress = self
+            .egress_policy
+            .map(|p| p.fold("egress_policy"))
+            .transpose()?;
         let policy = self
             .idle_policy
             .map(|p| p.fold("idle_policy"))
@@ -433,6 +438,7 @@ impl UpdateRuntimeBody {
                 self.environment_variables,
                 "environment_variables",
             )?,
+            egress_policy: egress,
         })
     }
 }
@@ -514,24 +520,34 @@ mod tests {
     }
 
     #[test]
-    fn egress_only_open() {
-        for ok in [
+    fn egress_both_shapes_fold_to_one_policy() {
+        let fold = |v: serde_json::Value| {
+            serde_json::from_value::<EgressPolicyRequest>(v)
+                .unwrap()
+                .fold("egress_policy")
+        };
+        for open in [
             serde_json::json!({"enabled": false, "allowed_hosts": []}),
             serde_json::json!({"mode": "denylist", "allowed_hosts": [], "denied_hosts": []}),
             serde_json::json!({}),
         ] {
-            let p: EgressPolicyRequest = serde_json::from_value(ok.clone()).unwrap();
-            assert!(p.check_open("egress_policy").is_ok(), "{ok}");
+            assert!(fold(open.clone()).unwrap().is_open(), "{open}");
         }
-        for bad in [
-            serde_json::json!({"enabled": true, "allowed_hosts": []}),
-            serde_json::json!({"enabled": false, "allowed_hosts": ["a.com"]}),
-            serde_json::json!({"mode": "allowlist", "allowed_hosts": [], "denied_hosts": []}),
-            serde_json::json!({"mode": "denylist", "allowed_hosts": [], "denied_hosts": ["x.com"]}),
-        ] {
-            let p: EgressPolicyRequest = serde_json::from_value(bad.clone()).unwrap();
-            assert!(p.check_open("egress_policy").is_err(), "{bad}");
-        }
+        let a = fold(serde_json::json!({"enabled": true, "allowed_hosts": ["A.test", "a.test"]}))
+            .unwrap();
+        assert_eq!(a.mode, EgressMode::Allowlist);
+        assert_eq!(EgressPolicyView::of(&a).allowed_hosts, vec!["a.test"]);
+        assert!(EgressPolicyView::of(&a).enabled);
+        let d =
+            fold(serde_json::json!({"mode": "denylist", "denied_hosts": ["10.0.0.0/8"]})).unwrap();
+        assert!(!d.is_open());
+        assert!(!EgressPolicyView::of(&d).enabled);
+        assert!(fold(serde_json::json!({"enabled": true, "mode": "denylist"})).is_err());
+        assert!(fold(serde_json::json!({"enabled": false, "mode": "allowlist"})).is_err());
+        let url = serde_json::from_value::<EgressPolicyRequest>(
+            serde_json::json!({"mode": "allowlist", "allowed_hosts": ["https://a.test/x"]}),
+        );
+        assert!(url.unwrap_err().to_string().contains("https://a.test/x"));
     }
 
     #[test]

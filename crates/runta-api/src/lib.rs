@@ -8,6 +8,7 @@
 
 pub mod compat;
 pub mod deploy;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod runtime;
@@ -17,6 +18,7 @@ pub mod validate;
 
 pub use compat::*;
 pub use deploy::*;
+pub use egress::*;
 pub use error::*;
 pub use exec::*;
 pub use runtime::*;

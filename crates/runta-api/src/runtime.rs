@@ -94,6 +94,9 @@ pub struct CreateRuntimeRequest {
     pub idle_wakeup: Option<bool>,
     /// Start from a checkpoint's files instead of a clean image.
     pub checkpoint: Option<String>,
+    /// Outbound policy; absent = open (nothing filtered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_policy: Option<crate::egress::EgressPolicy>,
 }
 
 /// `PATCH /v1/runtimes/{id}`: every field optional; what is given is changed.
@@ -114,6 +117,9 @@ pub struct UpdateRuntimeRequest {
     /// Replaces the variables every command started from now on gets.
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
+    /// Replaces the outbound policy; new connections follow it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_policy: Option<crate::egress::EgressPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

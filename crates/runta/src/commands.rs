@@ -131,6 +131,7 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
         idle_timeout_secs: a.idle_timeout,
         idle_wakeup: None,
         checkpoint: a.from_snapshot.clone(),
+        egress_policy: None,
     };
     let path = if a.no_wait {
         "/v1/runtimes?wait=false"

@@ -93,6 +93,10 @@ pub struct Config {
     /// Do not build the base image at start-up (it is built on first use).
     #[arg(long)]
     pub no_prebuild: bool,
+    /// A hosts(5) file the egress gateway reads before the system resolver
+    /// (re-read every 2 s): names in it may point into private ranges.
+    #[arg(long, env = "RUNTA_EGRESS_HOSTS")]
+    pub egress_hosts: Option<PathBuf>,
     /// Published ports answer at `<uuid>.<domain>`.
     #[arg(long, env = "RUNTA_INGRESS_DOMAIN", default_value = "runta.localhost")]
     pub ingress_domain: String,

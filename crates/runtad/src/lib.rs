@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
+pub mod egress;
 pub mod ingress;
 pub mod manager;
 pub mod metrics;
@@ -142,6 +143,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         cfg.exec_buffer_mib,
     );
     manager.reconcile().await.context("reconcile")?;
+    manager
+        .start_egress(cfg.egress_hosts.clone())
+        .await
+        .context("start the egress gateway")?;
     // Again, for what this start has made (token, ingress CA, backend folders).
     data_dir::secure(&data_dir).context("secure the data dir")?;
     manager.spawn_monitor();
@@ -183,6 +188,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .map(|v| v.is_empty())
         .unwrap_or(false)
     {
+        manager.egress().shutdown().await;
         manager.backend().shutdown_host().await;
         info!("runtad stopped; no runtimes were left, host network and cgroups removed");
     } else {

@@ -90,6 +90,7 @@ fn check(state: &AppState, d: &Deployment) -> ApiResult<Vec<Desired>> {
                 idle_timeout_secs: s.idle_timeout_secs,
                 idle_wakeup: None,
                 checkpoint: None,
+                egress_policy: None,
             },
             publish,
         });

@@ -2,6 +2,7 @@
 //! call one manager method, map the result.
 
 mod admin;
+mod audits;
 mod checkpoints;
 mod dashboard;
 mod deploy;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::get_quota).patch(admin::set_quota),
         )
         .route("/v1/quota", get(admin::own_quota))
+        .route("/v1/audits", get(audits::list))
         .route("/v1/checkpoints", get(checkpoints::list))
         .route(
             "/v1/checkpoints/{id}",

@@ -1,5 +1,5 @@
-//! Routes of the official v1 API for features runtad does not have yet (egress
-//! policies and audits, secrets, secret stubs and injection rules, SSH keys,
+//! Routes of the official v1 API for features runtad does not have yet (the
+//! per-runtime egress and audit routes, secrets, secret stubs and injection rules, SSH keys,
 //! WatchFox). Each answers `501 unimplemented` in the error envelope, so a
 //! client learns at once that the feature is missing instead of getting a 404
 //! that reads like a wrong id. docs/api.md lists them.
@@ -14,7 +14,6 @@ use crate::auth::Principal;
 
 /// Top-level paths that answer 501.
 const ROUTES: &[&str] = &[
-    "/v1/audits",
     "/v1/secrets",
     "/v1/secrets/{id}",
     "/v1/secret-stubs",

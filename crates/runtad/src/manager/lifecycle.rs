@@ -148,6 +148,9 @@ impl Manager {
             if let Some(w) = req.idle_wakeup {
                 v["wake"] = w.into();
             }
+            if let Some(p) = req.egress_policy.as_ref().filter(|p| !p.is_open()) {
+                v["egress"] = serde_json::to_value(p).unwrap_or_default();
+            }
             let body = serde_json::to_vec(&v).unwrap_or_default();
             Sha256::digest(&body)
                 .iter()
@@ -218,6 +221,7 @@ impl Manager {
                 revision: 1,
                 error: None,
                 layers: plan.layers,
+                egress: req.egress_policy.unwrap_or_default(),
             };
             r.seq = self.store.insert_runtime(&r)?;
             if let Some(key) = idempotency_key {
@@ -248,7 +252,7 @@ impl Manager {
     async fn boot_new(&self, mut r: RuntimeRecord) -> Result<RuntimeRecord> {
         let t0 = Instant::now();
         let spec = self.spec(&r)?;
-        match self.backend.create(&spec).await {
+        match self.egress_then_create(&r, &spec).await {
             Ok(()) => {
                 self.set_status(&mut r, StatusEvent::Booted, None)?;
                 self.mark_booted(&r);
@@ -402,6 +406,7 @@ impl Manager {
         self.store.delete_runtime(r.id)?;
         self.store.delete_events(r.id)?;
         self.forget(r.id);
+        self.egress.forget(r.id).await;
         info!(id = %r.id, name = %r.name, "runtime deleted");
         Ok(())
     }
@@ -510,6 +515,13 @@ impl Manager {
         if let Some(w) = req.idle_wakeup {
             r.idle_wakeup = w;
             changes.push(format!("idle_wakeup={w}"));
+        }
+        if let Some(p) = req.egress_policy.filter(|p| *p != r.egress) {
+            // Enforced before it is stored: a policy never reads as in force
+            // while it is not.
+            self.egress_set(&r, &p).await?;
+            r.egress = p;
+            changes.push("egress_policy".into());
         }
         if !changes.is_empty() {
             self.store.update_runtime(&mut r)?;

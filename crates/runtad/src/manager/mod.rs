@@ -6,6 +6,7 @@
 
 mod admission;
 mod checkpoints;
+mod egress;
 mod exec;
 mod exec_session;
 pub mod exec_output;
@@ -192,6 +193,8 @@ pub struct Manager {
     pub metrics: Arc<Metrics>,
     /// Admission and output memory of buffered execs.
     pub exec_gate: Arc<exec_output::ExecGate>,
+    /// Enforcement of egress policies (idle unless a runtime has one).
+    egress: Arc<crate::egress::Egress>,
 }
 
 impl Manager {
@@ -204,6 +207,7 @@ impl Manager {
         Arc::new(Manager {
             store,
             backend,
+            egress: Arc::new(crate::egress::Egress::new(&cfg.network)),
             cfg,
             locks: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
@@ -354,6 +358,7 @@ impl Manager {
                 &r.env,
                 r.idle_timeout_secs,
                 r.idle_wakeup,
+                &r.egress,
             ),
             publish,
             idle_timeout_secs: r.idle_timeout_secs,

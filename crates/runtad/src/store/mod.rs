@@ -64,6 +64,8 @@ pub struct RuntimeRecord {
     pub error: Option<String>,
     /// Checkpoint layers below the runtime's own (ids, topmost first).
     pub layers: Vec<String>,
+    /// Outbound policy (stored `''` when open).
+    pub egress: runta_api::EgressPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -149,7 +151,7 @@ fn status_col(s: &str) -> rusqlite::Result<RuntimeStatus> {
 
 const RUNTIME_COLS: &str = "seq, id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
      memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, updated_at, \
-     started_at, revision, error, layers, idle_wakeup";
+     started_at, revision, error, layers, idle_wakeup, egress_policy";
 
 fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
     let id: String = r.get(1)?;
@@ -182,7 +184,24 @@ fn runtime_row(r: &Row<'_>) -> rusqlite::Result<RuntimeRecord> {
         error: r.get(20)?,
         layers: json_col(&r.get::<_, String>(21)?)?,
         idle_wakeup: r.get::<_, i64>(22)? != 0,
+        egress: egress_col(&r.get::<_, String>(23)?)?,
     })
+}
+
+fn egress_col(s: &str) -> rusqlite::Result<runta_api::EgressPolicy> {
+    if s.is_empty() {
+        Ok(runta_api::EgressPolicy::open())
+    } else {
+        json_col(s)
+    }
+}
+
+fn egress_text(p: &runta_api::EgressPolicy) -> String {
+    if p.is_open() && p.allowed_hosts.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(p).unwrap_or_default()
+    }
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -218,6 +237,15 @@ impl Store {
         {
             conn.execute_batch(
                 "ALTER TABLE runtimes ADD COLUMN idle_wakeup INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
+        // Runtimes made before egress policies were all open.
+        if conn
+            .prepare("SELECT egress_policy FROM runtimes LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch(
+                "ALTER TABLE runtimes ADD COLUMN egress_policy TEXT NOT NULL DEFAULT ''",
             )?;
         }
         Ok(Store {
@@ -296,8 +324,8 @@ impl Store {
         let res = self.with(|c| {
             c.prepare_cached("INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib, \
                  memory_limit_mib, disk_gib, env, labels, publish, idle_timeout_secs, ip, created_at, \
-                 updated_at, started_at, revision, error, layers, idle_wakeup) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)")?
+                 updated_at, started_at, revision, error, layers, idle_wakeup, egress_policy) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)")?
                 .execute(
                 params![
                     r.id.to_string(),
@@ -322,6 +350,7 @@ impl Store {
                     r.error,
                     serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into()),
                     r.idle_wakeup as i64,
+                    egress_text(&r.egress),
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -342,7 +371,7 @@ impl Store {
             c.prepare_cached("UPDATE runtimes SET status = ?2, desired_status = ?3, vcpus = ?4, memory_mib = ?5, \
                  memory_limit_mib = ?6, disk_gib = ?7, labels = ?8, publish = ?9, idle_timeout_secs = ?10, \
                  updated_at = ?11, started_at = ?12, revision = ?13, error = ?14, name = ?15, env = ?16, \
-                 idle_wakeup = ?17 WHERE id = ?1")?
+                 idle_wakeup = ?17, egress_policy = ?18 WHERE id = ?1")?
                 .execute(
                 params![
                     r.id.to_string(),
@@ -362,6 +391,7 @@ impl Store {
                     r.name,
                     serde_json::to_string(&r.env).unwrap_or_default(),
                     r.idle_wakeup as i64,
+                    egress_text(&r.egress),
                 ],
             )
             .map(|_| ())
@@ -677,6 +707,7 @@ mod tests {
             error: None,
             layers: vec![],
             idle_wakeup: true,
+            egress: runta_api::EgressPolicy::open(),
         }
     }
 
@@ -724,6 +755,53 @@ mod tests {
         fresh.idle_wakeup = false;
         s.insert_runtime(&fresh).unwrap();
         assert!(!s.find_runtime("t", "new").unwrap().unwrap().idle_wakeup);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The same older table gains `egress_policy`: old runtimes read as open,
+    /// and a policy written afterwards survives a reopen.
+    #[test]
+    fn an_older_runtimes_table_gains_egress_policy() {
+        let dir = std::env::temp_dir().join(format!("runta-store-egress-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("runta.db");
+        let id = Uuid::new_v4();
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE runtimes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                     tenant TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+                     desired_status TEXT NOT NULL, image TEXT NOT NULL, vcpus REAL NOT NULL,
+                     memory_mib INTEGER NOT NULL, memory_limit_mib INTEGER NOT NULL, disk_gib INTEGER,
+                     env TEXT NOT NULL, labels TEXT NOT NULL, publish TEXT NOT NULL,
+                     idle_timeout_secs INTEGER, ip TEXT NOT NULL, created_at TEXT NOT NULL,
+                     updated_at TEXT NOT NULL, started_at TEXT, revision INTEGER NOT NULL, error TEXT,
+                     layers TEXT NOT NULL DEFAULT '[]', idle_wakeup INTEGER NOT NULL DEFAULT 1,
+                     UNIQUE (tenant, name));",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO runtimes(id, tenant, name, status, desired_status, image, vcpus, memory_mib,
+                     memory_limit_mib, env, labels, publish, ip, created_at, updated_at,
+                     revision) VALUES (?1, 't', 'old', 'running', 'running', 'base', 1, 64, 64, '{}', '{}',
+                     '[]', '10.1.0.9', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 3)",
+                [id.to_string()],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let mut r = s.get_runtime(id).unwrap().unwrap();
+        assert!(r.egress.is_open());
+        r.egress = serde_json::from_value(serde_json::json!(
+            {"mode": "allowlist", "allowed_hosts": ["a.test", "198.18.0.0/24"]}
+        ))
+        .unwrap();
+        s.update_runtime(&mut r).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let back = s.get_runtime(id).unwrap().unwrap().egress;
+        assert_eq!(back.mode, runta_api::EgressMode::Allowlist);
+        assert!(back.allows_name("a.test").is_ok() && back.allows_name("b.test").is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS runtimes (
     layers            TEXT NOT NULL DEFAULT '[]',
     -- 0: a runtime suspended for idleness wakes only on start/resume (suspend_only).
     idle_wakeup       INTEGER NOT NULL DEFAULT 1,
+    -- JSON runta_api::EgressPolicy; '' = open (nothing filtered).
+    egress_policy     TEXT NOT NULL DEFAULT '',
     UNIQUE (tenant, name)
 );
 

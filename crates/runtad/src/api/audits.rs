@@ -1,0 +1,60 @@
+//! `GET /v1/audits`: the egress decisions of the caller's runtimes, in the v1
+//! `Audit` shape the official client parses.
+
+use axum::extract::State;
+use axum::Json;
+use runta_api::{Audit, EgressAuditKind, ListResponse, Pagination};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::QueryPairs;
+use super::AppState;
+use crate::auth::Principal;
+
+/// Query: `category` (only `egress`), `runtime` (id or name; all the
+/// tenant's runtimes when absent), `kind` (`tcp_connection`, `http_request`,
+/// `icmp_drop`, `dns_query`; DNS entries are listed only when asked for),
+/// `limit` (1-1000, default 100), `after` (the `next_cursor` of a page).
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    q: QueryPairs,
+) -> ApiResult<Json<ListResponse<Audit>>> {
+    if let Some(c) = q.get("category").filter(|c| *c != "egress") {
+        return Err(ApiError::bad_request(
+            format!("category: {c:?} is not an audit category (egress is the only one)"),
+            Some("category".into()),
+        ));
+    }
+    let kind = match q.get("kind") {
+        None => None,
+        Some(k) => Some(
+            serde_json::from_value::<EgressAuditKind>(serde_json::Value::String(k.into()))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        format!("kind: {k:?} is not tcp_connection, http_request, icmp_drop or dns_query"),
+                        Some("kind".into()),
+                    )
+                })?,
+        ),
+    };
+    let limit = q.u32_in("limit", 100, 1, crate::egress::AUDITS_PER_RUNTIME as u32)?;
+    let (data, has_more) = state.manager.egress_audits(
+        &p.tenant,
+        q.get("runtime").filter(|r| !r.is_empty()),
+        kind,
+        q.get("after"),
+        limit as usize,
+    )?;
+    let next_cursor = if has_more {
+        data.last().map(|a| a.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(ListResponse {
+        data,
+        pagination: Pagination {
+            next_cursor,
+            has_more,
+        },
+    }))
+}

@@ -1,0 +1,277 @@
+//! Egress control: the host-side enforcement of runtimes' `egress_policy`.
+//!
+//! Job: a runtime whose policy is not open can reach only what its policy
+//! allows, whatever the program inside does (no proxy variables to ignore),
+//! and every decision is audited. A runtime with the open default is never
+//! seen here: no rules, no gateway, the plain NAT path of `runta-backend`.
+//!
+//! How (each part in its own file):
+//! - `rules`: iptables redirects the runtime's new TCP connections to the
+//!   gateway's TCP listener and its UDP port 53 to the gateway's DNS listener,
+//!   and drops everything else it sends (other UDP, QUIC, ICMP).
+//! - `gateway`: accepts a redirected connection, reads the original
+//!   destination (`SO_ORIGINAL_DST`), peeks the TLS ClientHello's SNI or the
+//!   HTTP Host header, checks the policy, resolves the name itself and
+//!   connects only to that resolution, then splices bytes. A denied HTTP
+//!   request gets a 403 naming the policy and host; a denied TLS connection
+//!   is reset at once. Without a name, the original address is checked.
+//! - `dns`: answers the runtime's DNS itself (allowed names only under an
+//!   allowlist, A records only).
+//! - `resolve`: the `--egress-hosts` file, the system resolver, and the
+//!   addresses no policy opens (the host, runtimes, loopback, link-local and
+//!   metadata; private ranges unless named explicitly).
+//! - `audit`: the bounded per-runtime record behind `GET /v1/audits`.
+//!
+//! Boundaries: the manager calls [`Egress::apply`] / [`Egress::remove`] when a
+//! policy runtime is created, changed or deleted, and [`Egress::start`] once at
+//! daemon start with every stored policy (reconciling rules left by a killed
+//! daemon). Nothing here touches the store or the backend.
+
+mod audit;
+mod dns;
+mod gateway;
+mod resolve;
+mod rules;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use runta_api::{Audit, EgressAuditKind, EgressPolicy};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+pub use audit::PER_RUNTIME as AUDITS_PER_RUNTIME;
+
+/// One runtime under a policy.
+pub(crate) struct Guarded {
+    id: Uuid,
+    policy: RwLock<EgressPolicy>,
+    /// Open connections, so a policy change can cut what it now denies.
+    conns: Mutex<HashMap<u64, gateway::Live>>,
+}
+
+impl Guarded {
+    fn policy(&self) -> EgressPolicy {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+struct Running {
+    rules: rules::Rules,
+}
+
+pub struct Egress {
+    bridge: String,
+    tag: String,
+    gateway_ip: Ipv4Addr,
+    /// The runtime network (`10.N.0.0/16`): other runtimes, never reachable.
+    subnet: (Ipv4Addr, u8),
+    by_ip: RwLock<HashMap<Ipv4Addr, Arc<Guarded>>>,
+    running: OnceLock<Running>,
+    /// Serialises rule changes.
+    rules_lock: tokio::sync::Mutex<()>,
+    resolver: OnceLock<resolve::Resolver>,
+    local: resolve::LocalAddrs,
+    audits: audit::Audits,
+}
+
+impl Egress {
+    pub fn new(network: &runta_backend::network::Network) -> Self {
+        let bridge = network.bridge().to_string();
+        let tag = bridge.trim_start_matches("rtb-").to_string();
+        let subnet: Ipv4Addr = network
+            .subnet()
+            .split('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        Egress {
+            bridge,
+            tag,
+            gateway_ip: network.gateway(),
+            subnet: (subnet, 16),
+            by_ip: RwLock::new(HashMap::new()),
+            running: OnceLock::new(),
+            rules_lock: tokio::sync::Mutex::new(()),
+            resolver: OnceLock::new(),
+            local: resolve::LocalAddrs::new(),
+            audits: audit::Audits::default(),
+        }
+    }
+
+    /// Binds the gateway, resets this instance's chains and puts every stored
+    /// policy runtime back under the gateway. Without iptables on the host,
+    /// nothing is bound and a policy runtime cannot be created (fail closed).
+    pub async fn start(
+        self: &Arc<Self>,
+        hosts_file: Option<PathBuf>,
+        policies: Vec<(Uuid, Ipv4Addr, EgressPolicy)>,
+    ) -> Result<(), String> {
+        let _ = self.resolver.set(resolve::Resolver::new(hosts_file));
+        if !rules::Rules::available().await {
+            warn!("iptables is not available: runtimes with an egress policy cannot be created");
+            return Ok(());
+        }
+        let tcp = tokio::net::TcpListener::bind((self.gateway_ip, 0))
+            .await
+            .map_err(|e| format!("bind the egress gateway on {}: {e}", self.gateway_ip))?;
+        let udp = tokio::net::UdpSocket::bind((self.gateway_ip, 0))
+            .await
+            .map_err(|e| format!("bind the egress DNS on {}: {e}", self.gateway_ip))?;
+        let tcp_port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+        let dns_port = udp.local_addr().map_err(|e| e.to_string())?.port();
+        let r = rules::Rules::new(&self.bridge, &self.tag, tcp_port, dns_port);
+        r.reset().await?;
+        let _ = self.running.set(Running { rules: r });
+        gateway::spawn(self.clone(), tcp);
+        dns::spawn(self.clone(), udp);
+        let n = policies.len();
+        for (id, ip, p) in policies {
+            if let Err(e) = self.apply(id, ip, p).await {
+                warn!(%id, "egress policy could not be restored: {e}");
+            }
+        }
+        info!(tcp_port, dns_port, runtimes = n, "egress gateway ready");
+        Ok(())
+    }
+
+    /// Holds runtime `id` (at `ip`) to `policy` from now on: an open policy
+    /// takes it off the gateway, another puts it on (rules first, so it is
+    /// never briefly unfiltered) and cuts open connections the new policy
+    /// denies.
+    pub async fn apply(&self, id: Uuid, ip: Ipv4Addr, policy: EgressPolicy) -> Result<(), String> {
+        if policy.is_open() {
+            self.remove(id).await;
+            return Ok(());
+        }
+        let existing = self
+            .by_ip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .cloned();
+        if let Some(g) = existing.filter(|g| g.id == id) {
+            *g.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+            self.cut_denied(&g);
+            return Ok(());
+        }
+        let Some(run) = self.running.get() else {
+            return Err(
+                "egress policies need iptables on the host, and this daemon has none".into(),
+            );
+        };
+        let g = Arc::new(Guarded {
+            id,
+            policy: RwLock::new(policy),
+            conns: Mutex::new(HashMap::new()),
+        });
+        self.by_ip
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip, g);
+        let _l = self.rules_lock.lock().await;
+        if let Err(e) = run.rules.add(ip).await {
+            run.rules.remove(ip).await;
+            self.by_ip
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ip);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes runtime `id` off the gateway (deleted, or its policy opened).
+    pub async fn remove(&self, id: Uuid) {
+        let ip = {
+            let mut m = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
+            let ip = m.iter().find(|(_, g)| g.id == id).map(|(ip, _)| *ip);
+            if let Some(ip) = ip {
+                m.remove(&ip);
+            }
+            ip
+        };
+        if let (Some(ip), Some(run)) = (ip, self.running.get()) {
+            let _l = self.rules_lock.lock().await;
+            run.rules.remove(ip).await;
+        }
+    }
+
+    /// Drops a deleted runtime's audits too.
+    pub async fn forget(&self, id: Uuid) {
+        self.remove(id).await;
+        self.audits.forget(id);
+    }
+
+    /// Removes the chains (clean stop, no runtime left).
+    pub async fn shutdown(&self) {
+        if let Some(run) = self.running.get() {
+            run.rules.teardown().await;
+        }
+    }
+
+    pub fn audits(
+        &self,
+        ids: &[Uuid],
+        kind: Option<EgressAuditKind>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Audit>, bool) {
+        let before = after.and_then(audit::seq_of);
+        self.audits.list(ids, kind, before, limit)
+    }
+
+    fn guarded(&self, ip: IpAddr) -> Option<Arc<Guarded>> {
+        let IpAddr::V4(v4) = runta_api::canonical(ip) else {
+            return None;
+        };
+        self.by_ip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&v4)
+            .cloned()
+    }
+
+    fn resolver(&self) -> &resolve::Resolver {
+        self.resolver.get_or_init(|| resolve::Resolver::new(None))
+    }
+
+    /// Why `ip` may not be reached by runtime traffic, whatever the policy's
+    /// lists say; `named` = an entry or the operator's hosts file names it.
+    fn forbidden(&self, ip: IpAddr, named: bool) -> Option<String> {
+        let ip = runta_api::canonical(ip);
+        if let Some(why) = resolve::never(ip) {
+            return Some(why.into());
+        }
+        if let IpAddr::V4(v4) = ip {
+            let m = u32::MAX << (32 - self.subnet.1 as u32);
+            if u32::from(v4) & m == u32::from(self.subnet.0) {
+                return Some(
+                    "an address on the runtime network (other runtimes and the host)".into(),
+                );
+            }
+        }
+        if self.local.contains(ip) {
+            return Some("an address of the host itself".into());
+        }
+        if resolve::private(ip) && !named {
+            return Some("a private address no policy entry names".into());
+        }
+        None
+    }
+
+    fn cut_denied(&self, g: &Guarded) {
+        let p = g.policy();
+        let conns = g.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for live in conns.values() {
+            if !live.still_allowed(&p) {
+                live.abort.abort();
+            }
+        }
+    }
+}
