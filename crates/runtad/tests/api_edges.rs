@@ -177,7 +177,10 @@ async fn bad_input_is_rejected_with_the_field_named() {
             422,
             "idle_timeout_secs",
         ),
-        (json!({"resources": {}}), 400, "name"),
+        // A missing name is allowed (the official API's; the daemon makes one),
+        // one that is not a string is not.
+        (json!({"name": 5, "resources": {}}), 400, "name"),
+        (json!({"name": "Bad Name"}), 422, "name"),
         (json!([1, 2]), 400, "invalid"),
     ];
     for (body, status, field) in cases {
