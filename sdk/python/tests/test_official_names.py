@@ -110,11 +110,19 @@ def test_create_without_a_name_and_refusals(client: Runta, rest: httpx.Client) -
     with pytest.raises(InvalidArgumentError) as e:
         client.runtimes.create(unique("off"), runtime_agent="codex")
     assert "runtime_agent" in str(e.value)
-    with pytest.raises(InvalidArgumentError) as e:
-        client.runtimes.create(
+    # egress_policy goes to the daemon as given (the 0.1.1 shape here): honoured
+    # and read back, or refused naming it, never dropped on the way.
+    try:
+        eg = client.runtimes.create(
             unique("off"), egress_policy={"enabled": True, "allowed_hosts": ["a.example"]}
         )
-    assert "egress" in str(e.value)
+    except InvalidArgumentError as refused:
+        assert "egress_policy" in str(refused)
+    else:
+        try:
+            assert raw(rest, eg.id)["egress_policy"]["allowed_hosts"] == ["a.example"]
+        finally:
+            eg.delete()
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ class AsyncRuntimes:
         The official client's arguments are taken too: ``name`` may be left out
         (the daemon makes one), ``memory_max_mib`` (= ``memory_limit_mib``),
         ``resources`` (``{"requests": …, "limits": …}``), ``ingress_specs``,
-        ``egress_policy`` (only the open policy), ``idle_suspend_after_secs`` and
+        ``egress_policy``, ``idle_suspend_after_secs`` and
         ``poll_interval`` (unused: the daemon answers once it runs)."""
         if memory_limit_mib is None:
             memory_limit_mib = memory_max_mib
