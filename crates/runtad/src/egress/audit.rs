@@ -63,7 +63,7 @@ impl Audits {
                 None => a.payload.egress.kind != EgressAuditKind::DnsQuery,
             })
             .collect();
-        hits.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
         let more = hits.len() > limit;
         (
             hits.into_iter()

@@ -265,7 +265,7 @@ impl Manager {
                 self.store.delete_runtime(r.id)?;
                 self.store.delete_events(r.id)?;
                 self.forget(r.id);
-                Err(e.into())
+                Err(e)
             }
         }
     }
