@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use runta_agent::{tag, DirEntry, Response};
+use runta_agent::{tag, DirEntry, Response, DIR_PART, MAX_DIR_ENTRIES};
 
 use crate::conn::{Conn, Incoming};
 
@@ -207,6 +207,14 @@ pub fn list(c: &mut Conn, path: &str) -> io::Result<()> {
     };
     let mut entries = Vec::new();
     for e in rd.flatten() {
+        if entries.len() >= MAX_DIR_ENTRIES {
+            return c.send(&Response::Error {
+                kind: "too_large".into(),
+                message: format!(
+                    "{path} holds more than {MAX_DIR_ENTRIES} entries; list a subfolder, or use exec"
+                ),
+            });
+        }
         let Ok(m) = fs::symlink_metadata(e.path()) else {
             continue;
         };
@@ -228,5 +236,14 @@ pub fn list(c: &mut Conn, path: &str) -> io::Result<()> {
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    c.send(&Response::Dir { entries })
+    let parts = entries.len().div_ceil(DIR_PART).max(1);
+    let mut rest = entries.into_iter();
+    for i in 0..parts {
+        let part: Vec<DirEntry> = rest.by_ref().take(DIR_PART).collect();
+        c.send(&Response::Dir {
+            entries: part,
+            more: i + 1 < parts,
+        })?;
+    }
+    Ok(())
 }

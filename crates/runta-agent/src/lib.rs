@@ -17,6 +17,14 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
 pub const HEADER_LEN: usize = 5;
 
+/// The most entries one folder listing returns; a larger folder is refused
+/// (`too_large`) rather than buffered whole by the daemon.
+pub const MAX_DIR_ENTRIES: usize = 100_000;
+
+/// Entries per `Dir` part: even 1,000 names of 255 control characters
+/// (escaped six-fold in JSON) stay under 2 MiB, half of [`MAX_FRAME`].
+pub const DIR_PART: usize = 1_000;
+
 /// Frame tags.
 pub mod tag {
     /// JSON `Request` or `Response`.
@@ -131,8 +139,12 @@ pub enum Response {
     Written {
         size: u64,
     },
+    /// One part of a listing: a large folder comes in several parts (each
+    /// well under [`MAX_FRAME`]), the last with `more: false`.
     Dir {
         entries: Vec<DirEntry>,
+        #[serde(default)]
+        more: bool,
     },
     /// `kind`: `not_found`, `is_directory`, `not_directory`, `permission_denied`,
     /// `invalid_argument`, `too_large` or `io`.

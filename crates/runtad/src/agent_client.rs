@@ -166,10 +166,7 @@ impl AgentClient {
         let limit = max_output_bytes.saturating_add(64 * 1024);
         let (mut n_out, mut n_err) = (0u64, 0u64);
         loop {
-            let f = r
-                .next()
-                .await?
-                .ok_or(AgentError::Closed)?;
+            let f = r.next().await?.ok_or(AgentError::Closed)?;
             let (stream, seen) = match f.tag {
                 tag::STDOUT => (Stream::Stdout, &mut n_out),
                 tag::STDERR => (Stream::Stderr, &mut n_err),
@@ -254,9 +251,22 @@ impl AgentClient {
         within(OPEN_DEADLINE, async {
             let (mut r, mut w) = self.connect().await?;
             w.request(&Request::ListDir { path: path.into() }).await?;
-            match r.response().await? {
-                Response::Dir { entries } => Ok(entries),
-                other => Err(proto(format!("unexpected {other:?}"))),
+            let mut all = Vec::new();
+            loop {
+                match r.response().await? {
+                    Response::Dir { entries, more } => {
+                        // A hostile agent cannot make the daemon hold more
+                        // than an honest one would send.
+                        if all.len() + entries.len() > runta_agent::MAX_DIR_ENTRIES {
+                            return Err(proto("the agent listed more entries than allowed"));
+                        }
+                        all.extend(entries);
+                        if !more {
+                            return Ok(all);
+                        }
+                    }
+                    other => return Err(proto(format!("unexpected {other:?}"))),
+                }
             }
         })
         .await

@@ -15,6 +15,8 @@ pub const ADMIN_TENANT: &str = "admin";
 pub struct Principal {
     pub tenant: String,
     pub admin: bool,
+    /// The id of the token the caller presented.
+    pub token_id: String,
 }
 
 fn random_base32(n: usize) -> String {

@@ -119,6 +119,7 @@ impl From<ManagerError> for ApiError {
             E::RateLimited(m) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, m)
             }
+            E::Unauthenticated(m) => Self::unauthenticated(m),
             E::DeadlineExceeded(m) => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::DeadlineExceeded, m)
             }

@@ -99,11 +99,20 @@ pub(super) async fn upgrade(
     // Resolve now so a wrong name is a plain 404 and a paused or shut-down
     // runtime a plain 409, before the upgrade.
     let session = state.manager.exec_session(&p.tenant, &id).await?;
+    let manager = state.manager.clone();
     Ok(ws
         .protocols(["runta-v1"])
         .max_message_size(8 * 1024 * 1024)
         .on_upgrade(move |mut socket| async move {
-            if let Err(e) = serve_ws(&mut socket, session, dialect).await {
+            // A token revoked while the session runs ends it (and with it the
+            // command): revocation takes effect at once, here too.
+            let served = tokio::select! {
+                r = serve_ws(&mut socket, session, dialect) => r,
+                _ = manager.token_revoked(&p.token_id) => Err(Error::Unauthenticated(
+                    "the token of this session was revoked".into(),
+                )),
+            };
+            if let Err(e) = served {
                 let e = crate::api::error::ApiError::from(e);
                 let _ = send(
                     &mut socket,

@@ -1,6 +1,5 @@
 //! The OpenAPI 3.1 document, generated from the handlers and wire types.
 
-use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -47,8 +46,22 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document is built and serialised once: building it costs milliseconds
+/// of CPU, and the route needs no token (a flood of it must not stall the
+/// daemon, docs/security.md item 8).
+pub async fn serve() -> impl axum::response::IntoResponse {
+    static DOC: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    let body = DOC
+        .get_or_init(|| {
+            serde_json::to_vec(&ApiDoc::openapi())
+                .expect("the OpenAPI document serialises")
+                .into()
+        })
+        .clone();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }
 
 #[cfg(test)]

@@ -69,6 +69,9 @@ pub enum Error {
     /// A call inside the runtime ran past its deadline (504).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The caller's token stopped being valid during a long session (401).
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -137,7 +140,7 @@ impl From<AgentError> for Error {
             AgentError::Refused { kind, message } => match kind.as_str() {
                 "not_found" => Error::NotFound(message),
                 "permission_denied" => Error::PermissionDenied(message),
-                "is_directory" | "not_directory" | "invalid_argument" => {
+                "is_directory" | "not_directory" | "invalid_argument" | "too_large" => {
                     Error::invalid("path", message)
                 }
                 _ => Error::Internal(message),
@@ -195,6 +198,9 @@ pub struct Manager {
     pub exec_gate: Arc<exec_output::ExecGate>,
     /// Enforcement of egress policies (idle unless a runtime has one).
     egress: Arc<crate::egress::Egress>,
+    /// Bumped whenever a token is revoked or rotated: long-lived sessions
+    /// (exec WebSockets) check their own token again and end if it is gone.
+    tokens_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Manager {
@@ -215,6 +221,7 @@ impl Manager {
             oom_seen: Mutex::new(HashMap::new()),
             metrics,
             exec_gate: Arc::default(),
+            tokens_changed: tokio::sync::watch::Sender::new(0),
         })
     }
 

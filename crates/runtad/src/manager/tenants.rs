@@ -28,7 +28,23 @@ impl Manager {
         Ok(auth::lookup(&self.store, token)?.map(|t| Principal {
             tenant: t.tenant,
             admin: t.admin,
+            token_id: t.id,
         }))
+    }
+
+    /// Resolves once the token `token_id` no longer exists (revoked or
+    /// rotated): a session that outlives its request ends with it.
+    pub async fn token_revoked(&self, token_id: &str) {
+        let mut changed = self.tokens_changed.subscribe();
+        loop {
+            if !matches!(self.store.get_token(token_id), Ok(Some(_))) {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                // The manager is going away; so is every session.
+                return;
+            }
+        }
     }
 
     /// Creates the tenant if it is new; `true` when it was.
@@ -85,6 +101,7 @@ impl Manager {
         if !self.store.delete_token(id)? {
             return Err(no_token(id));
         }
+        self.tokens_changed.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -92,6 +109,7 @@ impl Manager {
     pub fn rotate_token(&self, id: &str) -> Result<TokenCreated> {
         let old = self.tenant_token(id)?;
         let (new_id, token) = auth::rotate(&self.store, id)?.ok_or_else(|| no_token(id))?;
+        self.tokens_changed.send_modify(|n| *n += 1);
         Ok(TokenCreated {
             id: new_id,
             tenant: old.tenant,
