@@ -142,11 +142,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         cfg.exec_max_per_tenant,
         cfg.exec_buffer_mib,
     );
-    manager.reconcile().await.context("reconcile")?;
+    // Before reconcile boots anything: a runtime under a policy never runs
+    // unfiltered, not even for the first packets after a host reboot.
     manager
         .start_egress(cfg.egress_hosts.clone())
         .await
         .context("start the egress gateway")?;
+    manager.reconcile().await.context("reconcile")?;
     // Again, for what this start has made (token, ingress CA, backend folders).
     data_dir::secure(&data_dir).context("secure the data dir")?;
     manager.spawn_monitor();

@@ -14,6 +14,14 @@ use crate::auth::Principal;
 /// tenant's runtimes when absent), `kind` (`tcp_connection`, `http_request`,
 /// `icmp_drop`, `dns_query`; DNS entries are listed only when asked for),
 /// `limit` (1-1000, default 100), `after` (the `next_cursor` of a page).
+#[utoipa::path(get, path = "/v1/audits", tag = "audits",
+    params(("category" = Option<String>, Query, description = "Only `egress`"),
+           ("runtime" = Option<String>, Query, description = "Runtime UUID or name; all the caller's runtimes when absent"),
+           ("kind" = Option<String>, Query, description = "tcp_connection, http_request, icmp_drop or dns_query (DNS only when asked for)"),
+           ("limit" = Option<u32>, Query, description = "1..1000, default 100"),
+           ("after" = Option<String>, Query, description = "Cursor from pagination.next_cursor")),
+    responses((status = 200, body = ListResponse<Audit>),
+              (status = 404, body = runta_api::ErrorBody, description = "No such runtime of the caller's tenant")))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,

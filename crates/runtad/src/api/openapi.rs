@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, checkpoints, deploy, exec, exec_stream, files, runtimes};
+use super::{admin, audits, checkpoints, deploy, exec, exec_stream, files, runtimes};
 
 struct Security;
 
@@ -32,7 +32,7 @@ impl Modify for Security {
         checkpoints::create, checkpoints::list, checkpoints::get, checkpoints::delete,
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
         admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
-        admin::set_quota, admin::own_quota,
+        admin::set_quota, admin::own_quota, audits::list,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
@@ -40,6 +40,7 @@ impl Modify for Security {
         runta_api::FileEntry, runta_api::Deployment, runta_api::SandboxSpec, runta_api::PlanLine,
         runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
+        runta_api::Audit, runta_api::EgressPolicy, runta_api::EgressPolicyRequest,
     )),
     modifiers(&Security),
     security(("bearer" = [])),
