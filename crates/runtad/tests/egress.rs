@@ -292,6 +292,13 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
     );
     let (code, out) = run(&c, &rt, &u).await;
     assert!(code != 0 && !out.contains("echo"), "UDP got through: {out}");
+    // QUIC is UDP 443: dropped the same way.
+    let quic = format!(
+        "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(1);s.sendto(b'quic',('{}',443));print(s.recv(64))\"",
+        h.ip(2)
+    );
+    let (code, _) = run(&c, &rt, &quic).await;
+    assert_ne!(code, 0);
     // Metadata, the host's own API port, a private address the hosts file
     // names but the policy does not.
     for url in [
@@ -346,6 +353,15 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
         assert!(a["observed_unix_ms"].as_i64().unwrap() > 0);
         assert_eq!(a["runtime_id"], v["id"]);
     }
+    // Dropped datagrams are audited, aggregated (read every 2 s).
+    c.eventually(10, "a UDP drop audit", || async {
+        let l = audits(&c, &rt, "").await;
+        l.iter().any(|a| {
+            let t = &a["payload"]["egress"]["tcp_connection"];
+            t["transport"] == "udp" && t["action"] == "deny"
+        })
+    })
+    .await;
     let dns = audits(&c, &rt, "&kind=dns_query").await;
     assert!(audited(&dns, "dns_query", "deny", "other.test"), "{dns:?}");
     assert!(

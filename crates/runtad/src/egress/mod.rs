@@ -130,6 +130,7 @@ impl Egress {
         let _ = self.running.set(Running { rules: r });
         gateway::spawn(self.clone(), tcp);
         dns::spawn(self.clone(), udp);
+        self.spawn_drop_audits();
         let n = policies.len();
         for (id, ip, p) in policies {
             if let Err(e) = self.apply(id, ip, p).await {
@@ -265,6 +266,37 @@ impl Egress {
         None
     }
 
+    /// Every 2 s, what the packet filter dropped (ICMP, UDP other than DNS,
+    /// anything else not TCP) becomes one aggregated audit per runtime and
+    /// protocol: per-packet records would let a flood evict everything else.
+    fn spawn_drop_audits(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let Some(eg) = me.upgrade() else { return };
+                if eg
+                    .by_ip
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                {
+                    continue;
+                }
+                let Some(run) = eg.running.get() else {
+                    continue;
+                };
+                for (ip, proto, packets, bytes) in run.rules.drop_counts().await {
+                    let Some(g) = eg.guarded(IpAddr::V4(ip)) else {
+                        continue;
+                    };
+                    eg.audits
+                        .record(g.id, drop_audit(ip, &proto, packets, bytes));
+                }
+            }
+        });
+    }
+
     fn cut_denied(&self, g: &Guarded) {
         let p = g.policy();
         let conns = g.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -274,4 +306,53 @@ impl Egress {
             }
         }
     }
+}
+
+fn drop_audit(
+    ip: Ipv4Addr,
+    proto: &str,
+    packets: u64,
+    bytes: u64,
+) -> runta_api::EgressAuditPayload {
+    use runta_api::{
+        EgressAction, EgressAuditPayload, EgressIcmpDropAudit, EgressTcpConnectionAudit,
+    };
+    let mut p = EgressAuditPayload {
+        kind: EgressAuditKind::IcmpDrop,
+        tcp_connection: None,
+        http_request: None,
+        icmp_drop: None,
+        dns_query: None,
+    };
+    if proto == "icmp" {
+        p.icmp_drop = Some(EgressIcmpDropAudit {
+            src_ip: ip.to_string(),
+            packets,
+            bytes,
+            action: EgressAction::Deny,
+            outcome: "dropped".into(),
+            reason: "ICMP is dropped for runtimes under an egress policy".into(),
+        });
+    } else {
+        // The v1 kinds have no UDP record; a dropped datagram flow is written
+        // in the connection shape with its transport named.
+        p.kind = EgressAuditKind::TcpConnection;
+        p.tcp_connection = Some(EgressTcpConnectionAudit {
+            src_addr: ip.to_string(),
+            dst_addr: "*".into(),
+            host: String::new(),
+            transport: proto.into(),
+            plugin: "packet_filter".into(),
+            bytes_up: bytes,
+            bytes_down: 0,
+            duration_ms: 0,
+            action: EgressAction::Deny,
+            outcome: "dropped".into(),
+            reason: format!(
+                "{packets} {proto} packet(s) dropped: only TCP and DNS leave a runtime under an egress policy"
+            ),
+            error: String::new(),
+        });
+    }
+    p
 }

@@ -140,6 +140,17 @@ impl Rules {
                 self.input.clone(),
                 s(&["-s", &ip, "-p", "udp", "--dport", &dns, "-j", "ACCEPT"]),
             ),
+            // Counted apart, for the aggregated drop audits.
+            (
+                "filter",
+                self.forward.clone(),
+                s(&["-s", &ip, "-p", "icmp", "-j", "DROP"]),
+            ),
+            (
+                "filter",
+                self.forward.clone(),
+                s(&["-s", &ip, "-p", "udp", "-j", "DROP"]),
+            ),
             (
                 "filter",
                 self.forward.clone(),
@@ -162,6 +173,48 @@ impl Rules {
             ipt(table, &add).await?;
         }
         Ok(())
+    }
+
+    /// Packets and bytes each runtime had dropped since the last call, by
+    /// protocol (`icmp`, `udp`, `all`), read and zeroed in one listing.
+    pub async fn drop_counts(&self) -> Vec<(Ipv4Addr, String, u64, u64)> {
+        let out = Command::new("iptables")
+            .args([
+                "-w",
+                "-t",
+                "filter",
+                "-L",
+                &self.forward,
+                "-v",
+                "-x",
+                "-n",
+                "-Z",
+            ])
+            .output()
+            .await;
+        let Ok(out) = out else {
+            return vec![];
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // pkts bytes target prot opt in out source destination
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if w.len() < 9 || w[2] != "DROP" {
+                    return None;
+                }
+                let pkts = w[0].parse::<u64>().ok().filter(|n| *n > 0)?;
+                let bytes = w[1].parse::<u64>().ok()?;
+                let src = w[7].trim_end_matches("/32").parse::<Ipv4Addr>().ok()?;
+                // Newer iptables print the protocol as its number.
+                let proto = match w[3] {
+                    "1" | "icmp" => "icmp",
+                    "17" | "udp" => "udp",
+                    _ => "ip",
+                };
+                Some((src, proto.to_string(), pkts, bytes))
+            })
+            .collect()
     }
 
     /// Takes a runtime off the gateway (back to the plain NAT path).
