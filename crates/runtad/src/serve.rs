@@ -3,7 +3,11 @@
 //! and in total (extra ones are closed at once), a deadline for a request's
 //! headers, an idle deadline while a handler waits for body bytes, and the
 //! file-descriptor limit raised at start so the caps, not the kernel, decide.
-//! The API listener and both ingress listeners share [`ConnTracker`].
+//! Past the headers, both directions must keep moving: a response the peer
+//! reads slower than [`MIN_PROGRESS_BYTES`] per [`PROGRESS_WINDOW`] closes the
+//! connection ([`PacedIo`]), and so does a request body sent slower than that.
+//! The API listener and both ingress listeners share [`ConnTracker`] and
+//! [`PacedIo`]; IPv6 peers are counted per /64 (one host's usual allocation).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +25,7 @@ use axum::Router;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 use tracing::{debug, info, warn};
@@ -30,6 +35,12 @@ use tracing::{debug, info, warn};
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_BODY_IDLE_SECS: u64 = 30;
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+/// The least a connection must move while it has bytes waiting to be sent
+/// (and a request body while a handler waits for it), per window. A fast
+/// link moves this in microseconds; a reader that takes a few hundred bytes
+/// every few seconds to hold the connection does not.
+pub const MIN_PROGRESS_BYTES: u64 = 16 * 1024;
+pub const PROGRESS_WINDOW: Duration = Duration::from_secs(10);
 /// How long a stopping daemon lets open requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -83,6 +94,7 @@ impl ConnTracker {
 
     /// A slot for one more connection from `peer`, or `None` over a cap.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
+        let peer = peer_key(peer);
         let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let mine = g.1.get(&peer).copied().unwrap_or(0);
         if mine >= self.per_peer || g.0 >= self.total {
@@ -98,6 +110,286 @@ impl ConnTracker {
 
     pub fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// What the per-peer cap counts by: an IPv4 address, or an IPv6 /64 (one
+/// host can hold a whole /64, so per address it would have no cap at all).
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
+    }
+}
+
+/// Connection IO that fails once the peer stops taking what is sent: while
+/// bytes wait to go out (a write that cannot proceed, or data still queued in
+/// the kernel's send buffer), at least `min_bytes` must leave per `window`.
+/// The window's timer is polled with the task's context, so the task is woken
+/// at the deadline even if the socket never becomes writable again; every
+/// later read or write then fails with `TimedOut` and the connection is reset.
+/// A connection closed with bytes still queued (the kernel would otherwise
+/// keep trickling them to a slow reader for as long as it reads) is watched
+/// by the same rule until the queue drains, then reset if it stalls.
+pub struct PacedIo<T> {
+    inner: T,
+    min_bytes: u64,
+    window: Duration,
+    /// Bytes written since the window opened; `None` when no window is open.
+    moved: Option<u64>,
+    /// The kernel's unsent bytes when the window opened.
+    queued_at_open: u64,
+    /// The last write attempt could not go out (the peer is not reading).
+    waiting: bool,
+    stalled: bool,
+    timer: Pin<Box<Sleep>>,
+    /// The socket, to read its send queue (none for in-memory IO in tests).
+    fd: Option<std::os::fd::RawFd>,
+    /// Kept until the connection is really gone, queue drained included.
+    slot: Option<ConnSlot>,
+}
+
+impl PacedIo<tokio::net::TcpStream> {
+    /// Paces a TCP connection; `slot` is held until its send queue drains.
+    pub fn tcp(inner: tokio::net::TcpStream, slot: Option<ConnSlot>) -> Self {
+        use std::os::fd::AsRawFd;
+        let fd = inner.as_raw_fd();
+        let mut p = Self::with_rate(inner, MIN_PROGRESS_BYTES, PROGRESS_WINDOW);
+        p.fd = Some(fd);
+        p.slot = slot;
+        p
+    }
+}
+
+/// Bytes in the socket's send queue not yet acknowledged by the peer.
+fn unsent(fd: Option<std::os::fd::RawFd>) -> u64 {
+    let Some(fd) = fd else { return 0 };
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int into `n`; `fd` is open while we hold it.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as u64
+}
+
+/// Makes the next close of `fd` a reset: a stalled peer gets nothing more.
+fn reset_on_close(fd: std::os::fd::RawFd) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: plain setsockopt on an open descriptor with a struct we own.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+impl<T> Drop for PacedIo<T> {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd else { return };
+        if self.stalled {
+            reset_on_close(fd);
+            return;
+        }
+        let queued = unsent(Some(fd));
+        if queued == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // SAFETY: dup of an open descriptor; the copy is owned by `keep`.
+        let copy = unsafe { libc::dup(fd) };
+        if copy < 0 {
+            return;
+        }
+        let keep = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+        let (min, window, slot) = (self.min_bytes, self.window, self.slot.take());
+        rt.spawn(async move {
+            use std::os::fd::AsRawFd;
+            let _slot = slot;
+            let mut before = queued;
+            loop {
+                tokio::time::sleep(window).await;
+                let now = unsent(Some(keep.as_raw_fd()));
+                if now == 0 {
+                    return;
+                }
+                if before.saturating_sub(now) < min {
+                    debug!(
+                        unsent = now,
+                        "resetting a closed connection whose peer reads too slowly"
+                    );
+                    reset_on_close(keep.as_raw_fd());
+                    return;
+                }
+                before = now;
+            }
+        });
+    }
+}
+
+impl<T> PacedIo<T> {
+    pub fn new(inner: T) -> Self {
+        Self::with_rate(inner, MIN_PROGRESS_BYTES, PROGRESS_WINDOW)
+    }
+
+    pub fn with_rate(inner: T, min_bytes: u64, window: Duration) -> Self {
+        PacedIo {
+            inner,
+            min_bytes,
+            window,
+            moved: None,
+            queued_at_open: 0,
+            waiting: false,
+            stalled: false,
+            timer: Box::pin(tokio::time::sleep(window)),
+            fd: None,
+            slot: None,
+        }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Handles an expired window (polling the timer registers `cx`); true
+    /// when the connection is to be closed.
+    fn check(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stalled {
+            return true;
+        }
+        let Some(moved) = self.moved else {
+            return false;
+        };
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let queued = unsent(self.fd);
+        let left = (moved + self.queued_at_open).saturating_sub(queued);
+        if !self.waiting && queued == 0 {
+            // Everything sent went out; nothing waits any more.
+            self.moved = None;
+        } else if left < self.min_bytes {
+            self.stalled = true;
+            debug!(
+                left,
+                "closing a connection that takes its response too slowly"
+            );
+            return true;
+        } else {
+            self.open_window(cx);
+        }
+        false
+    }
+
+    fn open_window(&mut self, cx: &mut Context<'_>) {
+        self.moved = Some(0);
+        self.queued_at_open = unsent(self.fd);
+        let at = tokio::time::Instant::now() + self.window;
+        self.timer.as_mut().reset(at);
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
+    fn stalled_error() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer takes the response too slowly",
+        )
+    }
+
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        // Any write opens a window: bytes accepted by the kernel are not yet
+        // taken by the peer.
+        if self.moved.is_none() && !matches!(r, Poll::Ready(Err(_))) {
+            self.open_window(cx);
+        }
+        match &r {
+            Poll::Ready(Ok(n)) => {
+                self.waiting = false;
+                if let Some(m) = self.moved.as_mut() {
+                    *m += *n as u64;
+                }
+            }
+            Poll::Ready(Err(_)) => self.waiting = false,
+            Poll::Pending => {
+                self.waiting = true;
+                if self.check(cx) {
+                    return Poll::Ready(Err(Self::stalled_error()));
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for PacedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.check(cx) {
+            return Poll::Ready(Err(Self::stalled_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for PacedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.check(cx) {
+            return Poll::Ready(Err(Self::stalled_error()));
+        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.check(cx) {
+            return Poll::Ready(Err(Self::stalled_error()));
+        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.check(cx) {
+            return Poll::Ready(Err(Self::stalled_error()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -189,18 +481,20 @@ pub async fn serve_api(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        // The slot goes with the socket: a connection whose answer is still
+        // queued in the kernel keeps counting until that drains.
+        let io = PacedIo::tcp(tcp, Some(slot));
         let svc = TowerToHyperService::new(app.clone());
         // HTTP/1.1 only, served directly: the header deadline runs from the
         // first moment (no protocol sniffing before it, which has none).
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(t.header)
-            .serve_connection(TokioIo::new(tcp), svc)
+            .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let _alive = alive;
             tokio::pin!(conn);
             let r = tokio::select! {
@@ -230,20 +524,43 @@ pub async fn serve_api(
 /// Puts the idle deadline on every request body.
 async fn idle_body(State(idle): State<Duration>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let body = Body::new(IdleBody {
-        inner: body,
-        idle,
-        sleep: None,
-    });
+    let body = Body::new(IdleBody::new(body, idle));
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// A body that fails when its sender goes quiet for longer than `idle` while
-/// someone waits for it (the clock runs only while a read is pending).
+/// A body that fails when its sender goes quiet for longer than `idle`, or
+/// sends fewer than `min_bytes` in a `window`, while someone waits for it (the
+/// clocks run only while a read is pending: a busy handler is not the
+/// sender's fault).
 pub struct IdleBody {
     inner: Body,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
+    min_bytes: u64,
+    window: Duration,
+    /// The open rate window: its deadline and the bytes received in it.
+    rate: Option<(Pin<Box<Sleep>>, u64)>,
+}
+
+impl IdleBody {
+    pub fn new(inner: Body, idle: Duration) -> Self {
+        Self::with_rate(inner, idle, MIN_PROGRESS_BYTES, PROGRESS_WINDOW)
+    }
+
+    pub fn with_rate(inner: Body, idle: Duration, min_bytes: u64, window: Duration) -> Self {
+        IdleBody {
+            inner,
+            idle,
+            sleep: None,
+            min_bytes,
+            window,
+            rate: None,
+        }
+    }
+}
+
+fn body_timed_out(msg: String) -> axum::Error {
+    axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, msg))
 }
 
 impl HttpBody for IdleBody {
@@ -258,6 +575,15 @@ impl HttpBody for IdleBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(v) => {
                 this.sleep = None;
+                if let Some(Ok(f)) = &v {
+                    let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                    if let Some((_, got)) = this.rate.as_mut() {
+                        *got += n;
+                        if *got >= this.min_bytes {
+                            this.rate = None;
+                        }
+                    }
+                }
                 Poll::Ready(v)
             }
             Poll::Pending => {
@@ -265,15 +591,29 @@ impl HttpBody for IdleBody {
                 let sleep = this
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("no request body bytes for {} s", idle.as_secs()),
-                        )))))
-                    }
-                    Poll::Pending => Poll::Pending,
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(body_timed_out(format!(
+                        "no request body bytes for {} s",
+                        idle.as_secs()
+                    )))));
                 }
+                let window = this.window;
+                let (deadline, got) = this
+                    .rate
+                    .get_or_insert_with(|| (Box::pin(tokio::time::sleep(window)), 0));
+                if deadline.as_mut().poll(cx).is_ready() {
+                    if *got < this.min_bytes {
+                        return Poll::Ready(Some(Err(body_timed_out(format!(
+                            "the request body arrives slower than {} bytes per {} s",
+                            this.min_bytes,
+                            window.as_secs()
+                        )))));
+                    }
+                    this.rate = None;
+                    let (d, _) = this.rate.insert((Box::pin(tokio::time::sleep(window)), 0));
+                    let _ = d.as_mut().poll(cx);
+                }
+                Poll::Pending
             }
         }
     }
@@ -321,16 +661,119 @@ mod tests {
         let (send, r) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let body = Body::from_stream(tokio_stream_from(r));
         send.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
-        let b = Body::new(IdleBody {
-            inner: body,
-            idle: Duration::from_millis(200),
-            sleep: None,
-        });
+        let b = Body::new(IdleBody::new(body, Duration::from_millis(200)));
         let t0 = std::time::Instant::now();
         let r = axum::body::to_bytes(b, 1024).await;
         assert!(r.is_err());
         assert!(t0.elapsed() >= Duration::from_millis(200));
         drop(send);
+    }
+
+    #[tokio::test]
+    async fn a_trickled_body_fails_within_a_rate_window() {
+        let (send, r) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Body::from_stream(tokio_stream_from(r));
+        let b = Body::new(IdleBody::with_rate(
+            body,
+            Duration::from_secs(30),
+            1000,
+            Duration::from_millis(300),
+        ));
+        let trickle = tokio::spawn(async move {
+            // A byte every 50 ms never leaves the idle deadline's reach.
+            while send.send(Ok(Bytes::from_static(b"x"))).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let t0 = std::time::Instant::now();
+        let r = axum::body::to_bytes(b, 1 << 20).await;
+        assert!(r.is_err(), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        trickle.abort();
+        // A body at a healthy rate is not cut, however long it runs.
+        let (send, r) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Body::from_stream(tokio_stream_from(r));
+        let b = Body::new(IdleBody::with_rate(
+            body,
+            Duration::from_secs(30),
+            1000,
+            Duration::from_millis(300),
+        ));
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                send.send(Ok(Bytes::from(vec![b'y'; 600]))).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let r = axum::body::to_bytes(b, 1 << 20).await.unwrap();
+        assert_eq!(r.len(), 12000);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_is_cut_and_a_fast_one_is_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Slow: the peer takes 100 bytes every 100 ms of a 1 MiB answer.
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut w = PacedIo::with_rate(a, 8192, Duration::from_millis(400));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 100];
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        let t0 = std::time::Instant::now();
+        let r = w.write_all(&vec![0u8; 1 << 20]).await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        drop(w);
+        reader.await.unwrap();
+        // Fast: the same answer read at once, then a long quiet spell (no
+        // write waiting), then more: nothing is cut.
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut w = PacedIo::with_rate(a, 8192, Duration::from_millis(400));
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            b.read_to_end(&mut all).await.map(|_| all.len())
+        });
+        w.write_all(&vec![0u8; 1 << 20]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        w.write_all(&vec![0u8; 1 << 20]).await.unwrap();
+        w.shutdown().await.unwrap();
+        drop(w);
+        assert_eq!(reader.await.unwrap().unwrap(), 2 << 20);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_wakes_a_writer_nobody_polls() {
+        use tokio::io::AsyncWriteExt;
+        // The peer never reads: only the window's timer can wake the writer.
+        let (a, _b) = tokio::io::duplex(1024);
+        let mut w = PacedIo::with_rate(a, 8192, Duration::from_millis(300));
+        let r = tokio::time::timeout(Duration::from_secs(3), w.write_all(&[1u8; 1 << 16])).await;
+        assert!(
+            matches!(r, Ok(Err(ref e)) if e.kind() == std::io::ErrorKind::TimedOut),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn ipv6_peers_share_a_cap_per_64() {
+        let t = ConnTracker::new(100, 2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = t.admit(a).unwrap();
+        let _b = t.admit(b).unwrap();
+        assert!(t.admit("2001:db8:1:2:abcd::1".parse().unwrap()).is_none());
+        assert!(t.admit(c).is_some(), "another /64 has its own cap");
+        // An IPv4-mapped address counts as the IPv4 peer it is.
+        let _v4 = t.admit("10.0.0.1".parse().unwrap()).unwrap();
+        let _v4b = t.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        assert!(t.admit("10.0.0.1".parse().unwrap()).is_none());
     }
 
     fn tokio_stream_from(

@@ -169,9 +169,12 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy
         let proxy = proxy.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            // The API's send-progress rule (crate::serve::PacedIo): a peer
+            // that takes its answer too slowly is reset; it holds the slot.
+            let slot = Some(slot);
             match tls {
                 Some(acceptor) => {
+                    let tcp = crate::serve::PacedIo::tcp(tcp, slot);
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                             .await
@@ -203,7 +206,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy
                         return debug!(%peer, "ingress: nothing sent within {header:?}");
                     }
                     serve_connection(
-                        TokioIo::new(tcp),
+                        TokioIo::new(crate::serve::PacedIo::tcp(tcp, slot)),
                         ConnInfo {
                             peer,
                             secure: false,

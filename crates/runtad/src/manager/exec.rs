@@ -11,7 +11,7 @@ use runta_api::{
 };
 use uuid::Uuid;
 
-use super::exec_output::{Held, JsonStream};
+use super::exec_output::Held;
 use super::{Activity, Error, Manager, Result};
 use crate::agent_client::{AgentClient, Stream};
 use crate::store::RuntimeRecord;
@@ -193,8 +193,9 @@ impl Manager {
         let permit = self.exec_gate.admit(tenant)?;
         let (r, _guard, agent) = self.running(tenant, id_or_name, "exec").await?;
         let t0 = Instant::now();
-        let mut stdout = JsonStream::new(&self.exec_gate, max_out);
-        let mut stderr = JsonStream::new(&self.exec_gate, max_out);
+        // Output counts against this tenant's share of the shared buffer.
+        let mut stdout = permit.stream(max_out);
+        let mut stderr = permit.stream(max_out);
         let mut sink = |s: Stream, data: &[u8]| match s {
             Stream::Stdout => stdout.push(data),
             Stream::Stderr => stderr.push(data),

@@ -10,6 +10,10 @@
 //!   at once (per tenant and in total) and at most so many encoded bytes held.
 //!   A stream that cannot get more bytes from the shared budget stops growing
 //!   and is flagged truncated, so a flood costs the daemon the budget and no more.
+//! * One tenant may hold at most half of the budget the other tenants leave
+//!   free (so at most half of all of it): the room it leaves is always at
+//!   least what it holds, and its own execs are cut, or refused with 429,
+//!   instead of everyone else's being refused with 503.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +38,8 @@ pub struct ExecGate {
     budget_bytes: AtomicU64,
     used_bytes: AtomicU64,
     running: Mutex<(usize, HashMap<String, usize>)>,
+    /// Encoded bytes held per tenant (the sum is `used_bytes`).
+    held: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 impl Default for ExecGate {
@@ -44,6 +50,7 @@ impl Default for ExecGate {
             budget_bytes: AtomicU64::new(DEFAULT_EXEC_BUFFER_MIB * 1024 * 1024),
             used_bytes: AtomicU64::new(0),
             running: Mutex::new((0, HashMap::new())),
+            held: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -80,10 +87,22 @@ impl ExecGate {
                 g.0
             )));
         }
-        if self.used_bytes.load(Ordering::Relaxed) >= self.budget_bytes.load(Ordering::Relaxed) {
-            return Err(Error::Unavailable(
-                "the daemon's exec output buffer is full; retry shortly".into(),
-            ));
+        {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let budget = self.budget_bytes.load(Ordering::Relaxed);
+            let used = self.used_bytes.load(Ordering::Relaxed);
+            let own = held.get(tenant).copied().unwrap_or(0);
+            // The tenant's own share is spent: its problem, not the daemon's.
+            if own > 0 && own.saturating_add(GROW_STEP) > Self::share(budget, used - own) {
+                return Err(Error::RateLimited(format!(
+                    "tenant {tenant:?} already holds {own} bytes of buffered exec output (its share of the daemon's buffer); retry when an exec ends"
+                )));
+            }
+            if used >= budget {
+                return Err(Error::Unavailable(
+                    "the daemon's exec output buffer is full; retry shortly".into(),
+                ));
+            }
         }
         g.0 += 1;
         *g.1.entry(tenant.to_string()).or_insert(0) += 1;
@@ -93,16 +112,47 @@ impl ExecGate {
         })
     }
 
-    fn take(&self, n: u64) -> bool {
-        let limit = self.budget_bytes.load(Ordering::Relaxed);
-        self.used_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u.saturating_add(n) <= limit).then_some(u + n)
-            })
-            .is_ok()
+    /// What one tenant may hold when the others hold `others`: half of the
+    /// rest, so it always leaves at least as much free as it has.
+    fn share(budget: u64, others: u64) -> u64 {
+        budget.saturating_sub(others) / 2
     }
 
-    fn give(&self, n: u64) {
+    /// Takes `n` bytes for `tenant`, or with `partial` as many as its share
+    /// and the budget allow; returns how many were taken.
+    fn take(&self, tenant: &Arc<str>, n: u64, partial: bool) -> u64 {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = self.budget_bytes.load(Ordering::Relaxed);
+        let used = self.used_bytes.load(Ordering::Relaxed);
+        let own = held.get(tenant).copied().unwrap_or(0);
+        let room = budget
+            .saturating_sub(used)
+            .min(Self::share(budget, used - own).saturating_sub(own));
+        let got = if n <= room {
+            n
+        } else if partial {
+            room
+        } else {
+            0
+        };
+        if got > 0 {
+            held.insert(tenant.clone(), own + got);
+            self.used_bytes.fetch_add(got, Ordering::AcqRel);
+        }
+        got
+    }
+
+    fn give(&self, tenant: &Arc<str>, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = held.get_mut(tenant) {
+            *b = b.saturating_sub(n);
+            if *b == 0 {
+                held.remove(tenant);
+            }
+        }
         self.used_bytes.fetch_sub(n, Ordering::AcqRel);
     }
 }
@@ -111,6 +161,17 @@ impl ExecGate {
 pub struct ExecPermit {
     gate: Arc<ExecGate>,
     tenant: String,
+}
+
+impl ExecPermit {
+    /// An output stream whose bytes count against this exec's tenant.
+    pub fn stream(&self, max_output_bytes: u64) -> JsonStream {
+        JsonStream::for_tenant(
+            &self.gate,
+            Arc::from(self.tenant.as_str()),
+            max_output_bytes,
+        )
+    }
 }
 
 impl Drop for ExecPermit {
@@ -130,12 +191,13 @@ impl Drop for ExecPermit {
 /// has been handed to the connection).
 pub struct Held {
     gate: Arc<ExecGate>,
+    tenant: Arc<str>,
     bytes: u64,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.gate.give(self.bytes);
+        self.gate.give(&self.tenant, self.bytes);
     }
 }
 
@@ -150,13 +212,19 @@ pub struct JsonStream {
 }
 
 impl JsonStream {
+    /// A stream not tied to a tenant (all such streams share one share).
     pub fn new(gate: &Arc<ExecGate>, max_output_bytes: u64) -> Self {
+        Self::for_tenant(gate, Arc::from(""), max_output_bytes)
+    }
+
+    pub fn for_tenant(gate: &Arc<ExecGate>, tenant: Arc<str>, max_output_bytes: u64) -> Self {
         JsonStream {
             out: Vec::new(),
             pending: Vec::new(),
             cap: max_output_bytes.saturating_mul(2).min(usize::MAX as u64) as usize,
             held: Held {
                 gate: gate.clone(),
+                tenant,
                 bytes: 0,
             },
             truncated: false,
@@ -289,17 +357,23 @@ impl JsonStream {
         let need = (len + want) as u64;
         if need > self.held.bytes {
             let gate = self.held.gate.clone();
+            let tenant = self.held.tenant.clone();
             // Grow geometrically (fewer reallocations), exactly if that is refused.
             let step = (self.held.bytes.max(GROW_STEP))
                 .min(self.cap as u64 - self.held.bytes)
                 .max(need - self.held.bytes);
-            if gate.take(step) {
+            if gate.take(&tenant, step, false) == step {
                 self.held.bytes += step;
-            } else if gate.take(need - self.held.bytes) {
-                self.held.bytes = need;
             } else {
-                let granted = self.held.bytes.saturating_sub(len as u64) as usize;
-                return granted.min(want);
+                // Whatever room is left, so a stream is cut at its share,
+                // not short of it.
+                self.held.bytes += gate.take(&tenant, need - self.held.bytes, true);
+                if self.held.bytes < need {
+                    let granted = self.held.bytes.saturating_sub(len as u64) as usize;
+                    self.out
+                        .reserve_exact((self.held.bytes as usize).saturating_sub(len));
+                    return granted.min(want);
+                }
             }
             self.out
                 .reserve_exact((self.held.bytes as usize).saturating_sub(len));
@@ -365,16 +439,50 @@ mod tests {
         gate.configure(10, 10, 1);
         let mut a = JsonStream::new(&gate, 1 << 20);
         let mut b = JsonStream::new(&gate, 1 << 20);
-        a.push(&vec![b'x'; 900 * 1024]);
-        b.push(&vec![b'y'; 900 * 1024]);
-        assert!(gate.used_bytes() <= 1024 * 1024);
+        a.push(&vec![b'x'; 400 * 1024]);
+        b.push(&vec![b'y'; 400 * 1024]);
+        assert!(gate.used_bytes() <= 512 * 1024);
         let (oa, ta, ha) = a.finish(false);
         let (ob, tb, hb) = b.finish(false);
-        assert!(!ta && tb, "the second stream is cut by the budget");
-        assert_eq!(oa.len(), 900 * 1024);
+        assert!(!ta && tb, "the second stream is cut by the share");
+        assert_eq!(oa.len(), 400 * 1024);
         assert!(ob.len() < 200 * 1024);
         drop((ha, hb));
         assert_eq!(gate.used_bytes(), 0);
+    }
+
+    #[test]
+    fn one_tenant_holds_at_most_half_of_what_others_leave() {
+        let gate = Arc::new(ExecGate::default());
+        gate.configure(10, 10, 1);
+        let mib = 1024 * 1024;
+        let hog = gate.admit("hog").unwrap();
+        let mut h1 = hog.stream(4 * mib);
+        h1.push(&vec![b'x'; 2 * mib as usize]);
+        assert!(gate.used_bytes() <= mib / 2, "{}", gate.used_bytes());
+        // The hog's next exec is its own 429; other tenants still get in.
+        assert!(matches!(gate.admit("hog"), Err(Error::RateLimited(_))));
+        let other = gate.admit("other").unwrap();
+        let mut o = other.stream(4 * mib);
+        o.push(&vec![b'y'; 100 * 1024]);
+        let (oo, ot, oh) = o.finish(false);
+        assert!(!ot && oo.len() == 100 * 1024);
+        // A second hog tenant gets half of what is left, never all of it.
+        let hog2 = gate.admit("hog2").unwrap();
+        let mut h2 = hog2.stream(4 * mib);
+        h2.push(&vec![b'z'; 2 * mib as usize]);
+        assert!(gate.used_bytes() < mib, "{}", gate.used_bytes());
+        assert!(gate.admit("third").is_ok());
+        let (_, t1, held1) = h1.finish(false);
+        let (_, t2, held2) = h2.finish(false);
+        assert!(t1 && t2);
+        drop((held1, held2, oh));
+        assert_eq!(gate.used_bytes(), 0);
+        drop(hog);
+        assert!(
+            gate.admit("hog").is_ok(),
+            "its share is back when its output is freed"
+        );
     }
 
     #[test]
