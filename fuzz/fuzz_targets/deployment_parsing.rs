@@ -1,41 +1,35 @@
 //! `deployment.json` as `runta apply` and `POST /v1/apply` read it: arbitrary
-//! bytes into `Deployment`, then the same checks the daemon makes per sandbox
-//! (crates/runtad/src/api/deploy.rs), including `parse_publish`.
+//! bytes into `Deployment`, then the daemon's own check of the whole file
+//! (`validate::deployment`, which validates each sandbox with
+//! `validate::create_request`), and `parse_publish` on each port.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runta_api::{validate, Deployment};
+use runta_api::validate::{self, CreateDefaults};
+use runta_api::Deployment;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(d) = serde_json::from_slice::<Deployment>(data) else {
         return;
     };
+    let defaults = CreateDefaults {
+        image: "base".into(),
+        vcpus: 1.0,
+        memory_mib: 512,
+        disk_gib: None,
+    };
+    if let Ok(reqs) = validate::deployment(&d, &defaults) {
+        // What passed is what apply creates: each request passes again.
+        assert_eq!(reqs.len(), d.sandboxes.len());
+        for r in &reqs {
+            validate::create_request(r, &defaults).expect("a checked sandbox stays valid");
+        }
+    }
     for s in &d.sandboxes {
-        let _ = validate::name("name", &s.name);
-        if let Some(i) = &s.image {
-            let _ = validate::image("image", i);
-        }
-        if let Some(v) = s.resources.vcpus {
-            let _ = validate::vcpus("resources.vcpus", v);
-        }
-        if let Some(m) = s.resources.memory_mib {
-            let _ = validate::memory_mib("resources.memory_mib", m);
-        }
-        if let Some(g) = s.resources.disk_gib {
-            let _ = validate::disk_gib("resources.disk_gib", g);
-        }
-        let _ = validate::env("env", &s.env);
-        let _ = validate::labels("labels", &s.labels);
-        let mut ports = Vec::new();
         for p in &s.publish {
             if let Ok(spec) = validate::parse_publish(p) {
                 assert!(spec.port > 0, "parse_publish accepted port 0 from {p:?}");
-                ports.push(spec);
             }
-        }
-        let _ = validate::publish("publish", &ports);
-        if let Some(t) = s.idle_timeout_secs {
-            let _ = validate::idle_timeout("idle_timeout_secs", t);
         }
     }
 });

@@ -1,6 +1,7 @@
 //! Request bodies as the daemon parses them: arbitrary bytes through serde_json
-//! into the create / exec / update request types, then every validator the
-//! daemon runs on them. Nothing may panic, and validation must be total.
+//! into the create / exec / update request types, then the validation the
+//! daemon runs on them (`validate::create_request` for a create). Nothing may
+//! panic, and validation must be total.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,16 +24,15 @@ fn check_resources(r: &runta_api::ResourcesSpec) {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = serde_json::from_slice::<CreateRuntimeRequest>(data) {
-        let _ = validate::name("name", &req.name);
-        if let Some(i) = &req.image {
-            let _ = validate::image("image", i);
-        }
-        check_resources(&req.resources);
-        let _ = validate::env("env", &req.env);
-        let _ = validate::labels("labels", &req.labels);
-        let _ = validate::publish("publish", &req.publish);
-        if let Some(t) = req.idle_timeout_secs {
-            let _ = validate::idle_timeout("idle_timeout_secs", t);
+        // The daemon's own check (manager create and apply call it too).
+        let defaults = validate::CreateDefaults {
+            image: "base".into(),
+            vcpus: 1.0,
+            memory_mib: 512,
+            disk_gib: None,
+        };
+        if let Ok(c) = validate::create_request(&req, &defaults) {
+            assert!(c.memory_limit_mib >= c.memory_mib);
         }
         // What was parsed serialises back and parses again to the same value.
         let again = serde_json::to_vec(&req).expect("serialise a parsed request");

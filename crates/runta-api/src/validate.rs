@@ -317,3 +317,232 @@ mod tests {
         assert!(memory_mib("m", u64::MAX).is_err());
     }
 }
+
+/// What the daemon fills in where a create request leaves a field out (its
+/// `--default-*` flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateDefaults {
+    pub image: String,
+    pub vcpus: f64,
+    pub memory_mib: u64,
+    pub disk_gib: Option<u64>,
+}
+
+/// A create request's sizes and image once validated, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedCreate {
+    pub image: String,
+    pub vcpus: f64,
+    pub memory_mib: u64,
+    pub memory_limit_mib: u64,
+    pub disk_gib: Option<u64>,
+}
+
+/// The one validation of a create request: `POST /v1/runtimes`, each sandbox
+/// of an apply, and the fuzz target all call this. What needs the daemon's
+/// state (a checkpoint's existence, the host's CPU count) is checked there.
+pub fn create_request(
+    req: &crate::CreateRuntimeRequest,
+    d: &CreateDefaults,
+) -> Result<CheckedCreate, FieldError> {
+    name("name", &req.name)?;
+    let img = req.image.clone().unwrap_or_else(|| d.image.clone());
+    image("image", &img)?;
+    let rq = &req.resources.requests;
+    let cpus = rq.vcpus.unwrap_or(d.vcpus);
+    vcpus("resources.requests.vcpus", cpus)?;
+    let mem = rq.memory_mib.unwrap_or(d.memory_mib);
+    memory_mib("resources.requests.memory_mib", mem)?;
+    let limit = req
+        .resources
+        .limits
+        .as_ref()
+        .and_then(|l| l.memory_mib)
+        .unwrap_or(mem);
+    memory_mib("resources.limits.memory_mib", limit)?;
+    if limit < mem {
+        return Err(FieldError::new(
+            "resources.limits.memory_mib",
+            format!("limit {limit} MiB is below the request {mem} MiB"),
+        ));
+    }
+    let disk = rq.disk_gib.or(d.disk_gib);
+    if let Some(g) = disk {
+        disk_gib("resources.requests.disk_gib", g)?;
+    }
+    env("env", &req.env)?;
+    labels("labels", &req.labels)?;
+    publish("publish", &req.publish)?;
+    if let Some(t) = req.idle_timeout_secs {
+        idle_timeout("idle_timeout_secs", t)?;
+    }
+    Ok(CheckedCreate {
+        image: img,
+        vcpus: cpus,
+        memory_mib: mem,
+        memory_limit_mib: limit,
+        disk_gib: disk,
+    })
+}
+
+/// `deployment.json`'s `apiVersion` and `kind`.
+pub const DEPLOYMENT_API_VERSION: &str = "runta/v1";
+pub const DEPLOYMENT_KIND: &str = "SandboxSet";
+
+/// A whole deployment, checked before anything changes: each sandbox becomes
+/// the create request apply makes (image and sizes filled in), validated by
+/// [`create_request`]. Fields are named as in the file
+/// (`sandboxes[1].resources.vcpus`).
+pub fn deployment(
+    dep: &crate::Deployment,
+    d: &CreateDefaults,
+) -> Result<Vec<crate::CreateRuntimeRequest>, FieldError> {
+    if dep.api_version != DEPLOYMENT_API_VERSION {
+        return Err(FieldError::new(
+            "apiVersion",
+            format!("must be {DEPLOYMENT_API_VERSION:?}"),
+        ));
+    }
+    if dep.kind != DEPLOYMENT_KIND {
+        return Err(FieldError::new(
+            "kind",
+            format!("must be {DEPLOYMENT_KIND:?}"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(dep.sandboxes.len());
+    for (i, s) in dep.sandboxes.iter().enumerate() {
+        let at = |f: &str| format!("sandboxes[{i}].{f}");
+        name("name", &s.name).map_err(|e| FieldError::new(at(&e.field), e.message))?;
+        if !seen.insert(s.name.as_str()) {
+            return Err(FieldError::new(
+                at("name"),
+                format!("{:?} appears twice", s.name),
+            ));
+        }
+        let mut ports = Vec::with_capacity(s.publish.len());
+        for (j, p) in s.publish.iter().enumerate() {
+            ports.push(
+                parse_publish(p).map_err(|m| FieldError::new(at(&format!("publish[{j}]")), m))?,
+            );
+        }
+        let mut req = crate::CreateRuntimeRequest {
+            name: s.name.clone(),
+            image: s.image.clone(),
+            resources: crate::ResourcesSpec {
+                requests: crate::RequestsSpec {
+                    vcpus: s.resources.vcpus,
+                    memory_mib: s.resources.memory_mib,
+                    disk_gib: s.resources.disk_gib,
+                },
+                limits: None,
+            },
+            env: s.env.clone(),
+            labels: s.labels.clone(),
+            publish: ports,
+            idle_timeout_secs: s.idle_timeout_secs,
+            ..Default::default()
+        };
+        // The file has no requests/limits split: name its fields as it does.
+        let checked = create_request(
+            &req,
+            &CreateDefaults {
+                disk_gib: None,
+                ..d.clone()
+            },
+        )
+        .map_err(|e| {
+            FieldError::new(
+                at(&e.field.replace("resources.requests.", "resources.")),
+                e.message,
+            )
+        })?;
+        req.image = Some(checked.image);
+        req.resources.requests.vcpus = Some(checked.vcpus);
+        req.resources.requests.memory_mib = Some(checked.memory_mib);
+        out.push(req);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod create_tests {
+    use super::*;
+    use crate::{CreateRuntimeRequest, Deployment, SandboxSpec};
+
+    fn defaults() -> CreateDefaults {
+        CreateDefaults {
+            image: "base".into(),
+            vcpus: 1.0,
+            memory_mib: 512,
+            disk_gib: Some(4),
+        }
+    }
+
+    #[test]
+    fn a_create_request_gets_the_defaults_and_its_limit() {
+        let req = CreateRuntimeRequest {
+            name: "a".into(),
+            ..Default::default()
+        };
+        let c = create_request(&req, &defaults()).unwrap();
+        assert_eq!(
+            c,
+            CheckedCreate {
+                image: "base".into(),
+                vcpus: 1.0,
+                memory_mib: 512,
+                memory_limit_mib: 512,
+                disk_gib: Some(4),
+            }
+        );
+        let mut low = req.clone();
+        low.resources.limits = Some(crate::LimitsSpec {
+            memory_mib: Some(256),
+        });
+        let e = create_request(&low, &defaults()).unwrap_err();
+        assert_eq!(e.field, "resources.limits.memory_mib");
+        let mut bad = req;
+        bad.name = "Bad".into();
+        assert_eq!(create_request(&bad, &defaults()).unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn a_deployment_names_fields_as_the_file_does() {
+        let sandbox = |name: &str| SandboxSpec {
+            name: name.into(),
+            image: None,
+            resources: Default::default(),
+            env: Default::default(),
+            labels: Default::default(),
+            publish: vec![],
+            idle_timeout_secs: None,
+        };
+        let mut d = Deployment {
+            api_version: DEPLOYMENT_API_VERSION.into(),
+            kind: DEPLOYMENT_KIND.into(),
+            sandboxes: vec![sandbox("a"), sandbox("b")],
+        };
+        let reqs = deployment(&d, &defaults()).unwrap();
+        assert_eq!(reqs[1].resources.requests.vcpus, Some(1.0));
+        assert_eq!(reqs[1].resources.requests.disk_gib, None);
+        d.sandboxes[1].resources.vcpus = Some(0.0);
+        assert_eq!(
+            deployment(&d, &defaults()).unwrap_err().field,
+            "sandboxes[1].resources.vcpus"
+        );
+        d.sandboxes[1] = sandbox("a");
+        assert_eq!(
+            deployment(&d, &defaults()).unwrap_err().field,
+            "sandboxes[1].name"
+        );
+        d.sandboxes[1] = sandbox("b");
+        d.sandboxes[0].publish = vec!["0/http".into()];
+        assert_eq!(
+            deployment(&d, &defaults()).unwrap_err().field,
+            "sandboxes[0].publish[0]"
+        );
+        d.kind = "Other".into();
+        assert_eq!(deployment(&d, &defaults()).unwrap_err().field, "kind");
+    }
+}

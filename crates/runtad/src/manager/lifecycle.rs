@@ -1,13 +1,12 @@
 //! Creating runtimes and moving them through their statuses.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use runta_api::{
-    validate, Action, CreateRuntimeRequest, PortSpec, RuntimeStatus, StatusEvent,
+    validate, Action, CreateRuntimeRequest, RuntimeStatus, StatusEvent,
     UpdateRuntimeRequest,
 };
 use runta_backend::{Limits, RuntimeSpec};
@@ -45,40 +44,13 @@ impl Manager {
     }
 
     fn validate_create(&self, tenant: &str, req: &CreateRuntimeRequest) -> Result<Plan> {
-        validate::name("name", &req.name)?;
-        let mut image = req
-            .image
-            .clone()
-            .unwrap_or_else(|| self.cfg.default_image.clone());
-        validate::image("image", &image)?;
-        let rq = &req.resources.requests;
-        let vcpus = rq.vcpus.unwrap_or(self.cfg.default_vcpus);
-        validate::vcpus("resources.requests.vcpus", vcpus)?;
-        let memory_mib = rq.memory_mib.unwrap_or(self.cfg.default_memory_mib);
-        validate::memory_mib("resources.requests.memory_mib", memory_mib)?;
-        let memory_limit_mib = req
-            .resources
-            .limits
-            .as_ref()
-            .and_then(|l| l.memory_mib)
-            .unwrap_or(memory_mib);
-        validate::memory_mib("resources.limits.memory_mib", memory_limit_mib)?;
-        if memory_limit_mib < memory_mib {
-            return Err(Error::invalid(
-                "resources.limits.memory_mib",
-                format!("limit {memory_limit_mib} MiB is below the request {memory_mib} MiB"),
-            ));
-        }
-        let disk_gib = rq.disk_gib.or(self.cfg.default_disk_gib);
-        if let Some(d) = disk_gib {
-            validate::disk_gib("resources.requests.disk_gib", d)?;
-        }
-        validate::env("env", &req.env)?;
-        validate::labels("labels", &req.labels)?;
-        validate::publish("publish", &req.publish)?;
-        if let Some(t) = req.idle_timeout_secs {
-            validate::idle_timeout("idle_timeout_secs", t)?;
-        }
+        let validate::CheckedCreate {
+            mut image,
+            vcpus,
+            memory_mib,
+            memory_limit_mib,
+            disk_gib,
+        } = validate::create_request(req, &self.create_defaults())?;
         let layers = match &req.checkpoint {
             Some(c) => {
                 let ckpt = self.store.find_checkpoint(tenant, c)?.ok_or_else(|| {
@@ -559,32 +531,4 @@ impl Manager {
             })
             .collect()
     }
-}
-
-/// What `apply` compares: the fields a deployment controls.
-pub fn deployment_diff(
-    r: &RuntimeRecord,
-    vcpus: f64,
-    memory_mib: u64,
-    publish: &[PortSpec],
-    idle: Option<u64>,
-    env: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let mut diff = Vec::new();
-    if (r.vcpus - vcpus).abs() > f64::EPSILON {
-        diff.push(format!("vcpus {} -> {vcpus}", r.vcpus));
-    }
-    if r.memory_mib != memory_mib {
-        diff.push(format!("memory_mib {} -> {memory_mib}", r.memory_mib));
-    }
-    if r.publish != publish {
-        diff.push("publish".into());
-    }
-    if r.idle_timeout_secs != idle.filter(|t| *t > 0) {
-        diff.push("idle_timeout_secs".into());
-    }
-    if &r.env != env {
-        diff.push("env (needs a new runtime; not changed)".into());
-    }
-    diff
 }

@@ -5,6 +5,7 @@
 //! API layer calls one method per request; the backend never calls back up.
 
 mod admission;
+mod apply;
 mod checkpoints;
 mod egress;
 mod exec;
@@ -35,7 +36,7 @@ pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStar
 pub use files::{FileDownload, FileUpload};
 /// The runtime listing's filter, which the API builds from its query.
 pub use crate::store::ListFilter;
-pub use lifecycle::deployment_diff;
+pub use apply::Change;
 pub use runta_api::Action;
 
 use crate::agent_client::AgentError;
