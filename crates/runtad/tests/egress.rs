@@ -16,6 +16,7 @@ const SERVER: &str = r#"
 import http.server, socketserver, ssl, socket, sys, threading
 cert, key = sys.argv[1], sys.argv[2]
 class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     def do_GET(self):
         body = ("hello %s host=%s\n" % (self.connection.getsockname()[0], self.headers.get("Host"))).encode()
         self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
@@ -444,12 +445,55 @@ async fn denylist_wildcard_ip_cidr_and_live_changes() {
     let (_, out) = run(&c, &rt, "curl -s -m 5 -w ' %{http_code}' http://10.99.0.7/").await;
     assert!(out.ends_with(" 403"), "{out}");
 
+    // An open keep-alive connection to allowed.test, held by a program.
+    c.sh(
+        &rt,
+        r#"nohup python3 -c "
+import socket
+s = socket.create_connection(('allowed.test', 80))
+s.sendall(b'GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n')
+s.recv(4096)
+open('/tmp/ka', 'w').write('open')
+s.settimeout(30)
+try:
+    d = s.recv(10)
+except Exception as e:
+    d = repr(e)
+open('/tmp/ka', 'w').write('closed %r' % (d,))
+" >/tmp/ka.log 2>&1 &"#,
+    )
+    .await;
+    let mut held = String::new();
+    for _ in 0..100 {
+        held = c.sh(&rt, "cat /tmp/ka 2>/dev/null").await["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !held.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if held != "open" {
+        let log = c.sh(&rt, "cat /tmp/ka.log").await;
+        panic!("the held connection: {held:?} {log}");
+    }
+
     // Live: wildcard + IP allowlist (0.1.21 shape) on the open connection path.
     let (st, v) = c
         .patch(&format!("/v1/runtimes/{rt}"), json!({"egress_policy": {"mode": "allowlist", "allowed_hosts": ["*.wild.test", h.ip(3)], "denied_hosts": []}}))
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["egress_policy"]["mode"], "allowlist");
+    // The held connection to a name the new policy denies is cut at once.
+    let t0 = Instant::now();
+    c.eventually(5, "the held connection to be cut", || async {
+        c.sh(&rt, "cat /tmp/ka").await["stdout"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("closed"))
+    })
+    .await;
+    assert!(t0.elapsed().as_secs() < 3, "cut after {:?}", t0.elapsed());
     let (code, out) = run(&c, &rt, "curl -s -m 5 http://a.wild.test/").await;
     assert_eq!(code, 0, "{out}");
     let (_, out) = run(
