@@ -191,7 +191,8 @@ pub struct Event {
     pub runtime_id: Uuid,
     /// `created`, `started`, `paused`, `resumed`, `stopped`, `resized`, `updated`
     /// (labels, published ports, idle policy), `oom_killed`, `crashed`,
-    /// `idle_suspended`, `woken`, `error`.
+    /// `idle_suspended`, `woken`, `error`, `egress` (a denied destination, at
+    /// most once a minute per host; every attempt is in `GET /v1/audits`).
     #[serde(rename = "type")]
     pub kind: String,
     pub message: Option<String>,

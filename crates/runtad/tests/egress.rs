@@ -363,6 +363,30 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
         })
     })
     .await;
+    // Denials are in the runtime's events too (once a minute per host).
+    let ev = c.get(&format!("/v1/runtimes/{rt}/events")).await.1;
+    let egress_events: Vec<&Value> = ev["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "egress")
+        .collect();
+    assert!(
+        egress_events
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("other.test")),
+        "{ev}"
+    );
+    let other_test = egress_events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("denied other.test")
+        })
+        .count();
+    assert!(other_test <= 2, "not rate limited: {ev}");
     let dns = audits(&c, &rt, "&kind=dns_query").await;
     assert!(audited(&dns, "dns_query", "deny", "other.test"), "{dns:?}");
     assert!(

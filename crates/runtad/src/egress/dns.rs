@@ -159,6 +159,9 @@ async fn answer(eg: &Egress, q: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
             Err(e) => (2, vec![], EgressAction::Error, e),
         },
     };
+    if action == EgressAction::Deny {
+        eg.denied(g.id, &q.name, &reason);
+    }
     eg.audits.record(
         g.id,
         EgressAuditPayload {

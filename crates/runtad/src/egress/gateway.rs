@@ -474,6 +474,7 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
                 // Refused at once: a reset, not a connection left hanging.
                 reset(&s);
             }
+            eg.denied(g.id, &shown_host, &v.reason);
             eg.audits.record(
                 g.id,
                 audit(

@@ -78,6 +78,10 @@ pub struct Egress {
     resolver: OnceLock<resolve::Resolver>,
     local: resolve::LocalAddrs,
     audits: audit::Audits,
+    /// Denials worth a line in the runtime's events (the manager writes them).
+    events: OnceLock<tokio::sync::mpsc::UnboundedSender<(Uuid, String)>>,
+    /// When each (runtime, host) last got such a line.
+    evented: Mutex<HashMap<(Uuid, String), std::time::Instant>>,
 }
 
 impl Egress {
@@ -101,6 +105,8 @@ impl Egress {
             resolver: OnceLock::new(),
             local: resolve::LocalAddrs::new(),
             audits: audit::Audits::default(),
+            events: OnceLock::new(),
+            evented: Mutex::new(HashMap::new()),
         }
     }
 
@@ -201,6 +207,33 @@ impl Egress {
             let _l = self.rules_lock.lock().await;
             run.rules.remove(ip).await;
         }
+    }
+
+    /// Where denials are reported as runtime events.
+    pub fn report_to(&self, tx: tokio::sync::mpsc::UnboundedSender<(Uuid, String)>) {
+        let _ = self.events.set(tx);
+    }
+
+    /// A denial becomes an `egress` event of the runtime, at most once a
+    /// minute per host: a program retrying in a loop must not flood the
+    /// event log (the audit has every attempt).
+    fn denied(&self, id: Uuid, host: &str, reason: &str) {
+        let Some(tx) = self.events.get() else { return };
+        let now = std::time::Instant::now();
+        {
+            let mut m = self.evented.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() > 10_000 {
+                m.retain(|_, t| now.duration_since(*t).as_secs() < 60);
+            }
+            let key = (id, host.to_string());
+            if m.get(&key)
+                .is_some_and(|t| now.duration_since(*t).as_secs() < 60)
+            {
+                return;
+            }
+            m.insert(key, now);
+        }
+        let _ = tx.send((id, format!("denied {host}: {reason}")));
     }
 
     /// Drops a deleted runtime's audits too.

@@ -19,7 +19,18 @@ impl Manager {
 
     /// At daemon start: binds the gateway and puts every stored policy
     /// runtime back under it (rules left by a killed daemon are rebuilt).
-    pub async fn start_egress(&self, hosts_file: Option<PathBuf>) -> Result<()> {
+    pub async fn start_egress(self: &Arc<Self>, hosts_file: Option<PathBuf>) -> Result<()> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(uuid::Uuid, String)>();
+        self.egress.report_to(tx);
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some((id, msg)) = rx.recv().await {
+                let Some(m) = me.upgrade() else { return };
+                if let Ok(Some(r)) = m.store.get_runtime(id) {
+                    m.event(&r, "egress", Some(&msg));
+                }
+            }
+        });
         let policies = self
             .store
             .list_runtimes(&Default::default())?
