@@ -279,10 +279,17 @@ impl<T> PacedIo<T> {
         }
         let queued = unsent(self.fd);
         let left = (moved + self.queued_at_open).saturating_sub(queued);
+        // Slow means bytes that were already waiting when the window opened
+        // are still waiting: a trickle of small writes to a distant peer
+        // always has a few bytes in flight, but they are new ones.
+        let stuck = match self.fd {
+            Some(_) => (self.waiting || queued > 0) && left < self.queued_at_open,
+            None => self.waiting,
+        };
         if !self.waiting && queued == 0 {
             // Everything sent went out; nothing waits any more.
             self.moved = None;
-        } else if left < self.min_bytes {
+        } else if stuck && left < self.min_bytes {
             self.stalled = true;
             debug!(
                 left,

@@ -763,3 +763,44 @@ async fn listing_a_huge_folder_is_not_an_internal_error() {
         v.to_string().chars().take(300).collect::<String>()
     );
 }
+
+/// With the slow-read fix: a request body trickled by a caller with a token
+/// (a byte a second, well inside the 30 s idle deadline) no longer holds the
+/// connection and its handler forever: fewer than 16 KiB per 10 s while the
+/// handler waits ends the request. A body sent at a normal pace still works.
+#[tokio::test]
+async fn a_trickled_request_body_is_cut_by_the_minimum_rate() {
+    let d = Daemon::start_new(&[]);
+    let c = d.tenant("trickle").await;
+    let port = port_of(&d);
+    let mut s = connect_from(Ipv4Addr::new(127, 0, 10, 1), port, None).unwrap();
+    let head = format!(
+        "POST /v1/runtimes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{",
+        c.token
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let t0 = Instant::now();
+    let mut closed_after = None;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        if s.write_all(b" ").is_err() || !still_open(&s) {
+            closed_after = Some(t0.elapsed());
+            break;
+        }
+    }
+    assert!(
+        closed_after.is_some_and(|t| t < Duration::from_secs(25)),
+        "a body trickled at 1 byte/s was still open after {:?}",
+        t0.elapsed()
+    );
+    // A large body sent at once is not touched by the rule (it is refused
+    // for what it says, not for how it came).
+    let (st, v) = c
+        .post(
+            "/v1/runtimes",
+            json!({"name": name("trk"), "labels": {"pad": "x".repeat(200_000)}}),
+        )
+        .await;
+    assert_ne!(st.as_u16(), 408, "{v}");
+    assert!(st.is_client_error() || st.is_success(), "{st} {v}");
+}
