@@ -1,4 +1,4 @@
-//! `deployment.json` (SPEC §5) and the apply / delete plans.
+//! `deployment.json` (docs/api.md, "Deployment") and the apply / delete plans.
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Machine-readable error codes (SPEC §1). The HTTP status is chosen at the API edge:
+/// Machine-readable error codes (docs/api.md, "Conventions"). The HTTP status is chosen at the API edge:
 /// `invalid_argument` is 400 for a malformed body, 413 for one too large and 422 for a
 /// well-formed but invalid value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

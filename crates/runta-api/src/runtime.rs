@@ -151,7 +151,7 @@ pub struct Resources {
     pub current: ResourceUsage,
 }
 
-/// The runtime object (SPEC §1).
+/// The runtime object (docs/api.md, "Runtimes").
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Runtime {
     pub id: Uuid,

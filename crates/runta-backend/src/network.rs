@@ -309,14 +309,6 @@ impl Network {
             Err(e) => warn!(%id, "remove network task: {e}"),
         }
     }
-
-    /// True if anything of the runtime's network is left on the host.
-    pub fn leftovers(&self, id: Uuid) -> bool {
-        self.netns_path(id).exists()
-            || Path::new("/sys/class/net")
-                .join(self.veth_name(id))
-                .exists()
-    }
 }
 
 fn disable_ipv6(ifname: &str) {

@@ -29,8 +29,9 @@ pub struct Config {
     /// Debian mirror for building `base`; default: the one apt uses.
     #[arg(long, env = "RUNTA_DEBIAN_MIRROR")]
     pub debian_mirror: Option<String>,
-    /// `crun` or `runc`; detected when absent (crun preferred).
-    #[arg(long, env = "RUNTA_OCI_RUNTIME")]
+    /// `crun` or `runc`; detected when absent (crun preferred). Anything else
+    /// stops the daemon at start rather than quietly using the detected one.
+    #[arg(long, env = "RUNTA_OCI_RUNTIME", value_parser = ["crun", "runc"])]
     pub oci_runtime: Option<String>,
     /// The static runta-agent binary; default: next to this executable.
     #[arg(long, env = "RUNTA_AGENT_BIN")]
@@ -298,6 +299,21 @@ fn find_agent() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_oci_runtime_is_a_startup_error() {
+        for ok in ["crun", "runc"] {
+            let c = Config::try_parse_from(["runtad", "--oci-runtime", ok]).unwrap();
+            assert_eq!(c.oci_runtime.as_deref(), Some(ok));
+        }
+        let e = Config::try_parse_from(["runtad", "--oci-runtime", "kata"]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--oci-runtime") && msg.contains("kata"),
+            "{msg}"
+        );
+        assert!(msg.contains("crun") && msg.contains("runc"), "{msg}");
+    }
 
     #[test]
     fn ingress_listen_and_url_port_follow_each_other() {

@@ -60,7 +60,7 @@ fn uniq() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// The API error envelope (SPEC §1): code, message and a request id.
+/// The API error envelope (docs/api.md, "Conventions"): code, message and a request id.
 fn assert_envelope(st: StatusCode, v: &Value, what: &str) {
     assert!(
         v["error"]["code"].is_string() && v["error"]["message"].is_string(),

@@ -105,14 +105,6 @@ impl OciBackend {
         &self.network
     }
 
-    pub fn cgroups(&self) -> &Cgroups {
-        &self.cgroups
-    }
-
-    pub fn oci_runtime(&self) -> &OciRuntime {
-        &self.oci
-    }
-
     pub fn cgroup_path(&self, id: Uuid) -> String {
         format!("/runta-{}/{}", self.cfg.instance, id)
     }
@@ -127,27 +119,6 @@ impl OciBackend {
 
     fn run_dir(&self, id: Uuid) -> PathBuf {
         self.cfg.run_root.join(id.to_string())
-    }
-
-    /// True if anything of the runtime is left on the host: its folder, mount,
-    /// network or cgroup. Used by tests and the reconciler to prove cleanup.
-    pub fn leftovers(&self, id: Uuid) -> Vec<String> {
-        let mut v = Vec::new();
-        for d in [self.dir(id), self.run_dir(id)] {
-            if d.exists() {
-                v.push(format!("folder {}", d.display()));
-            }
-        }
-        if Layer::new(&self.dir(id)).is_mounted() {
-            v.push("overlay mount".into());
-        }
-        if self.network.leftovers(id) {
-            v.push("network namespace or veth".into());
-        }
-        if self.cgroups.exists(&self.cgroup_path(id)) {
-            v.push("cgroup".into());
-        }
-        v
     }
 
     /// The runtime's resolv.conf: the host's resolvers, less loopback ones

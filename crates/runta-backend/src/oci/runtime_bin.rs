@@ -43,7 +43,7 @@ impl RuntimeKind {
 
 /// Makes `cmd` run in a private mount namespace in which the (empty) cgroup2
 /// at `/sys/fs/cgroup/unified` is detached: crun refuses hybrid hosts otherwise
-/// (SPEC §2). Done in the child between fork and exec, with async-signal-safe
+/// (docs/operations.md, "cgroups"). Done in the child between fork and exec, with async-signal-safe
 /// calls only; the host's mounts are untouched.
 pub fn hide_unified_cgroup(cmd: &mut Command) {
     // SAFETY: only async-signal-safe libc calls with static C strings.

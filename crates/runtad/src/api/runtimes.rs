@@ -50,7 +50,7 @@ pub async fn create(
         ),
         None => None,
     };
-    let (r, _fresh) = state
+    let r = state
         .manager
         .create(&p.tenant, req, key.as_deref(), wait)
         .await?;

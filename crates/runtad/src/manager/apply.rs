@@ -133,7 +133,7 @@ impl Manager {
         for (want, existing, changes) in plan {
             let line = match (existing, changes) {
                 (None, _) => {
-                    let (r, _) = self.create(tenant, want, None, true).await?;
+                    let r = self.create(tenant, want, None, true).await?;
                     PlanLine {
                         name: r.name.clone(),
                         action: PlanAction::Created,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use runta_api::{
-    validate, Action, CreateRuntimeRequest, RuntimeStatus, StatusEvent,
-    UpdateRuntimeRequest,
+    validate, Action, CreateRuntimeRequest, RuntimeStatus, StatusEvent, UpdateRuntimeRequest,
 };
 use runta_backend::{Limits, RuntimeSpec};
 use sha2::{Digest, Sha256};
@@ -108,7 +107,7 @@ impl Manager {
         req: CreateRuntimeRequest,
         idempotency_key: Option<&str>,
         wait: bool,
-    ) -> Result<(RuntimeRecord, bool)> {
+    ) -> Result<RuntimeRecord> {
         let plan = self.validate_create(tenant, &req)?;
         let request_hash = {
             let mut v = serde_json::json!({
@@ -144,7 +143,7 @@ impl Manager {
                     ));
                 }
                 if let Some(r) = self.store.get_runtime(id)? {
-                    return Ok((r, false));
+                    return Ok(r);
                 }
             }
         }
@@ -208,7 +207,7 @@ impl Manager {
         if wait {
             let r = self.boot_new(record).await;
             drop(guard);
-            return r.map(|r| (r, true));
+            return r;
         }
         let me = self.clone();
         let pending = record.clone();
@@ -216,7 +215,7 @@ impl Manager {
             let _guard = guard;
             let _ = me.boot_new(pending).await;
         });
-        Ok((record, true))
+        Ok(record)
     }
 
     /// Starts a freshly recorded runtime. A failure removes the record again, so
@@ -497,7 +496,8 @@ impl Manager {
         }
         if !changes.is_empty() {
             self.store.update_runtime(&mut r)?;
-            // A resize is its own event (SPEC's timeline); other changes are `updated`.
+            // A resize is its own event (docs/api.md, "Runtimes": the event kinds);
+            // other changes are `updated`.
             let (resized, other): (Vec<String>, Vec<String>) =
                 changes.into_iter().partition(|c| c.starts_with("vcpus="));
             if !resized.is_empty() {

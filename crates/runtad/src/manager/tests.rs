@@ -88,11 +88,7 @@ fn req(name: &str, memory_mib: u64) -> CreateRuntimeRequest {
 
 impl Fixture {
     async fn create(&self, name: &str) -> RuntimeRecord {
-        self.m
-            .create(T, req(name, 256), None, true)
-            .await
-            .unwrap()
-            .0
+        self.m.create(T, req(name, 256), None, true).await.unwrap()
     }
 
     fn get(&self, id: Uuid) -> Option<RuntimeRecord> {
@@ -313,16 +309,15 @@ async fn admission_counts_what_is_live_and_frees_it_on_stop() {
 #[tokio::test]
 async fn create_is_idempotent_per_key_and_refuses_a_reused_key() {
     let f = fixture();
-    let (a, fresh) =
+    let a =
         f.m.create(T, req("a", 256), Some("k1"), true)
             .await
             .unwrap();
-    assert!(fresh);
-    let (again, fresh) =
+    let again =
         f.m.create(T, req("a", 256), Some("k1"), true)
             .await
             .unwrap();
-    assert!(!fresh);
+    // The same runtime, booted once.
     assert_eq!(again.id, a.id);
     assert_eq!(f.fake.count(Op::Create), 1);
     let err =
@@ -460,7 +455,7 @@ async fn idle_suspend_and_wake() {
     let f = fixture();
     let mut rq = req("a", 256);
     rq.idle_timeout_secs = Some(1);
-    let r = f.m.create(T, rq, None, true).await.unwrap().0;
+    let r = f.m.create(T, rq, None, true).await.unwrap();
     f.m.scan().await.unwrap();
     assert_eq!(f.get(r.id).unwrap().status, S::Running, "not idle yet");
     tokio::time::sleep(Duration::from_millis(1100)).await;

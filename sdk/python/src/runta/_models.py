@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-#: Statuses a runtime can be in (SPEC §1).
+#: Statuses a runtime can be in (docs/api.md, "Runtimes").
 STATUSES = (
     "creating",
     "running",
