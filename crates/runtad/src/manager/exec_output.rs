@@ -1,11 +1,13 @@
 //! Bounded buffered-exec output: the bytes a command prints become the JSON
 //! string of the reply as they arrive, under two limits (docs/security.md, item 7).
 //!
-//! * Per stream, the *encoded* form is at most twice `max_output_bytes`. Plain
-//!   text of up to `max_output_bytes` always fits (the longest escape of a
-//!   printable character, `\n` or `\"`, is two bytes); output that escaping
-//!   inflates further (NUL is `\u0000`, six bytes; an invalid byte is U+FFFD,
-//!   three) is cut at a character boundary and flagged `*_truncated`.
+//! * Per stream, the *encoded* form is at most `max_output_bytes` plus five
+//!   times that or 16 MiB, whichever is less ([`encoded_cap`]). Up to a cap of
+//!   3 MiB any output of `max_output_bytes` fits whatever it holds (the longest
+//!   escape, NUL as `\u0000`, is six bytes); above that, output that escaping
+//!   inflates (control bytes, invalid UTF-8 as U+FFFD) is cut at a character
+//!   boundary and flagged `*_truncated`, so 64 MiB of NULs is at most 80 MiB
+//!   of JSON, not 400.
 //! * All buffered execs of the daemon share one [`ExecGate`]: at most so many
 //!   at once (per tenant and in total) and at most so many encoded bytes held.
 //!   A stream that cannot get more bytes from the shared budget stops growing
@@ -201,6 +203,12 @@ impl Drop for Held {
     }
 }
 
+/// The most JSON bytes one stream of `max_output_bytes` may encode to.
+pub fn encoded_cap(max_output_bytes: u64) -> u64 {
+    const SLACK_MAX: u64 = 16 * 1024 * 1024;
+    max_output_bytes.saturating_add(max_output_bytes.saturating_mul(5).min(SLACK_MAX))
+}
+
 /// One output stream being turned into the inside of a JSON string.
 pub struct JsonStream {
     out: Vec<u8>,
@@ -221,7 +229,7 @@ impl JsonStream {
         JsonStream {
             out: Vec::new(),
             pending: Vec::new(),
-            cap: max_output_bytes.saturating_mul(2).min(usize::MAX as u64) as usize,
+            cap: encoded_cap(max_output_bytes).min(usize::MAX as u64) as usize,
             held: Held {
                 gate: gate.clone(),
                 tenant,
@@ -420,13 +428,19 @@ mod tests {
     #[test]
     fn encoded_size_is_bounded_and_cut_on_a_boundary() {
         let gate = Arc::new(ExecGate::default());
+        // A small cap holds its worth of anything: 1,000 NULs are 6,000 bytes.
+        let (enc, t) = encode(&gate, 1000, &[&[0u8; 1000]]);
+        assert!(!t);
+        assert_eq!(enc.len(), 6000);
+        assert_eq!(encoded_cap(1000), 6000);
+        assert_eq!(encoded_cap(64 << 20), (64 << 20) + (16 << 20));
         let nul = vec![0u8; 10_000];
         let (enc, t) = encode(&gate, 1000, &[&nul]);
         assert!(t);
-        assert!(enc.len() <= 2000 && enc.len() % 6 == 0, "{}", enc.len());
-        let text = "✓".repeat(1000);
+        assert!(enc.len() <= 6000 && enc.len() % 6 == 0, "{}", enc.len());
+        let text = "✓".repeat(3000);
         let (enc, t) = encode(&gate, 1000, &[text.as_bytes()]);
-        assert!(t && enc.len() <= 2000 && enc.chars().all(|c| c == '✓'));
+        assert!(t && enc.len() <= 6000 && enc.chars().all(|c| c == '✓'));
         // Plain text within the raw cap is never cut, even all newlines.
         let (enc, t) = encode(&gate, 1000, &[&[b'\n'; 1000]]);
         assert!(!t);
