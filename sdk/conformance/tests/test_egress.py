@@ -40,6 +40,18 @@ def test_policy_round_trip_live_update_and_audits(
             )
             assert r.status_code == 200, r.text
             ListAuditsResponse.from_dict(r.json())
+            # runtime.egress: allow/remove/list/audit/disable/enable.
+            rt.egress.allow(["pypi.org"])
+            assert sorted(rt.egress.list()) == ["example.com", "pypi.org"]
+            rt.egress.remove("example.com")
+            assert rest.runtime(name)["egress_policy"]["allowed_hosts"] == ["pypi.org"]
+            entries = rt.egress.audit(limit=10)
+            assert entries and all(e.action in ("allow", "deny", "error") for e in entries)
+            assert any(e.action == "deny" for e in entries)
+            rt.egress.disable()
+            assert rest.runtime(name)["egress_policy"]["enabled"] is False
+            rt.egress.enable()
+            assert rest.runtime(name)["egress_policy"]["mode"] == "allowlist"
         # Live change back to open, with the client's own call.
         if NEW:
             rt.egress.set_policy(runta.EgressPolicy(mode="denylist"))
