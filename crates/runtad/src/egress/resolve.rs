@@ -74,9 +74,9 @@ impl Resolver {
         }
     }
 
-    /// The hosts file, re-read at most every 2 s so a test or an operator can
-    /// change it without a restart.
-    fn hosts(&self) -> HostsFile {
+    /// `name` in the hosts file, re-read at most every 2 s so a test or an
+    /// operator can change it without a restart.
+    fn in_hosts_file(&self, name: &str) -> Option<Vec<IpAddr>> {
         let mut g = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = &self.hosts_path {
             if g.1.elapsed() > Duration::from_secs(2) {
@@ -86,13 +86,13 @@ impl Resolver {
                 g.1 = Instant::now();
             }
         }
-        g.0.clone()
+        g.0.get(name).map(<[IpAddr]>::to_vec)
     }
 
     /// IPv4 addresses of `name` (the runtime network has no IPv6).
     pub async fn resolve(&self, name: &str) -> Result<(Vec<IpAddr>, Source), String> {
-        if let Some(v) = self.hosts().get(name) {
-            return Ok((v.to_vec(), Source::HostsFile));
+        if let Some(v) = self.in_hosts_file(name) {
+            return Ok((v, Source::HostsFile));
         }
         let found = tokio::time::timeout(
             Duration::from_secs(5),
