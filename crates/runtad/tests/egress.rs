@@ -462,6 +462,35 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
+    // A socket flood is capped per runtime; the daemon stays responsive.
+    let flood = r#"python3 -c "
+import socket
+ok = 0
+held = []
+for i in range(600):
+    try:
+        s = socket.create_connection(('allowed.test', 80), 3)
+        s.sendall(b'GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n')
+        s.settimeout(3)
+        if s.recv(64):
+            ok += 1
+        held.append(s)
+    except Exception:
+        pass
+print('ok', ok)
+""#;
+    let (_, out) = run(&c, &rt, flood).await;
+    let ok: usize = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((100..=512).contains(&ok), "{out}");
+    let (st, _) = c.get(&format!("/v1/runtimes/{rt}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let (code, out) = run(&c, &rt, "curl -s -m 5 http://allowed.test/").await;
+    assert_eq!(code, 0, "the cap is released when the flood ends: {out}");
+
     // Deleted: its rules go with it.
     let (st, _) = c.delete(&format!("/v1/runtimes/{rt}")).await;
     assert!(st.is_success());

@@ -26,6 +26,9 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_millis(1500);
 /// this is judged without a name.
 const MAX_PEEK: usize = 16 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each connection holds two of the daemon's descriptors: a program opening
+/// sockets in a loop must not starve the API of them.
+pub const MAX_CONNS_PER_RUNTIME: usize = 512;
 
 static CONN_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -380,6 +383,19 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
         reset(&s);
         return;
     };
+    if g.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNS_PER_RUNTIME {
+        g.active.fetch_sub(1, Ordering::AcqRel);
+        reset(&s);
+        eg.denied(g.id, "*", "more than 512 connections open at once");
+        return;
+    }
+    struct Slot(Arc<Guarded>);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _slot = Slot(g.clone());
     let t0 = Instant::now();
     let mut buf = Vec::with_capacity(2048);
     let first = read_first(&mut s, &mut buf).await;

@@ -50,6 +50,9 @@ pub(crate) struct Guarded {
     policy: RwLock<EgressPolicy>,
     /// Open connections, so a policy change can cut what it now denies.
     conns: Mutex<HashMap<u64, gateway::Live>>,
+    /// Connections in the gateway now (named or not yet), against
+    /// [`gateway::MAX_CONNS_PER_RUNTIME`].
+    active: std::sync::atomic::AtomicUsize,
 }
 
 impl Guarded {
@@ -176,6 +179,7 @@ impl Egress {
             id,
             policy: RwLock::new(policy),
             conns: Mutex::new(HashMap::new()),
+            active: std::sync::atomic::AtomicUsize::new(0),
         });
         self.by_ip
             .write()
