@@ -22,9 +22,6 @@ use crate::store::RuntimeRecord;
 pub const EXEC_DEADLINE_GRACE: Duration = Duration::from_secs(5);
 /// Deadline of the `Hello` probe that tells a slow agent from a wedged one.
 pub const AGENT_PROBE_DEADLINE: Duration = Duration::from_secs(2);
-/// Deadline of one non-exec agent call: opening a file, a listing, one frame
-/// of a file stream.
-pub const AGENT_CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A buffered exec's result with its output already JSON-escaped (see
 /// `exec_output`); the API writes it out as an `ExecResult`.
@@ -79,7 +76,7 @@ impl Manager {
 
     /// Resolves a runtime that must be running for `what`, waking it if the idle
     /// policy suspended it; returns it with an activity guard and its agent.
-    pub async fn running(
+    pub(super) async fn running(
         self: &Arc<Self>,
         tenant: &str,
         id_or_name: &str,
@@ -113,7 +110,7 @@ impl Manager {
     }
 
     /// The environment of a command: defaults, then the runtime's, then the call's.
-    pub fn command_env(
+    pub(super) fn command_env(
         r: &RuntimeRecord,
         extra: &BTreeMap<String, String>,
         tty: bool,
@@ -136,7 +133,7 @@ impl Manager {
 
     /// Builds the argv: `command` alone runs under `/bin/sh -c`; with `args` it is
     /// the executable.
-    pub fn argv(command: &str, args: Option<&Vec<String>>) -> Result<Vec<String>> {
+    pub(super) fn argv(command: &str, args: Option<&Vec<String>>) -> Result<Vec<String>> {
         if command.is_empty() {
             return Err(Error::invalid("command", "must not be empty"));
         }
@@ -151,7 +148,7 @@ impl Manager {
         })
     }
 
-    pub fn check_cwd(cwd: Option<&String>) -> Result<()> {
+    pub(super) fn check_cwd(cwd: Option<&String>) -> Result<()> {
         if let Some(c) = cwd {
             validate::runtime_path("cwd", c)?;
         }
@@ -232,25 +229,6 @@ impl Manager {
             timed_out: out.timed_out,
             held: vec![h1, h2],
         })
-    }
-
-    /// Runs one agent call that is not an exec (file open, listing, a stream's
-    /// next frame) under `deadline`; past it the agent is probed.
-    pub async fn agent_call<T, F>(
-        &self,
-        r: &RuntimeRecord,
-        agent: &AgentClient,
-        what: &str,
-        deadline: Duration,
-        call: F,
-    ) -> Result<T>
-    where
-        F: std::future::Future<Output = std::result::Result<T, crate::agent_client::AgentError>>,
-    {
-        match tokio::time::timeout(deadline, call).await {
-            Ok(v) => Ok(v?),
-            Err(_) => Err(self.agent_deadline(r, agent, what, deadline).await),
-        }
     }
 
     /// A call ran past its deadline: probe the agent; one that does not answer

@@ -31,7 +31,7 @@ use runta_api::{
 use runta_backend::Backend;
 use uuid::Uuid;
 
-pub use exec::{EncodedExec, ExecGuard, AGENT_CALL_DEADLINE};
+pub use exec::{EncodedExec, ExecGuard};
 pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStart};
 pub use files::{FileDownload, FileUpload};
 /// The runtime listing's filter, which the API builds from its query.
