@@ -678,3 +678,52 @@ open('/tmp/ka', 'w').write('closed %r' % (d,))
         "{rules}"
     );
 }
+
+/// A runtime cannot pass for another runtime: with `IP_FREEBIND` (no
+/// capability needed) a program could bind a neighbour's address and send
+/// from it, and the host's rules tell policy runtimes apart by source address,
+/// so a datagram sent that way would leave on an open neighbour's path. The
+/// seccomp profile refuses `IP_FREEBIND` (and `IPV6_FREEBIND`); without it, and
+/// without `IP_TRANSPARENT` (no CAP_NET_ADMIN), a foreign address cannot be
+/// bound at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_runtime_cannot_send_as_an_open_neighbour() {
+    let h = TestHosts::new(43);
+    let d = daemon(&h);
+    let c = d.tenant("spoof").await;
+    let (locked, open) = (name("locked"), name("open"));
+    c.create_with(json!({"name": locked, "egress_policy": {"enabled": true, "allowed_hosts": ["allowed.test"]}}))
+        .await;
+    c.create(&open, 128).await;
+    let open_ip = c.out(&open, "hostname -I").await.trim().to_string();
+    let locked_ip = c.out(&locked, "hostname -I").await.trim().to_string();
+    let script = |other: &str| {
+        format!(
+            "python3 -c \"
+import errno, socket
+res = []
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for name, opt in (('freebind', 15), ('transparent', 19)):
+    try:
+        u.setsockopt(socket.SOL_IP, opt, 1); res.append(name + ' set')
+    except OSError as e:
+        res.append(name + ' ' + errno.errorcode[e.errno])
+try:
+    u.bind(('{other}', 40000)); res.append('bound')
+    u.sendto(b'spoofed', ('{}', 9999)); res.append('sent')
+except OSError as e:
+    res.append('bind ' + errno.errorcode[e.errno])
+print(' '.join(res))
+\"",
+            h.ip(3)
+        )
+    };
+    for (rt, other) in [(&locked, &open_ip), (&open, &locked_ip)] {
+        let (_, out) = run(&c, rt, &script(other)).await;
+        assert_eq!(
+            out.trim(),
+            "freebind EPERM transparent EPERM bind EADDRNOTAVAIL",
+            "{rt} could take another runtime's address"
+        );
+    }
+}

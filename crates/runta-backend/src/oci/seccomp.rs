@@ -77,6 +77,15 @@ pub fn default_profile() -> Value {
             // runtime is the host's uid 0: one runtime's queues would leave
             // none for other tenants or the host. Not offered (ENOSYS).
             {"names": ["mq_open"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            // IP_FREEBIND lets a program bind any address, a neighbour's
+            // included, and send from it: egress policies and audits tell
+            // runtimes apart by source address, so no runtime may.
+            {"names": ["setsockopt"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"},
+                      {"index": 2, "value": 15, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["setsockopt"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 1, "value": 41, "op": "SCMP_CMP_EQ"},
+                      {"index": 2, "value": 78, "op": "SCMP_CMP_EQ"}]},
             // AF_VSOCK reaches the hypervisor or host of a VM host, past every
             // network namespace: no such family (EAFNOSUPPORT).
             {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
