@@ -99,7 +99,10 @@ async fn proc_sys_and_dev_do_not_reach_the_host() {
     let p1 = c.sh(&n, "cat /proc/1/root/etc/hostname").await;
     assert!(
         p1["stdout"].as_str() == Some(&format!("{n}\n"))
-            || p1["stderr"].as_str().unwrap_or("").contains("Permission denied"),
+            || p1["stderr"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Permission denied"),
         "{p1}"
     );
     assert_eq!(

@@ -11,11 +11,11 @@ mod exec;
 mod exec_stream;
 pub mod extract;
 mod files;
+#[cfg(test)]
+mod layering;
 pub mod openapi;
 mod runtimes;
 mod unoffered;
-#[cfg(test)]
-mod layering;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,7 +80,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/tokens",
             post(admin::create_token).get(admin::list_tokens),
         )
-        .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
+        )
         .route("/v1/tokens/{id}/rotate", post(admin::rotate_token))
         .route(
             "/v1/tenants/{name}/quota",

@@ -13,8 +13,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, QueryPairs};
 use super::AppState;
 use crate::auth::Principal;
-use crate::manager::{Action, Manager};
 use crate::manager::ListFilter;
+use crate::manager::{Action, Manager};
 
 #[utoipa::path(post, path = "/v1/runtimes", tag = "runtimes",
     request_body = CreateRuntimeBody,

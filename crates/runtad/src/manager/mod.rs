@@ -9,10 +9,10 @@ mod apply;
 mod checkpoints;
 mod egress;
 mod exec;
-mod exec_session;
 pub mod exec_output;
-mod lifecycle;
+mod exec_session;
 mod files;
+mod lifecycle;
 mod monitor;
 mod reconcile;
 mod tenants;
@@ -31,12 +31,12 @@ use runta_api::{
 use runta_backend::Backend;
 use uuid::Uuid;
 
-pub use exec::{EncodedExec, ExecGuard};
-pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStart};
-pub use files::{FileDownload, FileUpload};
 /// The runtime listing's filter, which the API builds from its query.
 pub use crate::store::ListFilter;
 pub use apply::Change;
+pub use exec::{EncodedExec, ExecGuard};
+pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStart};
+pub use files::{FileDownload, FileUpload};
 pub use runta_api::Action;
 
 use crate::agent_client::AgentError;
