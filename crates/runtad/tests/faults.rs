@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{name, Client, Daemon};
+use common::{id_of, name, Client, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -20,10 +20,6 @@ fn agent_pid(d: &Daemon, id: &str) -> Option<i32> {
             .map(|c| String::from_utf8_lossy(&c).contains("agent"))
             .unwrap_or(false)
     })
-}
-
-fn id_of(r: &Value) -> String {
-    r["id"].as_str().expect("id").to_string()
 }
 
 async fn all(c: &Client) -> Vec<Value> {

@@ -16,7 +16,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{name, Client, Daemon};
+use common::{id_of, name, py, Client, Daemon};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -24,22 +24,6 @@ use serde_json::{json, Value};
 /// latency measurement never runs beside a fork bomb or a disk filler of this
 /// binary.
 static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-fn id_of(r: &Value) -> String {
-    r["id"].as_str().expect("record has an id").to_string()
-}
-
-/// Runs `python3 -c script` (argv form) and returns the exec result.
-async fn py(c: &Client, n: &str, script: &str) -> Value {
-    let (st, v) = c
-        .post(
-            &format!("/v1/runtimes/{n}/exec"),
-            json!({"command": "python3", "args": ["-c", script], "timeout_secs": 120}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "exec python: {v}");
-    v["data"].clone()
-}
 
 /// Runs a shell command with a longer timeout than the default.
 async fn sh_long(c: &Client, n: &str, cmd: &str, secs: u64) -> Value {

@@ -11,24 +11,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{name, Client, Daemon};
+use common::{id_of, name, py, Client, Daemon, Outsider};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-fn id_of(r: &Value) -> String {
-    r["id"].as_str().expect("record has an id").to_string()
-}
-
-async fn py(c: &Client, n: &str, script: &str) -> Value {
-    let (st, v) = c
-        .post(
-            &format!("/v1/runtimes/{n}/exec"),
-            json!({"command": "python3", "args": ["-c", script], "timeout_secs": 120}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "exec python: {v}");
-    v["data"].clone()
-}
 
 async fn put_file(c: &Client, n: &str, path: &str, body: Vec<u8>) {
     let resp = c
@@ -487,57 +472,6 @@ async fn tmpfs_writes_are_charged_to_the_runtimes_memory() {
 // Item 10 variants: ICMP, fragments and spoofed sources from another host.
 // ---------------------------------------------------------------------------
 
-struct Outsider {
-    ns: String,
-    veth: String,
-}
-
-impl Outsider {
-    fn new(subnet: &str) -> Outsider {
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-        let (ns, veth, peer) = (
-            format!("rt-atk-{tag}"),
-            format!("rta{tag}"),
-            format!("rtq{tag}"),
-        );
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().unwrap();
-            assert!(st.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", &ns]);
-        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
-        ip(&["link", "set", &peer, "netns", &ns]);
-        ip(&["addr", "add", "198.18.78.1/30", "dev", &veth]);
-        ip(&["link", "set", &veth, "up"]);
-        ip(&["-n", &ns, "addr", "add", "198.18.78.2/30", "dev", &peer]);
-        ip(&["-n", &ns, "link", "set", &peer, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "route", "add", subnet, "via", "198.18.78.1"]);
-        Outsider { ns, veth }
-    }
-
-    fn py(&self, script: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "python3", "-c", script])
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-}
-
-impl Drop for Outsider {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
 /// HELD. From another host (a network namespace routed to the runtime subnet
 /// through the host): ICMP echo, a 30,000-byte UDP datagram (IP fragments), a
 /// UDP datagram whose source is forged as a neighbour runtime's address, and
@@ -595,7 +529,7 @@ threading.Thread(target=tcp).start()
     let opens_before = c.out(&n, passive).await;
 
     let subnet = format!("{}.0.0/16", ip.rsplitn(3, '.').nth(2).unwrap());
-    let o = Outsider::new(&subnet);
+    let o = Outsider::new(&subnet, 78);
     let script = format!(
         r#"
 import socket, struct

@@ -24,31 +24,6 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The daemon's process id, found by its data dir on its command line.
-fn daemon_pid(d: &Daemon) -> i32 {
-    let needle = d.data_dir.display().to_string();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("runtad") && cmd.contains(&needle) {
-            return pid;
-        }
-    }
-    panic!("no runtad for {needle}");
-}
-
-/// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 fn port_of(d: &Daemon) -> u16 {
     d.endpoint.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -343,8 +318,8 @@ async fn unread_websocket_output_and_huge_stdin_keep_daemon_memory_flat() {
     let c = d.tenant("wsflat").await;
     let rt = name("wsflat");
     c.create(&rt, 128).await;
-    let pid = daemon_pid(d);
-    let before = rss_kib(pid);
+    let pid = d.pid();
+    let before = common::status_kib(pid, "VmRSS");
     let mut socks = Vec::new();
     for _ in 0..4 {
         let mut ws = ws_connect(d, &c.token, &rt).await;
@@ -372,7 +347,7 @@ async fn unread_websocket_output_and_huge_stdin_keep_daemon_memory_flat() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let after = rss_kib(pid);
+    let after = common::status_kib(pid, "VmRSS");
     drop(socks);
     drop(big);
     c.delete(&format!("/v1/runtimes/{rt}")).await;

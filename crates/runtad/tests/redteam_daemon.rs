@@ -15,30 +15,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// The daemon's process id, found by its data dir on its command line.
-fn daemon_pid(d: &Daemon) -> i32 {
-    let needle = d.data_dir.display().to_string();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("runtad") && cmd.contains(&needle) {
-            return pid;
-        }
-    }
-    panic!("no runtad for {needle}");
-}
-
-/// `VmHWM` (peak resident memory) of a process, in KiB.
-fn peak_kib(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 async fn exec_raw(c: &common::Client, rt: &str, body: Value) -> (StatusCode, usize, Value) {
     let resp = c
         .raw(
@@ -123,8 +99,8 @@ async fn exec_output_that_escaping_inflates_is_bounded_and_memory_stays_flat() {
     // A flood: 12 execs at once, each 16 MiB of NUL and control bytes on both
     // streams (before: ~250 MB each). The daemon's peak memory may grow by
     // its exec buffer budget (96 MiB by default) and some slack, no more.
-    let pid = daemon_pid(&d);
-    let before = peak_kib(pid);
+    let pid = d.pid();
+    let before = common::status_kib(pid, "VmHWM");
     let cmd = "head -c 16777216 /dev/zero | tr '\\0' '\\001'; head -c 16777216 /dev/zero >&2";
     let mut tasks = Vec::new();
     for _ in 0..12 {
@@ -150,7 +126,7 @@ async fn exec_output_that_escaping_inflates_is_bounded_and_memory_stays_flat() {
         }
     }
     assert!(ok >= 1);
-    let grown_mib = (peak_kib(pid).saturating_sub(before)) / 1024;
+    let grown_mib = (common::status_kib(pid, "VmHWM").saturating_sub(before)) / 1024;
     assert!(
         grown_mib < 150,
         "daemon peak memory grew {grown_mib} MiB under the flood"

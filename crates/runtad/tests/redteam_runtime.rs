@@ -15,24 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{name, Client, Daemon};
+use common::{id_of, name, py, Daemon, Outsider};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-
-fn id_of(r: &Value) -> String {
-    r["id"].as_str().expect("record has an id").to_string()
-}
-
-async fn py(c: &Client, n: &str, script: &str) -> Value {
-    let (st, v) = c
-        .post(
-            &format!("/v1/runtimes/{n}/exec"),
-            json!({"command": "python3", "args": ["-c", script], "timeout_secs": 120}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "exec python: {v}");
-    v["data"].clone()
-}
+use serde_json::json;
 
 /// The host pid of a runtime's init (the one that is PID 1 in its namespace).
 fn init_pid(d: &Daemon, id: &str) -> i32 {
@@ -467,56 +452,6 @@ async fn managed_etc_files_follow_the_runtime_and_respect_user_edits() {
 // Item 10: inbound only through the ingress.
 // ---------------------------------------------------------------------------
 
-/// A host on one of the machine's networks: a network namespace joined to the
-/// host by a veth pair, with a route to the runtime subnet through the host.
-struct Outsider {
-    ns: String,
-    veth: String,
-}
-
-impl Outsider {
-    fn new(subnet: &str) -> Outsider {
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-        let (ns, veth, peer) = (
-            format!("rt-out-{tag}"),
-            format!("rto{tag}"),
-            format!("rtp{tag}"),
-        );
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().unwrap();
-            assert!(st.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", &ns]);
-        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
-        ip(&["link", "set", &peer, "netns", &ns]);
-        ip(&["addr", "add", "198.18.77.1/30", "dev", &veth]);
-        ip(&["link", "set", &veth, "up"]);
-        ip(&["-n", &ns, "addr", "add", "198.18.77.2/30", "dev", &peer]);
-        ip(&["-n", &ns, "link", "set", &peer, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "route", "add", subnet, "via", "198.18.77.1"]);
-        Outsider { ns, veth }
-    }
-
-    /// Runs `python3 -c` inside the outsider's namespace; returns stdout.
-    fn py(&self, script: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "python3", "-c", script])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-}
-
-impl Drop for Outsider {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
 #[tokio::test]
 async fn runtime_ports_are_unreachable_from_the_hosts_networks() {
     let d = Daemon::shared();
@@ -568,7 +503,7 @@ threading.Thread(target=udp, args=(9001,)).start()
     assert!(host_sees.is_ok(), "the listener did not come up");
 
     let subnet = format!("{}.0.0/16", ip.rsplitn(3, '.').nth(2).unwrap());
-    let o = Outsider::new(&subnet);
+    let o = Outsider::new(&subnet, 77);
     // The outsider does reach the host (the route works) ...
     let reach_host = o.py(r#"
 import socket

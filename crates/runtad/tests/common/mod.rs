@@ -472,3 +472,111 @@ pub fn assert_error(st: StatusCode, v: &Value, status: u16, code: &str, needle: 
         "{v}"
     );
 }
+
+/// A runtime record's id.
+pub fn id_of(r: &Value) -> String {
+    r["id"].as_str().expect("record has an id").to_string()
+}
+
+/// Runs `python3 -c script` (argv form) in runtime `n` and returns the exec result.
+pub async fn py(c: &Client, n: &str, script: &str) -> Value {
+    let (st, v) = c
+        .post(
+            &format!("/v1/runtimes/{n}/exec"),
+            json!({"command": "python3", "args": ["-c", script], "timeout_secs": 120}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "exec python: {v}");
+    v["data"].clone()
+}
+
+impl Daemon {
+    /// The daemon's process id (found by its data dir on the command line).
+    pub fn pid(&self) -> i32 {
+        let needle = self.data_dir.display().to_string();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("runtad") && cmd.contains(&needle) {
+                return pid;
+            }
+        }
+        panic!("no runtad for {needle}");
+    }
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`, …).
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A host on one of the machine's networks: a network namespace joined to the
+/// host by a veth pair (`198.18.<octet>.1` on the host, `.2` inside), with a
+/// route to `subnet` (the runtime network) through the host. Removed on drop.
+pub struct Outsider {
+    ns: String,
+    veth: String,
+}
+
+impl Outsider {
+    pub fn new(subnet: &str, octet: u8) -> Outsider {
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let (ns, veth, peer) = (
+            format!("rt-out-{tag}"),
+            format!("rto{tag}"),
+            format!("rtp{tag}"),
+        );
+        let (host, inside) = (format!("198.18.{octet}.1"), format!("198.18.{octet}.2"));
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &ns]);
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{inside}/30"),
+            "dev",
+            &peer,
+        ]);
+        ip(&["-n", &ns, "link", "set", &peer, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "route", "add", subnet, "via", &host]);
+        Outsider { ns, veth }
+    }
+
+    /// Runs `python3 -c script` inside the outsider's namespace; stdout and stderr.
+    pub fn py(&self, script: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-c", script])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
