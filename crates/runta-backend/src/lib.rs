@@ -80,6 +80,30 @@ impl AgentAddress {
     /// is the runtime's init: PID 1 of its own PID namespace, in the runtime's
     /// cgroup. Anything else holding the socket is an impostor.
     pub fn verify_peer(&self, pid: u32) -> Result<(), String> {
+        // The peer pid is the listener's, fixed when PID 1 called listen().
+        // PID 1 is non-dumpable, so nothing else in the runtime can take its
+        // socket and listen again; a new socket (a boot) has a new pid. So a
+        // (socket, pid) pair once checked stays checked while the socket
+        // lives, and the two /proc reads are skipped on every later call.
+        type Checked = std::collections::HashMap<PathBuf, u32>;
+        static CHECKED: std::sync::OnceLock<std::sync::Mutex<Checked>> = std::sync::OnceLock::new();
+        let checked = CHECKED.get_or_init(Default::default);
+        let lock = || checked.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().get(&self.socket) == Some(&pid) {
+            return Ok(());
+        }
+        self.check_peer(pid)?;
+        let mut m = lock();
+        if m.len() >= 65_536 {
+            // Sockets of deleted runtimes pile up here; start over rather
+            // than grow without bound (the next calls check once more).
+            m.clear();
+        }
+        m.insert(self.socket.clone(), pid);
+        Ok(())
+    }
+
+    fn check_peer(&self, pid: u32) -> Result<(), String> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .map_err(|e| format!("peer process {pid}: {e}"))?;
         let ns_pid = status

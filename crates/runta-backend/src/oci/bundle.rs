@@ -89,14 +89,15 @@ pub fn config(spec: &RuntimeSpec, p: &BundlePaths<'_>, t: &Tunables, resolv: &st
         "maskedPaths": [
             "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-            "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
+            "/sys/firmware", "/sys/devices/virtual/powercap",
+            // All of /sys/kernel in one mount (each masked path costs a mount
+            // at every boot): debugfs, the allocator state per cache (slab),
+            // a physical address (vmcoreinfo), the idle-page bitmap.
+            "/sys/kernel",
             // Physical page maps and kernel allocator state: root-readable on
             // the host and of no use to a runtime but to an attacker.
             "/proc/kpageflags", "/proc/kpagecount", "/proc/kpagecgroup",
-            "/proc/vmallocinfo", "/proc/slabinfo", "/proc/pagetypeinfo",
-            // The same allocator state per cache, a physical address, and the
-            // idle-page bitmap (a side channel on other tenants' memory).
-            "/sys/kernel/slab", "/sys/kernel/vmcoreinfo", "/sys/kernel/mm/page_idle"
+            "/proc/vmallocinfo", "/proc/slabinfo", "/proc/pagetypeinfo"
         ],
         "readonlyPaths": [
             "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
