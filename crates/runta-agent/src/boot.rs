@@ -155,19 +155,25 @@ fn read_plain(path: &str, limit: u64) -> Option<String> {
     Some(s)
 }
 
-fn stamped(path: &str) -> bool {
+fn stamps() -> Option<String> {
     read_plain(STAMPS, 64 * 1024)
-        .map(|s| s.lines().any(|l| l == path))
-        .unwrap_or(false)
+}
+
+fn stamped(path: &str) -> bool {
+    stamps().is_some_and(|s| s.lines().any(|l| l == path))
 }
 
 fn stamp(path: &str) {
     use std::os::unix::fs::OpenOptionsExt;
-    if stamped(path) {
+    let current = stamps();
+    if current
+        .as_deref()
+        .is_some_and(|s| s.lines().any(|l| l == path))
+    {
         return;
     }
     // Anything but a small regular file in its place is replaced.
-    if read_plain(STAMPS, 64 * 1024).is_none() {
+    if current.is_none() {
         if let Ok(m) = std::fs::symlink_metadata(STAMPS) {
             if m.is_dir() {
                 let _ = std::fs::rename(STAMPS, format!("{STAMPS}.moved"));

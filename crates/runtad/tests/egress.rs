@@ -70,6 +70,16 @@ impl TestHosts {
         sh(&format!(
             "ip -n {ns} addr add 198.18.{net}.2/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.3/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
         ));
+        // The private address the tests try lives here too, so even a broken
+        // gateway that lets it through reaches nothing but this namespace.
+        sh(&format!(
+            "ip -n {ns} addr add 172.31.{net}.7/32 dev {peer} && ip route add 172.31.{net}.7/32 dev {veth}"
+        ));
+        // Likewise the metadata address the escape tests try (tests running
+        // at once share the route; the last one up owns it).
+        sh(&format!(
+            "ip -n {ns} addr add 169.254.169.254/32 dev {peer} && ip route replace 169.254.169.254/32 dev {veth}"
+        ));
         let dir = std::env::temp_dir().join(format!("runta-egress-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         let ck = rcgen::generate_simple_self_signed(vec![
@@ -93,7 +103,7 @@ impl TestHosts {
         std::fs::write(
             &hosts_file,
             format!(
-                "# test hosts\n198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n10.99.0.7 private.test\n"
+                "# test hosts\n198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n172.31.{net}.7 private.test\n"
             ),
         )
         .unwrap();
@@ -542,7 +552,15 @@ async fn denylist_wildcard_ip_cidr_and_live_changes() {
     let (code, _) = run(&c, &rt, "getent hosts other.test").await;
     assert_ne!(code, 0);
     // A denylist still keeps private ranges and the host closed.
-    let (_, out) = run(&c, &rt, "curl -s -m 5 -w ' %{http_code}' http://10.99.0.7/").await;
+    let (_, out) = run(
+        &c,
+        &rt,
+        &format!(
+            "curl -s -m 5 -w ' %{{http_code}}' http://172.31.{}.7/",
+            h.net
+        ),
+    )
+    .await;
     assert!(out.ends_with(" 403"), "{out}");
 
     // An open keep-alive connection to allowed.test, held by a program.
