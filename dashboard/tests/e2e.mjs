@@ -17,9 +17,11 @@ mkdirSync(results, { recursive: true });
 
 const PORT = Number(process.env.RUNTA_TEST_PORT ?? 18184);
 const BASE = `http://127.0.0.1:${PORT}`;
-const BIN = process.env.RUNTAD_BIN ?? join(repo, 'target/debug/runtad');
+// Where cargo puts the binaries: CARGO_TARGET_DIR (relative to the repository), else ./target.
+const TARGET = resolve(repo, process.env.CARGO_TARGET_DIR || 'target');
+const BIN = process.env.RUNTAD_BIN ?? join(TARGET, 'debug/runtad');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const STATIC_AGENT = join(repo, 'target/x86_64-unknown-linux-gnu/release/runta-agent');
+const STATIC_AGENT = join(TARGET, 'x86_64-unknown-linux-gnu/release/runta-agent');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // A port nothing listens on now: a daemon refuses to start without its ingress

@@ -25,6 +25,8 @@ import pytest
 import runta
 
 REPO = Path(__file__).resolve().parents[3]
+# Where cargo puts the binaries: CARGO_TARGET_DIR (relative to the repository), else ./target.
+TARGET = REPO / os.environ.get("CARGO_TARGET_DIR", "target")
 PREFERRED_PORT = int(os.environ.get("RUNTA_TEST_PORT", "18290"))
 SUBNET_OCTET = os.environ.get("RUNTA_TEST_SUBNET_OCTET", "152")
 IMAGES_DIR = os.environ.get("RUNTA_TEST_IMAGES_DIR", "/var/lib/runta/images")
@@ -60,7 +62,7 @@ def _pick_port() -> int:
 
 class Daemon:
     def __init__(self) -> None:
-        self.bin = os.environ.get("RUNTAD_BIN", str(REPO / "target" / "debug" / "runtad"))
+        self.bin = os.environ.get("RUNTAD_BIN", str(TARGET / "debug" / "runtad"))
         if not os.access(self.bin, os.X_OK):
             pytest.exit(f"runtad not found at {self.bin}: run `bash scripts/build.sh`", 2)
         self.data_dir = tempfile.mkdtemp(prefix="runta-conformance-")

@@ -4,7 +4,7 @@
  * tenant the tests minted a token for, and only then stops the daemon (killing runtad
  * leaves runtimes running by design).
  *
- * Env: RUNTAD_BIN (default <repo>/target/debug/runtad), RUNTA_TEST_PORT (18183),
+ * Env: RUNTAD_BIN (default $CARGO_TARGET_DIR/debug/runtad, CARGO_TARGET_DIR defaulting to <repo>/target), RUNTA_TEST_PORT (18183),
  * RUNTA_TEST_SUBNET_OCTET (152), RUNTA_TEST_IMAGES_DIR (/var/lib/runta/images),
  * RUNTA_TEST_FILES (space-separated test files to run instead of all).
  */
@@ -19,7 +19,9 @@ import { fileURLToPath } from "node:url";
 const here = path.dirname(fileURLToPath(import.meta.url)); // build-test/test
 const sdkDir = path.resolve(here, "..", "..");
 const repo = path.resolve(sdkDir, "..", "..");
-const bin = process.env["RUNTAD_BIN"] ?? path.join(repo, "target", "debug", "runtad");
+// Where cargo puts the binaries: CARGO_TARGET_DIR (relative to the repository), else ./target.
+const target = path.resolve(repo, process.env["CARGO_TARGET_DIR"] || "target");
+const bin = process.env["RUNTAD_BIN"] ?? path.join(target, "debug", "runtad");
 const port = process.env["RUNTA_TEST_PORT"] ?? "18183";
 const endpoint = `http://127.0.0.1:${port}`;
 
