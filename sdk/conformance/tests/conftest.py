@@ -13,7 +13,7 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Iterator, List
+from typing import Any, AsyncIterator, Iterator, List
 
 import httpx
 import pytest
@@ -31,7 +31,7 @@ NEW = SDK_VERSION >= (0, 1, 10)
 """0.1.10+ spells start/stop boot/shutdown and runs async exec over /exec/stream."""
 
 
-def _start_daemon() -> Dict[str, str]:
+def _start_daemon() -> dict[str, str]:
     """scripts/test-daemon.sh start: the one way every suite starts its runtad."""
     env = {
         **os.environ,
