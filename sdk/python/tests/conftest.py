@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List
@@ -27,7 +29,7 @@ SUBNET_OCTET = os.environ.get("RUNTA_TEST_SUBNET_OCTET", "151")
 IMAGES_DIR = os.environ.get("RUNTA_TEST_IMAGES_DIR", "/var/lib/runta/images")
 
 
-def _start_daemon() -> Dict[str, str]:
+def _start_daemon(*runtad_args: str) -> Dict[str, str]:
     """scripts/test-daemon.sh start: the one way every suite starts its runtad."""
     env = {
         **os.environ,
@@ -37,7 +39,7 @@ def _start_daemon() -> Dict[str, str]:
         "RUNTA_TEST_DATA_PREFIX": "runta-pysdk-",
     }
     r = subprocess.run(
-        ["bash", str(DAEMON_SCRIPT), "start", "--stop-grace-secs", "2"],
+        ["bash", str(DAEMON_SCRIPT), "start", "--stop-grace-secs", "2", *runtad_args],
         env=env,
         capture_output=True,
         text=True,
@@ -52,7 +54,11 @@ def _start_daemon() -> Dict[str, str]:
 
 class Daemon:
     def __init__(self) -> None:
-        info = _start_daemon()
+        # The egress tests name their test hosts here (test_egress.py); the
+        # daemon re-reads it every 2 s.
+        self.egress_hosts = Path(tempfile.mkdtemp(prefix="runta-pysdk-egress-")) / "hosts"
+        self.egress_hosts.write_text("")
+        info = _start_daemon("--egress-hosts", str(self.egress_hosts))
         self.endpoint = info["RUNTA_TEST_ENDPOINT"]
         self.admin_token = info["RUNTA_TEST_ADMIN_TOKEN"]
         self.data_dir = info["RUNTA_TEST_DATA_DIR"]
@@ -96,6 +102,7 @@ class Daemon:
             except Exception as e:
                 print(f"cleanup: deleting checkpoints: {e}")
         subprocess.run(["bash", str(DAEMON_SCRIPT), "stop", self.data_dir], check=False)
+        shutil.rmtree(self.egress_hosts.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
