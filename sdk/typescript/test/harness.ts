@@ -10,7 +10,7 @@
  */
 
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -83,9 +83,12 @@ async function cleanup(stateDir: string): Promise<number> {
 
 async function main(): Promise<number> {
   const stateDir = mkdtempSync(path.join(tmpdir(), "runta-ts-sdk-state-"));
+  // The egress tests name their test hosts here (the daemon re-reads it every 2 s).
+  const egressHosts = path.join(stateDir, "egress-hosts");
+  writeFileSync(egressHosts, "");
   let info: Record<string, string>;
   try {
-    const out = execFileSync("bash", [daemonScript, "start"], {
+    const out = execFileSync("bash", [daemonScript, "start", "--egress-hosts", egressHosts], {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "pipe"],
       env: {
@@ -128,6 +131,7 @@ async function main(): Promise<number> {
         RUNTA_TEST_ENDPOINT: endpoint,
         RUNTA_TEST_ADMIN_TOKEN: adminToken,
         RUNTA_TEST_STATE_DIR: stateDir,
+        RUNTA_TEST_EGRESS_HOSTS: egressHosts,
         RUNTA_TEST_DATA_DIR: dataDir,
         RUNTA_TOKEN: "",
         RUNTA_ENDPOINT: "",
