@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audits, checkpoints, deploy, exec, exec_stream, files, runtimes};
+use super::{admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, runtimes};
 
 struct Security;
 
@@ -33,6 +33,7 @@ impl Modify for Security {
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
         admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
         admin::set_quota, admin::own_quota, audits::list,
+        audits::of_runtime, egress::get, egress::put,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
@@ -41,6 +42,7 @@ impl Modify for Security {
         runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
         runta_api::Audit, runta_api::EgressPolicy, runta_api::EgressPolicyRequest,
+        runta_api::EgressPolicyView,
     )),
     modifiers(&Security),
     security(("bearer" = [])),

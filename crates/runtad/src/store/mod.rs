@@ -15,9 +15,11 @@ use runta_api::{PortSpec, RuntimeStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
+mod audits;
 mod quotas;
 mod tokens;
 
+pub use audits::{audit_seq, AuditScope, NewAudit, RETAINED_PER_RUNTIME as AUDITS_PER_RUNTIME};
 pub use quotas::QuotaOverrides;
 pub use tokens::TokenInfoRecord;
 
@@ -248,6 +250,8 @@ impl Store {
                 "ALTER TABLE runtimes ADD COLUMN egress_policy TEXT NOT NULL DEFAULT ''",
             )?;
         }
+        // Egress audits (store/audits.rs), added after egress_policy.
+        audits::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
