@@ -18,7 +18,7 @@ pub const QUEUE: usize = 16 * 1024;
 /// What the writer receives.
 pub enum AuditMsg {
     /// (runtime, observed_unix_ms, decision).
-    Record(Uuid, i64, EgressAuditPayload),
+    Record(Uuid, i64, Box<EgressAuditPayload>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -39,7 +39,7 @@ impl Audits {
         let Some(tx) = self.tx.get() else { return };
         let ms = chrono::Utc::now().timestamp_millis();
         if tx
-            .try_send(AuditMsg::Record(runtime_id, ms, egress))
+            .try_send(AuditMsg::Record(runtime_id, ms, Box::new(egress)))
             .is_err()
         {
             let n = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
