@@ -151,7 +151,8 @@ function detail(a: Audit): { host: string; dest: string; action: string; what: s
     case 'icmp_drop':
       return { kind: 'ICMP', host: '', dest: '', action, what: `${d.packets ?? 0} packets dropped` };
     default:
-      return { kind: (s('transport') || 'tcp').toUpperCase(), host: s('host'), dest: s('dst_addr'), action, what: s('reason') || s('error') || s('outcome') };
+      // An error says what went wrong; a decision says why.
+      return { kind: (s('transport') || 'tcp').toUpperCase(), host: s('host'), dest: s('dst_addr'), action, what: (action === 'error' && s('error')) || s('reason') || s('error') || s('outcome') };
   }
 }
 
