@@ -218,12 +218,17 @@ impl Egress {
     }
 
     /// Takes runtime `id` off the gateway (deleted, or its policy opened).
+    /// The connections the gateway holds for it end too: they would go on
+    /// being checked against the old policy, which a later policy (the
+    /// runtime put back under the gateway) would never see or cut.
     pub async fn remove(&self, id: Uuid) {
         let ip = {
             let mut m = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
             let ip = m.iter().find(|(_, g)| g.id == id).map(|(ip, _)| *ip);
-            if let Some(ip) = ip {
-                m.remove(&ip);
+            if let Some(g) = ip.and_then(|ip| m.remove(&ip)) {
+                for live in g.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    live.abort.abort();
+                }
             }
             ip
         };
