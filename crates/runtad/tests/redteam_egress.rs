@@ -654,6 +654,26 @@ async fn one_tenants_dns_flood_costs_another_tenant_nothing() {
             .all(|x| x["runtime_id"] != vb["id"]),
         "tenant A sees tenant B's audits"
     );
+    // Nor change, read or lift another tenant's policy.
+    let (st, v) = b
+        .patch(
+            &format!("/v1/runtimes/{ra}"),
+            json!({"egress_policy": {"mode": "denylist", "denied_hosts": []}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, v) = b.get(&format!("/v1/runtimes/{ra}/egress")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, v) = b
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/runtimes/{ra}/egress"),
+            Some(json!({"mode": "denylist", "denied_hosts": []})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (_, av) = a.get(&format!("/v1/runtimes/{ra}/egress")).await;
+    assert_eq!(av["data"]["mode"], "allowlist", "{av}");
     let (st, _) = d_api_ok(&b).await;
     assert_eq!(st, StatusCode::OK);
 }
