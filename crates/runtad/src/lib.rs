@@ -11,6 +11,7 @@ pub mod egress;
 pub mod ingress;
 pub mod manager;
 pub mod metrics;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 
@@ -148,6 +149,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .start_egress(cfg.egress_hosts.clone())
         .await
         .context("start the egress gateway")?;
+    manager
+        .start_trust(data_dir.clone(), cfg.egress_upstream_ca.clone())
+        .await
+        .context("start secret injection")?;
     manager.reconcile().await.context("reconcile")?;
     // Again, for what this start has made (token, ingress CA, backend folders).
     data_dir::secure(&data_dir).context("secure the data dir")?;
