@@ -12,6 +12,7 @@ pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod runtime;
+pub mod secrets;
 pub mod status;
 pub mod tenant;
 pub mod validate;
@@ -22,6 +23,7 @@ pub use egress::*;
 pub use error::*;
 pub use exec::*;
 pub use runtime::*;
+pub use secrets::*;
 pub use status::{allowed_actions, transition, Action, Refusal, StatusEvent};
 pub use tenant::*;
 

@@ -63,6 +63,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     // What can fail on bad settings fails before the host is touched (bridge,
     // iptables, cgroups): a daemon that does not start leaves nothing behind.
+    // A missing or wrong secrets key is one of those.
+    let secrets = manager::secrets::open_secrets(
+        &store,
+        cfg.secrets_key_file.as_deref(),
+        &data_dir.join("secrets.key"),
+    )
+    .context("load secrets")?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .context(&format!("listen on {}", cfg.listen))?;
@@ -143,6 +150,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         cfg.exec_max_per_tenant,
         cfg.exec_buffer_mib,
     );
+    // Before any runtime boots: its secret bindings are live from its first
+    // packet.
+    manager.start_secrets(secrets).context("load secrets")?;
     // Before reconcile boots anything: a runtime under a policy never runs
     // unfiltered, not even for the first packets after a host reboot.
     manager

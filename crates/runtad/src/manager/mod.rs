@@ -15,7 +15,7 @@ mod files;
 mod lifecycle;
 mod monitor;
 mod reconcile;
-mod secrets;
+pub mod secrets;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -270,6 +270,7 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        self.secrets_runtime_forgotten(id);
     }
 
     /// Finds a runtime of `tenant` by UUID or name; another tenant's is "not found".

@@ -415,7 +415,7 @@ impl BindingSet {
 
     /// The first stub of the tenant found in `bytes`.
     pub fn contains_stub(&self, bytes: &[u8]) -> Option<&StubHit> {
-        self.stubs_in(bytes).next()
+        self.stubs_in(bytes).into_iter().next()
     }
 
     /// A stub in `bytes` whose secret has no binding for `host` (whatever the
@@ -424,37 +424,39 @@ impl BindingSet {
     pub fn misplaced_stub(&self, host: &str, bytes: &[u8]) -> Option<&StubHit> {
         let bound: Vec<Uuid> = self.for_host(host).map(|b| b.secret_id).collect();
         self.stubs_in(bytes)
+            .into_iter()
             .find(|hit| !bound.contains(&hit.secret_id))
     }
 
-    fn stubs_in<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = &'a StubHit> + 'a {
+    /// Every stub of the tenant in `bytes`, in order.
+    fn stubs_in(&self, bytes: &[u8]) -> Vec<&StubHit> {
+        let mut out = Vec::new();
+        if self.stubs.is_empty() {
+            return out;
+        }
         let prefix = STUB_PREFIX.as_bytes();
         let len = prefix.len() + validate::STUB_RANDOM_LEN;
         let mut at = 0usize;
-        std::iter::from_fn(move || {
-            if self.stubs.is_empty() {
-                return None;
+        while at + len <= bytes.len() {
+            let Some(rel) = bytes[at..].windows(prefix.len()).position(|w| w == prefix) else {
+                break;
+            };
+            let start = at + rel;
+            if start + len > bytes.len() {
+                break;
             }
-            while at + len <= bytes.len() {
-                let rel = bytes[at..]
-                    .windows(prefix.len())
-                    .position(|w| w == prefix)?;
-                let start = at + rel;
-                at = start + 1;
-                if start + len > bytes.len() {
-                    return None;
-                }
-                let cand = &bytes[start..start + len];
-                if let Some(hit) = std::str::from_utf8(cand)
-                    .ok()
-                    .and_then(|s| self.stubs.get(s))
-                {
+            match std::str::from_utf8(&bytes[start..start + len])
+                .ok()
+                .and_then(|s| self.stubs.get(s))
+            {
+                Some(hit) => {
+                    out.push(hit);
                     at = start + len;
-                    return Some(hit);
                 }
+                None => at = start + 1,
             }
-            None
-        })
+        }
+        out
     }
 }
 
@@ -558,7 +560,6 @@ impl SecretsHub {
         drop(map);
         self.any.send_modify(|n| *n += 1);
     }
-
 }
 
 #[cfg(test)]

@@ -16,9 +16,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 mod quotas;
+mod secrets;
 mod tokens;
 
 pub use quotas::QuotaOverrides;
+pub use secrets::{BindingRecord, BindingScope, BindingWrite, BindingWriteError, SecretRecord};
 pub use tokens::TokenInfoRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +250,8 @@ impl Store {
                 "ALTER TABLE runtimes ADD COLUMN egress_policy TEXT NOT NULL DEFAULT ''",
             )?;
         }
+        // Secrets and their bindings (store/secrets.rs).
+        conn.execute_batch(secrets::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
