@@ -9,6 +9,7 @@ mod cp;
 mod error;
 mod exec;
 mod output;
+mod secret;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -154,6 +155,9 @@ pub enum Cmd {
         after_help = SNAPSHOT_EXAMPLES
     )]
     Snapshot(SnapshotCmd),
+    /// Secrets injected at egress: values the runtime never holds
+    #[command(subcommand, after_help = secret::EXAMPLES)]
+    Secret(secret::SecretCmd),
     /// Manage API tokens (admin)
     #[command(
         subcommand,
