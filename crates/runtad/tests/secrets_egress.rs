@@ -486,6 +486,7 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
     assert!(out.contains("ok HTTP/2.0 /v1/h2"), "{out}");
     let seen = n.record.find("/v1/h2");
     assert_eq!(seen[0].proto, "HTTP/2.0");
+    assert_eq!(seen[0].host, "bound.test");
     assert_eq!(
         seen[0].header("authorization"),
         Some(format!("Bearer {value}").as_str())
@@ -672,6 +673,12 @@ print(s.recv(64).decode())
     assert!(!env.contains(&value));
     let pids = d.cgroup_procs(&rt_id);
     assert!(pids.len() >= 2, "{pids:?}");
+    // The scan reads what it claims to: the loop's own requests are found.
+    assert!(
+        pids.iter()
+            .any(|p| in_process(*p, b"/v1/loop?i=").is_some()),
+        "the memory scan sees nothing"
+    );
     for pid in pids {
         assert_eq!(
             in_process(pid, value.as_bytes()),
@@ -689,6 +696,14 @@ print(s.recv(64).decode())
     let mut hits = Vec::new();
     files_with(&d.data_dir, value.as_bytes(), &mut hits);
     assert!(hits.is_empty(), "the value is in {hits:?}");
+    // The file scan reaches the runtime's layer (its /etc/hosts names the host).
+    let mut seen_files = Vec::new();
+    files_with(
+        &d.data_dir,
+        format!("{} bound.test", n.ip(2)).as_bytes(),
+        &mut seen_files,
+    );
+    assert!(!seen_files.is_empty(), "the file scan sees nothing");
     // The runtime CA's key is not in the runtime either (only its certificate).
     let (_, keys) = run(
         &c,
@@ -734,7 +749,7 @@ print(s.recv(64).decode())
         late.iter().all(|s| s.header("authorization").is_none()),
         "a deleted binding was still injected"
     );
-    c.out(&rt, "pkill -f /tmp/loop.py; true").await;
+    c.out(&rt, "pkill -f 'python3 /tmp/loo[p].py'; true").await;
     // Logs after all of it.
     let log = std::fs::read_to_string(d.data_dir.join("runtad.log")).unwrap_or_default();
     assert!(!log.contains(&value));
@@ -812,6 +827,19 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
             .contains("closed")
     })
     .await;
+    // Dropped for not finishing the handshake (the gateway's audit says so),
+    // and the misdirected requests are audited.
+    let (_, a) = c
+        .get(&format!(
+            "/v1/audits?category=egress&runtime={rt}&limit=1000"
+        ))
+        .await;
+    let a = a.to_string();
+    assert!(a.contains("did not finish its TLS handshake"), "{a}");
+    assert!(
+        a.contains("but the TLS connection is for bound.test"),
+        "{a}"
+    );
     // Still serving.
     let (code, out) = run(&c, &rt, "curl -sS https://bound.test/after").await;
     assert_eq!(code, 0, "{out}");

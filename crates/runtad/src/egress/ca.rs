@@ -238,7 +238,7 @@ impl Cas {
             return Ok(Some((c.clone(), false)));
         }
         // A daemon restarted: the stored CA, if made for these hosts.
-        if !m.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = m.entry(id) {
             if let Some(s) = self
                 .path(id)
                 .and_then(|p| std::fs::read(p).ok())
@@ -247,7 +247,7 @@ impl Cas {
             {
                 if let Ok(c) = RuntimeCa::load(id, &s) {
                     let c = Arc::new(c);
-                    m.insert(id, c.clone());
+                    slot.insert(c.clone());
                     return Ok(Some((c, false)));
                 }
             }
