@@ -137,6 +137,8 @@ impl Net {
             let addr: SocketAddr = format!("198.18.{net}.{last}:443").parse().unwrap();
             let l = bind_in(&ns, addr);
             tokio::spawn(serve(l, acceptor.clone(), record.clone()));
+            let plain: SocketAddr = format!("198.18.{net}.{last}:80").parse().unwrap();
+            tokio::spawn(serve_plain(bind_in(&ns, plain), record.clone()));
         }
         Net {
             ns,
@@ -214,6 +216,25 @@ async fn serve(l: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, 
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+/// Plain HTTP/1.1 on port 80, the same handler.
+async fn serve_plain(l: tokio::net::TcpListener, rec: Arc<Record>) {
+    loop {
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
+        let rec = rec.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let rec = rec.clone();
+                async move { Ok::<_, Infallible>(handle(req, &rec).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
                 .await;
         });
     }
@@ -619,6 +640,17 @@ print(s.recv(64).decode())
             assert!(n.record.find("/v1/stub2").is_empty());
         }
         assert!(n.record.find("/v1/stub").is_empty());
+        // On a kept-alive plain connection, a later request with the stub is
+        // refused too (the first one went through).
+        let ka = format!(
+            "import http.client\nc = http.client.HTTPConnection('unbound.test', 80, timeout=10)\nc.request('GET', '/v1/ka1'); r = c.getresponse(); r.read(); print(r.status)\ntry:\n    c.request('GET', '/v1/ka2', headers={{'X-Key': '{stub2}'}}); r = c.getresponse(); print(r.status)\nexcept Exception as e:\n    print('refused', type(e).__name__)\n"
+        );
+        let out = common::py(&c, &rt, &ka).await;
+        let o = out["stdout"].as_str().unwrap_or("");
+        assert!(o.starts_with("200"), "{out}");
+        assert!(o.contains("403") || o.contains("refused"), "{out}");
+        assert_eq!(n.record.find("/v1/ka1").len(), 1);
+        assert!(n.record.find("/v1/ka2").is_empty());
     } else {
         panic!("the secret API shows no stub: {s2}");
     }

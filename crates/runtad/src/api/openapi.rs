@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audits, checkpoints, deploy, exec, exec_stream, files, runtimes, secrets};
+use super::{
+    admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, runtimes, secrets,
+};
 
 struct Security;
 
@@ -39,6 +41,7 @@ impl Modify for Security {
         secrets::list_all_bindings, secrets::get_any_binding, secrets::delete_any_binding,
         secrets::create_default, secrets::set_default, secrets::list_defaults, secrets::get_default,
         secrets::delete_default,
+        audits::of_runtime, egress::get, egress::put,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
@@ -50,6 +53,7 @@ impl Modify for Security {
         runta_api::Secret, runta_api::CreateSecretRequest, runta_api::SetSecretRequest,
         runta_api::SecretBinding, runta_api::CreateSecretBindingRequest, runta_api::ReplaceSecretStubsRequest,
         runta_api::BindingScope,
+        runta_api::EgressPolicyView,
     )),
     modifiers(&Security),
     security(("bearer" = [])),

@@ -15,10 +15,12 @@ use runta_api::{PortSpec, RuntimeStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
+mod audits;
 mod quotas;
 mod secrets;
 mod tokens;
 
+pub use audits::{audit_seq, AuditScope, NewAudit, RETAINED_PER_RUNTIME as AUDITS_PER_RUNTIME};
 pub use quotas::QuotaOverrides;
 pub use secrets::{BindingRecord, BindingScope, BindingWrite, BindingWriteError, SecretRecord};
 pub use tokens::TokenInfoRecord;
@@ -252,6 +254,8 @@ impl Store {
         }
         // Secrets and their bindings (store/secrets.rs).
         conn.execute_batch(secrets::SCHEMA)?;
+        // Egress audits (store/audits.rs), added after egress_policy.
+        audits::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
