@@ -880,6 +880,36 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
         Some(value.as_str())
     );
 
+    // kill -9 of the daemon: after the restart the runtime's trust store
+    // still matches (the CA was kept in the data dir) and injection goes on.
+    let ca_files = std::fs::read_dir(d.data_dir.join("egress-ca"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(ca_files, 1);
+    let block = "sed -n '/BEGIN Runta egress CA/,/END Runta egress CA/p' /etc/ssl/certs/ca-certificates.crt";
+    let before = c.out(&rt, block).await;
+    assert!(before.contains("BEGIN CERTIFICATE"), "{before}");
+    d.kill9();
+    d.spawn();
+    let (code, out) = run(&c, &rt, "curl -sS https://bound.test/after-restart").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        n.record.find("/after-restart")[0].header("x-api-key"),
+        Some(value.as_str())
+    );
+    let (_, out) = run(
+        &c,
+        &rt,
+        "grep -c 'BEGIN Runta egress CA' /etc/ssl/certs/ca-certificates.crt",
+    )
+    .await;
+    assert_eq!(out.trim(), "1");
+    assert_eq!(
+        c.out(&rt, block).await,
+        before,
+        "the CA changed over the restart"
+    );
+
     // Under an allowlist that does not name the bound host, the binding
     // opens nothing: the policy still decides.
     let rt2 = runtime(

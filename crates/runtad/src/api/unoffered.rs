@@ -12,8 +12,7 @@ use super::AppState;
 use crate::auth::Principal;
 
 /// Top-level paths that answer 501.
-const ROUTES: &[&str] = &[
-];
+const ROUTES: &[&str] = &[];
 
 /// Paths under `/v1/runtimes` that answer 501.
 const RUNTIME_ROUTES: &[&str] = &[
