@@ -1053,6 +1053,21 @@ async fn a_rebound_or_always_denied_answer_is_never_connected_to() {
         json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": allowed}}),
     )
     .await;
+    // The daemon re-reads the hosts file every 2 s: wait until it knows the
+    // new names.
+    c.eventually(15, "the hosts file to be re-read", || async {
+        let (_, out) = run(
+            &c,
+            &rt,
+            &format!(
+                "curl -s -m 5 --resolve meta.test:80:{} http://meta.test/",
+                h.ip(2)
+            ),
+        )
+        .await;
+        out.contains("resolves to")
+    })
+    .await;
     // Named in the policy, resolving into an always-denied range: refused,
     // whatever address the program aims at.
     for (n, ip) in &names {
@@ -1107,7 +1122,7 @@ async fn a_rebound_or_always_denied_answer_is_never_connected_to() {
             let (c, rt, cmd, last) = (&c, &rt, &cmd, &last);
             async move {
                 let (_, out) = run(c, rt, cmd).await;
-                let done = out.ends_with(" 403");
+                let done = out.contains(&format!("resolves to {target}"));
                 *last.lock().unwrap() = out;
                 done
             }
