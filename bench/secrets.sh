@@ -63,6 +63,7 @@ cat > "$DATA/server.py" <<'EOF'
 import http.server, socketserver, ssl, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     def do_GET(self):
         b = b"ok\n"
         self.send_response(200); self.send_header("content-length", str(len(b))); self.end_headers(); self.wfile.write(b)
@@ -78,6 +79,10 @@ serve("198.18.157.2")
 EOF
 ip netns exec $NS /usr/bin/python3 "$DATA/server.py" "$DATA/chain.pem" "$DATA/leaf.key" &
 SRV=$!
+for _ in $(seq 100); do
+  curl -s -o /dev/null --cacert "$DATA/ca.pem" --resolve plain.bench:443:198.18.157.3 https://plain.bench/ && break
+  sleep 0.1
+done
 
 "$BIN" --data-dir "$DATA/d" --listen "127.0.0.1:$API" --images-dir "${IMAGES_DIR:-/var/lib/runta/images}" \
   --subnet-octet "${SUBNET_OCTET:-157}" --no-prebuild --ingress-listen-https off --ingress-listen-http off \
@@ -91,7 +96,7 @@ AUTH="Authorization: Bearer $TOKEN"
 curl -s -o /dev/null -X POST "$E/v1/runtimes" -H "$AUTH" -d '{"name":"bench-sec","resources":{"requests":{"vcpus":1,"memory_mib":256}}}'
 ex() { # command → stdout
   python3 -c 'import json,sys; print(json.dumps({"command":sys.argv[1],"timeout_secs":300}))' "$1" |
-    curl -s -X POST "$E/v1/runtimes/bench-sec/exec" -H "$AUTH" -d @- | json '["data"]["stdout"]'
+    curl -s -X POST "$E/v1/runtimes/bench-sec/exec" -H "$AUTH" -d @- | tee "$DATA/last-exec.json" | json '["data"]["stdout"]'
 }
 ex "printf '198.18.157.2 bound.bench\n198.18.157.3 plain.bench\n' >> /etc/hosts" >/dev/null
 CA=$(cat "$DATA/ca.pem")
@@ -124,7 +129,10 @@ python3 -c 'import json,sys; print(json.dumps({"command":"cat > /root/client.py"
 
 measure() { ex "python3 /root/client.py $1 $2"; }
 INJ=$(measure bound.bench -)
+[ -z "$INJ" ] && { echo "injected case failed:"; cat "$DATA/last-exec.json"; echo; tail -5 "$DATA/runtad.log"; }
 PASS=$(measure plain.bench /root/up-ca.pem)
+[ -z "$PASS" ] && { echo "pass-through case failed:"; cat "$DATA/last-exec.json"; echo;
+  curl -s "$E/v1/audits?category=egress&runtime=bench-sec&limit=5" -H "$AUTH"; echo; }
 # 1,000 more bindings in the tenant, none for plain.bench.
 for i in $(seq 1000); do
   printf '{"host":"h%d.other.bench","path":"/*","secret":"bench-key","injection":{"headerName":"X-K","valueFormat":"${credential}"}}' "$i" |
