@@ -40,8 +40,9 @@ def test_secret_crud_write_only(
     assert raw.status_code == 200 and value not in raw.text
     client.secrets.delete(name)
     assert rest.status_code(f"/v1/secrets/{info.id}") == 404
-    with pytest.raises(Exception):
+    with pytest.raises(runta.ApiError) as e:
         client.secrets.get(name)
+    assert e.value.status_code == 404
 
 
 def test_rules_and_stubs_in_the_clients_spelling(
@@ -153,8 +154,9 @@ def test_another_tenant_sees_nothing(
         other = daemon.new_token(f"conf-{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
         with runta.Runta(token=other, endpoint=endpoint, timeout=60) as c2:
             assert all(s.id != info.id for s in c2.secrets.list())
-            with pytest.raises(Exception):
+            with pytest.raises(runta.ApiError) as e:
                 c2.secrets.get(info.id)
+            assert e.value.status_code == 404
             r = httpx.delete(
                 f"{endpoint}/v1/secrets/{info.id}",
                 headers={"Authorization": f"Bearer {other}"},
