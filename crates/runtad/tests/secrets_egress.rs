@@ -315,6 +315,13 @@ async fn handle(
             .body(full(String::new()))
             .unwrap();
     }
+    if pq.starts_with("/v1/close") {
+        // The upstream ends its connection after this answer.
+        return hyper::Response::builder()
+            .header("connection", "close")
+            .body(full(format!("ok {proto} {pq}\n")))
+            .unwrap();
+    }
     hyper::Response::new(full(format!("ok {proto} {pq}\n")))
 }
 
@@ -529,6 +536,15 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
     assert_eq!(code, 0, "{out}");
     let q = &n.record.find("/q/geo")[0];
     assert_eq!(q.pq, format!("/q/geo?a=1&key={value}"), "{q:?}");
+    // The upstream closes its connection; the runtime's kept-alive one goes
+    // on (the gateway connects again) and still gets the header.
+    let again = "import http.client\nc = http.client.HTTPSConnection('bound.test', 443, timeout=10)\nfor p in ('/v1/close', '/v1/again'):\n    c.request('GET', p); r = c.getresponse(); r.read(); print(r.status)\n";
+    let out = common::py(&c, &rt, again).await;
+    assert_eq!(out["stdout"].as_str().unwrap_or(""), "200\n200\n", "{out}");
+    assert_eq!(
+        n.record.find("/v1/again")[0].header("authorization"),
+        Some(format!("Bearer {value}").as_str())
+    );
     // A path no binding names: intercepted, nothing added.
     let (code, _) = run(&c, &rt, "curl -sS https://bound.test/other").await;
     assert_eq!(code, 0);

@@ -176,7 +176,12 @@ struct Conn {
     runtime: Uuid,
     sni: String,
     watch: BindingWatch,
-    sender: Sender,
+    target: SocketAddr,
+    /// The runtime negotiated HTTP/2.
+    h2_client: bool,
+    /// The upstream connection, made again when the upstream closed it (an
+    /// idle timeout, `Connection: close`) while the runtime keeps its own.
+    up: tokio::sync::Mutex<Sender>,
 }
 
 #[derive(Clone)]
@@ -305,49 +310,17 @@ async fn serve(
     .map_err(|e| format!("TLS handshake with the runtime: {e}"))?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
 
-    // Upstream: the address the gateway resolved and checked, the certificate
-    // verified for the SNI against the host's trust store.
-    let up = Upstream::get(&eg)?;
-    let tcp = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(target))
-        .await
-        .map_err(|_| format!("connect to {target} timed out"))?
-        .map_err(|e| format!("connect to {target}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(sni.clone()).map_err(|e| format!("{sni}: {e}"))?;
-    let connector =
-        tokio_rustls::TlsConnector::from(if h2 { up.h2.clone() } else { up.h1.clone() });
-    let utls = tokio::time::timeout(UPSTREAM_TIMEOUT, connector.connect(name, tcp))
-        .await
-        .map_err(|_| format!("TLS handshake with {sni} timed out"))?
-        .map_err(|e| format!("TLS with {sni} ({target}): {e}"))?;
-    let up_h2 = utls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let sender = if up_h2 {
-        let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEAD as u32 * 4)
-            .handshake(TokioIo::new(utls))
-            .await
-            .map_err(|e| format!("HTTP/2 with {sni}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Sender::H2(s)
-    } else {
-        let (s, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(utls))
-            .await
-            .map_err(|e| format!("HTTP/1.1 with {sni}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Sender::H1(Arc::new(tokio::sync::Mutex::new(s)))
-    };
+    // Upstream now: an upstream that cannot be reached or verified fails
+    // the connection before the runtime sends a request.
+    let sender = connect(&eg, &sni, target, h2).await?;
     let conn = Arc::new(Conn {
         eg,
         runtime,
         sni,
         watch,
-        sender,
+        target,
+        h2_client: h2,
+        up: tokio::sync::Mutex::new(sender),
     });
     let svc = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
@@ -371,6 +344,59 @@ async fn serve(
             .with_upgrades()
             .await
             .map_err(|e| format!("HTTP/1.1: {e}"))
+    }
+}
+
+/// One upstream connection for `sni` at `target` (the address the gateway
+/// resolved and checked), its certificate verified for the SNI against the
+/// host's trust store; ALPN as the runtime asked (`h2`: HTTP/2 offered).
+async fn connect(eg: &Egress, sni: &str, target: SocketAddr, h2: bool) -> Result<Sender, String> {
+    // Upstream: the address the gateway resolved and checked, the certificate
+    // verified for the SNI against the host's trust store.
+    let up = Upstream::get(eg)?;
+    let tcp = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(target))
+        .await
+        .map_err(|_| format!("connect to {target} timed out"))?
+        .map_err(|e| format!("connect to {target}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| format!("{sni}: {e}"))?;
+    let connector =
+        tokio_rustls::TlsConnector::from(if h2 { up.h2.clone() } else { up.h1.clone() });
+    let utls = tokio::time::timeout(UPSTREAM_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| format!("TLS handshake with {sni} timed out"))?
+        .map_err(|e| format!("TLS with {sni} ({target}): {e}"))?;
+    let up_h2 = utls.get_ref().1.alpn_protocol() == Some(b"h2");
+    Ok(if up_h2 {
+        let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD as u32 * 4)
+            .handshake(TokioIo::new(utls))
+            .await
+            .map_err(|e| format!("HTTP/2 with {sni}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Sender::H2(s)
+    } else {
+        let (s, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(utls))
+            .await
+            .map_err(|e| format!("HTTP/1.1 with {sni}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Sender::H1(Arc::new(tokio::sync::Mutex::new(s)))
+    })
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H2(s) => s.is_closed(),
+            // In use = open (HTTP/1.1 requests of one connection come in order).
+            Sender::H1(m) => m.try_lock().map(|s| s.is_closed()).unwrap_or(false),
+        }
     }
 }
 
@@ -470,6 +496,14 @@ fn head_bytes(uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
 }
 
 impl Conn {
+    async fn sender(&self) -> Result<Sender, String> {
+        let mut g = self.up.lock().await;
+        if g.is_closed() {
+            *g = connect(&self.eg, &self.sni, self.target, self.h2_client).await?;
+        }
+        Ok(g.clone())
+    }
+
     fn audit(
         &self,
         method: &str,
@@ -604,8 +638,22 @@ impl Conn {
             }
         }
         drop(injections);
+        let sender = match self.sender().await {
+            Ok(s) => s,
+            Err(why) => {
+                self.audit(
+                    &method,
+                    &path,
+                    502,
+                    EgressAction::Error,
+                    "upstream_failed",
+                    why.clone(),
+                );
+                return text(StatusCode::BAD_GATEWAY, why);
+            }
+        };
         let pq_final = new_pq.as_deref().map(|s| s.as_str()).unwrap_or(&pq);
-        let h2 = matches!(self.sender, Sender::H2(_));
+        let h2 = matches!(sender, Sender::H2(_));
         let uri = if h2 {
             format!("https://{}{pq_final}", self.sni)
         } else {
@@ -628,7 +676,7 @@ impl Conn {
             }
         }
         let up_req = Request::from_parts(parts, body.map_err(Into::into).boxed());
-        let resp = match &self.sender {
+        let resp = match &sender {
             Sender::H2(s) => {
                 let mut s = s.clone();
                 match s.ready().await {
