@@ -6,7 +6,9 @@
 //!
 //! The clients in the runtime are what the base image has: curl (HTTP/1.1
 //! and HTTP/2, nghttp2) and Python's standard library (urllib, http.client,
-//! ssl), all with no CA flag: the runtime trusts its CA by itself.
+//! ssl), plus Node's fetch with the host's node binary copied in; all with
+//! no CA flag: the runtime trusts its CA by itself. (The base image has no
+//! git, pip, requests or httpx.)
 
 mod common;
 
@@ -531,6 +533,34 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
         n.record.find("/v1/py")[0].header("authorization"),
         Some(format!("Bearer {value}").as_str())
     );
+    // Node's own fetch (NODE_EXTRA_CA_CERTS), with the host's node binary
+    // copied into the runtime's layer (the base image has no node; Debian's
+    // libraries are the ones it links).
+    let node_dst = d
+        .data_dir
+        .join("runtimes")
+        .join(&rt_id)
+        .join("rootfs/usr/local/bin/node");
+    let copied = std::path::Path::new("/usr/bin/node").is_file()
+        && std::fs::copy("/usr/bin/node", &node_dst).is_ok();
+    let (code, v) = run(&c, &rt, "/usr/local/bin/node --version").await;
+    if copied && code == 0 {
+        let (code, out) = run(
+            &c,
+            &rt,
+            "/usr/local/bin/node -e \"fetch('https://bound.test/v1/node').then(async r => console.log(r.status, await r.text())).catch(e => { console.log('error', e.cause ? e.cause.code : e.message); process.exit(1) })\"",
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.starts_with("200 ok HTTP/"), "{out}");
+        assert_eq!(
+            n.record.find("/v1/node")[0].header("authorization"),
+            Some(format!("Bearer {value}").as_str())
+        );
+        c.out(&rt, "rm -f /usr/local/bin/node").await;
+    } else {
+        println!("skipped: Node fetch (the host's node cannot run in the base image: {v})");
+    }
     // A query parameter, set once, the others kept.
     let (code, out) = run(&c, &rt, "curl -sS 'https://bound.test/q/geo?a=1&key=mine'").await;
     assert_eq!(code, 0, "{out}");
