@@ -201,7 +201,7 @@ impl Manager {
             }
             r
         };
-        self.event(&record, "created", None);
+        self.event(&record, runta_api::EventKind::Created, None);
         // Before it boots: the tenant's default secret bindings apply.
         self.secrets_runtime_created(&record.tenant, record.id);
         let lock = self.lock_for(record.id);
@@ -504,10 +504,10 @@ impl Manager {
             let (resized, other): (Vec<String>, Vec<String>) =
                 changes.into_iter().partition(|c| c.starts_with("vcpus="));
             if !resized.is_empty() {
-                self.event(&r, "resized", Some(&resized.join(", ")));
+                self.event(&r, runta_api::EventKind::Resized, Some(&resized.join(", ")));
             }
             if !other.is_empty() {
-                self.event(&r, "updated", Some(&other.join(", ")));
+                self.event(&r, runta_api::EventKind::Updated, Some(&other.join(", ")));
             }
         }
         Ok(r)
