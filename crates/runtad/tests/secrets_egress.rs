@@ -875,6 +875,14 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
     assert!(n.record.find("/h1-mismatch").is_empty());
     assert!(n.record.find("/h2-mismatch").is_empty());
 
+    // A CONNECT tunnel inside the intercepted connection: refused.
+    let (_, out) = run(
+        &c,
+        &rt,
+        "curl -s --http1.1 -w ' %{http_code}' -X CONNECT --request-target bound.test:443 https://bound.test/",
+    )
+    .await;
+    assert!(out.ends_with(" 405"), "{out}");
     // Huge headers: refused on both protocols, the daemon unmoved.
     for proto in ["--http1.1", "--http2"] {
         let (_, out) = run(

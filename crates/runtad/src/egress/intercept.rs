@@ -541,6 +541,18 @@ impl Conn {
         counts.requests.fetch_add(1, Relaxed);
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
+        if req.method() == http::Method::CONNECT {
+            let why = "CONNECT tunnels through the egress gateway are not allowed".to_string();
+            self.audit(
+                &method,
+                &path,
+                405,
+                EgressAction::Deny,
+                "denied",
+                why.clone(),
+            );
+            return text(StatusCode::METHOD_NOT_ALLOWED, why);
+        }
         // The host the request names (HTTP/2 `:authority`, HTTP/1.1 `Host`
         // or an absolute target) must be the SNI the certificate was made
         // for: the binding was matched on it, and the upstream was verified
