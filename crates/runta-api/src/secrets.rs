@@ -58,16 +58,10 @@ impl<'de> Deserialize<'de> for SecretValue {
             fn visit_unit<E: serde::de::Error>(self) -> Result<SecretValue, E> {
                 Err(E::custom("must be a string"))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'v>>(
-                self,
-                _: A,
-            ) -> Result<SecretValue, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<SecretValue, A::Error> {
                 Err(serde::de::Error::custom("must be a string"))
             }
-            fn visit_map<A: serde::de::MapAccess<'v>>(
-                self,
-                _: A,
-            ) -> Result<SecretValue, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'v>>(self, _: A) -> Result<SecretValue, A::Error> {
                 Err(serde::de::Error::custom("must be a string"))
             }
         }
