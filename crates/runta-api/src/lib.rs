@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod exec;
 pub mod runtime;
+pub mod secrets;
 pub mod status;
 pub mod tenant;
 pub mod validate;
@@ -24,6 +25,7 @@ pub use error::*;
 pub use event::EventKind;
 pub use exec::*;
 pub use runtime::*;
+pub use secrets::*;
 pub use status::{allowed_actions, transition, Action, Refusal, StatusEvent};
 pub use tenant::*;
 

@@ -69,6 +69,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Delete(f) => deploy(&c, &f.file, "delete", json).await,
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,
         Cmd::Checkpoint(cmd) => crate::checkpoint::run(&c, cmd, json).await,
+        Cmd::Secret(cmd) => crate::secret::run(&c, cmd, json).await,
         Cmd::Egress(cmd) => crate::egress::run(&c, cmd, json).await,
         Cmd::Audits(a) => crate::egress::audits(&c, a, json).await,
         Cmd::Token(TokenCmd::Create { tenant }) => {

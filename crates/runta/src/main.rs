@@ -11,6 +11,7 @@ mod egress;
 mod error;
 mod exec;
 mod output;
+mod secret;
 
 use std::collections::BTreeMap;
 
@@ -166,6 +167,9 @@ pub enum Cmd {
         after_help = CHECKPOINT_EXAMPLES
     )]
     Checkpoint(CheckpointCmd),
+    /// Secrets injected at egress: values the runtime never holds
+    #[command(subcommand, after_help = secret::EXAMPLES)]
+    Secret(secret::SecretCmd),
     /// Manage API tokens (admin)
     #[command(
         subcommand,

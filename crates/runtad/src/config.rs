@@ -102,6 +102,15 @@ pub struct Config {
     /// (re-read every 2 s): names in it may point into private ranges.
     #[arg(long, env = "RUNTA_EGRESS_HOSTS")]
     pub egress_hosts: Option<PathBuf>,
+    /// A PEM file of CA certificates the egress gateway trusts for upstreams
+    /// of secret injection, besides the host's trust store (tests, private
+    /// upstreams).
+    #[arg(long, env = "RUNTA_EGRESS_UPSTREAM_CA")]
+    pub egress_upstream_ca: Option<PathBuf>,
+    /// The key that seals secret values at rest (a file of mode 0600). Default:
+    /// `<data dir>/secrets.key`, created on the first start. Given, it must exist.
+    #[arg(long, env = "RUNTA_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Published ports answer at `<uuid>.<domain>`.
     #[arg(long, env = "RUNTA_INGRESS_DOMAIN", default_value = "runta.localhost")]
     pub ingress_domain: String,

@@ -12,6 +12,7 @@ pub mod host;
 pub mod ingress;
 pub mod manager;
 pub mod metrics;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 
@@ -63,6 +64,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     // What can fail on bad settings fails before the host is touched (bridge,
     // iptables, cgroups): a daemon that does not start leaves nothing behind.
+    // A missing or wrong secrets key is one of those.
+    let secrets = manager::secrets::open_secrets(
+        &store,
+        cfg.secrets_key_file.as_deref(),
+        &data_dir.join("secrets.key"),
+    )
+    .context("load secrets")?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .context(&format!("listen on {}", cfg.listen))?;
@@ -143,12 +151,19 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         cfg.exec_max_per_tenant,
         cfg.exec_buffer_mib,
     );
+    // Before any runtime boots: its secret bindings are live from its first
+    // packet.
+    manager.start_secrets(secrets).context("load secrets")?;
     // Before reconcile boots anything: a runtime under a policy never runs
     // unfiltered, not even for the first packets after a host reboot.
     manager
         .start_egress(cfg.egress_hosts.clone())
         .await
         .context("start the egress gateway")?;
+    manager
+        .start_trust(data_dir.clone(), cfg.egress_upstream_ca.clone())
+        .await
+        .context("start secret injection")?;
     manager.reconcile().await.context("reconcile")?;
     // Again, for what this start has made (token, ingress CA, backend folders).
     data_dir::secure(&data_dir).context("secure the data dir")?;

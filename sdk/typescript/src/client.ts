@@ -4,6 +4,7 @@ import { Checkpoints, checkpointRef, type Checkpoint } from "./checkpoint.js";
 import { Audits, policyBody, type EgressPolicyInput } from "./egress.js";
 import { InvalidArgumentError, RuntaError } from "./errors.js";
 import { HttpClient, type ClientOptions } from "./http.js";
+import { Secrets } from "./secrets.js";
 import { portSpec, resourcesBody, Runtime, type PublishSpec } from "./runtime.js";
 import type { CreateRuntimeRequest, ListResponse, RuntimeInfo, RuntimeStatus, TokenCreated } from "./types.js";
 
@@ -211,6 +212,8 @@ export class Runta {
   readonly admin: Admin;
   /** The egress gateway's decisions for the tenant's runtimes. */
   readonly audits: Audits;
+  /** Secrets injected at egress and the tenant's default rules. */
+  readonly secrets: Secrets;
   /** @internal */
   readonly http: HttpClient;
 
@@ -220,6 +223,7 @@ export class Runta {
     this.checkpoints = new Checkpoints(this.http);
     this.admin = new Admin(this.http);
     this.audits = new Audits(this.http);
+    this.secrets = new Secrets(this.http);
   }
 
   /** The daemon address in use. */

@@ -25,6 +25,8 @@ export { ExecProcess, StreamResult } from "./stream.js";
 export type { ExecStreamOptions } from "./stream.js";
 export { DEFAULT_MAX_DOWNLOAD_BYTES, RuntimeFiles, unsafeEntryName } from "./files.js";
 export type { FileData, WriteOptions, TransferOptions, TransferSummary } from "./files.js";
+export { Secrets, RuntimeSecrets, hostFromUrl, injectionConfig } from "./secrets.js";
+export type { Injection, SecretInfo, SecretOptions, SecretRule } from "./secrets.js";
 export { Audits, RuntimeEgress, AUDIT_KINDS, auditDetail, auditHost, hostOf } from "./egress.js";
 export type {
   Audit,

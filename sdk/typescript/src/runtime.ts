@@ -6,6 +6,7 @@ import { InvalidArgumentError, RuntaError, RuntaTimeoutError } from "./errors.js
 import type { Command, ExecOptions } from "./exec.js";
 import { ExecResult, execRequest } from "./exec.js";
 import { RuntimeFiles } from "./files.js";
+import { RuntimeSecrets } from "./secrets.js";
 import type { HttpClient } from "./http.js";
 import { Session, type SessionOptions } from "./session.js";
 import { ExecProcess, startFrame, type ExecStreamOptions } from "./stream.js";
@@ -85,6 +86,8 @@ export class Runtime {
   readonly checkpoints: RuntimeCheckpoints;
   /** The outbound policy, changed live, and this runtime's egress audits. */
   readonly egress: RuntimeEgress;
+  /** The secret-injection rules of this runtime. */
+  readonly secrets: RuntimeSecrets;
   private info: RuntimeInfo;
 
   /** @internal */
@@ -94,6 +97,7 @@ export class Runtime {
     this.info = info;
     this.files = new RuntimeFiles(this);
     this.checkpoints = new RuntimeCheckpoints(http, info.id);
+    this.secrets = new RuntimeSecrets(http, info.id);
     this.egress = new RuntimeEgress(http, info.id, (i) => {
       this.set(i);
     });

@@ -16,6 +16,7 @@ mod files;
 mod layering;
 pub mod openapi;
 mod runtimes;
+mod secrets;
 mod unoffered;
 
 use std::sync::atomic::Ordering;
@@ -73,7 +74,7 @@ pub fn router(state: AppState) -> Router {
                 .put(files::write)
                 .layer(DefaultBodyLimit::disable()),
         );
-    let runtimes = unoffered::runtime_routes(runtimes);
+    let runtimes = secrets::runtime_routes(unoffered::runtime_routes(runtimes));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/delete", post(deploy::delete))
         .nest("/v1/runtimes", runtimes)
         .merge(unoffered::routes(Router::new()))
+        .merge(secrets::routes(Router::new()))
         .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, runtimes};
+use super::{
+    admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, runtimes, secrets,
+};
 
 struct Security;
 
@@ -33,6 +35,12 @@ impl Modify for Security {
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
         admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
         admin::set_quota, admin::own_quota, audits::list,
+        secrets::create, secrets::list, secrets::get_one, secrets::set, secrets::delete,
+        secrets::create_runtime_binding, secrets::set_runtime_binding, secrets::replace_runtime_bindings,
+        secrets::list_runtime_bindings, secrets::get_runtime_binding, secrets::delete_runtime_binding,
+        secrets::list_all_bindings, secrets::get_any_binding, secrets::delete_any_binding,
+        secrets::create_default, secrets::set_default, secrets::list_defaults, secrets::get_default,
+        secrets::delete_default,
         audits::of_runtime, egress::get, egress::put,
     ),
     components(schemas(
@@ -42,6 +50,9 @@ impl Modify for Security {
         runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
         runta_api::Audit, runta_api::EgressPolicy, runta_api::EgressPolicyRequest,
+        runta_api::Secret, runta_api::CreateSecretRequest, runta_api::SetSecretRequest,
+        runta_api::SecretBinding, runta_api::CreateSecretBindingRequest, runta_api::ReplaceSecretStubsRequest,
+        runta_api::BindingScope,
         runta_api::EgressPolicyView,
     )),
     modifiers(&Security),

@@ -1,5 +1,5 @@
-//! Routes of the official v1 API for features runtad does not have yet
-//! (secrets, secret stubs and injection rules, SSH keys, WatchFox). Each answers `501 unimplemented` in the error envelope, so a
+//! Routes of the official v1 API for features runtad does not have yet (SSH
+//! keys, WatchFox). Each answers `501 unimplemented` in the error envelope, so a
 //! client learns at once that the feature is missing instead of getting a 404
 //! that reads like a wrong id. docs/api.md lists them.
 
@@ -12,24 +12,10 @@ use super::AppState;
 use crate::auth::Principal;
 
 /// Top-level paths that answer 501.
-const ROUTES: &[&str] = &[
-    "/v1/secrets",
-    "/v1/secrets/{id}",
-    "/v1/secret-stubs",
-    "/v1/secret-stubs/{id}",
-    "/v1/default-secret-stubs",
-    "/v1/default-secret-stubs/{id}",
-    "/v1/secret-injection-rules",
-    "/v1/secret-injection-rules/{id}",
-];
+const ROUTES: &[&str] = &[];
 
 /// Paths under `/v1/runtimes` that answer 501.
 const RUNTIME_ROUTES: &[&str] = &[
-    "/{id}/secret-stubs",
-    "/{id}/secret-stubs/replace",
-    "/{id}/secret-stubs/{sid}",
-    "/{id}/secret-injection-rules",
-    "/{id}/secret-injection-rules/{sid}",
     "/{id}/ssh-keys",
     "/{id}/ssh-keys/{sid}",
     "/{id}/watchfox",

@@ -32,6 +32,10 @@ pub const MAX_CONNS_PER_RUNTIME: usize = 512;
 
 static CONN_SEQ: AtomicU64 = AtomicU64::new(1);
 
+pub(super) fn next_conn_id() -> u64 {
+    CONN_SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
 /// An open, allowed connection, re-checked when the policy changes.
 pub(crate) struct Live {
     host: Option<String>,
@@ -40,6 +44,10 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    pub(super) fn new(host: Option<String>, addr: IpAddr, abort: AbortHandle) -> Self {
+        Live { host, addr, abort }
+    }
+
     pub fn still_allowed(&self, p: &EgressPolicy) -> bool {
         match &self.host {
             Some(h) => p.allows_name(h).is_ok() && p.allows_ip(self.addr, true).is_ok(),
@@ -633,7 +641,7 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
         First::Http(h) => ("http", "http_host", h.host.clone(), Some(h)),
         First::Raw => ("tcp", "ip", None, None),
     };
-    let mut v = match http.and_then(|h| h.problem.clone()) {
+    let mut v = match http.and_then(|h| h.problem.clone().or_else(|| eg.plain_stub(g.id, &buf))) {
         Some(problem) => Verdict {
             target: None,
             reason: problem,
@@ -705,6 +713,21 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    // Secret injection: TLS to a bound host is terminated and proxied
+    // (intercept.rs); everything else is spliced below.
+    if let First::Tls(Some(sni)) = &first {
+        if let Some((ca, watch)) = eg.intercepts(g.id, sni) {
+            let job = super::intercept::Job {
+                ca,
+                watch,
+                sni: sni.clone(),
+                target,
+                peer,
+                reason: v.reason,
+            };
+            return super::intercept::run(&eg, &g, s, buf, job, t0).await;
+        }
+    }
     let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
@@ -925,7 +948,11 @@ impl KeptAlive {
                         Next::Head(n, h) => {
                             let shown = h.host.clone().unwrap_or_default();
                             if !first {
-                                if let Err(why) = me.check(&h) {
+                                // A tenant's stub never travels in plain HTTP.
+                                let stub = me.eg.plain_stub(me.g.id, &pending[..n]);
+                                if let Err(why) =
+                                    me.check(&h).and_then(|()| stub.map_or(Ok(()), Err))
+                                {
                                     me.eg.audits.record(
                                         me.g.id,
                                         http_audit(&shown, &h, EgressAction::Deny, 403, &why),

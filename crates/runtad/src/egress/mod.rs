@@ -23,14 +23,23 @@
 //! - `audit`: every decision, queued for the manager's writer (the store
 //!   keeps them, bounded per runtime, behind `GET /v1/audits`).
 //!
+//! - `ca` and `intercept`: secret injection. A runtime with secret bindings
+//!   is on the gateway even under the open policy (its TCP only: no DNS or
+//!   packet filtering then); a TLS connection whose SNI is a bound host is
+//!   terminated with a leaf of the runtime's own name-constrained CA and
+//!   proxied with the binding's header or query parameter set. Every other
+//!   connection is spliced as above. See docs/security.md, "Secrets".
+//!
 //! Boundaries: the manager calls [`Egress::apply`] / [`Egress::remove`] when a
 //! policy runtime is created, changed or deleted, and [`Egress::start`] once at
 //! daemon start with every stored policy (reconciling rules left by a killed
 //! daemon). Nothing here touches the store or the backend.
 
 mod audit;
+mod ca;
 mod dns;
 mod gateway;
+mod intercept;
 mod resolve;
 mod rules;
 
@@ -89,6 +98,25 @@ pub struct Egress {
     /// Per runtime: the minute now counted and its lines so far, against
     /// [`EVENTS_PER_MINUTE`].
     event_budget: Mutex<HashMap<Uuid, (std::time::Instant, u32)>>,
+    /// Secret injection: the live binding sets, the per-runtime CAs, the
+    /// upstream trust, and which CA certificate each runtime was given.
+    hub: OnceLock<Arc<crate::secrets::SecretsHub>>,
+    cas: OnceLock<ca::Cas>,
+    upstream: OnceLock<Result<intercept::Upstream, String>>,
+    trusted: Mutex<HashMap<Uuid, String>>,
+    watchers: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
+    resync: OnceLock<tokio::sync::mpsc::UnboundedSender<Uuid>>,
+}
+
+/// What the runtime's trust store must be told after [`Egress::sync_bindings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Nothing to change.
+    Same,
+    /// Put this CA certificate (PEM) in, replacing any earlier one.
+    Set(String),
+    /// Take the earlier one out (no binding left).
+    Remove,
 }
 
 /// `egress` event lines a runtime gets per minute at most, whatever the
@@ -120,7 +148,151 @@ impl Egress {
             events: OnceLock::new(),
             evented: Mutex::new(HashMap::new()),
             event_budget: Mutex::new(HashMap::new()),
+            hub: OnceLock::new(),
+            cas: OnceLock::new(),
+            upstream: OnceLock::new(),
+            trusted: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            resync: OnceLock::new(),
         }
+    }
+
+    /// Secret injection: where the binding sets are published, where the
+    /// per-runtime CAs are kept (`<data-dir>/egress-ca`), the extra upstream
+    /// CA (`--egress-upstream-ca`), and where a runtime whose bindings
+    /// changed is reported (the manager brings its trust store up to date).
+    pub fn configure_secrets(
+        &self,
+        hub: Arc<crate::secrets::SecretsHub>,
+        ca_dir: PathBuf,
+        upstream_ca: Option<PathBuf>,
+        resync: tokio::sync::mpsc::UnboundedSender<Uuid>,
+    ) -> Result<(), String> {
+        let up = intercept::Upstream::new(upstream_ca.as_deref())?;
+        let _ = self.upstream.set(Ok(up));
+        let _ = self.cas.set(ca::Cas::new(Some(ca_dir)));
+        let _ = self.hub.set(hub);
+        let _ = self.resync.set(resync);
+        Ok(())
+    }
+
+    fn cas(&self) -> &ca::Cas {
+        self.cas.get_or_init(|| ca::Cas::new(None))
+    }
+
+    /// Brings runtime `id` (at `ip`, under `policy`) in line with its binding
+    /// set: its CA made or renewed for the bound hosts (or dropped), the
+    /// runtime put on the gateway when it has bindings (TCP only under the
+    /// open policy) or taken off when it has neither bindings nor a policy,
+    /// and a watcher that calls the manager back at every later change. Says
+    /// what the runtime's trust store needs; after writing it the caller
+    /// calls [`Egress::trusted`].
+    pub async fn sync_bindings(
+        self: &Arc<Self>,
+        id: Uuid,
+        ip: Ipv4Addr,
+        policy: &EgressPolicy,
+    ) -> Result<Trust, String> {
+        let Some(hub) = self.hub.get() else {
+            return Ok(Trust::Same);
+        };
+        let set = hub.current(id);
+        let hosts: std::collections::BTreeSet<String> = set
+            .host_patterns()
+            .iter()
+            .filter_map(|h| ca::subtree(&h.to_string()))
+            .collect();
+        drop(set);
+        let had_ca = self.has_ca(id);
+        let ca = self.cas().ensure(id, hosts)?;
+        self.watch_bindings(id);
+        match &ca {
+            Some(_) => {
+                self.apply_with_bindings(id, ip, policy.clone(), true)
+                    .await?
+            }
+            None if policy.is_open() && had_ca => self.remove(id).await,
+            None => {}
+        }
+        let had = self
+            .trusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        Ok(match (ca, had) {
+            (Some((c, _)), Some(h)) if h == c.cert_pem => Trust::Same,
+            (Some((c, _)), _) => Trust::Set(c.cert_pem.clone()),
+            (None, Some(_)) => Trust::Remove,
+            (None, None) => Trust::Same,
+        })
+    }
+
+    /// The runtime's trust store now holds `pem` (`None`: no Runta CA).
+    pub fn trusted(&self, id: Uuid, pem: Option<String>) {
+        let mut m = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        match pem {
+            Some(p) => m.insert(id, p),
+            None => m.remove(&id),
+        };
+    }
+
+    /// Whether runtime `id` has a CA now (its commands get the CA variables).
+    pub fn has_ca(&self, id: Uuid) -> bool {
+        self.cas().get(id).is_some()
+    }
+
+    /// Calls the manager back whenever runtime `id`'s binding set changes.
+    pub fn watch_runtime(&self, id: Uuid) {
+        self.watch_bindings(id)
+    }
+
+    fn watch_bindings(&self, id: Uuid) {
+        let (Some(hub), Some(tx)) = (self.hub.get(), self.resync.get()) else {
+            return;
+        };
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if w.get(&id).is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let mut watch = hub.watch(id);
+        let tx = tx.clone();
+        let t = tokio::spawn(async move {
+            loop {
+                watch.changed().await;
+                if tx.send(id).is_err() {
+                    return;
+                }
+            }
+        });
+        w.insert(id, t.abort_handle());
+    }
+
+    /// The CA and live bindings to intercept `sni` of runtime `id` with, when
+    /// it is a bound host (else the connection is spliced as always).
+    fn intercepts(
+        &self,
+        id: Uuid,
+        sni: &str,
+    ) -> Option<(Arc<ca::RuntimeCa>, crate::secrets::BindingWatch)> {
+        let watch = self.hub.get()?.watch(id);
+        if !watch.current().is_bound_host(sni) {
+            return None;
+        }
+        let ca = self.cas().get(id)?;
+        ca.covers(&crate::secrets::normalize_host(sni))
+            .then_some((ca, watch))
+    }
+
+    /// A plain-HTTP request head carrying one of the tenant's stubs: refused
+    /// (a stub travels only over TLS to a bound host, where it is replaced).
+    fn plain_stub(&self, id: Uuid, head: &[u8]) -> Option<String> {
+        let set = self.hub.get()?.current(id);
+        let hit = set.contains_stub(head)?;
+        Some(format!(
+            "the request carries the stub of secret {:?} over plain HTTP (stubs are only replaced over TLS to a bound host)",
+            hit.secret_name
+        ))
     }
 
     /// An instance for unit tests: runtime network 10.250.0.0/16, no rules.
@@ -140,6 +312,12 @@ impl Egress {
             events: OnceLock::new(),
             evented: Mutex::new(HashMap::new()),
             event_budget: Mutex::new(HashMap::new()),
+            hub: OnceLock::new(),
+            cas: OnceLock::new(),
+            upstream: OnceLock::new(),
+            trusted: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            resync: OnceLock::new(),
         }
     }
 
@@ -185,10 +363,24 @@ impl Egress {
     /// never briefly unfiltered) and cuts open connections the new policy
     /// denies.
     pub async fn apply(&self, id: Uuid, ip: Ipv4Addr, policy: EgressPolicy) -> Result<(), String> {
-        if policy.is_open() {
+        let bound = self.has_ca(id);
+        self.apply_with_bindings(id, ip, policy, bound).await
+    }
+
+    /// [`Egress::apply`], `bound` = the runtime has secret bindings (then it
+    /// stays on the gateway under the open policy, its TCP only).
+    async fn apply_with_bindings(
+        &self,
+        id: Uuid,
+        ip: Ipv4Addr,
+        policy: EgressPolicy,
+        bound: bool,
+    ) -> Result<(), String> {
+        if policy.is_open() && !bound {
             self.remove(id).await;
             return Ok(());
         }
+        let filtered = !policy.is_open();
         let existing = self
             .by_ip
             .read()
@@ -196,8 +388,19 @@ impl Egress {
             .get(&ip)
             .cloned();
         if let Some(g) = existing.filter(|g| g.id == id) {
+            let was = !g.policy().is_open();
             *g.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
             self.cut_denied(&g);
+            if was != filtered {
+                if let Some(run) = self.running.get() {
+                    let _l = self.rules_lock.lock().await;
+                    if filtered {
+                        run.rules.add(ip).await?;
+                    } else {
+                        run.rules.unfilter(ip).await;
+                    }
+                }
+            }
             return Ok(());
         }
         let Some(run) = self.running.get() else {
@@ -216,7 +419,12 @@ impl Egress {
             .unwrap_or_else(|e| e.into_inner())
             .insert(ip, g);
         let _l = self.rules_lock.lock().await;
-        if let Err(e) = run.rules.add(ip).await {
+        let added = if filtered {
+            run.rules.add(ip).await
+        } else {
+            run.rules.add_tcp(ip).await
+        };
+        if let Err(e) = added {
             run.rules.remove(ip).await;
             self.by_ip
                 .write()
@@ -288,9 +496,20 @@ impl Egress {
         let _ = tx.send((id, format!("denied {host}: {reason}")));
     }
 
-    /// A deleted runtime (its audits go with its store record).
+    /// A deleted runtime (its audits go with its store record): its CA and
+    /// binding watcher go too.
     pub async fn forget(&self, id: Uuid) {
         self.remove(id).await;
+        if let Some(h) = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+        {
+            h.abort();
+        }
+        self.cas().forget(id);
+        self.trusted(id, None);
     }
 
     /// Where decisions go to be kept (the manager's writer).

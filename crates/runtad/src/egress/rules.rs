@@ -36,6 +36,9 @@ async fn ipt(table: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Indexes in [`Rules::specs`] of the TCP redirect and its INPUT accept.
+const TCP_ONLY: [usize; 2] = [0, 2];
+
 #[derive(Debug, Clone)]
 pub struct Rules {
     bridge: String,
@@ -173,6 +176,41 @@ impl Rules {
             ipt(table, &add).await?;
         }
         Ok(())
+    }
+
+    /// Puts a runtime's TCP under the gateway and nothing else (an open-policy
+    /// runtime with secret bindings: its DNS and UDP keep the plain path).
+    /// Idempotent; the first two of [`Rules::specs`].
+    pub async fn add_tcp(&self, ip: Ipv4Addr) -> Result<(), String> {
+        for (i, (table, chain, args)) in self.specs(ip).into_iter().enumerate() {
+            if !TCP_ONLY.contains(&i) {
+                continue;
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut check = vec!["-C", chain.as_str()];
+            check.extend_from_slice(&a);
+            if ipt(table, &check).await.is_ok() {
+                continue;
+            }
+            let mut add = vec!["-A", chain.as_str()];
+            add.extend_from_slice(&a);
+            ipt(table, &add).await?;
+        }
+        Ok(())
+    }
+
+    /// From full filtering back to TCP only (the policy became open while
+    /// the runtime still has secret bindings).
+    pub async fn unfilter(&self, ip: Ipv4Addr) {
+        for (i, (table, chain, args)) in self.specs(ip).into_iter().enumerate() {
+            if TCP_ONLY.contains(&i) {
+                continue;
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut del = vec!["-D", chain.as_str()];
+            del.extend_from_slice(&a);
+            while ipt(table, &del).await.is_ok() {}
+        }
     }
 
     /// Packets and bytes each runtime had dropped since the last call, by

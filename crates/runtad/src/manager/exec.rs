@@ -114,6 +114,7 @@ impl Manager {
         r: &RuntimeRecord,
         extra: &BTreeMap<String, String>,
         tty: bool,
+        ca: bool,
     ) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert(
@@ -125,6 +126,12 @@ impl Manager {
         env.insert("LANG".into(), "C.UTF-8".into());
         if tty {
             env.insert("TERM".into(), "xterm-256color".into());
+        }
+        // The runtime's own CA of secret injection (trust.rs).
+        if ca {
+            for k in super::trust::CA_VARS {
+                env.insert(k.into(), super::trust::BUNDLE.into());
+            }
         }
         env.extend(r.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -189,6 +196,7 @@ impl Manager {
         // envelope, not queued in memory.
         let permit = self.exec_gate.admit(tenant)?;
         let (r, _guard, agent) = self.running(tenant, id_or_name, "exec").await?;
+        let ca = self.trust_sync(&r, Some(&agent)).await;
         let t0 = Instant::now();
         // Output counts against this tenant's share of the shared buffer.
         let mut stdout = permit.stream(max_out);
@@ -203,7 +211,7 @@ impl Manager {
         let call = agent.exec(
             ProcessSpec {
                 argv,
-                env: Self::command_env(&r, &req.env, false),
+                env: Self::command_env(&r, &req.env, false, ca),
                 cwd: Some(req.cwd.clone().unwrap_or_else(|| "/root".into())),
             },
             req.stdin,

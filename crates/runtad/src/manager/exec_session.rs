@@ -21,6 +21,8 @@ pub struct ExecSession {
     r: RuntimeRecord,
     guard: ExecGuard,
     agent: AgentClient,
+    /// The runtime has a CA of secret injection (`trust.rs`).
+    ca: bool,
 }
 
 /// What to start: the `start` frame's fields.
@@ -80,7 +82,13 @@ impl Manager {
         id_or_name: &str,
     ) -> Result<ExecSession> {
         let (r, guard, agent) = self.running(tenant, id_or_name, "exec").await?;
-        Ok(ExecSession { r, guard, agent })
+        let ca = self.trust_sync(&r, Some(&agent)).await;
+        Ok(ExecSession {
+            r,
+            guard,
+            agent,
+            ca,
+        })
     }
 }
 
@@ -94,7 +102,7 @@ impl ExecSession {
             .spawn(
                 ProcessSpec {
                     argv,
-                    env: Manager::command_env(&self.r, &s.env, s.tty),
+                    env: Manager::command_env(&self.r, &s.env, s.tty, self.ca),
                     cwd: Some(s.cwd.unwrap_or_else(|| "/root".into())),
                 },
                 s.tty,

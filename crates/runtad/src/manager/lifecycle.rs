@@ -202,6 +202,8 @@ impl Manager {
             r
         };
         self.event(&record, runta_api::EventKind::Created, None);
+        // Before it boots: the tenant's default secret bindings apply.
+        self.secrets_runtime_created(&record.tenant, record.id);
         let lock = self.lock_for(record.id);
         let guard = lock.clone().lock_owned().await;
         if wait {

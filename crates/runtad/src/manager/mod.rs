@@ -15,10 +15,12 @@ mod files;
 mod lifecycle;
 mod monitor;
 mod reconcile;
+pub mod secrets;
 mod tenants;
 #[cfg(test)]
 mod tests;
 mod transition;
+mod trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -202,6 +204,9 @@ pub struct Manager {
     /// Bumped whenever a token is revoked or rotated: long-lived sessions
     /// (exec WebSockets) check their own token again and end if it is gone.
     tokens_changed: tokio::sync::watch::Sender<u64>,
+    /// Secrets and their bindings (`secrets.rs`); the hub is what the egress
+    /// gateway reads.
+    secrets: secrets::SecretsState,
 }
 
 impl Manager {
@@ -223,6 +228,7 @@ impl Manager {
             metrics,
             exec_gate: Arc::default(),
             tokens_changed: tokio::sync::watch::Sender::new(0),
+            secrets: Default::default(),
         })
     }
 
@@ -264,6 +270,7 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        self.secrets_runtime_forgotten(id);
     }
 
     /// Finds a runtime of `tenant` by UUID or name; another tenant's is "not found".

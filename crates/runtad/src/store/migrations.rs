@@ -38,6 +38,8 @@ pub(super) fn run(conn: &Connection) -> Result<()> {
     }
     // Egress audits (store/audits.rs), added after egress_policy.
     super::audits::migrate(conn)?;
+    // Secrets and their bindings (store/secrets.rs), added after audits.
+    conn.execute_batch(super::secrets::SCHEMA)?;
     Ok(())
 }
 

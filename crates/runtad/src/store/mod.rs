@@ -22,6 +22,7 @@ mod events;
 mod migrations;
 mod quotas;
 mod runtimes;
+mod secrets;
 mod tokens;
 
 pub use audits::{audit_seq, AuditScope, NewAudit, RETAINED_PER_RUNTIME as AUDITS_PER_RUNTIME};
@@ -29,6 +30,7 @@ pub use checkpoints::CheckpointRecord;
 pub use events::EventRecord;
 pub use quotas::QuotaOverrides;
 pub use runtimes::{ListFilter, RuntimeRecord};
+pub use secrets::{BindingRecord, BindingScope, BindingWrite, BindingWriteError, SecretRecord};
 pub use tokens::{TokenInfoRecord, TokenRecord};
 
 #[derive(Debug, thiserror::Error)]

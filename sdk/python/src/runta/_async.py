@@ -24,6 +24,7 @@ from ._models import (
     PortLike,
     RuntimeInfo,
 )
+from ._secrets import AsyncRuntimeSecrets, AsyncSecrets
 from ._transport import AsyncTransport, Call, Flow, RetryPolicy, T, client_settings
 
 __all__ = [
@@ -69,6 +70,7 @@ class AsyncRunta:
         self.runtimes = AsyncRuntimes(self)
         self.checkpoints = AsyncCheckpoints(self)
         self.audits = AsyncAudits(self)
+        self.secrets = AsyncSecrets(self)
 
     async def _run(self, flow: Flow[T]) -> T:
         return await self._transport.run(flow)
@@ -327,6 +329,7 @@ class AsyncRuntime(RuntimeBase):
         self.checkpoints = AsyncRuntimeCheckpoints(client, info.id)
         self.egress = AsyncEgress(self)
         self.audits = AsyncRuntimeAudits(client, info.id)
+        self.secrets = AsyncRuntimeSecrets(client, info.id)
 
     # -- record and lifecycle ------------------------------------------------
 

@@ -24,6 +24,7 @@ from ._models import (
     PortLike,
     RuntimeInfo,
 )
+from ._secrets import RuntimeSecrets, Secrets
 from ._transport import Call, Flow, RetryPolicy, SyncTransport, T, client_settings
 
 __all__ = [
@@ -70,6 +71,7 @@ class Runta:
         self.runtimes = Runtimes(self)
         self.checkpoints = Checkpoints(self)
         self.audits = Audits(self)
+        self.secrets = Secrets(self)
 
     def _run(self, flow: Flow[T]) -> T:
         return self._transport.run(flow)
@@ -328,6 +330,7 @@ class Runtime(RuntimeBase):
         self.checkpoints = RuntimeCheckpoints(client, info.id)
         self.egress = Egress(self)
         self.audits = RuntimeAudits(client, info.id)
+        self.secrets = RuntimeSecrets(client, info.id)
 
     # -- record and lifecycle ------------------------------------------------
 
