@@ -69,6 +69,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Delete(f) => deploy(&c, &f.file, "delete", json).await,
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,
         Cmd::Snapshot(cmd) => crate::snapshot::run(&c, cmd, json).await,
+        Cmd::Image(cmd) => crate::image::run(&c, cmd, json).await,
         Cmd::Token(TokenCmd::Create { tenant }) => {
             let v = c.post("/v1/tokens", &json!({ "tenant": tenant })).await?;
             if json {

@@ -8,6 +8,7 @@ mod config;
 mod cp;
 mod error;
 mod exec;
+mod image;
 mod output;
 mod snapshot;
 
@@ -154,6 +155,9 @@ pub enum Cmd {
         after_help = SNAPSHOT_EXAMPLES
     )]
     Snapshot(SnapshotCmd),
+    /// Pull, list, inspect and remove images; registry logins
+    #[command(subcommand, after_help = image::IMAGE_EXAMPLES)]
+    Image(image::ImageCmd),
     /// Manage API tokens (admin)
     #[command(
         subcommand,

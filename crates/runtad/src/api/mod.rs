@@ -11,6 +11,7 @@ mod exec;
 mod exec_stream;
 pub mod extract;
 mod files;
+mod images;
 #[cfg(test)]
 mod layering;
 pub mod openapi;
@@ -95,6 +96,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/checkpoints/{id}",
             get(checkpoints::get).delete(checkpoints::delete),
+        )
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/pulls", post(images::pull))
+        .route("/v1/images/pulls/{id}", get(images::pull_status))
+        .route("/v1/images/gc", post(images::gc))
+        .route("/v1/images/logins", post(images::login).get(images::logins))
+        .route(
+            "/v1/images/logins/{registry}",
+            axum::routing::delete(images::logout),
+        )
+        .route(
+            "/v1/images/{*reference}",
+            get(images::get).delete(images::delete),
         )
         .route("/v1/apply", post(deploy::apply))
         .route("/v1/delete", post(deploy::delete))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audits, checkpoints, deploy, exec, exec_stream, files, runtimes};
+use super::{admin, audits, checkpoints, deploy, exec, exec_stream, files, images, runtimes};
 
 struct Security;
 
@@ -33,6 +33,8 @@ impl Modify for Security {
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
         admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
         admin::set_quota, admin::own_quota, audits::list,
+        images::list, images::get, images::delete, images::pull, images::pull_status,
+        images::gc, images::login, images::logins, images::logout,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
@@ -41,6 +43,8 @@ impl Modify for Security {
         runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
         runta_api::Audit, runta_api::EgressPolicy, runta_api::EgressPolicyRequest,
+        runta_api::Image, runta_api::ImageLayer, runta_api::ImagePull, runta_api::PullImageRequest,
+        runta_api::RegistryLogin, runta_api::RegistryLoginRequest, runta_api::ImageGc,
     )),
     modifiers(&Security),
     security(("bearer" = [])),

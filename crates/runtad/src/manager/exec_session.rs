@@ -21,6 +21,8 @@ pub struct ExecSession {
     r: RuntimeRecord,
     guard: ExecGuard,
     agent: AgentClient,
+    /// The image's settings for commands (`None` for `base`).
+    image: Option<std::sync::Arc<crate::images::RunInfo>>,
 }
 
 /// What to start: the `start` frame's fields.
@@ -80,13 +82,20 @@ impl Manager {
         id_or_name: &str,
     ) -> Result<ExecSession> {
         let (r, guard, agent) = self.running(tenant, id_or_name, "exec").await?;
-        Ok(ExecSession { r, guard, agent })
+        let image = self.run_info(&r);
+        Ok(ExecSession {
+            r,
+            guard,
+            agent,
+            image,
+        })
     }
 }
 
 impl ExecSession {
     pub async fn start(self, s: ExecStart) -> Result<ExecProcess> {
         let argv = Manager::argv(&s.command, s.args.as_ref())?;
+        let argv = Manager::shell_argv(argv, s.args.is_some(), self.image.as_deref())?;
         Manager::check_cwd(s.cwd.as_ref())?;
         validate::env("env", &s.env)?;
         let (mut ar, writer) = self
@@ -94,8 +103,8 @@ impl ExecSession {
             .spawn(
                 ProcessSpec {
                     argv,
-                    env: Manager::command_env(&self.r, &s.env, s.tty),
-                    cwd: Some(s.cwd.unwrap_or_else(|| "/root".into())),
+                    env: Manager::command_env(&self.r, &s.env, s.tty, self.image.as_deref()),
+                    cwd: Some(Manager::default_cwd(s.cwd, self.image.as_deref())),
                 },
                 s.tty,
                 s.rows.unwrap_or(24),

@@ -12,6 +12,7 @@ mod exec;
 pub mod exec_output;
 mod exec_session;
 mod files;
+mod images;
 mod lifecycle;
 mod monitor;
 mod reconcile;
@@ -202,6 +203,9 @@ pub struct Manager {
     /// Bumped whenever a token is revoked or rotated: long-lived sessions
     /// (exec WebSockets) check their own token again and end if it is gone.
     tokens_changed: tokio::sync::watch::Sender<u64>,
+    /// The OCI image store (`src/images/`); unset in logic tests, where only
+    /// built-in images exist.
+    images: std::sync::OnceLock<Arc<crate::images::Images>>,
 }
 
 impl Manager {
@@ -223,6 +227,7 @@ impl Manager {
             metrics,
             exec_gate: Arc::default(),
             tokens_changed: tokio::sync::watch::Sender::new(0),
+            images: std::sync::OnceLock::new(),
         })
     }
 

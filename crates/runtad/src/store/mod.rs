@@ -15,9 +15,11 @@ use runta_api::{PortSpec, RuntimeStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
+mod images;
 mod quotas;
 mod tokens;
 
+pub use images::{ImageRecord, RegistryLogin};
 pub use quotas::QuotaOverrides;
 pub use tokens::TokenInfoRecord;
 
@@ -248,6 +250,8 @@ impl Store {
                 "ALTER TABLE runtimes ADD COLUMN egress_policy TEXT NOT NULL DEFAULT ''",
             )?;
         }
+        // The image store's tables (store/images.rs).
+        images::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
