@@ -1148,7 +1148,7 @@ async fn hostile_images_are_refused_and_nothing_lands_outside_the_store() {
     let c = w.daemon.tenant("img").await;
     let marker = format!("runta-escaped-{}", uuid::Uuid::new_v4().simple());
     let hostile = w.work.join("hostile");
-    let mut push = |tag: &str, layers: Vec<(Vec<u8>, Comp)>| {
+    let push = |tag: &str, layers: Vec<(Vec<u8>, Comp)>| {
         let dir = hostile.join(tag);
         layout(&dir, tag, &layers, json!({}));
         w.plain.push(&dir, tag, "evil/img");

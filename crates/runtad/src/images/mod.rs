@@ -33,7 +33,7 @@
 pub mod build;
 pub mod commit;
 pub mod digest;
-mod layer_tar;
+pub mod layer_tar;
 pub mod oci;
 mod pull;
 mod push;
@@ -221,10 +221,6 @@ impl Images {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
-    }
-
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Where the blob with `digest` is (or would be) stored. The file exists

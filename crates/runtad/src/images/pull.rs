@@ -159,9 +159,11 @@ impl PullProgress {
     /// Waits until the pull has finished (or `timeout` passed: `false`).
     pub async fn wait(&self, timeout: Duration) -> bool {
         let mut rx = self.done.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|d| *d))
-            .await
-            .is_ok()
+        let done = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|d| *d)).await,
+            Ok(Ok(_))
+        );
+        done
     }
 }
 

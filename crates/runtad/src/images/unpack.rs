@@ -631,3 +631,74 @@ impl Writer<'_> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            {
+                let g = h.as_gnu_mut().unwrap();
+                g.name[..name.len()].copy_from_slice(name.as_bytes());
+                g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> (PathBuf, Result<Unpacked, ImageError>) {
+        let base = std::env::temp_dir().join(format!("runta-unpack-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(base.join("out")).unwrap();
+        std::fs::write(base.join("blob"), tar_of(entries)).unwrap();
+        let r = unpack_layer(&base.join("blob"), &base.join("out"), &[], &Limits::default(), 1 << 20);
+        (base, r)
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        use std::os::unix::fs::FileTypeExt;
+        let (base, r) = unpack(&[
+            ("d/.wh.gone", tar::EntryType::Regular, b"", ""),
+            ("d/.wh..wh..opq", tar::EntryType::Regular, b"", ""),
+            ("d/kept", tar::EntryType::Regular, b"k", ""),
+        ]);
+        let out = r.unwrap();
+        assert!(out.diff_id.is_some());
+        let m = std::fs::symlink_metadata(base.join("out/d/gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(std::fs::read(base.join("out/d/kept")).unwrap(), b"k");
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        for entries in [
+            vec![("../x", tar::EntryType::Regular, &b"x"[..], "")],
+            vec![
+                ("l", tar::EntryType::Symlink, &b""[..], "/"),
+                ("l/tmp/x", tar::EntryType::Regular, &b"x"[..], ""),
+            ],
+            vec![("h", tar::EntryType::Link, &b""[..], "../../etc/passwd")],
+        ] {
+            let (base, r) = unpack(&entries);
+            assert!(matches!(r, Err(ImageError::Hostile(_))), "{entries:?}: {r:?}");
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+
+    #[test]
+    fn content_past_the_budget_is_refused() {
+        let big = vec![0u8; 2 << 20];
+        let (base, r) = unpack(&[("big", tar::EntryType::Regular, &big, "")]);
+        assert!(matches!(r, Err(ImageError::TooLarge(_))), "{r:?}");
+        let _ = std::fs::remove_dir_all(base);
+    }
+}

@@ -213,14 +213,11 @@ impl Manager {
                 .finished_at
                 .map(|f| (f - p.started_at).num_milliseconds() as f64 / 1000.0)
                 .unwrap_or(0.0);
-            self.event(
-                &record,
-                "image_pulled",
-                Some(format!(
-                    "image {} was pulled on first use before the create ({} layers, {} bytes, {secs:.1} s)",
-                    p.reference, p.layers_total, p.bytes_total
-                )),
+            let msg = format!(
+                "image {} was pulled on first use before the create ({} layers, {} bytes, {secs:.1} s)",
+                p.reference, p.layers_total, p.bytes_total
             );
+            self.event(&record, "image_pulled", Some(&msg));
         }
         self.event(&record, "created", None);
         let lock = self.lock_for(record.id);
