@@ -11,6 +11,7 @@ mod exec;
 mod exec_stream;
 pub mod extract;
 mod files;
+mod image_build;
 mod images;
 #[cfg(test)]
 mod layering;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{id}/exec/stream", get(exec_stream::exec_stream))
         .route("/{id}/events", get(runtimes::events))
         .route("/{id}/checkpoints", post(checkpoints::create))
+        .route("/{id}/commit", post(image_build::commit_runtime))
         .route("/{id}/files/list", get(files::list))
         .route(
             "/{id}/files",
@@ -98,6 +100,10 @@ pub fn router(state: AppState) -> Router {
             get(checkpoints::get).delete(checkpoints::delete),
         )
         .route("/v1/images", get(images::list))
+        .route(
+            "/v1/images/builds",
+            post(image_build::build).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/images/pulls", post(images::pull))
         .route("/v1/images/pulls/{id}", get(images::pull_status))
         .route("/v1/images/gc", post(images::gc))
@@ -108,7 +114,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/images/{*reference}",
-            get(images::get).delete(images::delete),
+            get(images::get)
+                .delete(images::delete)
+                .post(image_build::push),
+        )
+        .route(
+            "/v1/checkpoints/{id}/commit",
+            post(image_build::commit_checkpoint),
         )
         .route("/v1/apply", post(deploy::apply))
         .route("/v1/delete", post(deploy::delete))

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audits, checkpoints, deploy, exec, exec_stream, files, images, runtimes};
+use super::{
+    admin, audits, checkpoints, deploy, exec, exec_stream, files, image_build, images, runtimes,
+};
 
 struct Security;
 
@@ -35,6 +37,8 @@ impl Modify for Security {
         admin::set_quota, admin::own_quota, audits::list,
         images::list, images::get, images::delete, images::pull, images::pull_status,
         images::gc, images::login, images::logins, images::logout,
+        image_build::commit_runtime, image_build::commit_checkpoint, image_build::push,
+        image_build::build,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
@@ -44,6 +48,8 @@ impl Modify for Security {
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
         runta_api::Audit, runta_api::EgressPolicy, runta_api::EgressPolicyRequest,
         runta_api::Image, runta_api::ImageLayer, runta_api::ImagePull, runta_api::PullImageRequest,
+        runta_api::CommitRequest, runta_api::PushImageRequest, runta_api::ImagePush,
+        runta_api::BuildEvent,
         runta_api::RegistryLogin, runta_api::RegistryLoginRequest, runta_api::ImageGc,
     )),
     modifiers(&Security),

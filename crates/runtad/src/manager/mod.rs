@@ -6,7 +6,9 @@
 
 mod admission;
 mod apply;
+mod builds;
 mod checkpoints;
+mod commit;
 mod egress;
 mod exec;
 pub mod exec_output;
@@ -35,6 +37,7 @@ use uuid::Uuid;
 /// The runtime listing's filter, which the API builds from its query.
 pub use crate::store::ListFilter;
 pub use apply::Change;
+pub use builds::MAX_BUILD_CONTEXT;
 pub use exec::{EncodedExec, ExecGuard};
 pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStart};
 pub use files::{FileDownload, FileUpload};
