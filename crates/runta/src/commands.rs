@@ -70,6 +70,11 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,
         Cmd::Snapshot(cmd) => crate::snapshot::run(&c, cmd, json).await,
         Cmd::Image(cmd) => crate::image::run(&c, cmd, json).await,
+        Cmd::Commit {
+            source,
+            name,
+            snapshot,
+        } => crate::image_build::commit(&c, &source, &name, snapshot, json).await,
         Cmd::Token(TokenCmd::Create { tenant }) => {
             let v = c.post("/v1/tokens", &json!({ "tenant": tenant })).await?;
             if json {
