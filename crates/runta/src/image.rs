@@ -80,12 +80,64 @@ pub enum ImageCmd {
     Logout { registry: String },
     /// Remove blobs and layers no image references (admin)
     Gc,
+    /// Send an image to a registry (admin; uses `runta image login` credentials)
+    #[command(
+        after_help = "Examples:\n  runta image push localhost/acme/app:1 registry.example:5000/team/app:1\n  runta image push base 127.0.0.1:5000/runta/base:latest"
+    )]
+    Push {
+        /// The image to send (name, reference or digest)
+        #[arg(value_name = "NAME")]
+        image: String,
+        /// Where to: registry[:port]/repository[:tag]
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    /// Build an image from a Dockerfile (the build log streams; steps are cached)
+    #[command(
+        after_help = "Examples:\n  runta image build -t app:1 .\n  runta image build -f docker/Dockerfile.prod -t app:1 --build-arg VERSION=2 .\n  runta run --name app --image localhost/<tenant>/app:1"
+    )]
+    Build {
+        /// The Dockerfile [default: DIR/Dockerfile]
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// The image's name (a tenant's images are kept under localhost/<tenant>/)
+        #[arg(short = 't', long = "tag", value_name = "NAME")]
+        tag: String,
+        /// NAME=VALUE for an ARG of the Dockerfile (repeatable)
+        #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+        build_arg: Vec<String>,
+        /// Run every step again instead of using the cache
+        #[arg(long)]
+        no_cache: bool,
+        /// The build context
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 pub async fn run(c: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
     match cmd {
         ImageCmd::Pull { reference, no_wait } => pull(c, &reference, no_wait, json).await,
         ImageCmd::Ls { quiet } => ls(c, quiet, json).await,
+        ImageCmd::Push { image, reference } => {
+            crate::image_build::push(c, &image, &reference, json).await
+        }
+        ImageCmd::Build {
+            file,
+            tag,
+            build_arg,
+            no_cache,
+            dir,
+        } => {
+            let a = crate::image_build::BuildArgs {
+                file,
+                tag,
+                dir,
+                build_args: build_arg,
+                no_cache,
+            };
+            crate::image_build::build(c, a, json).await
+        }
         ImageCmd::Inspect { refs } => {
             let mut out = Vec::new();
             for r in refs {
