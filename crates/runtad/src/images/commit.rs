@@ -111,7 +111,8 @@ pub fn write_layout(
         None => (
             json!({"schemaVersion": 2, "layers": []}),
             json!({"architecture": oci::PLATFORM_ARCH, "os": oci::PLATFORM_OS,
-                   "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}),
+                   "config": {"Env": [DEFAULT_PATH]},
+                   "rootfs": {"type": "layers", "diff_ids": []}}),
         ),
     };
     // Base layers: into the layout, and as OCI types (a Docker v2 base
@@ -201,6 +202,10 @@ pub fn write_layout(
         layers: new_layers,
     })
 }
+
+/// `PATH` of an image made from a plain root filesystem (what `base`
+/// runtimes get).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The name the built-in `base` is imported under, the first time a runtime
 /// of `base` is committed or a Dockerfile builds `FROM base`.
