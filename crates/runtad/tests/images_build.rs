@@ -462,7 +462,7 @@ async fn hostile_runtime_commit_is_bounded_and_names_are_scoped() {
     let (st, v) = c
         .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": ""}))
         .await;
-    common::assert_error(st, &v, 400, "invalid_argument", "name");
+    common::assert_error(st, &v, 422, "invalid_argument", "name");
 }
 
 // ---- builds ----
@@ -602,8 +602,21 @@ async fn hostile_build_contexts_are_refused() {
         .output()
         .unwrap()
         .stdout;
-    let (st, _, v) = build(&c, "evil:1", evil).await;
-    common::assert_error(st, &v, 400, "invalid_argument", "outside the context");
+    let (st, log, v) = build(&c, "evil:1", evil).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("invalid_argument")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the context"),
+        "{v}"
+    );
+    assert!(log.is_empty(), "refused before buildah ran: {log:?}");
     assert!(!Path::new("/escaped").exists());
 
     // COPY of `..` and of a symlink to the host's /etc: nothing of the

@@ -23,7 +23,7 @@ use crate::manager::MAX_BUILD_CONTEXT;
     request_body = CommitRequest,
     responses((status = 201, body = Data<Image>, description = "The runtime's files as a new image over its image (a running runtime is frozen meanwhile)"),
               (status = 409, body = runta_api::ErrorBody, description = "The runtime is being created or deleted, or in error"),
-              (status = 507, body = runta_api::ErrorBody, description = "The files are larger than the runtime's disk quota")))]
+              (status = 503, body = runta_api::ErrorBody, description = "resource_exhausted: the files are larger than the runtime's disk quota")))]
 pub async fn commit_runtime(
     State(state): State<AppState>,
     p: Principal,
