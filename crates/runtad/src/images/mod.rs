@@ -33,6 +33,7 @@
 pub mod build;
 pub mod commit;
 pub mod digest;
+pub mod http_client;
 pub mod layer_tar;
 pub mod oci;
 mod pull;

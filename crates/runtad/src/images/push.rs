@@ -9,9 +9,11 @@
 
 use std::io::Read;
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
-use reqwest::{Method, StatusCode};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use http::{Method, Request, StatusCode, Uri};
 use serde::Serialize;
+
+use super::http_client::{self as hc, Answer, Body};
 
 use super::digest::Digest;
 use super::reference::Reference;
@@ -108,17 +110,21 @@ impl Images {
 impl Session {
     async fn push_has_blob(&self, d: &Digest) -> Result<bool> {
         let url = format!("{}/blobs/{d}", self.push_base());
-        let resp = self.push_request(|c| c.head(&url)).await?;
-        Ok(resp.status().is_success())
+        let resp = self
+            .push_request(|| self.push_req(Method::HEAD, &url, &[], hc::empty()))
+            .await?;
+        Ok(resp.status.is_success())
     }
 
     async fn push_blob(&self, d: &Digest, path: &std::path::Path) -> Result<()> {
         let start = format!("{}/blobs/uploads/", self.push_base());
         let resp = self
-            .push_request(|c| c.post(&start).header(CONTENT_LENGTH, "0"))
+            .push_request(|| {
+                self.push_req(Method::POST, &start, &[(CONTENT_LENGTH, "0")], hc::empty())
+            })
             .await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(self.push_err(format!("start an upload: HTTP {}", resp.status())));
+        if resp.status != StatusCode::ACCEPTED {
+            return Err(self.push_err(format!("start an upload: HTTP {}", resp.status)));
         }
         let mut location = self.push_location(&resp)?;
         let mut f = std::fs::File::open(path)?;
@@ -133,41 +139,45 @@ impl Session {
             let range = format!("{}-{}", offset, offset + n as u64 - 1);
             let url = location.clone();
             let resp = self
-                .push_request(|c| {
-                    c.request(Method::PATCH, &url)
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_RANGE, &range)
-                        .header(CONTENT_LENGTH, n.to_string())
-                        .body(chunk.clone())
+                .push_request(|| {
+                    self.push_req(
+                        Method::PATCH,
+                        &url,
+                        &[
+                            (CONTENT_TYPE, "application/octet-stream"),
+                            (CONTENT_RANGE, &range),
+                            (CONTENT_LENGTH, &n.to_string()),
+                        ],
+                        hc::full(chunk.clone()),
+                    )
                 })
                 .await?;
-            if resp.status() != StatusCode::ACCEPTED {
+            if resp.status != StatusCode::ACCEPTED {
                 return Err(self.push_err(format!(
                     "upload of blob {}: HTTP {}",
                     d.short(),
-                    resp.status()
+                    resp.status
                 )));
             }
             location = self.push_location(&resp)?;
             offset += n as u64;
         }
-        let mut url = reqwest::Url::parse(&location)
-            .map_err(|e| self.push_err(format!("upload location {location:?}: {e}")))?;
-        url.query_pairs_mut().append_pair("digest", d.as_str());
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{location}{sep}{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("digest", d.as_str())
+                .finish()
+        );
         let resp = self
-            .push_request(|c| c.put(url.clone()).header(CONTENT_LENGTH, "0"))
+            .push_request(|| self.push_req(Method::PUT, &url, &[(CONTENT_LENGTH, "0")], hc::empty()))
             .await?;
-        if resp.status() != StatusCode::CREATED {
+        if resp.status != StatusCode::CREATED {
+            let status = resp.status;
             return Err(self.push_err(format!(
-                "finish the upload of blob {}: HTTP {} {}",
+                "finish the upload of blob {}: HTTP {status} {}",
                 d.short(),
-                resp.status(),
-                resp.text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
+                resp.text(300).await
             )));
         }
         Ok(())
@@ -177,48 +187,61 @@ impl Session {
         let url = format!("{}/manifests/{tag}", self.push_base());
         let body = bytes::Bytes::copy_from_slice(body);
         let resp = self
-            .push_request(|c| {
-                c.put(&url)
-                    .header(CONTENT_TYPE, media_type)
-                    .body(body.clone())
+            .push_request(|| {
+                self.push_req(
+                    Method::PUT,
+                    &url,
+                    &[(CONTENT_TYPE, media_type)],
+                    hc::full(body.clone()),
+                )
             })
             .await?;
-        if resp.status() != StatusCode::CREATED {
+        if resp.status != StatusCode::CREATED {
+            let status = resp.status;
             return Err(self.push_err(format!(
-                "put the manifest: HTTP {} {}",
-                resp.status(),
-                resp.text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
+                "put the manifest: HTTP {status} {}",
+                resp.text(300).await
             )));
         }
         Ok(())
     }
 
+    /// A request to `url` with `headers` and `body`.
+    fn push_req(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(http::header::HeaderName, &str)],
+        body: Body,
+    ) -> Result<Request<Body>> {
+        let mut b = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            b = b.header(k, *v);
+        }
+        b.body(body)
+            .map_err(|e| self.push_err(format!("request {url}: {e}")))
+    }
+
     /// The upload URL a registry answered with (often relative).
-    fn push_location(&self, resp: &reqwest::Response) -> Result<String> {
+    fn push_location(&self, resp: &Answer) -> Result<String> {
         let loc = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
+            .header(LOCATION)
             .ok_or_else(|| self.push_err("an upload answer without a Location"))?;
-        let base =
-            reqwest::Url::parse(&self.push_base()).map_err(|e| self.push_err(e.to_string()))?;
-        let url = base
-            .join(loc)
+        let base: Uri = self
+            .push_base()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| self.push_err(e.to_string()))?;
+        let url = hc::join(&base, loc).map_err(|e| self.push_err(e))?;
+        let parsed: Uri = url
+            .parse()
             .map_err(|e| self.push_err(format!("upload location {loc:?}: {e}")))?;
         // The registry must not send our credentials elsewhere.
-        if url.host_str() != base.host_str()
-            || url.port_or_known_default() != base.port_or_known_default()
-        {
+        if parsed.authority() != base.authority() {
             return Err(self.push_err(format!(
                 "the registry sent the upload to another host ({loc:?})"
             )));
         }
-        Ok(url.to_string())
+        Ok(url)
     }
 }
 

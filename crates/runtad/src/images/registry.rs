@@ -4,22 +4,24 @@
 //! names). HTTPS with the host's trust store plus the operator's CAs
 //! (`--registry-ca`); plain HTTP only for `--insecure-registry HOST:PORT`.
 //!
-//! Written on reqwest (already in the tree for the CLI) rather than with the
-//! `oci-client` crate, which brings a second reqwest, `oci-spec` and a JWT
-//! stack for the five requests a pull makes.
+//! Written on the small hyper client of `http_client.rs` rather than with the
+//! `oci-client` crate, which brings reqwest (whose TLS needs a process-wide
+//! crypto provider, see `http_client.rs`), `oci-spec` and a JWT stack for the five
+//! requests a pull makes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
-use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
-use reqwest::StatusCode;
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE,
+};
+use http::{Method, StatusCode, Uri};
 
 use super::digest::Digest;
+use super::http_client::{Answer, Http};
 use super::pull::PullProgress;
 use super::reference::{Reference, DOCKER_HUB};
 use super::ImageError;
@@ -42,7 +44,7 @@ pub struct RegistryConfig {
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 pub struct Registries {
-    client: reqwest::Client,
+    client: Http,
     insecure: HashSet<String>,
     file_auth: HashMap<String, (String, String)>,
 }
@@ -92,14 +94,8 @@ impl Registries {
             .map_err(|e| format!("TLS: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("runtad/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("registry client: {e}"))?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = Http::new(tls);
         let mut file_auth = HashMap::new();
         if let Some(p) = &cfg.auth_file {
             let text = std::fs::read_to_string(p)
@@ -156,7 +152,7 @@ impl Registries {
 }
 
 pub struct Session {
-    client: reqwest::Client,
+    client: Http,
     base: String,
     repository: String,
     registry: String,
@@ -164,6 +160,16 @@ pub struct Session {
     creds: Option<(String, String)>,
     /// The `Authorization` value that worked last (a token lasts the pull).
     auth: tokio::sync::Mutex<Option<HeaderValue>>,
+}
+
+fn hv(s: &str) -> Result<HeaderValue, ImageError> {
+    HeaderValue::from_str(s).map_err(|e| ImageError::Invalid(format!("header value: {e}")))
+}
+
+/// `Basic base64(user:password)`.
+fn basic(u: &str, p: &str) -> Result<HeaderValue, ImageError> {
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+    hv(&format!("Basic {b}"))
 }
 
 impl Session {
@@ -174,44 +180,28 @@ impl Session {
         }
     }
 
-    fn net(&self, e: reqwest::Error) -> ImageError {
-        let mut m = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            m = format!("{m}: {s}");
-            src = s.source();
-        }
-        self.err(m)
-    }
-
     /// A GET that answers the registry's authentication challenge once.
-    async fn get(
-        &self,
-        url: &str,
-        accept: &str,
-        from: u64,
-    ) -> Result<reqwest::Response, ImageError> {
+    async fn get(&self, url: &str, accept: &str, from: u64) -> Result<Answer, ImageError> {
         for attempt in 0..2 {
-            let mut req = self.client.get(url).header(ACCEPT, accept);
+            let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(ACCEPT, hv(accept)?)];
             if from > 0 {
-                req = req.header(RANGE, format!("bytes={from}-"));
+                headers.push((RANGE, hv(&format!("bytes={from}-"))?));
             }
             if let Some(a) = self.auth.lock().await.clone() {
-                req = req.header(AUTHORIZATION, a);
+                headers.push((AUTHORIZATION, a));
             }
-            let resp = req.send().await.map_err(|e| self.net(e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
-                if resp.status() == StatusCode::UNAUTHORIZED {
-                    return Err(ImageError::Unauthorized(self.registry.clone()));
-                }
+            let resp = self
+                .client
+                .get(Method::GET, url, &headers)
+                .await
+                .map_err(|e| self.err(e))?;
+            if resp.status != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            if attempt == 1 {
+                break;
+            }
+            let challenge = resp.header(WWW_AUTHENTICATE).unwrap_or("").to_string();
             let value = self.answer(&challenge).await?;
             *self.auth.lock().await = Some(value);
         }
@@ -222,10 +212,6 @@ impl Session {
     async fn answer(&self, challenge: &str) -> Result<HeaderValue, ImageError> {
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         let params = parse_params(params);
-        let basic = |u: &str, p: &str| {
-            let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-            HeaderValue::from_str(&format!("Basic {b}")).map_err(|e| self.err(e.to_string()))
-        };
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => match &self.creds {
                 Some((u, p)) => basic(u, p),
@@ -235,37 +221,43 @@ impl Session {
                 let realm = params
                     .get("realm")
                     .ok_or_else(|| self.err("a Bearer challenge without a realm"))?;
-                let realm_url = reqwest::Url::parse(realm)
+                let realm_url: Uri = realm
+                    .parse()
                     .map_err(|e| self.err(format!("token realm {realm:?}: {e}")))?;
-                if realm_url.scheme() != "https" && !(self.plain && realm_url.scheme() == "http") {
+                let scheme = realm_url.scheme_str().unwrap_or("");
+                if scheme != "https" && !(self.plain && scheme == "http") {
                     return Err(self.err(format!(
                         "the token realm {realm:?} is not HTTPS (credentials are only sent over TLS)"
                     )));
                 }
-                let mut url = realm_url;
-                {
-                    let mut q = url.query_pairs_mut();
+                let scope = params
+                    .get("scope")
+                    .cloned()
+                    .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+                let query = {
+                    let mut q = form_urlencoded::Serializer::new(String::new());
                     if let Some(s) = params.get("service") {
                         q.append_pair("service", s);
                     }
-                    let scope = params
-                        .get("scope")
-                        .cloned()
-                        .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
                     q.append_pair("scope", &scope);
-                }
-                let mut req = self.client.get(url);
+                    q.finish()
+                };
+                let sep = if realm.contains('?') { '&' } else { '?' };
+                let url = format!("{realm}{sep}{query}");
+                let mut headers = vec![];
                 if let Some((u, p)) = &self.creds {
-                    req = req.basic_auth(u, Some(p));
+                    headers.push((AUTHORIZATION, basic(u, p)?));
                 }
-                let resp = req.send().await.map_err(|e| self.net(e))?;
-                if resp.status() == StatusCode::UNAUTHORIZED
-                    || resp.status() == StatusCode::FORBIDDEN
-                {
+                let resp = self
+                    .client
+                    .get(Method::GET, &url, &headers)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                if resp.status == StatusCode::UNAUTHORIZED || resp.status == StatusCode::FORBIDDEN {
                     return Err(ImageError::Unauthorized(self.registry.clone()));
                 }
-                if !resp.status().is_success() {
-                    return Err(self.err(format!("token server answered {}", resp.status())));
+                if !resp.status.is_success() {
+                    return Err(self.err(format!("token server answered {}", resp.status)));
                 }
                 let body = read_capped(resp, 1 << 20, self).await?;
                 let v: serde_json::Value = serde_json::from_slice(&body)
@@ -275,10 +267,9 @@ impl Session {
                     .or_else(|| v.get("access_token"))
                     .and_then(|t| t.as_str())
                     .ok_or_else(|| self.err("token answer without a token"))?;
-                HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|e| self.err(e.to_string()))
+                hv(&format!("Bearer {token}"))
             }
-            _ => Err(self.err(format!("unsupported authentication challenge {:?}", scheme))),
+            _ => Err(self.err(format!("unsupported authentication challenge {scheme:?}"))),
         }
     }
 
@@ -286,10 +277,10 @@ impl Session {
     pub async fn check_login(&self) -> Result<(), ImageError> {
         let url = self.base.split("/v2/").next().unwrap_or("").to_string() + "/v2/";
         let resp = self.get(&url, "application/json", 0).await?;
-        if resp.status().is_success() {
+        if resp.status.is_success() {
             Ok(())
         } else {
-            Err(self.err(format!("GET /v2/ answered {}", resp.status())))
+            Err(self.err(format!("GET /v2/ answered {}", resp.status)))
         }
     }
 
@@ -302,7 +293,7 @@ impl Session {
     ) -> Result<(Vec<u8>, Option<String>), ImageError> {
         let url = format!("{}/manifests/{reference}", self.base);
         let resp = self.get(&url, super::oci::MANIFEST_ACCEPT, 0).await?;
-        match resp.status() {
+        match resp.status {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => {
                 return Err(ImageError::NotFound(format!(
@@ -312,18 +303,13 @@ impl Session {
             }
             s => return Err(self.err(format!("manifest {reference}: HTTP {s}"))),
         }
-        if resp.content_length().is_some_and(|n| n > max) {
+        if let Some(n) = resp.content_length().filter(|n| *n > max) {
             return Err(ImageError::TooLarge(format!(
-                "the manifest of {}:{reference} is {} bytes (at most {max})",
-                self.repository,
-                resp.content_length().unwrap_or(0)
+                "the manifest of {}:{reference} is {n} bytes (at most {max})",
+                self.repository
             )));
         }
-        let ct = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let ct = resp.header(CONTENT_TYPE).map(str::to_string);
         let body = read_capped(resp, max, self).await?;
         Ok((body, ct))
     }
@@ -349,8 +335,8 @@ impl Session {
             return Ok(());
         }
         let url = format!("{}/blobs/{digest}", self.base);
-        let resp = self.get(&url, "*/*", have).await?;
-        let mut file = match resp.status() {
+        let mut resp = self.get(&url, "*/*", have).await?;
+        let mut file = match resp.status {
             StatusCode::PARTIAL_CONTENT => {
                 std::fs::OpenOptions::new().append(true).open(partial)?
             }
@@ -369,9 +355,7 @@ impl Session {
             }
             s => return Err(self.err(format!("blob {}: HTTP {s}", digest.short()))),
         };
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.net(e))?;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.err(e))? {
             have += chunk.len() as u64;
             if have > size {
                 drop(file);
@@ -402,31 +386,26 @@ impl Session {
         self.err(message)
     }
 
-    /// Sends the request `make` builds, answering one authentication
-    /// challenge (a push needs a token with `push` scope, which the
-    /// registry's challenge names) and sending it again.
+    /// Sends the request `make` builds (an absolute URI), answering one
+    /// authentication challenge (a push needs a token with `push` scope,
+    /// which the registry's challenge names) and sending it again.
     pub(super) async fn push_request(
         &self,
-        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ImageError> {
+        make: impl Fn() -> Result<http::Request<super::http_client::Body>, ImageError>,
+    ) -> Result<Answer, ImageError> {
         for attempt in 0..2 {
-            let mut req = make(&self.client);
+            let mut req = make()?;
             if let Some(a) = self.auth.lock().await.clone() {
-                req = req.header(AUTHORIZATION, a);
+                req.headers_mut().insert(AUTHORIZATION, a);
             }
-            let resp = req.send().await.map_err(|e| self.net(e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED {
+            let resp = self.client.send_once(req).await.map_err(|e| self.err(e))?;
+            if resp.status != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
             if attempt == 1 {
                 break;
             }
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let challenge = resp.header(WWW_AUTHENTICATE).unwrap_or("").to_string();
             let value = self.answer(&challenge).await?;
             *self.auth.lock().await = Some(value);
         }
@@ -434,15 +413,9 @@ impl Session {
     }
 }
 
-async fn read_capped(
-    resp: reqwest::Response,
-    max: u64,
-    s: &Session,
-) -> Result<Vec<u8>, ImageError> {
+async fn read_capped(mut resp: Answer, max: u64, s: &Session) -> Result<Vec<u8>, ImageError> {
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| s.net(e))?;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| s.err(e))? {
         if out.len() as u64 + chunk.len() as u64 > max {
             return Err(ImageError::TooLarge(format!(
                 "a document from registry {} is larger than {max} bytes",
