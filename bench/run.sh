@@ -117,6 +117,25 @@ if [ -f bench/ingress.sh ] && [ -z "${BENCH_NO_INGRESS:-}" ]; then
   fi
 fi
 
+# Egress rows (bench/egress.sh) travel in the same file as the ingress rows.
+if [ -f bench/egress.sh ] && [ -z "${BENCH_NO_EGRESS:-}" ]; then
+  echo "== egress (bench/egress.sh)" >&2
+  if BENCH_DATA_DIR=$WORK/egress-data BENCH_EGRESS_OUT=$WORK/egress.json bash bench/egress.sh >&2 &&
+     [ -s "$WORK/egress.json" ]; then
+    python3 - "$WORK/egress.json" "$WORK/ingress.json" "$WORK/script-rows.json" <<'PY'
+import json, os, sys
+rows = []
+for p in (sys.argv[2], sys.argv[1]):
+    if os.path.exists(p) and os.path.getsize(p):
+        rows += json.load(open(p))
+json.dump(rows, open(sys.argv[3], "w"))
+PY
+    INGRESS_ARGS=(--ingress-json "$WORK/script-rows.json")
+  else
+    echo "bench/egress.sh failed or wrote no rows; egress not reported" >&2
+  fi
+fi
+
 STEM=$(date +%F)
 QUICK=()
 if [ -n "${BENCH_QUICK:-}" ]; then

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/install-deps.sh || exit 1
 set +e  # install-deps.sh sets -e; here every step runs and the summary decides
 export RUNTA_IMAGES_DIR=${RUNTA_IMAGES_DIR:-/var/lib/runta/images}
+# Where cargo puts the binaries (CARGO_TARGET_DIR, relative to the repository).
+TARGET=${CARGO_TARGET_DIR:-target}
 LOG=$(mktemp -d)
 failed=()
 
@@ -18,7 +20,7 @@ step() { # name, command...
 
 step build bash -c '[ -x dashboard/build.sh ] && bash dashboard/build.sh; bash scripts/build.sh && cargo build --quiet --tests --workspace'
 if [[ " ${failed[*]} " == *" build "* ]]; then echo "build failed"; exit 1; fi
-step image target/debug/runtad --data-dir "$LOG/prep" --images-dir "$RUNTA_IMAGES_DIR" --prepare-image
+step image "$TARGET/debug/runtad" --data-dir "$LOG/prep" --images-dir "$RUNTA_IMAGES_DIR" --prepare-image
 step fmt cargo fmt --all --check
 step clippy cargo clippy --quiet --workspace --all-targets -- -D warnings
 step rust cargo test --workspace --no-fail-fast -- --test-threads=4

@@ -4,6 +4,7 @@
 //! rootfs. Benchmarks report; they never fail a test suite.
 
 mod bench;
+mod compare;
 mod mem;
 mod peers;
 mod report;
@@ -51,6 +52,8 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Delete whatever a (possibly interrupted) run left behind.
     Cleanup(Target),
+    /// This tree's daemon against a baseline build's, in one run (bench/baseline.sh).
+    Compare(Box<compare::CompareArgs>),
 }
 
 #[derive(clap::Args)]
@@ -308,6 +311,7 @@ fn main() {
         match cli.cmd {
             Cmd::Run(a) => run(*a).await,
             Cmd::Cleanup(t) => cleanup(t).await,
+            Cmd::Compare(a) => compare::run(*a).await,
         }
     });
     if let Err(e) = r {

@@ -1,10 +1,8 @@
 // End-to-end test of the dashboard against a real runtad (see dashboard/run-tests.sh).
-// Starts a fresh daemon, drives Debian's Chromium with playwright-core, and deletes
+// Starts a fresh daemon (scripts/test-daemon.sh, as every suite), drives Debian's Chromium with playwright-core, and deletes
 // every runtime of its tenant before stopping the daemon.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, mkdirSync, existsSync, openSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -15,24 +13,14 @@ const repo = resolve(dashboard, '..');
 const results = join(dashboard, 'test-results');
 mkdirSync(results, { recursive: true });
 
-const PORT = Number(process.env.RUNTA_TEST_PORT ?? 18184);
-const BASE = `http://127.0.0.1:${PORT}`;
-const BIN = process.env.RUNTAD_BIN ?? join(repo, 'target/debug/runtad');
+// Where cargo puts the binaries: CARGO_TARGET_DIR (relative to the repository), else ./target;
+// scripts/test-daemon.sh finds runtad there (or RUNTAD_BIN).
+const TARGET = resolve(repo, process.env.CARGO_TARGET_DIR || 'target');
+const DAEMON_SCRIPT = join(repo, 'scripts/test-daemon.sh');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const STATIC_AGENT = join(repo, 'target/x86_64-unknown-linux-gnu/release/runta-agent');
+const STATIC_AGENT = join(TARGET, 'x86_64-unknown-linux-gnu/release/runta-agent');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-// A port nothing listens on now: a daemon refuses to start without its ingress
-// ports, and the defaults may be another daemon's.
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 let step = 'setup';
 const log = (msg) => console.log(`[e2e] ${msg}`);
 function check(cond, msg) {
@@ -52,31 +40,44 @@ async function http(method, path, token, body) {
 }
 
 // ---------------------------------------------------------------- daemon
-const dataDir = mkdtempSync(join(tmpdir(), 'runta-dash-e2e-'));
 const daemonLog = join(results, 'runtad.log');
-const env = { ...process.env };
+const env = {
+  ...process.env,
+  RUNTA_TEST_PORT: process.env.RUNTA_TEST_PORT ?? '18184',
+  RUNTA_TEST_SUBNET_OCTET: '153',
+  RUNTA_TEST_DATA_PREFIX: 'runta-dash-e2e-',
+  RUNTA_TEST_DAEMON_LOG: daemonLog,
+};
 if (!env.RUNTA_AGENT_BIN && existsSync(STATIC_AGENT)) env.RUNTA_AGENT_BIN = STATIC_AGENT;
-const out = openSync(daemonLog, 'w');
-const daemon = spawn(
-  BIN,
-  ['--data-dir', dataDir, '--listen', `127.0.0.1:${PORT}`, '--images-dir', '/var/lib/runta/images',
-    '--subnet-octet', '153', '--no-prebuild',
-    '--ingress-listen-https', `127.0.0.1:${await freePort()}`,
-    '--ingress-listen-http', `127.0.0.1:${await freePort()}`],
-  { env, stdio: ['ignore', out, out] },
+// Waits until the daemon is healthy and its admin token works; prints KEY=value lines.
+let started;
+try {
+  started = execFileSync('bash', [DAEMON_SCRIPT, 'start'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+} catch {
+  console.error(`[e2e] FAILED at step "start the daemon"; see ${daemonLog}`);
+  process.exit(1);
+}
+const info = Object.fromEntries(
+  started.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
 );
-let daemonExited = false;
-daemon.on('exit', (code, sig) => {
-  daemonExited = true;
-  log(`runtad exited (${code ?? sig})`);
-});
+const BASE = info.RUNTA_TEST_ENDPOINT;
+const dataDir = info.RUNTA_TEST_DATA_DIR;
+const daemonPid = Number(info.RUNTA_TEST_DAEMON_PID);
+const daemonAlive = () => {
+  try {
+    process.kill(daemonPid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 let tenantToken = null;
 let browser = null;
 let failed = false;
 
 async function cleanup() {
-  if (tenantToken && !daemonExited) {
+  if (tenantToken && daemonAlive()) {
     try {
       const list = await http('GET', '/v1/runtimes?limit=100', tenantToken);
       for (const r of list.data) {
@@ -88,15 +89,10 @@ async function cleanup() {
     }
   }
   if (browser) await browser.close().catch(() => {});
-  if (!daemonExited) {
-    daemon.kill('SIGTERM');
-    for (let i = 0; i < 50 && !daemonExited; i++) await sleep(100);
-    if (!daemonExited) daemon.kill('SIGKILL');
-  }
   try {
-    execFileSync('rm', ['-rf', '--one-file-system', dataDir]);
+    execFileSync('bash', [DAEMON_SCRIPT, 'stop', dataDir], { stdio: 'inherit' });
   } catch (e) {
-    log(`could not remove ${dataDir}: ${e.message}`);
+    log(`stopping the daemon: ${e.message}`);
   }
 }
 
@@ -108,16 +104,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 }
 
 try {
-  step = 'wait for /healthz';
-  for (let i = 0; ; i++) {
-    if (daemonExited) throw new Error(`runtad exited early; see ${daemonLog}`);
-    try {
-      if ((await fetch(`${BASE}/healthz`)).ok) break;
-    } catch {}
-    if (i > 300) throw new Error('runtad did not become healthy in 30 s');
-    await sleep(100);
-  }
-  const admin = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+  const admin = info.RUNTA_TEST_ADMIN_TOKEN;
   const tenant = `dash-e2e-${Date.now().toString(36)}`;
   tenantToken = (await http('POST', '/v1/tokens', admin, { tenant })).data.token;
   log(`daemon up, tenant ${tenant}`);

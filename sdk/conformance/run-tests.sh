@@ -2,7 +2,7 @@
 # Conformance of runtad with Runta's official Python client: installs
 # runta-sdk==0.1.1 and ==0.1.21 from PyPI into their own venvs and drives both
 # against a real runtad (started by tests/conftest.py, as sdk/python does).
-# Needs target/debug/runtad and the static agent (bash scripts/build.sh).
+# Needs $CARGO_TARGET_DIR/debug/runtad (default ./target) and the static agent (bash scripts/build.sh).
 # Extra arguments go to pytest (e.g. ./run-tests.sh -k lifecycle -x).
 set -euo pipefail
 cd "$(dirname "$0")"

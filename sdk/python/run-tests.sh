@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lints, type-checks and tests the Python SDK against a real runtad.
-# Needs target/debug/runtad and the static agent (bash scripts/build.sh).
+# Needs $CARGO_TARGET_DIR/debug/runtad (default ./target) and the static agent (bash scripts/build.sh).
 # Extra arguments go to pytest (e.g. ./run-tests.sh -k session -x).
 set -euo pipefail
 cd "$(dirname "$0")"

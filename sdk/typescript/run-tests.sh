@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything the TypeScript SDK promises: clean install, strict type-check,
 # build, the tests against a fresh runtad, and the npm pack / install check.
-# Assumes target/debug/runtad and the static agent are built (bash scripts/build.sh).
+# Assumes $CARGO_TARGET_DIR/debug/runtad (default ./target) and the static agent are built (bash scripts/build.sh).
 # Env: RUNTAD_BIN, RUNTA_TEST_PORT (18183), RUNTA_TEST_SUBNET_OCTET (152),
 #      RUNTA_TEST_FILES (a subset of test files, e.g. "exec.test.js").
 set -euo pipefail

@@ -75,6 +75,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             name,
             snapshot,
         } => crate::image_build::commit(&c, &source, &name, snapshot, json).await,
+        Cmd::Egress(cmd) => crate::egress::run(&c, cmd, json).await,
+        Cmd::Audits(a) => crate::egress::audits(&c, a, json).await,
         Cmd::Token(TokenCmd::Create { tenant }) => {
             let v = c.post("/v1/tokens", &json!({ "tenant": tenant })).await?;
             if json {
@@ -137,7 +139,11 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
         idle_timeout_secs: a.idle_timeout,
         idle_wakeup: None,
         checkpoint: a.from_snapshot.clone(),
-        egress_policy: None,
+        egress_policy: crate::egress::policy_from_flags(
+            a.egress_mode,
+            &a.egress_allow,
+            &a.egress_deny,
+        ),
     };
     let path = if a.no_wait {
         "/v1/runtimes?wait=false"
@@ -179,6 +185,12 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
     );
     for l in url_lines(&r) {
         println!("{l}");
+    }
+    if req.egress_policy.is_some() {
+        print!(
+            "{}",
+            crate::egress::describe("  egress", &r.official.egress_policy)
+        );
     }
     if let Some(e) = &r.error {
         eprintln!("runta: the runtime reports an error: {e}");

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod config;
 mod cp;
+mod egress;
 mod error;
 mod exec;
 mod image;
@@ -30,6 +31,8 @@ Examples:
   runta snapshot create worker before-upgrade
   runta snapshot restore before-upgrade worker-2
   runta apply -f deployment.json
+  runta run --name agent --egress-allow pypi.org --egress-allow '*.pythonhosted.org'
+  runta audits --runtime agent --follow
 
 Environment: RUNTA_ENDPOINT (default http://127.0.0.1:8080), RUNTA_TOKEN, RUNTA_CONFIG
 (default ~/.config/runta/config.toml with `endpoint` and `token`). Flags beat the
@@ -142,6 +145,14 @@ pub enum Cmd {
         after_help = "Examples:\n  runta events worker\n  runta logs worker -f"
     )]
     Events(EventsArgs),
+    /// A runtime's outbound policy: show it, allow or deny hosts, change it live
+    #[command(subcommand, after_help = egress::EGRESS_AFTER_HELP)]
+    Egress(egress::EgressCmd),
+    /// The egress gateway's decisions (allowed and denied connections, requests, DNS)
+    #[command(
+        after_help = "Examples:\n  runta audits\n  runta audits --runtime worker --follow\n  runta audits --runtime worker --kind dns_query --limit 200\n  runta audits --json"
+    )]
+    Audits(egress::AuditsArgs),
     /// Run the daemon (runtad) in the foreground; flags are passed to it
     #[command(
         disable_help_flag = true,
@@ -228,6 +239,16 @@ pub struct RunArgs {
     /// Return as soon as the runtime is accepted (status `creating`)
     #[arg(long)]
     pub no_wait: bool,
+    /// Egress: a host it may reach (repeatable; alone, it makes an allowlist):
+    /// a name, *.example.com, an address or a CIDR block
+    #[arg(long, value_name = "HOST", value_parser = egress::parse_host)]
+    pub egress_allow: Vec<runta_api::HostEntry>,
+    /// Egress: a host it may not reach (repeatable)
+    #[arg(long, value_name = "HOST", value_parser = egress::parse_host)]
+    pub egress_deny: Vec<runta_api::HostEntry>,
+    /// Egress: allowlist or denylist [default: allowlist when --egress-allow is given]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub egress_mode: Option<egress::ModeArg>,
 }
 
 #[derive(Args)]
@@ -432,6 +453,9 @@ impl From<RestoreArgs> for RunArgs {
             idle_timeout: a.idle_timeout,
             from_snapshot: Some(a.snapshot),
             no_wait: a.no_wait,
+            egress_allow: vec![],
+            egress_deny: vec![],
+            egress_mode: None,
         }
     }
 }

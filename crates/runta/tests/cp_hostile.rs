@@ -28,77 +28,19 @@ struct Daemon {
 
 static DAEMON: OnceLock<Daemon> = OnceLock::new();
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
-static RUNTIMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-fn runtad_bin() -> PathBuf {
-    std::env::var_os("RUNTAD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().unwrap();
-            exe.parent().unwrap().parent().unwrap().join("runtad")
-        })
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns status and body.
-fn http(base: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n"
-    );
-    req.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, rest.to_string())
-}
 
 extern "C" fn cleanup_at_exit() {
     if let Some(d) = DAEMON.get() {
-        for n in RUNTIMES.lock().map(|v| v.clone()).unwrap_or_default() {
-            let _ = http(
-                &d.endpoint,
-                "DELETE",
-                &format!("/v1/runtimes/{n}"),
-                &d.token,
-                "",
-            );
-        }
+        runta_testkit::delete_all(&d.endpoint, &d.token);
     }
-    if let Ok(mut g) = CHILD.lock() {
-        if let Some(mut c) = g.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    if let Some(c) = CHILD.lock().ok().and_then(|mut g| g.take()) {
+        runta_testkit::stop_daemon(c);
     }
     // Its runtimes are gone (deleted above, or with the daemon's last stop):
     // nothing is mounted there any more.
     if let Some(d) = DATA_DIR.get() {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        if !mounts.contains(d.to_str().unwrap_or("?")) {
+        if runta_testkit::mounted_under(d).is_none() {
             let _ = std::fs::remove_dir_all(d);
         }
     }
@@ -106,86 +48,42 @@ extern "C" fn cleanup_at_exit() {
 
 fn daemon() -> &'static Daemon {
     DAEMON.get_or_init(|| {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = runta_testkit::free_port();
         let data = std::env::temp_dir().join(format!("runta-cp-hostile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
         let _ = DATA_DIR.set(data.clone());
-        let log = std::fs::File::create(data.join("runtad.log")).unwrap();
-        let images =
-            std::env::var("RUNTA_IMAGES_DIR").unwrap_or_else(|_| "/var/lib/runta/images".into());
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--data-dir",
             data.join("data").to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--images-dir",
-            &images,
+            &runta_testkit::images_dir(),
             "--no-prebuild",
             "--stop-grace-secs",
             "2",
-            "--ingress-listen-https",
-            "off",
-            "--ingress-listen-http",
-            "off",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let bin = runtad_bin();
-        assert!(bin.is_file(), "{} not built", bin.display());
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Spawned from a thread that never ends: PDEATHSIG fires only when the
-        // test process goes.
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            let mut cmd = Command::new(bin);
-            cmd.args(&args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            // SAFETY: prctl is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let _ = tx.send(cmd.spawn());
-            loop {
-                std::thread::park();
-            }
-        });
-        *CHILD.lock().unwrap() = Some(rx.recv().unwrap().expect("spawn runtad"));
+        args.extend(runta_testkit::ingress_off_args());
+        let log = data.join("runtad.log");
+        *CHILD.lock().unwrap() = Some(runta_testkit::spawn_runtad(&args, &log));
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(cleanup_at_exit) };
         let endpoint = format!("http://127.0.0.1:{port}");
-        let t0 = Instant::now();
-        while http(&endpoint, "GET", "/healthz", "", "").0 != 200 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "runtad not healthy: {}",
-                std::fs::read_to_string(data.join("runtad.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let admin = std::fs::read_to_string(data.join("data/admin-token")).unwrap();
-        let (st, body) = http(
-            &endpoint,
-            "POST",
-            "/v1/tokens",
-            admin.trim(),
-            r#"{"tenant":"cp-hostile"}"#,
-        );
-        assert_eq!(st, 201, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
+        runta_testkit::wait_healthy(&endpoint, &log, || {
+            CHILD
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+        });
+        let admin = runta_testkit::admin_token(&data.join("data"));
         Daemon {
+            token: runta_testkit::mint_token(&endpoint, &admin, "cp-hostile"),
             endpoint,
-            token: v["data"]["token"].as_str().unwrap().to_string(),
         }
     })
 }
@@ -249,7 +147,6 @@ struct Rt(String);
 impl Rt {
     fn new(prefix: &str) -> Rt {
         let name = format!("{prefix}-{}", std::process::id() % 100_000);
-        RUNTIMES.lock().unwrap().push(name.clone());
         let o = runta(&["run", "--name", &name, "--memory", "256"]);
         assert_eq!(o.code, 0, "{o:?}");
         Rt(name)

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod egress;
+pub mod host;
 pub mod images;
 pub mod ingress;
 pub mod manager;
@@ -86,11 +87,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     )
     .context("open the image store")?;
 
-    let agent_bin = config::install_agent(&cfg, &data_dir)?;
-    let instance = config::instance_tag(&data_dir);
+    let agent_bin = host::install_agent(cfg.agent_bin.as_deref(), &data_dir)?;
+    let instance = host::instance_tag(&data_dir);
     let subnet_octet = cfg
         .subnet_octet
-        .unwrap_or_else(|| config::default_subnet_octet(&instance));
+        .unwrap_or_else(|| host::default_subnet_octet(&instance));
     let images = Arc::new(ImageStore::new(
         cfg.images_dir.clone(),
         cfg.debian_mirror.clone(),
@@ -118,7 +119,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     info!(backend = %runta_backend::Backend::name(&backend), instance = %instance, subnet = %backend.network().subnet(), "backend ready");
     let backend: Arc<dyn runta_backend::Backend> = Arc::new(backend);
 
-    let host_mem_mib = config::host_memory_mib();
+    let host_mem_mib = host::host_memory_mib();
     let capacity = cfg
         .capacity_memory_mib
         .unwrap_or((host_mem_mib as f64 * cfg.memory_overcommit) as u64);

@@ -1,4 +1,4 @@
-"""Starts a real runtad for the session (the way sdk/python's suite does) and
+"""Starts a real runtad for the session (scripts/test-daemon.sh, as every suite) and
 hands out tenant tokens, official clients, and a plain-HTTP view of our own
 REST API to read state back with.
 
@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, List
@@ -25,6 +20,8 @@ import pytest
 import runta
 
 REPO = Path(__file__).resolve().parents[3]
+# Starts and stops the daemon (and finds runtad under CARGO_TARGET_DIR, default ./target).
+DAEMON_SCRIPT = REPO / "scripts" / "test-daemon.sh"
 PREFERRED_PORT = int(os.environ.get("RUNTA_TEST_PORT", "18290"))
 SUBNET_OCTET = os.environ.get("RUNTA_TEST_SUBNET_OCTET", "152")
 IMAGES_DIR = os.environ.get("RUNTA_TEST_IMAGES_DIR", "/var/lib/runta/images")
@@ -34,89 +31,37 @@ NEW = SDK_VERSION >= (0, 1, 10)
 """0.1.10+ spells start/stop boot/shutdown and runs async exec over /exec/stream."""
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _any_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pick_port() -> int:
-    if _port_free(PREFERRED_PORT):
-        return PREFERRED_PORT
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _start_daemon() -> dict[str, str]:
+    """scripts/test-daemon.sh start: the one way every suite starts its runtad."""
+    env = {
+        **os.environ,
+        "RUNTA_TEST_PORT": str(PREFERRED_PORT),
+        "RUNTA_TEST_SUBNET_OCTET": SUBNET_OCTET,
+        "RUNTA_TEST_IMAGES_DIR": IMAGES_DIR,
+        "RUNTA_TEST_DATA_PREFIX": "runta-conformance-",
+    }
+    r = subprocess.run(
+        ["bash", str(DAEMON_SCRIPT), "start", "--stop-grace-secs", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode == 3:
+        pytest.exit(r.stderr.strip(), 2)
+    if r.returncode != 0:
+        raise RuntimeError(f"runtad did not start:\n{r.stderr}")
+    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
 
 
 class Daemon:
     def __init__(self) -> None:
-        self.bin = os.environ.get("RUNTAD_BIN", str(REPO / "target" / "debug" / "runtad"))
-        if not os.access(self.bin, os.X_OK):
-            pytest.exit(f"runtad not found at {self.bin}: run `bash scripts/build.sh`", 2)
-        self.data_dir = tempfile.mkdtemp(prefix="runta-conformance-")
-        self.port = _pick_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(self.data_dir, "runtad.log")
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                self.bin,
-                "--data-dir", self.data_dir,
-                "--listen", f"127.0.0.1:{self.port}",
-                "--images-dir", IMAGES_DIR,
-                "--subnet-octet", SUBNET_OCTET,
-                "--no-prebuild",
-                "--stop-grace-secs", "2",
-                # Free ports: a daemon refuses to start without its ingress
-                # ports, and the defaults may be another daemon's.
-                "--ingress-listen-https", f"127.0.0.1:{_any_free_port()}",
-                "--ingress-listen-http", f"127.0.0.1:{_any_free_port()}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        info = _start_daemon()
+        self.endpoint = info["RUNTA_TEST_ENDPOINT"]
+        self.admin_token = info["RUNTA_TEST_ADMIN_TOKEN"]
+        self.data_dir = info["RUNTA_TEST_DATA_DIR"]
+        self.log_path = info["RUNTA_TEST_DAEMON_LOG"]
         self.tokens: List[str] = []
-        self.admin_token = self._wait_ready()
-
-    def _log_tail(self) -> str:
-        try:
-            return Path(self.log_path).read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def _wait_ready(self) -> str:
-        deadline = time.monotonic() + 60
-        token_file = Path(self.data_dir) / "admin-token"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"runtad exited ({self.proc.returncode}):\n{self._log_tail()}")
-            try:
-                r = httpx.get(f"{self.endpoint}/healthz", timeout=2)
-                if r.status_code == 200 and token_file.exists():
-                    admin = token_file.read_text().strip()
-                    probe = httpx.post(
-                        f"{self.endpoint}/v1/tokens",
-                        json={"tenant": "conformance-probe"},
-                        headers={"Authorization": f"Bearer {admin}"},
-                        timeout=5,
-                    )
-                    if probe.status_code in (200, 201):
-                        return admin
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"runtad did not become ready:\n{self._log_tail()}")
 
     def new_token(self, tenant: str) -> str:
         r = httpx.post(
@@ -146,18 +91,7 @@ class Daemon:
                             c.delete(f"/v1/checkpoints/{cp['id']}")
                 except Exception as e:  # noqa: BLE001
                     print(f"cleanup: {e}")
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        if os.environ.get("RUNTA_TEST_KEEP_DATA"):
-            print(f"runtad data kept in {self.data_dir}")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        subprocess.run(["bash", str(DAEMON_SCRIPT), "stop", self.data_dir], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 /** The entry point: `new Runta()`, `runta.runtimes` and `runta.checkpoints`. */
 
 import { Checkpoints, checkpointRef, type Checkpoint } from "./checkpoint.js";
+import { Audits, policyBody, type EgressPolicyInput } from "./egress.js";
 import { InvalidArgumentError, RuntaError } from "./errors.js";
 import { HttpClient, type ClientOptions } from "./http.js";
 import { portSpec, resourcesBody, Runtime, type PublishSpec } from "./runtime.js";
@@ -32,6 +33,12 @@ export interface CreateRuntimeOptions {
   idempotencyKey?: string;
   /** Client-side limit in ms (default 10 minutes: the first create may build the base image). */
   timeoutMs?: number;
+  /** Outbound policy, either official shape (`{ mode, allowed_hosts, denied_hosts }` or `{ enabled, allowed_hosts }`); default open. */
+  egressPolicy?: EgressPolicyInput;
+  /** Shorthand: an allowlist of these hosts (names, `*.example.com`, addresses, CIDR blocks; URLs are cut to their host). */
+  allowedHosts?: string[];
+  /** Shorthand: a denylist of these hosts (with `allowedHosts`: both lists, allowlist mode). */
+  deniedHosts?: string[];
 }
 
 export interface ListOptions {
@@ -97,6 +104,17 @@ export class Runtimes {
       if (opts.checkpointId !== undefined && opts.checkpoint !== undefined && checkpointRef(opts.checkpoint) !== body.checkpoint) {
         throw new InvalidArgumentError({ code: "invalid_argument", message: "checkpoint: give checkpointId or checkpoint, not two different ones", field: "checkpoint" });
       }
+    }
+    if (opts.egressPolicy !== undefined && (opts.allowedHosts !== undefined || opts.deniedHosts !== undefined)) {
+      throw new InvalidArgumentError({ code: "invalid_argument", message: "egress_policy: give egressPolicy or allowedHosts/deniedHosts, not both", field: "egress_policy" });
+    }
+    if (opts.egressPolicy !== undefined) body.egress_policy = policyBody(opts.egressPolicy);
+    else if (opts.allowedHosts !== undefined || opts.deniedHosts !== undefined) {
+      body.egress_policy = policyBody({
+        mode: opts.allowedHosts !== undefined ? "allowlist" : "denylist",
+        allowed_hosts: opts.allowedHosts ?? [],
+        denied_hosts: opts.deniedHosts ?? [],
+      });
     }
     const headers: Record<string, string> = {};
     if (opts.idempotencyKey !== undefined) headers["idempotency-key"] = opts.idempotencyKey;
@@ -191,6 +209,8 @@ export class Runta {
   /** The tenant's checkpoints (saved runtime files): list, get, delete. */
   readonly checkpoints: Checkpoints;
   readonly admin: Admin;
+  /** The egress gateway's decisions for the tenant's runtimes. */
+  readonly audits: Audits;
   /** @internal */
   readonly http: HttpClient;
 
@@ -199,6 +219,7 @@ export class Runta {
     this.runtimes = new Runtimes(this.http);
     this.checkpoints = new Checkpoints(this.http);
     this.admin = new Admin(this.http);
+    this.audits = new Audits(this.http);
   }
 
   /** The daemon address in use. */

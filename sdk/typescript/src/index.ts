@@ -25,6 +25,19 @@ export { ExecProcess, StreamResult } from "./stream.js";
 export type { ExecStreamOptions } from "./stream.js";
 export { DEFAULT_MAX_DOWNLOAD_BYTES, RuntimeFiles, unsafeEntryName } from "./files.js";
 export type { FileData, WriteOptions, TransferOptions, TransferSummary } from "./files.js";
+export { Audits, RuntimeEgress, AUDIT_KINDS, auditDetail, auditHost, hostOf } from "./egress.js";
+export type {
+  Audit,
+  AuditAction,
+  AuditKind,
+  AuditListOptions,
+  AuditPage,
+  EgressMode,
+  EgressPolicy,
+  EgressPolicyInput,
+  EgressPolicyView,
+  Hosts,
+} from "./egress.js";
 export { Session } from "./session.js";
 export type { SessionOptions } from "./session.js";
 export { DEFAULT_ENDPOINT, SDK_VERSION } from "./http.js";

@@ -1,6 +1,7 @@
 /** The `Runtime` handle: one runtime, its lifecycle, exec, files and sessions. */
 
 import { RuntimeCheckpoints } from "./checkpoint.js";
+import { RuntimeEgress } from "./egress.js";
 import { InvalidArgumentError, RuntaError, RuntaTimeoutError } from "./errors.js";
 import type { Command, ExecOptions } from "./exec.js";
 import { ExecResult, execRequest } from "./exec.js";
@@ -82,6 +83,8 @@ export class Runtime {
   readonly files: RuntimeFiles;
   /** Save this runtime's files as a checkpoint; the checkpoints taken of it. */
   readonly checkpoints: RuntimeCheckpoints;
+  /** The outbound policy, changed live, and this runtime's egress audits. */
+  readonly egress: RuntimeEgress;
   private info: RuntimeInfo;
 
   /** @internal */
@@ -91,6 +94,9 @@ export class Runtime {
     this.info = info;
     this.files = new RuntimeFiles(this);
     this.checkpoints = new RuntimeCheckpoints(http, info.id);
+    this.egress = new RuntimeEgress(http, info.id, (i) => {
+      this.set(i);
+    });
   }
 
   /** The record as last fetched (status, resources, env, labels, publish URLs, …). */

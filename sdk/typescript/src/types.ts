@@ -3,6 +3,8 @@
  * (crates/runta-api). snake_case here is the wire's; the SDK's own options are camelCase.
  */
 
+import type { EgressPolicyInput, EgressPolicyView } from "./egress.js";
+
 export type RuntimeStatus =
   | "creating"
   | "running"
@@ -85,6 +87,8 @@ export interface RuntimeInfo {
   /** = `idle_timeout_secs` and `idle_wakeup`. */
   idle_policy?: IdlePolicy;
   ssh_enabled?: boolean;
+  /** The outbound policy in both official spellings (see `runtime.egress`). */
+  egress_policy?: EgressPolicyView;
 }
 
 /** The official idle policy: off, or suspend after `suspend_after_secs` and wake on a request or only on start/resume. */
@@ -109,6 +113,8 @@ export interface CreateRuntimeRequest {
   idle_timeout_secs?: number;
   /** A checkpoint's UUID or name: start from its files. */
   checkpoint?: string;
+  /** Outbound policy (either official shape); absent = open. */
+  egress_policy?: EgressPolicyInput;
 }
 
 /** `POST /v1/runtimes/{id}/checkpoints` body. */
@@ -140,6 +146,8 @@ export interface UpdateRuntimeRequest {
   labels?: Record<string, string>;
   publish?: PortSpec[];
   idle_timeout_secs?: number;
+  /** Replaces the outbound policy; new connections follow it at once. */
+  egress_policy?: EgressPolicyInput;
 }
 
 /** `POST /v1/runtimes/{id}/exec` body. */

@@ -1,17 +1,16 @@
 /**
- * Test entry point: starts a fresh `runtad`, runs every `*.test.js` with node's test
+ * Test entry point: starts a fresh `runtad` (scripts/test-daemon.sh, as every suite does), runs every `*.test.js` with node's test
  * runner against it, then deletes every runtime (and then every checkpoint) of every
  * tenant the tests minted a token for, and only then stops the daemon (killing runtad
  * leaves runtimes running by design).
  *
- * Env: RUNTAD_BIN (default <repo>/target/debug/runtad), RUNTA_TEST_PORT (18183),
+ * Env: RUNTAD_BIN (default $CARGO_TARGET_DIR/debug/runtad, CARGO_TARGET_DIR defaulting to <repo>/target), RUNTA_TEST_PORT (18183),
  * RUNTA_TEST_SUBNET_OCTET (152), RUNTA_TEST_IMAGES_DIR (/var/lib/runta/images),
  * RUNTA_TEST_FILES (space-separated test files to run instead of all).
  */
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,9 +18,9 @@ import { fileURLToPath } from "node:url";
 const here = path.dirname(fileURLToPath(import.meta.url)); // build-test/test
 const sdkDir = path.resolve(here, "..", "..");
 const repo = path.resolve(sdkDir, "..", "..");
-const bin = process.env["RUNTAD_BIN"] ?? path.join(repo, "target", "debug", "runtad");
-const port = process.env["RUNTA_TEST_PORT"] ?? "18183";
-const endpoint = `http://127.0.0.1:${port}`;
+// Starts and stops the daemon; finds runtad under CARGO_TARGET_DIR (default ./target).
+const daemonScript = path.join(repo, "scripts", "test-daemon.sh");
+let endpoint = "";
 
 function log(msg: string): void {
   process.stderr.write(`[harness] ${msg}\n`);
@@ -31,11 +30,11 @@ async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
-async function healthy(): Promise<boolean> {
+/** Whether the daemon with this pid is still running. */
+function alive(pid: number): boolean {
   try {
-    const r = await fetch(`${endpoint}/healthz`);
-    await r.arrayBuffer();
-    return r.status === 200;
+    process.kill(pid, 0);
+    return true;
   } catch {
     return false;
   }
@@ -82,59 +81,43 @@ async function cleanup(stateDir: string): Promise<number> {
   return leftovers;
 }
 
-/** A port nothing listens on now (for the daemon's ingress listeners). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const p = typeof a === "object" && a !== null ? a.port : 0;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
 async function main(): Promise<number> {
-  if (!existsSync(bin)) {
-    log(`runtad not found at ${bin}: build it (bash scripts/build.sh) or set RUNTAD_BIN`);
-    return 1;
-  }
-  if (await healthy()) {
-    log(`something already answers on ${endpoint}: refusing to run against it (set RUNTA_TEST_PORT)`);
-    return 1;
-  }
-  const dataDir = mkdtempSync(path.join(tmpdir(), "runta-ts-sdk-"));
   const stateDir = mkdtempSync(path.join(tmpdir(), "runta-ts-sdk-state-"));
-  const logFile = path.join(dataDir, "runtad.log");
-  const out = openSync(logFile, "a");
-  const daemon: ChildProcess = spawn(
-    bin,
-    [
-      "--data-dir", dataDir,
-      "--listen", `127.0.0.1:${port}`,
-      "--images-dir", process.env["RUNTA_TEST_IMAGES_DIR"] ?? "/var/lib/runta/images",
-      "--subnet-octet", process.env["RUNTA_TEST_SUBNET_OCTET"] ?? "152",
-      "--no-prebuild",
-      // Free ports: a daemon refuses to start without its ingress ports, and
-      // the defaults may be another daemon's.
-      "--ingress-listen-https", `127.0.0.1:${await freePort()}`,
-      "--ingress-listen-http", `127.0.0.1:${await freePort()}`,
-    ],
-    { stdio: ["ignore", out, out] },
-  );
-  let exited = false;
-  daemon.on("exit", () => (exited = true));
+  // The egress tests name their test hosts here (the daemon re-reads it every 2 s).
+  const egressHosts = path.join(stateDir, "egress-hosts");
+  writeFileSync(egressHosts, "");
+  let info: Record<string, string>;
+  try {
+    const out = execFileSync("bash", [daemonScript, "start", "--egress-hosts", egressHosts], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      env: {
+        ...process.env,
+        RUNTA_TEST_PORT: process.env["RUNTA_TEST_PORT"] ?? "18183",
+        RUNTA_TEST_SUBNET_OCTET: process.env["RUNTA_TEST_SUBNET_OCTET"] ?? "152",
+        RUNTA_TEST_DATA_PREFIX: "runta-ts-sdk-",
+      },
+    });
+    info = Object.fromEntries(
+      out
+        .split("\n")
+        .filter((l) => l.includes("="))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+  } catch (e) {
+    const err = e as { stderr?: string };
+    log(`runtad did not start: ${err.stderr ?? String(e)}`);
+    rmSync(stateDir, { recursive: true, force: true });
+    return 1;
+  }
+  endpoint = info["RUNTA_TEST_ENDPOINT"] ?? "";
+  const adminToken = info["RUNTA_TEST_ADMIN_TOKEN"] ?? "";
+  const dataDir = info["RUNTA_TEST_DATA_DIR"] ?? "";
+  const logFile = info["RUNTA_TEST_DAEMON_LOG"] ?? "";
+  const pid = Number(info["RUNTA_TEST_DAEMON_PID"]);
   let code = 1;
   try {
-    const t0 = Date.now();
-    while (!(await healthy())) {
-      if (exited) throw new Error(`runtad exited during start-up; log:\n${readFileSync(logFile, "utf8").slice(-4000)}`);
-      if (Date.now() - t0 > 60_000) throw new Error("runtad did not become healthy within 60 s");
-      await sleep(100);
-    }
-    const adminToken = readFileSync(path.join(dataDir, "admin-token"), "utf8").trim();
-    log(`runtad up at ${endpoint} (data dir ${dataDir}) in ${Date.now() - t0} ms`);
+    log(`runtad up at ${endpoint} (data dir ${dataDir})`);
 
     const only = (process.env["RUNTA_TEST_FILES"] ?? "").split(/\s+/).filter(Boolean);
     const files = (only.length > 0 ? only : readdirSync(here).filter((f) => f.endsWith(".test.js")).sort()).map((f) =>
@@ -148,6 +131,7 @@ async function main(): Promise<number> {
         RUNTA_TEST_ENDPOINT: endpoint,
         RUNTA_TEST_ADMIN_TOKEN: adminToken,
         RUNTA_TEST_STATE_DIR: stateDir,
+        RUNTA_TEST_EGRESS_HOSTS: egressHosts,
         RUNTA_TEST_DATA_DIR: dataDir,
         RUNTA_TOKEN: "",
         RUNTA_ENDPOINT: "",
@@ -168,7 +152,7 @@ async function main(): Promise<number> {
     code = 1;
   } finally {
     try {
-      if (!exited) {
+      if (alive(pid)) {
         const n = await cleanup(stateDir);
         if (n > 0) log(`cleanup removed ${n} runtime(s) the tests left behind`);
       }
@@ -176,26 +160,10 @@ async function main(): Promise<number> {
       log(`cleanup failed: ${String(e)}`);
       code = code || 1;
     }
-    if (!exited) {
-      daemon.kill("SIGTERM");
-      for (let i = 0; i < 50 && !exited; i++) await sleep(100);
-      if (!exited) daemon.kill("SIGKILL");
-    }
     rmSync(stateDir, { recursive: true, force: true });
-    const mounted = readFileSync("/proc/mounts", "utf8")
-      .split("\n")
-      .some((l) => (l.split(" ")[1] ?? "").startsWith(dataDir));
-    if (mounted) {
-      log(`left ${dataDir} in place: something is still mounted under it`);
-    } else if (code === 0) {
-      try {
-        rmSync(dataDir, { recursive: true, force: true });
-      } catch (e) {
-        log(`left ${dataDir} in place: ${String(e)}`);
-      }
-    } else {
-      log(`daemon log kept at ${logFile}`);
-    }
+    // Keeps the data dir (and the log in it) when the tests failed.
+    execFileSync("bash", [daemonScript, "stop", dataDir, ...(code === 0 ? [] : ["--keep"])], { stdio: "inherit" });
+    if (code !== 0) log(`daemon log kept at ${logFile}`);
   }
   return code;
 }

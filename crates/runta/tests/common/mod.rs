@@ -1,6 +1,8 @@
-//! The shared end-to-end harness for the CLI tests: one real `runtad` per test
-//! binary (started on first use), a tenant token, a way to run the `runta`
-//! binary with a timeout, and cleanup.
+//! The CLI suites' harness: `runta_testkit` (shared with the daemon suite:
+//! finding, spawning and waiting for runtad, blocking HTTP, cleanup)
+//! re-exported, plus what only these tests need: one real `runtad` per test
+//! binary on a fixed port (started on first use), a tenant token, and a way to
+//! run the `runta` binary with a timeout.
 //!
 //! Cleanup: an `atexit` hook deletes every runtime of the tests' tenant and then
 //! kills the daemon (killing runtad alone would leave runtimes running). As a
@@ -8,14 +10,16 @@
 //! test process.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+pub use runta_testkit::*;
 
 pub const LISTEN: &str = "127.0.0.1:18181";
 
@@ -30,139 +34,39 @@ static DAEMON: OnceLock<Daemon> = OnceLock::new();
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 
 pub fn target_debug() -> PathBuf {
-    // target/debug/deps/<test-binary>
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-pub fn runtad_bin() -> PathBuf {
-    std::env::var_os("RUNTAD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_debug().join("runtad"))
+    target_profile_dir()
 }
 
 pub fn runta_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_runta"))
 }
 
-/// A minimal blocking HTTP/1.1 call (usable from `atexit`, no runtime needed).
+/// A minimal blocking HTTP/1.1 call to the shared daemon (usable from
+/// `atexit`, no runtime needed).
 pub fn http(
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(LISTEN)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {LISTEN}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() || method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    runta_testkit::http(&format!("http://{LISTEN}"), method, path, token, body)
 }
 
 extern "C" fn cleanup_at_exit() {
     let Some(d) = DAEMON.get() else { return };
-    let mut all_gone = true;
-    if let Ok((200, body)) = http("GET", "/v1/runtimes?limit=100", Some(&d.token), None) {
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        for r in v["data"].as_array().cloned().unwrap_or_default() {
-            let id = r["id"].as_str().unwrap_or_default();
-            match http(
-                "DELETE",
-                &format!("/v1/runtimes/{id}"),
-                Some(&d.token),
-                None,
-            ) {
-                Ok((200 | 202 | 404, _)) => {}
-                _ => all_gone = false,
-            }
-        }
-    } else {
-        all_gone = false;
-    }
-    // Then the checkpoints (snapshots), newest chains last: a checkpoint is
-    // refused while one is built on it, so go round until none are left.
-    for _ in 0..5 {
-        let Ok((200, body)) = http("GET", "/v1/checkpoints", Some(&d.token), None) else {
-            break;
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let all = v["data"].as_array().cloned().unwrap_or_default();
-        if all.is_empty() {
-            break;
-        }
-        for c in all {
-            let id = c["id"].as_str().unwrap_or_default();
-            let _ = http(
-                "DELETE",
-                &format!("/v1/checkpoints/{id}"),
-                Some(&d.token),
-                None,
-            );
-        }
-    }
-    if let Ok(mut g) = CHILD.lock() {
-        if let Some(mut c) = g.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    // Every runtime, then every checkpoint (snapshot) of the tests' tenant.
+    let all_gone = delete_all(&d.endpoint, &d.token);
+    if let Some(c) = CHILD.lock().ok().and_then(|mut g| g.take()) {
+        stop_daemon(c);
     }
     if all_gone {
         let _ = std::fs::remove_dir_all(&d.data_dir);
     }
+}
+
+/// The daemon's `--egress-hosts` file (hosts(5) format).
+pub fn egress_hosts_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("egress-hosts")
 }
 
 pub fn daemon() -> &'static Daemon {
@@ -183,12 +87,7 @@ fn start() -> Daemon {
     // chains after the data dir, and does not remove them when it exits, so a
     // new path per run would leave one more bridge on the host every time.
     let data_dir = std::env::temp_dir().join("runta-cli-e2e-18181");
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if let Some(m) = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .find(|m| m.starts_with(data_dir.to_str().unwrap()))
-    {
+    if let Some(m) = mounted_under(&data_dir) {
         panic!("{m} is still mounted from an earlier run: delete that run's runtimes first");
     }
     if data_dir.exists() {
@@ -200,7 +99,9 @@ fn start() -> Daemon {
         });
     }
     std::fs::create_dir_all(&data_dir).unwrap();
-    let log = std::fs::File::create(data_dir.join("runtad.log")).unwrap();
+    // Tests that need names for their egress test hosts write them here
+    // (the daemon re-reads it every 2 s; see egress.rs).
+    std::fs::write(egress_hosts_file(&data_dir), "").unwrap();
     let args: Vec<String> = [
         "--data-dir",
         data_dir.join("data").to_str().unwrap(),
@@ -211,77 +112,31 @@ fn start() -> Daemon {
         "--subnet-octet",
         "150",
         "--no-prebuild",
+        "--egress-hosts",
+        egress_hosts_file(&data_dir).to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
     .chain(ingress_args())
     .collect();
-    // Spawn from a thread that never ends, so PDEATHSIG fires only when the
-    // whole test process goes away.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut cmd = Command::new(bin);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .env("RUNTA_LOG", "info");
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let _ = tx.send(cmd.spawn());
-        loop {
-            std::thread::park();
-        }
-    });
-    let child = rx.recv().unwrap().expect("spawn runtad");
-    *CHILD.lock().unwrap() = Some(child);
+    let log = data_dir.join("runtad.log");
+    *CHILD.lock().unwrap() = Some(spawn_runtad(&args, &log));
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(cleanup_at_exit) };
-
-    let t0 = Instant::now();
-    loop {
-        if let Ok((200, _)) = http("GET", "/healthz", None, None) {
-            break;
-        }
-        if let Some(st) = CHILD
+    let endpoint = format!("http://{LISTEN}");
+    wait_healthy(&endpoint, &log, || {
+        CHILD
             .lock()
             .unwrap()
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
-        {
-            let log = std::fs::read_to_string(data_dir.join("runtad.log")).unwrap_or_default();
-            panic!("runtad exited ({st}) before it was ready:\n{log}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "runtad not healthy within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let admin_token = std::fs::read_to_string(data_dir.join("data/admin-token"))
-        .expect("admin-token written on first start")
-        .trim()
-        .to_string();
-    let (status, body) = http(
-        "POST",
-        "/v1/tokens",
-        Some(&admin_token),
-        Some(r#"{"tenant":"cli-e2e"}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "token create: {body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let token = v["data"]["token"].as_str().unwrap().to_string();
+    });
+    let admin = admin_token(&data_dir.join("data"));
+    let token = mint_token(&endpoint, &admin, "cli-e2e");
     Daemon {
-        endpoint: format!("http://{LISTEN}"),
+        endpoint,
         data_dir,
-        admin_token,
+        admin_token: admin,
         token,
     }
 }

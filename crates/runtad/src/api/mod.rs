@@ -6,6 +6,7 @@ mod audits;
 mod checkpoints;
 mod dashboard;
 mod deploy;
+mod egress;
 pub mod error;
 mod exec;
 mod exec_stream;
@@ -64,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/{id}/exec/ws", get(exec::exec_ws))
         .route("/{id}/exec/stream", get(exec_stream::exec_stream))
         .route("/{id}/events", get(runtimes::events))
+        .route("/{id}/egress", get(egress::get).put(egress::put))
+        .route("/{id}/audits", get(audits::of_runtime))
         .route("/{id}/checkpoints", post(checkpoints::create))
         .route("/{id}/commit", post(image_build::commit_runtime))
         .route("/{id}/files/list", get(files::list))

@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, audits, checkpoints, deploy, exec, exec_stream, files, image_build, images, runtimes,
+    admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, image_build, images,
+    runtimes,
 };
 
 struct Security;
@@ -35,6 +36,7 @@ impl Modify for Security {
         deploy::apply, deploy::delete, admin::create_tenant, admin::create_token,
         admin::list_tokens, admin::revoke_token, admin::rotate_token, admin::get_quota,
         admin::set_quota, admin::own_quota, audits::list,
+        audits::of_runtime, egress::get, egress::put,
         images::list, images::get, images::delete, images::pull, images::pull_status,
         images::gc, images::login, images::logins, images::logout,
         image_build::commit_runtime, image_build::commit_checkpoint, image_build::push,
@@ -47,6 +49,7 @@ impl Modify for Security {
         runta_api::CreateRuntimeBody, runta_api::UpdateRuntimeBody, runta_api::CreateCheckpointBody,
         runta_api::OfficialRuntimeFields, runta_api::Checkpoint,
         runta_api::Audit, runta_api::EgressPolicy, runta_api::EgressPolicyRequest,
+        runta_api::EgressPolicyView,
         runta_api::Image, runta_api::ImageLayer, runta_api::ImagePull, runta_api::PullImageRequest,
         runta_api::CommitRequest, runta_api::PushImageRequest, runta_api::ImagePush,
         runta_api::BuildEvent,

@@ -1,6 +1,5 @@
-//! Routes of the official v1 API for features runtad does not have yet (the
-//! per-runtime egress and audit routes, secrets, secret stubs and injection rules, SSH keys,
-//! WatchFox). Each answers `501 unimplemented` in the error envelope, so a
+//! Routes of the official v1 API for features runtad does not have yet
+//! (secrets, secret stubs and injection rules, SSH keys, WatchFox). Each answers `501 unimplemented` in the error envelope, so a
 //! client learns at once that the feature is missing instead of getting a 404
 //! that reads like a wrong id. docs/api.md lists them.
 
@@ -33,8 +32,6 @@ const RUNTIME_ROUTES: &[&str] = &[
     "/{id}/secret-injection-rules/{sid}",
     "/{id}/ssh-keys",
     "/{id}/ssh-keys/{sid}",
-    "/{id}/egress",
-    "/{id}/audits",
     "/{id}/watchfox",
     "/{id}/watchfox/{*rest}",
 ];

@@ -1,81 +1,68 @@
-//! Egress decisions, kept in memory: the newest [`PER_RUNTIME`] per runtime
-//! (older ones fall off), dropped with the runtime and not kept across a
-//! daemon restart. docs/api.md documents the bound.
+//! Egress decisions leave the gateway here: each is stamped and queued for
+//! the manager's writer, which keeps them in the store in batches
+//! (`store/audits.rs`, bounded per runtime). The gateway never waits on the
+//! disk: a full queue loses the decision (counted and logged), never the
+//! connection's time.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
-use runta_api::{Audit, AuditCategory, AuditPayload, EgressAuditKind, EgressAuditPayload};
+use runta_api::EgressAuditPayload;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 use uuid::Uuid;
 
-pub const PER_RUNTIME: usize = 1000;
+/// Decisions waiting for the writer at most (a few hundred bytes each).
+pub const QUEUE: usize = 16 * 1024;
+
+/// What the writer receives.
+pub enum AuditMsg {
+    /// (runtime, observed_unix_ms, decision).
+    Record(Uuid, i64, EgressAuditPayload),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
 
 #[derive(Default)]
 pub struct Audits {
-    seq: AtomicU64,
-    by_runtime: Mutex<HashMap<Uuid, VecDeque<(u64, Audit)>>>,
+    tx: OnceLock<mpsc::Sender<AuditMsg>>,
+    lost: AtomicU64,
 }
 
 impl Audits {
+    /// Where decisions go from now on (the manager's writer).
+    pub fn connect(&self, tx: mpsc::Sender<AuditMsg>) {
+        let _ = self.tx.set(tx);
+    }
+
     pub fn record(&self, runtime_id: Uuid, egress: EgressAuditPayload) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let a = Audit {
-            id: format!("eg-{seq:012}"),
-            category: AuditCategory::Egress,
-            observed_unix_ms: chrono::Utc::now().timestamp_millis(),
-            runtime_id,
-            payload: AuditPayload { egress },
-        };
-        let mut g = self.by_runtime.lock().unwrap_or_else(|e| e.into_inner());
-        let q = g.entry(runtime_id).or_default();
-        if q.len() >= PER_RUNTIME {
-            q.pop_front();
+        let Some(tx) = self.tx.get() else { return };
+        let ms = chrono::Utc::now().timestamp_millis();
+        if tx
+            .try_send(AuditMsg::Record(runtime_id, ms, egress))
+            .is_err()
+        {
+            let n = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    lost = n,
+                    "egress audit queue full: decisions were not recorded"
+                );
+            }
         }
-        q.push_back((seq, a));
     }
 
-    pub fn forget(&self, runtime_id: Uuid) {
-        self.by_runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&runtime_id);
+    /// Waits (at most 2 s) until every decision recorded so far is in the
+    /// store, so a listing right after a connection sees it.
+    pub async fn flush(&self) {
+        let Some(tx) = self.tx.get() else { return };
+        let (done, wait) = oneshot::channel();
+        let deadline = std::time::Duration::from_secs(2);
+        if tokio::time::timeout(deadline, tx.send(AuditMsg::Flush(done)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            let _ = tokio::time::timeout(deadline, wait).await;
+        }
     }
-
-    /// Newest first, at most `limit`, older than the entry `before` (an id
-    /// from an earlier page). `kind` None = every kind the 0.1.1 client can
-    /// parse (DNS entries only when asked for).
-    pub fn list(
-        &self,
-        runtime_ids: &[Uuid],
-        kind: Option<EgressAuditKind>,
-        before: Option<u64>,
-        limit: usize,
-    ) -> (Vec<Audit>, bool) {
-        let g = self.by_runtime.lock().unwrap_or_else(|e| e.into_inner());
-        let mut hits: Vec<&(u64, Audit)> = runtime_ids
-            .iter()
-            .filter_map(|id| g.get(id))
-            .flat_map(|q| q.iter())
-            .filter(|(s, _)| before.is_none_or(|b| *s < b))
-            .filter(|(_, a)| match kind {
-                Some(k) => a.payload.egress.kind == k,
-                None => a.payload.egress.kind != EgressAuditKind::DnsQuery,
-            })
-            .collect();
-        hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
-        let more = hits.len() > limit;
-        (
-            hits.into_iter()
-                .take(limit)
-                .map(|(_, a)| a.clone())
-                .collect(),
-            more,
-        )
-    }
-}
-
-/// The sequence number inside an audit id (`eg-000000000042` → 42).
-pub fn seq_of(id: &str) -> Option<u64> {
-    id.strip_prefix("eg-")?.parse().ok()
 }

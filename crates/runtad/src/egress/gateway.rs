@@ -110,6 +110,19 @@ struct HttpHead {
     query: bool,
     host: Option<String>,
     problem: Option<String>,
+    /// How the request's body ends (RFC 9112 6.3), so the next request's
+    /// head can be found and checked too.
+    body: Body,
+    /// An `Upgrade` request: what follows is no longer HTTP/1.
+    upgrade: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Body {
+    #[default]
+    None,
+    Length(u64),
+    Chunked,
 }
 
 #[derive(Debug)]
@@ -222,6 +235,19 @@ fn parse_http(b: &[u8]) -> Parse {
     let text = String::from_utf8_lossy(&b[..end]);
     let mut lines = text.split("\r\n");
     let mut h = HttpHead::default();
+    // A head another parser could read differently (bare CR or LF, folded
+    // or malformed header lines, NUL) is refused: the gateway and the
+    // server must agree on where each request and its Host are.
+    let malformed = text.split("\r\n").enumerate().any(|(i, l)| {
+        l.contains(['\r', '\n', '\0'])
+            || (i > 0
+                && l.split_once(':').is_none_or(|(k, _)| {
+                    k.is_empty()
+                        || !k
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+                }))
+    });
     let line = lines.next().unwrap_or("");
     let mut parts = line.split(' ');
     h.method = parts.next().unwrap_or("").to_string();
@@ -245,14 +271,61 @@ fn parse_http(b: &[u8]) -> Parse {
     h.path = p.to_string();
     h.query = !q.is_empty();
     let mut hosts = Vec::new();
+    let (mut lengths, mut te, mut upgrade) = (Vec::new(), None::<String>, None::<String>);
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("host") {
-                hosts.push(host_of(v.trim()));
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("host") {
+                hosts.push(host_of(v));
+            } else if k.eq_ignore_ascii_case("content-length") {
+                lengths.extend(v.split(',').map(|n| n.trim().to_string()));
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                let t = te.get_or_insert_with(String::new);
+                t.push(',');
+                t.push_str(&v.to_ascii_lowercase());
+            } else if k.eq_ignore_ascii_case("upgrade") {
+                upgrade = Some(v.to_ascii_lowercase());
             }
         }
     }
-    if h.method == "CONNECT" {
+    let framing = match (&te, lengths.first()) {
+        (Some(_), Some(_)) => Err("both Transfer-Encoding and Content-Length".to_string()),
+        (Some(t), None) => {
+            if t.rsplit(',').next().map(str::trim) == Some("chunked") {
+                Ok(Body::Chunked)
+            } else {
+                Err(format!(
+                    "Transfer-Encoding {:?} does not end in chunked",
+                    t.trim_start_matches(',')
+                ))
+            }
+        }
+        (None, Some(n)) => match n.parse::<u64>() {
+            Ok(v) if lengths.iter().all(|m| m == n) && n.bytes().all(|c| c.is_ascii_digit()) => {
+                Ok(Body::Length(v))
+            }
+            _ => Err(format!(
+                "Content-Length {:?} is not one number",
+                lengths.join(",")
+            )),
+        },
+        (None, None) => Ok(Body::None),
+    };
+    match framing {
+        Ok(b) => h.body = b,
+        Err(e) => h.problem = Some(format!("request framing cannot be inspected: {e}")),
+    }
+    h.upgrade = upgrade.is_some();
+    if malformed {
+        h.problem = Some("malformed request head".into());
+    } else if h.method == "PRI" || upgrade.as_deref().is_some_and(|u| u.contains("h2c")) {
+        h.problem = Some(
+            "cleartext HTTP/2 cannot be checked request by request (use HTTP/1.1 or TLS)".into(),
+        );
+    }
+    if h.problem.is_some() {
+        h.host = hosts.pop();
+    } else if h.method == "CONNECT" {
         h.host = Some(host_of(&target));
         h.problem = Some("CONNECT tunnels through the egress gateway are not allowed".into());
     } else if hosts.len() > 1 {
@@ -269,6 +342,144 @@ fn parse_http(b: &[u8]) -> Parse {
         }
     }
     Parse::Done(First::Http(h))
+}
+
+/// Where the client's side of a kept-alive HTTP/1 connection is: each
+/// request head is found and checked before a byte of it is forwarded, so a
+/// second request cannot name a host the first one did not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailer,
+    /// After an `Upgrade` request: bytes to the same upstream, unparsed.
+    Tunnel,
+}
+
+#[derive(Debug)]
+enum Next {
+    /// Forward this many bytes as they are.
+    Forward(usize),
+    /// A request head of this many bytes, to check before it is forwarded.
+    Head(usize, HttpHead),
+    More,
+    Bad(String),
+}
+
+/// The longest chunk-size or trailer line read.
+const MAX_LINE: usize = 4096;
+
+impl Framing {
+    fn next(&mut self, b: &[u8]) -> Next {
+        if b.is_empty() {
+            return Next::More;
+        }
+        let line = |b: &[u8]| b.windows(2).position(|w| w == b"\r\n");
+        match *self {
+            Framing::Head => {
+                if b.starts_with(b"\r\n") {
+                    return Next::Forward(2); // tolerated between requests
+                }
+                if b == b"\r" {
+                    return Next::More;
+                }
+                if !looks_http(b) {
+                    return if b.len() < 8 && b.iter().all(|c| c.is_ascii_uppercase()) {
+                        Next::More
+                    } else {
+                        Next::Bad("bytes that are not an HTTP request on an HTTP connection".into())
+                    };
+                }
+                match parse_http(b) {
+                    Parse::More => Next::More,
+                    Parse::Done(First::Http(h))
+                        if h.problem.as_deref() == Some("request head too large to inspect") =>
+                    {
+                        Next::Bad("request head too large to inspect".into())
+                    }
+                    Parse::Done(First::Http(h)) => {
+                        let end = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                        Next::Head(end, h)
+                    }
+                    Parse::Done(_) => Next::Bad("unparsable request".into()),
+                }
+            }
+            Framing::Body(n) | Framing::ChunkData(n) => {
+                let k = n.min(b.len() as u64);
+                *self = match (*self, n - k) {
+                    (Framing::Body(_), 0) => Framing::Head,
+                    (Framing::Body(_), r) => Framing::Body(r),
+                    (_, 0) => Framing::ChunkEnd,
+                    (_, r) => Framing::ChunkData(r),
+                };
+                Next::Forward(k as usize)
+            }
+            Framing::ChunkEnd => {
+                if b.len() < 2 {
+                    Next::More
+                } else if b.starts_with(b"\r\n") {
+                    *self = Framing::ChunkSize;
+                    Next::Forward(2)
+                } else {
+                    Next::Bad("a chunk not followed by CRLF".into())
+                }
+            }
+            Framing::ChunkSize | Framing::Trailer => {
+                let Some(i) = line(b) else {
+                    return if b.len() > MAX_LINE {
+                        Next::Bad("chunk line too long".into())
+                    } else {
+                        Next::More
+                    };
+                };
+                let l = &b[..i];
+                if l.contains(&b'\n') || l.contains(&b'\r') {
+                    return Next::Bad("bare CR or LF in a chunked body".into());
+                }
+                if *self == Framing::Trailer {
+                    if l.is_empty() {
+                        *self = Framing::Head;
+                    }
+                    return Next::Forward(i + 2);
+                }
+                let hex = l.split(|c| *c == b';').next().unwrap_or(b"");
+                let size = std::str::from_utf8(hex)
+                    .ok()
+                    .filter(|h| {
+                        !h.is_empty() && h.len() <= 15 && h.bytes().all(|c| c.is_ascii_hexdigit())
+                    })
+                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                match size {
+                    None => Next::Bad("an unparsable chunk size".into()),
+                    Some(0) => {
+                        *self = Framing::Trailer;
+                        Next::Forward(i + 2)
+                    }
+                    Some(n) => {
+                        *self = Framing::ChunkData(n);
+                        Next::Forward(i + 2)
+                    }
+                }
+            }
+            Framing::Tunnel => Next::Forward(b.len()),
+        }
+    }
+
+    /// After an allowed head: where its body ends.
+    fn accept(&mut self, h: &HttpHead) {
+        *self = if h.upgrade {
+            Framing::Tunnel
+        } else {
+            match h.body {
+                Body::None | Body::Length(0) => Framing::Head,
+                Body::Length(n) => Framing::Body(n),
+                Body::Chunked => Framing::ChunkSize,
+            }
+        };
+    }
 }
 
 /// `name:port`, `[v6]:port` → the lower-case name or address.
@@ -332,27 +543,10 @@ async fn decide(eg: &Egress, p: &EgressPolicy, host: Option<&str>, orig: SocketA
         if let Err(r) = p.allows_name(h) {
             return deny(r);
         }
-        let (ips, src) = match eg.resolver().resolve(h).await {
-            Ok(v) => v,
-            Err(e) => return deny(e),
+        return match eg.resolver().resolve(h).await {
+            Ok((ips, src)) => pick(eg, p, h, &ips, src, orig.port()),
+            Err(e) => deny(e),
         };
-        let mut why = format!("{h} has no IPv4 address");
-        for ip in ips.iter().copied().filter(IpAddr::is_ipv4) {
-            let named = src == Source::HostsFile || p.names_ip(ip);
-            if let Some(f) = eg.forbidden(ip, named) {
-                why = format!("{h} resolves to {ip}, {f}");
-                continue;
-            }
-            if let Err(r) = p.allows_ip(ip, true) {
-                why = r;
-                continue;
-            }
-            return Verdict {
-                target: Some(SocketAddr::new(ip, orig.port())),
-                reason: format!("{h} allowed by the {} policy", mode(p)),
-            };
-        }
-        return deny(why);
     }
     let ip = IpAddr::V4(*orig.ip());
     if let Some(f) = eg.forbidden(ip, p.names_ip(ip)) {
@@ -364,6 +558,40 @@ async fn decide(eg: &Egress, p: &EgressPolicy, host: Option<&str>, orig: SocketA
             reason: format!("{ip} allowed by the {} policy", mode(p)),
         },
         Err(r) => deny(r),
+    }
+}
+
+/// The first of `name`'s addresses (resolved now, by the gateway) that the
+/// policy allows and no rule forbids. A private address counts as named only
+/// when it came from the operator's hosts file or a policy entry names it: a
+/// system resolver's answer there is DNS rebinding.
+fn pick(
+    eg: &Egress,
+    p: &EgressPolicy,
+    name: &str,
+    ips: &[IpAddr],
+    src: Source,
+    port: u16,
+) -> Verdict {
+    let mut why = format!("{name} has no IPv4 address");
+    for ip in ips.iter().copied().filter(IpAddr::is_ipv4) {
+        let named = src == Source::HostsFile || p.names_ip(ip);
+        if let Some(f) = eg.forbidden(ip, named) {
+            why = format!("{name} resolves to {ip}, {f}");
+            continue;
+        }
+        if let Err(r) = p.allows_ip(ip, true) {
+            why = r;
+            continue;
+        }
+        return Verdict {
+            target: Some(SocketAddr::new(ip, port)),
+            reason: format!("{name} allowed by the {} policy", mode(p)),
+        };
+    }
+    Verdict {
+        target: None,
+        reason: why,
     }
 }
 
@@ -443,44 +671,15 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
             dns_query: None,
         }
     };
-    let http_audit = |h: &HttpHead, action, status: u16, reason: &str| EgressAuditPayload {
-        kind: EgressAuditKind::HttpRequest,
-        http_request: Some(EgressHttpRequestAudit {
-            host: shown_host.clone(),
-            method: h.method.clone(),
-            path: h.path.clone(),
-            status,
-            bytes_up: 0,
-            bytes_down: 0,
-            action,
-            outcome: if action == EgressAction::Allow {
-                "forwarded".into()
-            } else {
-                "denied".into()
-            },
-            reason: reason.into(),
-            query_redacted: h.query,
-        }),
-        tcp_connection: None,
-        icmp_drop: None,
-        dns_query: None,
+    let http_audit = |h: &HttpHead, action, status: u16, reason: &str| {
+        http_audit(&shown_host, h, action, status, reason)
     };
 
     let target = match v.target.take() {
         Some(t) => t,
         None => {
             if let Some(h) = http {
-                let body = format!(
-                    "runta egress: the {} policy of runtime {} denied {}: {}\n",
-                    mode(&policy),
-                    g.id,
-                    shown_host,
-                    v.reason
-                );
-                let resp = format!(
-                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\nx-runta-egress: denied\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let resp = forbidden(&policy, g.id, &shown_host, &v.reason);
                 let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(resp.as_bytes()))
                     .await;
                 let _ = s.shutdown().await;
@@ -552,17 +751,26 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
     }
     let counters = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let c2 = counters.clone();
+    let inspect = http.map(|h| KeptAlive {
+        eg: eg.clone(),
+        g: g.clone(),
+        host: h.host.clone(),
+    });
     let task = tokio::spawn(async move {
+        if let Some(k) = inspect {
+            return k.relay(s, up, buf, c2).await;
+        }
         let mut s = s;
         let mut up = up;
         if up.write_all(&buf).await.is_err() {
-            return;
+            return None;
         }
         c2.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut s, &mut up).await {
             c2.0.fetch_add(a, Ordering::Relaxed);
             c2.1.fetch_add(b, Ordering::Relaxed);
         }
+        None
     });
     let conn_id = CONN_SEQ.fetch_add(1, Ordering::Relaxed);
     let live = Live {
@@ -583,18 +791,26 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&conn_id);
-    let (outcome, reason) = if res.is_err() {
-        (
+    let (action, outcome, reason) = match res {
+        Err(_) => (
+            EgressAction::Allow,
             "cut",
             "the runtime's egress policy changed and no longer allows it".to_string(),
-        )
-    } else {
-        ("closed", v.reason.clone())
+        ),
+        Ok(None) => (EgressAction::Allow, "closed", v.reason.clone()),
+        Ok(Some((denied_host, why))) => {
+            eg.denied(g.id, &denied_host, &why);
+            (
+                EgressAction::Deny,
+                "denied",
+                format!("a later request on the connection was refused: {why}"),
+            )
+        }
     };
     eg.audits.record(
         g.id,
         audit(
-            EgressAction::Allow,
+            action,
             outcome,
             &reason,
             "",
@@ -603,6 +819,185 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
             target.to_string(),
         ),
     );
+}
+
+fn http_audit(
+    host: &str,
+    h: &HttpHead,
+    action: EgressAction,
+    status: u16,
+    reason: &str,
+) -> EgressAuditPayload {
+    EgressAuditPayload {
+        kind: EgressAuditKind::HttpRequest,
+        http_request: Some(EgressHttpRequestAudit {
+            host: host.to_string(),
+            method: h.method.clone(),
+            path: h.path.clone(),
+            status,
+            bytes_up: 0,
+            bytes_down: 0,
+            action,
+            outcome: if action == EgressAction::Allow {
+                "forwarded".into()
+            } else {
+                "denied".into()
+            },
+            reason: reason.into(),
+            query_redacted: h.query,
+        }),
+        tcp_connection: None,
+        icmp_drop: None,
+        dns_query: None,
+    }
+}
+
+/// The 403 a denied HTTP request gets: which policy denied which host, why.
+fn forbidden(policy: &EgressPolicy, id: uuid::Uuid, host: &str, reason: &str) -> String {
+    let body = format!(
+        "runta egress: the {} policy of runtime {id} denied {host}: {reason}\n",
+        mode(policy)
+    );
+    format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\nx-runta-egress: denied\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// An allowed plain-HTTP connection, relayed request by request: every
+/// request head after the first is checked as the first was (problems,
+/// policy) and must name the same host (the upstream is that host's
+/// address), before any byte of it is forwarded. Responses flow back
+/// untouched.
+struct KeptAlive {
+    eg: Arc<Egress>,
+    g: Arc<Guarded>,
+    /// The first request's host: the name the upstream was resolved from.
+    host: Option<String>,
+}
+
+impl KeptAlive {
+    fn check(&self, h: &HttpHead) -> Result<(), String> {
+        if let Some(p) = &h.problem {
+            return Err(p.clone());
+        }
+        let p = self.g.policy();
+        if let Some(name) = h
+            .host
+            .as_deref()
+            .filter(|n| !n.is_empty() && n.parse::<IpAddr>().is_err())
+        {
+            p.allows_name(name)?;
+        }
+        if h.host != self.host {
+            return Err(format!(
+                "Host {} on a connection opened for {}",
+                h.host.as_deref().unwrap_or("(none)"),
+                self.host.as_deref().unwrap_or("(no host)")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Relays until either side ends; `Some((host, reason))` when a later
+    /// request was refused (it got a 403 after the responses already asked
+    /// for, and was never forwarded).
+    async fn relay(
+        self,
+        s: TcpStream,
+        up: TcpStream,
+        mut pending: Vec<u8>,
+        counters: Arc<(AtomicU64, AtomicU64)>,
+    ) -> Option<(String, String)> {
+        let (mut cr, mut cw) = s.into_split();
+        let (mut ur, mut uw) = up.into_split();
+        let c_up = counters.clone();
+        let me = &self;
+        let upward = async move {
+            let mut f = Framing::Head;
+            let mut first = true;
+            let mut chunk = vec![0u8; 16 * 1024];
+            let denial = 'conn: loop {
+                loop {
+                    let n = match f.next(&pending) {
+                        Next::More => break,
+                        Next::Forward(n) => n,
+                        Next::Head(n, h) => {
+                            let shown = h.host.clone().unwrap_or_default();
+                            if !first {
+                                if let Err(why) = me.check(&h) {
+                                    me.eg.audits.record(
+                                        me.g.id,
+                                        http_audit(&shown, &h, EgressAction::Deny, 403, &why),
+                                    );
+                                    break 'conn Some((shown, why));
+                                }
+                                me.eg.audits.record(
+                                    me.g.id,
+                                    http_audit(
+                                        &shown,
+                                        &h,
+                                        EgressAction::Allow,
+                                        0,
+                                        "the same host, still allowed",
+                                    ),
+                                );
+                            }
+                            first = false;
+                            f.accept(&h);
+                            n
+                        }
+                        Next::Bad(why) => {
+                            let shown = me.host.clone().unwrap_or_default();
+                            break 'conn Some((shown, why));
+                        }
+                    };
+                    if uw.write_all(&pending[..n]).await.is_err() {
+                        break 'conn None;
+                    }
+                    c_up.0.fetch_add(n as u64, Ordering::Relaxed);
+                    pending.drain(..n);
+                }
+                match cr.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                }
+            };
+            // The upstream sees the end of what it was asked, finishes its
+            // answers and closes.
+            let _ = uw.shutdown().await;
+            denial
+        };
+        let downward = async move {
+            let n = tokio::io::copy(&mut ur, &mut cw).await.unwrap_or(0);
+            counters.1.fetch_add(n, Ordering::Relaxed);
+            cw
+        };
+        tokio::pin!(upward, downward);
+        tokio::select! {
+            d = &mut upward => match d {
+                None => {
+                    let mut cw = downward.await;
+                    let _ = cw.shutdown().await;
+                    None
+                }
+                Some((host, why)) => {
+                    // Answers to the requests before the refused one first;
+                    // an upstream that does not finish in time is cut off.
+                    if let Ok(mut cw) = tokio::time::timeout(Duration::from_secs(5), &mut downward).await {
+                        let resp = forbidden(&self.g.policy(), self.g.id, &host, &why);
+                        let _ = tokio::time::timeout(Duration::from_secs(2), cw.write_all(resp.as_bytes())).await;
+                        let _ = cw.shutdown().await;
+                    }
+                    Some((host, why))
+                }
+            },
+            mut cw = &mut downward => {
+                let _ = cw.shutdown().await;
+                upward.await
+            }
+        }
+    }
 }
 
 async fn fail(
@@ -628,6 +1023,163 @@ async fn fail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(mode: EgressMode, allowed: &[&str]) -> EgressPolicy {
+        EgressPolicy {
+            mode,
+            allowed_hosts: allowed
+                .iter()
+                .map(|s| runta_api::HostEntry::try_from(s.to_string()).unwrap())
+                .collect(),
+            denied_hosts: vec![],
+        }
+    }
+
+    /// Runs `f` over `stream` fed `step` bytes at a time, as reads would
+    /// deliver it: the hosts of the heads found, in order, or the refusal.
+    fn heads(stream: &[u8], step: usize) -> Result<Vec<String>, String> {
+        let (mut f, mut pending, mut out) = (Framing::Head, Vec::new(), Vec::new());
+        for piece in stream.chunks(step) {
+            pending.extend_from_slice(piece);
+            loop {
+                match f.next(&pending) {
+                    Next::More => break,
+                    Next::Forward(n) => drop(pending.drain(..n)),
+                    Next::Head(n, h) => {
+                        if let Some(p) = &h.problem {
+                            return Err(p.clone());
+                        }
+                        out.push(h.host.clone().unwrap_or_default());
+                        f.accept(&h);
+                        pending.drain(..n);
+                    }
+                    Next::Bad(e) => return Err(e),
+                }
+            }
+        }
+        assert!(
+            pending.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&pending)
+        );
+        Ok(out)
+    }
+
+    /// Every request head on a kept-alive connection is found, after a
+    /// chunked body (extensions, trailers), a sized one or none, however
+    /// the bytes are split; heads whose framing or lines another parser
+    /// could read differently are refused.
+    #[test]
+    fn every_request_head_on_a_connection_is_found() {
+        let stream = b"POST /a HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n\
+GET /b HTTP/1.1\r\nHost: b.test\r\nContent-Length: 3\r\n\r\nxyz\
+GET /c HTTP/1.1\r\nHost: C.test:80\r\n\r\n";
+        for step in [1, 2, 7, stream.len()] {
+            assert_eq!(
+                heads(stream, step).unwrap(),
+                ["a.test", "b.test", "c.test"],
+                "{step}"
+            );
+        }
+        // After an Upgrade, the rest is not HTTP and is not parsed.
+        let ws = b"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello";
+        assert_eq!(heads(ws, 3).unwrap(), ["a.test"]);
+        for (bad, why) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..], "both"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "chunked"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", "one number"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", "one number"),
+            (b"GET / HTTP/1.1\r\nHost: a\nHost: b\r\n\r\n", "malformed"),
+            (b"GET / HTTP/1.1\r\nHost : b\r\n\r\n", "malformed"),
+            (b"GET / HTTP/1.1\r\nX: 1\r\n Host: b\r\n\r\n", "malformed"),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n", "HTTP/2"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", "CRLF"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\x16\x03\x01", "not an HTTP request"),
+        ] {
+            let e = heads(bad, 1).unwrap_err();
+            assert!(e.contains(why), "{:?}: {e}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// What the gateway connects to for a name is its own resolution,
+    /// filtered: a system-resolver answer in a private range (a public name
+    /// rebound inside) is refused unless an entry names the range; the
+    /// operator's hosts file may point there; nobody may point at metadata,
+    /// loopback or the runtime network; a mixed answer keeps its public part.
+    #[test]
+    fn a_system_answer_in_a_private_range_is_rebinding() {
+        let eg = Egress::for_tests();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let allow = policy(EgressMode::Allowlist, &["rebind.test"]);
+        let v = pick(
+            &eg,
+            &allow,
+            "rebind.test",
+            &[ip("10.1.2.3")],
+            Source::System,
+            80,
+        );
+        assert!(v.target.is_none());
+        assert!(
+            v.reason.contains("resolves to 10.1.2.3") && v.reason.contains("private"),
+            "{}",
+            v.reason
+        );
+        let v = pick(
+            &eg,
+            &allow,
+            "rebind.test",
+            &[ip("192.168.9.9"), ip("198.18.0.9")],
+            Source::System,
+            80,
+        );
+        assert_eq!(v.target, Some("198.18.0.9:80".parse().unwrap()));
+        let v = pick(
+            &eg,
+            &allow,
+            "rebind.test",
+            &[ip("10.1.2.3")],
+            Source::HostsFile,
+            80,
+        );
+        assert_eq!(v.target, Some("10.1.2.3:80".parse().unwrap()));
+        let named = policy(EgressMode::Allowlist, &["rebind.test", "10.0.0.0/8"]);
+        let v = pick(
+            &eg,
+            &named,
+            "rebind.test",
+            &[ip("10.1.2.3")],
+            Source::System,
+            443,
+        );
+        assert_eq!(v.target, Some("10.1.2.3:443".parse().unwrap()));
+        for never in ["169.254.169.254", "127.0.0.1", "10.250.0.1", "10.250.3.4"] {
+            for src in [Source::System, Source::HostsFile] {
+                let v = pick(&eg, &named, "rebind.test", &[ip(never)], src, 80);
+                assert!(v.target.is_none(), "{never} {src:?}");
+                assert!(
+                    v.reason.contains(&format!("resolves to {never}")),
+                    "{}",
+                    v.reason
+                );
+            }
+        }
+        let open = policy(EgressMode::Denylist, &[]);
+        let v = pick(
+            &eg,
+            &open,
+            "rebind.test",
+            &[ip("172.16.0.1")],
+            Source::System,
+            80,
+        );
+        assert!(
+            v.target.is_none(),
+            "a denylist keeps private ranges closed too"
+        );
+    }
 
     #[test]
     fn http_heads_are_named() {

@@ -20,7 +20,8 @@
 //! - `resolve`: the `--egress-hosts` file, the system resolver, and the
 //!   addresses no policy opens (the host, runtimes, loopback, link-local and
 //!   metadata; private ranges unless named explicitly).
-//! - `audit`: the bounded per-runtime record behind `GET /v1/audits`.
+//! - `audit`: every decision, queued for the manager's writer (the store
+//!   keeps them, bounded per runtime, behind `GET /v1/audits`).
 //!
 //! Boundaries: the manager calls [`Egress::apply`] / [`Egress::remove`] when a
 //! policy runtime is created, changed or deleted, and [`Egress::start`] once at
@@ -38,11 +39,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use runta_api::{Audit, EgressAuditKind, EgressPolicy};
+use runta_api::{EgressAuditKind, EgressPolicy};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-pub use audit::PER_RUNTIME as AUDITS_PER_RUNTIME;
+pub use audit::{AuditMsg, QUEUE as AUDIT_QUEUE};
 
 /// One runtime under a policy.
 pub(crate) struct Guarded {
@@ -102,6 +103,25 @@ impl Egress {
             tag,
             gateway_ip: network.gateway(),
             subnet: (subnet, 16),
+            by_ip: RwLock::new(HashMap::new()),
+            running: OnceLock::new(),
+            rules_lock: tokio::sync::Mutex::new(()),
+            resolver: OnceLock::new(),
+            local: resolve::LocalAddrs::new(),
+            audits: audit::Audits::default(),
+            events: OnceLock::new(),
+            evented: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An instance for unit tests: runtime network 10.250.0.0/16, no rules.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Egress {
+            bridge: "rtb-test".into(),
+            tag: "test".into(),
+            gateway_ip: Ipv4Addr::new(10, 250, 0, 1),
+            subnet: (Ipv4Addr::new(10, 250, 0, 0), 16),
             by_ip: RwLock::new(HashMap::new()),
             running: OnceLock::new(),
             rules_lock: tokio::sync::Mutex::new(()),
@@ -240,10 +260,20 @@ impl Egress {
         let _ = tx.send((id, format!("denied {host}: {reason}")));
     }
 
-    /// Drops a deleted runtime's audits too.
+    /// A deleted runtime (its audits go with its store record).
     pub async fn forget(&self, id: Uuid) {
         self.remove(id).await;
-        self.audits.forget(id);
+    }
+
+    /// Where decisions go to be kept (the manager's writer).
+    pub fn audit_to(&self, tx: tokio::sync::mpsc::Sender<AuditMsg>) {
+        self.audits.connect(tx);
+    }
+
+    /// Returns once every decision made so far has reached the writer's
+    /// store (or after 2 s).
+    pub async fn flush_audits(&self) {
+        self.audits.flush().await;
     }
 
     /// Removes the chains (clean stop, no runtime left).
@@ -251,17 +281,6 @@ impl Egress {
         if let Some(run) = self.running.get() {
             run.rules.teardown().await;
         }
-    }
-
-    pub fn audits(
-        &self,
-        ids: &[Uuid],
-        kind: Option<EgressAuditKind>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> (Vec<Audit>, bool) {
-        let before = after.and_then(audit::seq_of);
-        self.audits.list(ids, kind, before, limit)
     }
 
     fn guarded(&self, ip: IpAddr) -> Option<Arc<Guarded>> {

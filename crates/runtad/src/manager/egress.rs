@@ -1,5 +1,6 @@
 //! The manager's side of egress control: keeping `crate::egress` in step with
-//! the stored policies, and the tenant-scoped audit listing.
+//! the stored policies, writing its decisions to the store (one task, in
+//! batches, off the gateway's path), and the tenant-scoped audit listing.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ impl Manager {
     pub async fn start_egress(self: &Arc<Self>, hosts_file: Option<PathBuf>) -> Result<()> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(uuid::Uuid, String)>();
         self.egress.report_to(tx);
+        self.spawn_audit_writer();
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some((id, msg)) = rx.recv().await {
@@ -42,6 +44,46 @@ impl Manager {
             .start(hosts_file, policies)
             .await
             .map_err(Error::Internal)
+    }
+
+    /// The one writer of egress audits: takes what is queued (up to 512 at
+    /// once), writes it in one transaction on a blocking thread, then answers
+    /// the flushes that were queued behind it.
+    fn spawn_audit_writer(self: &Arc<Self>) {
+        use crate::egress::AuditMsg;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditMsg>(crate::egress::AUDIT_QUEUE);
+        self.egress.audit_to(tx);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut msgs = Vec::with_capacity(512);
+            while rx.recv_many(&mut msgs, 512).await > 0 {
+                let mut batch = Vec::with_capacity(msgs.len());
+                let mut flushes = Vec::new();
+                for m in msgs.drain(..) {
+                    match m {
+                        AuditMsg::Record(runtime_id, observed_unix_ms, payload) => {
+                            batch.push(crate::store::NewAudit {
+                                runtime_id,
+                                observed_unix_ms,
+                                payload,
+                            })
+                        }
+                        AuditMsg::Flush(done) => flushes.push(done),
+                    }
+                }
+                if !batch.is_empty() {
+                    let st = store.clone();
+                    match tokio::task::spawn_blocking(move || st.insert_audits(&batch)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!("egress audits not written: {e}"),
+                        Err(e) => tracing::warn!("egress audit writer: {e}"),
+                    }
+                }
+                for f in flushes {
+                    let _ = f.send(());
+                }
+            }
+        });
     }
 
     /// Holds `r` to `p` from now on.
@@ -74,7 +116,7 @@ impl Manager {
 
     /// `GET /v1/audits?category=egress[&runtime=…]`: newest first, of one
     /// runtime or of all the tenant's. Another tenant's runtime is "not found".
-    pub fn egress_audits(
+    pub async fn egress_audits(
         &self,
         tenant: &str,
         runtime: Option<&str>,
@@ -82,18 +124,18 @@ impl Manager {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Audit>, bool)> {
-        let ids: Vec<uuid::Uuid> = match runtime {
-            Some(rt) => vec![self.find(tenant, rt)?.id],
-            None => self
-                .store
-                .list_runtimes(&crate::store::ListFilter {
-                    tenant: Some(tenant.to_string()),
-                    ..Default::default()
-                })?
-                .iter()
-                .map(|r| r.id)
-                .collect(),
+        use crate::store::AuditScope;
+        let scope = match runtime {
+            Some(rt) => AuditScope::Runtime(self.find(tenant, rt)?.id),
+            None => AuditScope::Tenant(tenant),
         };
-        Ok(self.egress.audits(&ids, kind, after, limit))
+        let before = match after {
+            None => None,
+            Some(a) => Some(crate::store::audit_seq(a).ok_or_else(|| {
+                Error::invalid("after", format!("{a:?} is not a pagination.next_cursor"))
+            })?),
+        };
+        self.egress.flush_audits().await;
+        Ok(self.store.list_audits(scope, kind, before, limit)?)
     }
 }

@@ -394,6 +394,7 @@ impl Manager {
         }
         self.store.delete_runtime(r.id)?;
         self.store.delete_events(r.id)?;
+        self.store.delete_audits(r.id)?;
         self.forget(r.id);
         self.egress.forget(r.id).await;
         info!(id = %r.id, name = %r.name, "runtime deleted");

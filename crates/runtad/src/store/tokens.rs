@@ -98,6 +98,70 @@ impl Store {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: String,
+    pub tenant: String,
+    pub admin: bool,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    // Tenants and the tokens authentication looks up.
+    pub fn ensure_tenant(&self, name: &str) -> Result<bool> {
+        self.with(|c| {
+            let n = c
+                .prepare_cached("INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?1, ?2)")?
+                .execute(params![name, ts(&Utc::now())])?;
+            Ok(n == 1)
+        })
+    }
+
+    pub fn tenant_created_at(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT created_at FROM tenants WHERE name = ?1")?
+                .query_row([name], |r| parse_ts(&r.get::<_, String>(0)?))
+                .optional()
+        })
+    }
+
+    pub fn insert_token(&self, id: &str, tenant: &str, hash: &str, admin: bool) -> Result<()> {
+        self.with(|c| {
+            c.prepare_cached("INSERT INTO tokens(id, tenant, hash, admin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(
+                params![id, tenant, hash, admin as i64, ts(&Utc::now())],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT id, tenant, admin, last_used_at FROM tokens WHERE hash = ?1")?
+                .query_row([hash], |r| {
+                    Ok(TokenRecord {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        admin: r.get::<_, i64>(2)? != 0,
+                        last_used_at: r
+                            .get::<_, Option<String>>(3)?
+                            .map(|s| parse_ts(&s))
+                            .transpose()?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    pub fn has_admin_token(&self) -> Result<bool> {
+        self.with(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM tokens WHERE admin = 1")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(|n| n > 0)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,19 +1,23 @@
-//! The shared end-to-end harness: starts a real `runtad` (once per test binary,
-//! or privately for restart tests), mints tenant tokens, and speaks the REST API.
+//! The daemon suites' harness: `runta_testkit` (shared with the CLI suite:
+//! finding, spawning and waiting for runtad, blocking HTTP, cleanup, the
+//! outside test host) re-exported, plus what only these tests need: a daemon
+//! handle that can be killed and restarted, and an async REST client.
 //!
 //! Cleanup: the daemon dies with the test process (PDEATHSIG from a thread that
-//! lives as long as the process), and an `atexit` hook deletes every runtime the
-//! tests' tenants still own first, so a failed test leaves nothing running.
+//! lives as long as the process), and an `atexit` hook deletes every runtime,
+//! then every checkpoint, the tests' tenants still own first, so a failed test
+//! leaves nothing running.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+pub use runta_testkit::*;
 
 pub struct Daemon {
     pub endpoint: String,
@@ -27,54 +31,10 @@ pub struct Daemon {
 static TOKENS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 static DAEMONS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-pub fn images_dir() -> String {
-    std::env::var("RUNTA_IMAGES_DIR").unwrap_or_else(|_| "/var/lib/runta/images".into())
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn runtad_bin() -> PathBuf {
-    std::env::var_os("RUNTAD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_runtad")))
-}
-
 extern "C" fn cleanup_at_exit() {
     let tokens = TOKENS.lock().map(|t| t.clone()).unwrap_or_default();
     for (endpoint, token) in tokens {
-        let Ok(out) = Command::new("curl")
-            .args([
-                "-s",
-                "-m",
-                "10",
-                &format!("{endpoint}/v1/runtimes?limit=100"),
-            ])
-            .args(["-H", &format!("Authorization: Bearer {token}")])
-            .output()
-        else {
-            continue;
-        };
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        for r in v["data"].as_array().cloned().unwrap_or_default() {
-            let id = r["id"].as_str().unwrap_or_default();
-            let _ = Command::new("curl")
-                .args([
-                    "-s",
-                    "-m",
-                    "30",
-                    "-X",
-                    "DELETE",
-                    &format!("{endpoint}/v1/runtimes/{id}"),
-                ])
-                .args(["-H", &format!("Authorization: Bearer {token}")])
-                .output();
-        }
+        delete_all(&endpoint, &token);
     }
     for pid in DAEMONS.lock().map(|d| d.clone()).unwrap_or_default() {
         // SAFETY: signalling our own child daemons.
@@ -159,65 +119,21 @@ impl Daemon {
 
     /// Starts the process (again) on the same data dir and waits for /healthz.
     pub fn spawn(&self) {
-        let bin = runtad_bin();
-        let args = self.args.clone();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.join("runtad.log"))
-            .unwrap();
-        // Spawn from a thread that lives as long as the process: PDEATHSIG
-        // fires when the spawning thread exits.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            let mut cmd = Command::new(bin);
-            cmd.args(&args)
-                .env("RUNTA_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().expect("start runtad");
-            tx.send(child).unwrap();
-            loop {
-                std::thread::park();
-            }
-        });
-        let child = rx.recv().unwrap();
+        let log = self.data_dir.join("runtad.log");
+        let child = spawn_runtad(&self.args, &log);
         DAEMONS.lock().unwrap().push(child.id());
         *self.child.lock().unwrap() = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = format!("{}/healthz", self.endpoint);
-        loop {
-            if let Ok(out) = Command::new("curl").args(["-sf", "-m", "2", &url]).output() {
-                if out.status.success() {
-                    break;
-                }
-            }
-            if let Some(c) = self.child.lock().unwrap().as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("runtad exited ({status}); log:\n{}", self.log_tail());
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "runtad did not become healthy:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_healthy(&self.endpoint, &log, || {
+            self.child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+        });
     }
 
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.data_dir.join("runtad.log")).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.data_dir.join("runtad.log"))
     }
 
     /// Kills the daemon hard (SIGKILL), as a crash would.
@@ -473,11 +389,6 @@ pub fn assert_error(st: StatusCode, v: &Value, status: u16, code: &str, needle: 
     );
 }
 
-/// A runtime record's id.
-pub fn id_of(r: &Value) -> String {
-    r["id"].as_str().expect("record has an id").to_string()
-}
-
 /// Runs `python3 -c script` (argv form) in runtime `n` and returns the exec result.
 pub async fn py(c: &Client, n: &str, script: &str) -> Value {
     let (st, v) = c
@@ -505,78 +416,5 @@ impl Daemon {
             }
         }
         panic!("no runtad for {needle}");
-    }
-}
-
-/// A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`, …).
-pub fn status_kib(pid: i32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-/// A host on one of the machine's networks: a network namespace joined to the
-/// host by a veth pair (`198.18.<octet>.1` on the host, `.2` inside), with a
-/// route to `subnet` (the runtime network) through the host. Removed on drop.
-pub struct Outsider {
-    ns: String,
-    veth: String,
-}
-
-impl Outsider {
-    pub fn new(subnet: &str, octet: u8) -> Outsider {
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-        let (ns, veth, peer) = (
-            format!("rt-out-{tag}"),
-            format!("rto{tag}"),
-            format!("rtp{tag}"),
-        );
-        let (host, inside) = (format!("198.18.{octet}.1"), format!("198.18.{octet}.2"));
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().unwrap();
-            assert!(st.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", &ns]);
-        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
-        ip(&["link", "set", &peer, "netns", &ns]);
-        ip(&["addr", "add", &format!("{host}/30"), "dev", &veth]);
-        ip(&["link", "set", &veth, "up"]);
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{inside}/30"),
-            "dev",
-            &peer,
-        ]);
-        ip(&["-n", &ns, "link", "set", &peer, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "route", "add", subnet, "via", &host]);
-        Outsider { ns, veth }
-    }
-
-    /// Runs `python3 -c script` inside the outsider's namespace; stdout and stderr.
-    pub fn py(&self, script: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "python3", "-c", script])
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-}
-
-impl Drop for Outsider {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }

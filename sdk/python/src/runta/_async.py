@@ -10,19 +10,32 @@ from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Set,
 
 import httpx
 
+from . import _egress as E
 from . import _flows as F
 from . import _official as O
 from ._common import CheckpointBase, Page, RuntimeBase, SessionBase
-from ._models import CheckpointInfo, Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._models import (
+    Audit,
+    CheckpointInfo,
+    EgressPolicy,
+    Event,
+    ExecResult,
+    FileEntry,
+    PortLike,
+    RuntimeInfo,
+)
 from ._transport import AsyncTransport, Call, Flow, RetryPolicy, T, client_settings
 
 __all__ = [
+    "AsyncAudits",
     "AsyncCheckpoint",
     "AsyncCheckpoints",
+    "AsyncEgress",
     "AsyncExecTask",
     "AsyncFiles",
     "AsyncRunta",
     "AsyncRuntime",
+    "AsyncRuntimeAudits",
     "AsyncRuntimeCheckpoints",
     "AsyncRuntimes",
     "AsyncSession",
@@ -55,6 +68,7 @@ class AsyncRunta:
         self._tasks: Set[asyncio.Task[ExecResult]] = set()
         self.runtimes = AsyncRuntimes(self)
         self.checkpoints = AsyncCheckpoints(self)
+        self.audits = AsyncAudits(self)
 
     async def _run(self, flow: Flow[T]) -> T:
         return await self._transport.run(flow)
@@ -119,6 +133,8 @@ class AsyncRuntimes:
         resources: Any = None,
         ingress_specs: Optional[Sequence[Any]] = None,
         egress_policy: Any = None,
+        allowed_hosts: Optional[E.HostsLike] = None,
+        denied_hosts: Optional[E.HostsLike] = None,
         idle_suspend_after_secs: Optional[int] = None,
         runtime_agent: Optional[str] = None,
         poll_interval: Optional[float] = None,
@@ -134,7 +150,12 @@ class AsyncRuntimes:
         (the daemon makes one), ``memory_max_mib`` (= ``memory_limit_mib``),
         ``resources`` (``{"requests": …, "limits": …}``), ``ingress_specs``,
         ``egress_policy``, ``idle_suspend_after_secs`` and
-        ``poll_interval`` (unused: the daemon answers once it runs)."""
+        ``poll_interval`` (unused: the daemon answers once it runs).
+
+        ``egress_policy`` (an :class:`EgressPolicy`, either dict shape or an
+        official-client model) or ``allowed_hosts`` / ``denied_hosts`` (an
+        allowlist when hosts to allow are given) hold its outbound traffic to a
+        list from the first packet; the default is open."""
         if memory_limit_mib is None:
             memory_limit_mib = memory_max_mib
         body = F.create_body(
@@ -155,7 +176,7 @@ class AsyncRuntimes:
             name=name,
             resources=resources,
             ingress_specs=ingress_specs,
-            egress_policy=egress_policy,
+            egress_policy=E.create_policy(egress_policy, allowed_hosts, denied_hosts),
             idle_suspend_after_secs=idle_suspend_after_secs,
             runtime_agent=runtime_agent,
         )
@@ -304,6 +325,8 @@ class AsyncRuntime(RuntimeBase):
         self._client = client
         self.files = AsyncFiles(client, info.id)
         self.checkpoints = AsyncRuntimeCheckpoints(client, info.id)
+        self.egress = AsyncEgress(self)
+        self.audits = AsyncRuntimeAudits(client, info.id)
 
     # -- record and lifecycle ------------------------------------------------
 
@@ -418,6 +441,10 @@ class AsyncRuntime(RuntimeBase):
     ) -> RuntimeInfo:
         """Polls until it runs; :class:`RuntimeFailedError` if it fails instead."""
         return await self.wait_until("running", timeout=timeout)
+
+    async def update_egress_policy(self, policy: Any) -> RuntimeInfo:
+        """The official 0.1.1 name of ``egress.set_policy(policy)``."""
+        return await self.egress.set_policy(policy)
 
     async def update_resources(self, resources: Any) -> RuntimeInfo:
         """PATCHes ``resources`` (``{"requests": {"vcpus", "memory_mib"}, "limits":
@@ -583,3 +610,135 @@ class AsyncFiles:
         links under ``local_path`` are never written through, set-id bits are dropped,
         and more than ``max_bytes`` (default 1 GiB) in total is refused before writing."""
         return await self._client._run(F.download(self._id, remote_path, local_path, max_bytes))
+
+
+class AsyncEgress:
+    """``runtime.egress`` (async): the runtime's outbound policy, changed live (docs/api.md,
+    "Egress"). Hosts may be names, ``*.example.com``, addresses or CIDR blocks; a
+    URL is cut to its host. Each change returns the refreshed record and updates
+    the runtime's ``cached_info``."""
+
+    def __init__(self, runtime: AsyncRuntime) -> None:
+        self._runtime = runtime
+        self._client = runtime._client
+
+    async def _do(self, flow: Flow[RuntimeInfo]) -> RuntimeInfo:
+        return self._runtime._set(await self._client._run(flow))
+
+    async def get(self) -> EgressPolicy:
+        """The policy in force now (fetched)."""
+        return (await self._do(F.get(self._runtime.id))).egress_policy
+
+    async def set_policy(
+        self,
+        policy: Any = None,
+        *,
+        mode: Optional[str] = None,
+        allowed_hosts: Optional[E.HostsLike] = None,
+        denied_hosts: Optional[E.HostsLike] = None,
+    ) -> RuntimeInfo:
+        """Replaces the whole policy: ``policy`` (an :class:`EgressPolicy`, either
+        dict shape, or an official-client ``EgressPolicy``) or the keyword parts
+        (``mode`` defaults to ``allowlist`` when ``allowed_hosts`` are given).
+        New connections follow it at once; open ones it denies are cut."""
+        body = E.policy_json(
+            policy, mode=mode, allowed_hosts=allowed_hosts, denied_hosts=denied_hosts
+        )
+        return await self._do(E.set_policy(self._runtime.id, body))
+
+    #: Short and official (0.1.1) names of :meth:`set_policy`.
+    set = set_policy
+    update_policy = set_policy
+
+    async def allow(self, hosts: E.HostsLike) -> RuntimeInfo:
+        """Adds hosts to the allowed list (taking them off the denied one). The
+        mode is kept: in ``denylist`` mode allowed entries only open private
+        addresses; :meth:`enable` makes the list the only way out."""
+        return await self._do(E.modify(self._runtime.id, E.allowing(E.hosts_list(hosts))))
+
+    async def deny(self, hosts: E.HostsLike) -> RuntimeInfo:
+        """Adds hosts to the denied list (taking them off the allowed one)."""
+        return await self._do(E.modify(self._runtime.id, E.denying(E.hosts_list(hosts))))
+
+    async def remove(self, hosts: E.HostsLike) -> RuntimeInfo:
+        """Takes hosts off both lists."""
+        return await self._do(E.modify(self._runtime.id, E.removing(E.hosts_list(hosts))))
+
+    async def enable(self) -> RuntimeInfo:
+        """``allowlist`` mode: only the allowed hosts are reachable."""
+        return await self._do(E.modify(self._runtime.id, E.with_mode("allowlist")))
+
+    async def disable(self) -> RuntimeInfo:
+        """``denylist`` mode: everything but the denied hosts is reachable."""
+        return await self._do(E.modify(self._runtime.id, E.with_mode("denylist")))
+
+    async def clear(self) -> RuntimeInfo:
+        """Open: nothing filtered (``denylist``, both lists empty)."""
+        return await self._do(E.set_policy(self._runtime.id, EgressPolicy().to_json()))
+
+    async def list(self) -> List[str]:
+        """The allowed hosts (the 0.1.1 client's ``egress.list()``)."""
+        return list((await self.get()).allowed_hosts)
+
+    async def audit(self, limit: int = 100, *, kind: Optional[str] = None) -> List[Audit]:
+        """This runtime's newest egress decisions (the official ``egress.audit``)."""
+        items, _ = await self._client._run(
+            E.list_audits(runtime=self._runtime.id, kind=kind, limit=limit)
+        )
+        return items
+
+
+class AsyncAudits:
+    """``runta.audits`` (async): the egress gateway's decisions for the tenant's runtimes."""
+
+    def __init__(self, client: AsyncRunta) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        runtime: Union[str, RuntimeBase, None] = None,
+        category: Optional[str] = None,
+        kind: Optional[str] = None,
+        limit: int = 100,
+    ) -> List[Audit]:
+        """The newest ``limit`` decisions (1-1000), newest first; of one runtime
+        (id, name or handle) or all. DNS decisions only with ``kind="dns_query"``."""
+        if limit <= 0:
+            return []
+        ref = runtime.id if isinstance(runtime, RuntimeBase) else runtime
+        items, _ = await self._client._run(
+            E.list_audits(runtime=ref, category=category, kind=kind, limit=limit)
+        )
+        return items
+
+    async def list_page(
+        self,
+        *,
+        runtime: Union[str, RuntimeBase, None] = None,
+        category: Optional[str] = None,
+        kind: Optional[str] = None,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+    ) -> Page[Audit]:
+        """One page, newest first; pass ``page.next_cursor`` as ``after`` for older."""
+        ref = runtime.id if isinstance(runtime, RuntimeBase) else runtime
+        items, cursor = await self._client._run(
+            E.list_audits(runtime=ref, category=category, kind=kind, limit=limit, after=after)
+        )
+        return Page(items, cursor)
+
+
+class AsyncRuntimeAudits:
+    """``runtime.audits``: the official client's per-runtime audit list."""
+
+    def __init__(self, client: AsyncRunta, runtime_id: str) -> None:
+        self._client = client
+        self._runtime_id = runtime_id
+
+    async def list(
+        self, *, category: Optional[str] = None, kind: Optional[str] = None, limit: int = 100
+    ) -> List[Audit]:
+        return await self._client.audits.list(
+            runtime=self._runtime_id, category=category, kind=kind, limit=limit
+        )

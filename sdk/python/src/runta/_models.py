@@ -133,6 +133,12 @@ class RuntimeInfo:
         return None if self.allowed_actions is None else action in self.allowed_actions
 
     @property
+    def egress_policy(self) -> EgressPolicy:
+        """The outbound policy as the daemon reported it (open when it sent none)."""
+        p = self.raw.get("egress_policy")
+        return EgressPolicy.from_dict(p if isinstance(p, Mapping) else None)
+
+    @property
     def vcpus(self) -> float:
         return self.resources.requests.vcpus
 
@@ -330,3 +336,105 @@ def port_spec(p: PortLike) -> Dict[str, Any]:
 
 def port_specs(publish: Optional[Sequence[PortLike]]) -> List[Dict[str, Any]]:
     return [port_spec(p) for p in (publish or [])]
+
+
+# ---------------------------------------------------------------- egress ----
+
+#: The two policy modes (the official client's ``EgressMode`` values).
+EGRESS_MODES = ("allowlist", "denylist")
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """A runtime's outbound policy (docs/api.md, "Egress"). ``allowlist``: only
+    ``allowed_hosts`` are reachable; ``denylist``: everything but ``denied_hosts``.
+    Entries: host names, ``*.example.com`` (subdomains only), addresses, CIDR blocks.
+    The default is open (``denylist`` with nothing denied)."""
+
+    mode: str = "denylist"
+    allowed_hosts: Tuple[str, ...] = ()
+    denied_hosts: Tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """The 0.1.1 client's spelling: an allowlist is in force."""
+        return self.mode == "allowlist"
+
+    @property
+    def is_open(self) -> bool:
+        """Nothing is filtered."""
+        return self.mode == "denylist" and not self.denied_hosts
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "allowed_hosts": list(self.allowed_hosts),
+            "denied_hosts": list(self.denied_hosts),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> EgressPolicy:
+        """Either shape the daemon or a caller uses: ``{mode, …}`` or ``{enabled, …}``."""
+        if not d:
+            return cls()
+        mode = d.get("mode")
+        if mode is None:
+            mode = "allowlist" if d.get("enabled") else "denylist"
+        return cls(
+            mode=str(mode),
+            allowed_hosts=tuple(str(h) for h in d.get("allowed_hosts") or ()),
+            denied_hosts=tuple(str(h) for h in d.get("denied_hosts") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Audit:
+    """One decision of the egress gateway (``GET /v1/audits``). ``kind`` is
+    ``tcp_connection``, ``http_request``, ``icmp_drop`` or ``dns_query``; ``detail``
+    is that kind's object (``host``, ``dst_addr``, ``action``, ``reason``, …)."""
+
+    id: str
+    category: str
+    observed_unix_ms: int
+    runtime_id: str
+    kind: str
+    detail: Dict[str, Any]
+    payload: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def action(self) -> str:
+        """``allow``, ``deny`` or ``error``."""
+        return str(self.detail.get("action", ""))
+
+    @property
+    def host(self) -> str:
+        """The name asked for (``name`` for DNS), or ``""``."""
+        return str(self.detail.get("host", self.detail.get("name", "")))
+
+    @property
+    def dst_addr(self) -> str:
+        return str(self.detail.get("dst_addr", ""))
+
+    @property
+    def reason(self) -> str:
+        return str(self.detail.get("reason", ""))
+
+    @property
+    def observed_at(self) -> datetime:
+        return datetime.fromtimestamp(self.observed_unix_ms / 1000, tz=timezone.utc)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Audit:
+        payload = dict(d.get("payload") or {})
+        egress = payload.get("egress") or {}
+        kind = str(egress.get("kind", ""))
+        detail = egress.get(kind)
+        return cls(
+            id=str(d["id"]),
+            category=str(d.get("category", "")),
+            observed_unix_ms=int(d.get("observed_unix_ms") or 0),
+            runtime_id=str(d.get("runtime_id", "")),
+            kind=kind,
+            detail=dict(detail) if isinstance(detail, Mapping) else {},
+            payload=payload,
+        )

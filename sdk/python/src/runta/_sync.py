@@ -10,19 +10,32 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import httpx
 
+from . import _egress as E
 from . import _flows as F
 from . import _official as O
 from ._common import CheckpointBase, Page, RuntimeBase, SessionBase
-from ._models import CheckpointInfo, Event, ExecResult, FileEntry, PortLike, RuntimeInfo
+from ._models import (
+    Audit,
+    CheckpointInfo,
+    EgressPolicy,
+    Event,
+    ExecResult,
+    FileEntry,
+    PortLike,
+    RuntimeInfo,
+)
 from ._transport import Call, Flow, RetryPolicy, SyncTransport, T, client_settings
 
 __all__ = [
+    "Audits",
     "Checkpoint",
     "Checkpoints",
+    "Egress",
     "ExecTask",
     "Files",
     "Runta",
     "Runtime",
+    "RuntimeAudits",
     "RuntimeCheckpoints",
     "Runtimes",
     "Session",
@@ -56,6 +69,7 @@ class Runta:
         self._pool_lock = threading.Lock()
         self.runtimes = Runtimes(self)
         self.checkpoints = Checkpoints(self)
+        self.audits = Audits(self)
 
     def _run(self, flow: Flow[T]) -> T:
         return self._transport.run(flow)
@@ -124,6 +138,8 @@ class Runtimes:
         resources: Any = None,
         ingress_specs: Optional[Sequence[Any]] = None,
         egress_policy: Any = None,
+        allowed_hosts: Optional[E.HostsLike] = None,
+        denied_hosts: Optional[E.HostsLike] = None,
         idle_suspend_after_secs: Optional[int] = None,
         runtime_agent: Optional[str] = None,
         poll_interval: Optional[float] = None,
@@ -139,7 +155,12 @@ class Runtimes:
         (the daemon makes one), ``memory_max_mib`` (= ``memory_limit_mib``),
         ``resources`` (``{"requests": …, "limits": …}``), ``ingress_specs``,
         ``egress_policy``, ``idle_suspend_after_secs`` and
-        ``poll_interval`` (unused: the daemon answers once it runs)."""
+        ``poll_interval`` (unused: the daemon answers once it runs).
+
+        ``egress_policy`` (an :class:`EgressPolicy`, either dict shape or an
+        official-client model) or ``allowed_hosts`` / ``denied_hosts`` (an
+        allowlist when hosts to allow are given) hold its outbound traffic to a
+        list from the first packet; the default is open."""
         if memory_limit_mib is None:
             memory_limit_mib = memory_max_mib
         body = F.create_body(
@@ -160,7 +181,7 @@ class Runtimes:
             name=name,
             resources=resources,
             ingress_specs=ingress_specs,
-            egress_policy=egress_policy,
+            egress_policy=E.create_policy(egress_policy, allowed_hosts, denied_hosts),
             idle_suspend_after_secs=idle_suspend_after_secs,
             runtime_agent=runtime_agent,
         )
@@ -305,6 +326,8 @@ class Runtime(RuntimeBase):
         self._client = client
         self.files = Files(client, info.id)
         self.checkpoints = RuntimeCheckpoints(client, info.id)
+        self.egress = Egress(self)
+        self.audits = RuntimeAudits(client, info.id)
 
     # -- record and lifecycle ------------------------------------------------
 
@@ -416,6 +439,10 @@ class Runtime(RuntimeBase):
     ) -> RuntimeInfo:
         """Polls until it runs; :class:`RuntimeFailedError` if it fails instead."""
         return self.wait_until("running", timeout=timeout)
+
+    def update_egress_policy(self, policy: Any) -> RuntimeInfo:
+        """The official 0.1.1 name of ``egress.set_policy(policy)``."""
+        return self.egress.set_policy(policy)
 
     def update_resources(self, resources: Any) -> RuntimeInfo:
         """PATCHes ``resources`` (``{"requests": {"vcpus", "memory_mib"}, "limits":
@@ -576,3 +603,135 @@ class Files:
         links under ``local_path`` are never written through, set-id bits are dropped,
         and more than ``max_bytes`` (default 1 GiB) in total is refused before writing."""
         return self._client._run(F.download(self._id, remote_path, local_path, max_bytes))
+
+
+class Egress:
+    """``runtime.egress``: the runtime's outbound policy, changed live (docs/api.md,
+    "Egress"). Hosts may be names, ``*.example.com``, addresses or CIDR blocks; a
+    URL is cut to its host. Each change returns the refreshed record and updates
+    the runtime's ``cached_info``."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._client = runtime._client
+
+    def _do(self, flow: Flow[RuntimeInfo]) -> RuntimeInfo:
+        return self._runtime._set(self._client._run(flow))
+
+    def get(self) -> EgressPolicy:
+        """The policy in force now (fetched)."""
+        return (self._do(F.get(self._runtime.id))).egress_policy
+
+    def set_policy(
+        self,
+        policy: Any = None,
+        *,
+        mode: Optional[str] = None,
+        allowed_hosts: Optional[E.HostsLike] = None,
+        denied_hosts: Optional[E.HostsLike] = None,
+    ) -> RuntimeInfo:
+        """Replaces the whole policy: ``policy`` (an :class:`EgressPolicy`, either
+        dict shape, or an official-client ``EgressPolicy``) or the keyword parts
+        (``mode`` defaults to ``allowlist`` when ``allowed_hosts`` are given).
+        New connections follow it at once; open ones it denies are cut."""
+        body = E.policy_json(
+            policy, mode=mode, allowed_hosts=allowed_hosts, denied_hosts=denied_hosts
+        )
+        return self._do(E.set_policy(self._runtime.id, body))
+
+    #: Short and official (0.1.1) names of :meth:`set_policy`.
+    set = set_policy
+    update_policy = set_policy
+
+    def allow(self, hosts: E.HostsLike) -> RuntimeInfo:
+        """Adds hosts to the allowed list (taking them off the denied one). The
+        mode is kept: in ``denylist`` mode allowed entries only open private
+        addresses; :meth:`enable` makes the list the only way out."""
+        return self._do(E.modify(self._runtime.id, E.allowing(E.hosts_list(hosts))))
+
+    def deny(self, hosts: E.HostsLike) -> RuntimeInfo:
+        """Adds hosts to the denied list (taking them off the allowed one)."""
+        return self._do(E.modify(self._runtime.id, E.denying(E.hosts_list(hosts))))
+
+    def remove(self, hosts: E.HostsLike) -> RuntimeInfo:
+        """Takes hosts off both lists."""
+        return self._do(E.modify(self._runtime.id, E.removing(E.hosts_list(hosts))))
+
+    def enable(self) -> RuntimeInfo:
+        """``allowlist`` mode: only the allowed hosts are reachable."""
+        return self._do(E.modify(self._runtime.id, E.with_mode("allowlist")))
+
+    def disable(self) -> RuntimeInfo:
+        """``denylist`` mode: everything but the denied hosts is reachable."""
+        return self._do(E.modify(self._runtime.id, E.with_mode("denylist")))
+
+    def clear(self) -> RuntimeInfo:
+        """Open: nothing filtered (``denylist``, both lists empty)."""
+        return self._do(E.set_policy(self._runtime.id, EgressPolicy().to_json()))
+
+    def list(self) -> List[str]:
+        """The allowed hosts (the 0.1.1 client's ``egress.list()``)."""
+        return list((self.get()).allowed_hosts)
+
+    def audit(self, limit: int = 100, *, kind: Optional[str] = None) -> List[Audit]:
+        """This runtime's newest egress decisions (the official ``egress.audit``)."""
+        items, _ = self._client._run(
+            E.list_audits(runtime=self._runtime.id, kind=kind, limit=limit)
+        )
+        return items
+
+
+class Audits:
+    """``runta.audits``: the egress gateway's decisions for the tenant's runtimes."""
+
+    def __init__(self, client: Runta) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        runtime: Union[str, RuntimeBase, None] = None,
+        category: Optional[str] = None,
+        kind: Optional[str] = None,
+        limit: int = 100,
+    ) -> List[Audit]:
+        """The newest ``limit`` decisions (1-1000), newest first; of one runtime
+        (id, name or handle) or all. DNS decisions only with ``kind="dns_query"``."""
+        if limit <= 0:
+            return []
+        ref = runtime.id if isinstance(runtime, RuntimeBase) else runtime
+        items, _ = self._client._run(
+            E.list_audits(runtime=ref, category=category, kind=kind, limit=limit)
+        )
+        return items
+
+    def list_page(
+        self,
+        *,
+        runtime: Union[str, RuntimeBase, None] = None,
+        category: Optional[str] = None,
+        kind: Optional[str] = None,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+    ) -> Page[Audit]:
+        """One page, newest first; pass ``page.next_cursor`` as ``after`` for older."""
+        ref = runtime.id if isinstance(runtime, RuntimeBase) else runtime
+        items, cursor = self._client._run(
+            E.list_audits(runtime=ref, category=category, kind=kind, limit=limit, after=after)
+        )
+        return Page(items, cursor)
+
+
+class RuntimeAudits:
+    """``runtime.audits``: the official client's per-runtime audit list."""
+
+    def __init__(self, client: Runta, runtime_id: str) -> None:
+        self._client = client
+        self._runtime_id = runtime_id
+
+    def list(
+        self, *, category: Optional[str] = None, kind: Optional[str] = None, limit: int = 100
+    ) -> List[Audit]:
+        return self._client.audits.list(
+            runtime=self._runtime_id, category=category, kind=kind, limit=limit
+        )
