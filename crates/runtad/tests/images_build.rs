@@ -240,7 +240,9 @@ async fn commit_runs_pushes_and_pulls_back_equal() {
         .await;
     check_changes(&c, &m).await;
     assert_eq!(c.out(&m, "hostname").await.trim(), m);
-    assert!(c.out(&m, "cat /etc/hosts").await.contains("10.9.9.9 mine"));
+    // The agent takes over an image's own /etc/hosts at first boot (it
+    // has no marker line); the image itself holds the user's version.
+    assert!(c.out(&m, "cat /etc/hosts").await.contains(&m));
     assert_eq!(
         c.out(
             &m,
@@ -325,6 +327,15 @@ async fn commit_runs_pushes_and_pulls_back_equal() {
         Path::new("/etc/shadow")
     );
     assert!(!rootfs.join(".runta").exists());
+    assert!(std::fs::read_to_string(rootfs.join("etc/hosts"))
+        .unwrap()
+        .contains("10.9.9.9 mine"));
+    assert!(
+        !rootfs.join("etc/hostname").exists()
+            || !std::fs::read_to_string(rootfs.join("etc/hostname"))
+                .unwrap()
+                .contains(&n)
+    );
     use std::os::unix::fs::MetadataExt;
     let (m1, m2) = (
         std::fs::metadata(rootfs.join("data/new.txt")).unwrap(),

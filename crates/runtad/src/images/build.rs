@@ -355,6 +355,8 @@ impl Buildah {
             self.cfg.dir.join("run").display().to_string(),
             "--storage-driver".into(),
             "overlay".into(),
+            "--cgroup-manager".into(),
+            "cgroupfs".into(),
         ]
     }
 
@@ -417,14 +419,13 @@ impl Buildah {
         args.extend([
             "bud".into(),
             "--layers".into(),
-            "--pull".into(),
-            "never".into(),
+            // `--pull` takes an optional value: `--pull never` would read
+            // `never` as the context.
+            "--pull=never".into(),
             "--isolation".into(),
             "oci".into(),
             "--runtime".into(),
             self.cfg.runtime.clone(),
-            "--cgroup-manager".into(),
-            "cgroupfs".into(),
             "--memory".into(),
             format!("{}m", self.cfg.memory_mib),
             "--format".into(),
