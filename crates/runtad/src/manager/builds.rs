@@ -27,10 +27,13 @@ pub const MAX_BUILD_CONTEXT: u64 = 2 << 30;
 impl Manager {
     fn builder(&self) -> Result<Buildah> {
         let images = self.images()?;
-        let runtime = if Path::new("/usr/bin/crun").exists() {
-            "crun"
-        } else {
+        // runc: crun refuses a cgroup v1/v2 hybrid host when buildah runs it
+        // (it cannot hide the empty cgroup2 mount as the backend does).
+        let runtime = if Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists()
+        {
             "runc"
+        } else {
+            "crun"
         };
         Ok(Buildah::new(BuildConfig {
             dir: images.dir().join("builder"),
