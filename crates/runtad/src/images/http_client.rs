@@ -21,7 +21,9 @@ use hyper_util::rt::TokioIo;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn full(b: impl Into<Bytes>) -> Body {
@@ -44,7 +46,9 @@ fn tokio_util_stream(
     futures_util::stream::poll_fn(move |cx| {
         let mut rb = tokio::io::ReadBuf::new(&mut buf);
         match std::pin::Pin::new(&mut f).poll_read(cx, &mut rb) {
-            std::task::Poll::Ready(Ok(())) if rb.filled().is_empty() => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                std::task::Poll::Ready(None)
+            }
             std::task::Poll::Ready(Ok(())) => {
                 let data = Bytes::copy_from_slice(rb.filled());
                 std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
@@ -54,7 +58,6 @@ fn tokio_util_stream(
         }
     })
 }
-
 
 #[derive(Clone)]
 pub struct Http {
@@ -133,9 +136,15 @@ impl Http {
             Some("http") => false,
             _ => return Err(format!("{uri}: not an http(s) URL")),
         };
-        let host = uri.host().ok_or_else(|| format!("{uri}: no host"))?.to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{uri}: no host"))?
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((bare.as_str(), port)),
@@ -177,7 +186,11 @@ impl Http {
         })
     }
 
-    async fn exchange<T>(io: T, req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>, String>
+    async fn exchange<T>(
+        io: T,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, String>
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {

@@ -45,14 +45,18 @@ pub struct PullProgress {
     layers_done: AtomicU64,
     bytes_total: AtomicU64,
     bytes_done: AtomicU64,
-    outcome: Mutex<(
-        PullState,
-        Option<String>,
-        Option<String>,
-        Option<DateTime<Utc>>,
-    )>,
+    outcome: Mutex<Outcome>,
     done: tokio::sync::watch::Sender<bool>,
 }
+
+/// How a pull ended (state, image digest, error, when).
+#[derive(Debug, Clone)]
+struct Outcome(
+    PullState,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
 
 /// A copy of a pull's counters at one moment.
 #[derive(Debug, Clone)]
@@ -81,7 +85,7 @@ impl PullProgress {
             layers_done: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
-            outcome: Mutex::new((PullState::Running, None, None, None)),
+            outcome: Mutex::new(Outcome(PullState::Running, None, None, None)),
             done: tokio::sync::watch::channel(false).0,
         })
     }
@@ -115,13 +119,13 @@ impl PullProgress {
     fn finish(&self, r: &Result<Image>) {
         let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         *o = match r {
-            Ok(img) => (
+            Ok(img) => Outcome(
                 PullState::Succeeded,
                 Some(img.digest.to_string()),
                 None,
                 Some(crate::store::now()),
             ),
-            Err(e) => (
+            Err(e) => Outcome(
                 PullState::Failed,
                 None,
                 Some(e.to_string()),

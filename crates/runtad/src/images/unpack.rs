@@ -654,11 +654,20 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn unpack(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> (PathBuf, Result<Unpacked, ImageError>) {
-        let base = std::env::temp_dir().join(format!("runta-unpack-{}", uuid::Uuid::new_v4().simple()));
+    fn unpack(
+        entries: &[(&str, tar::EntryType, &[u8], &str)],
+    ) -> (PathBuf, Result<Unpacked, ImageError>) {
+        let base =
+            std::env::temp_dir().join(format!("runta-unpack-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(base.join("out")).unwrap();
         std::fs::write(base.join("blob"), tar_of(entries)).unwrap();
-        let r = unpack_layer(&base.join("blob"), &base.join("out"), &[], &Limits::default(), 1 << 20);
+        let r = unpack_layer(
+            &base.join("blob"),
+            &base.join("out"),
+            &[],
+            &Limits::default(),
+            1 << 20,
+        );
         (base, r)
     }
 
@@ -689,7 +698,10 @@ mod tests {
             vec![("h", tar::EntryType::Link, &b""[..], "../../etc/passwd")],
         ] {
             let (base, r) = unpack(&entries);
-            assert!(matches!(r, Err(ImageError::Hostile(_))), "{entries:?}: {r:?}");
+            assert!(
+                matches!(r, Err(ImageError::Hostile(_))),
+                "{entries:?}: {r:?}"
+            );
             let _ = std::fs::remove_dir_all(base);
         }
     }

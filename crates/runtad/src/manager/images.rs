@@ -79,7 +79,12 @@ impl Manager {
             .ok_or_else(|| Error::Unavailable("this daemon has no image store".into()))
     }
 
-    pub(super) fn image_view(&self, p: &Principal, img: &Image, detail: bool) -> Result<runta_api::Image> {
+    pub(super) fn image_view(
+        &self,
+        p: &Principal,
+        img: &Image,
+        detail: bool,
+    ) -> Result<runta_api::Image> {
         let images = self.images()?;
         let users = visible(p, images.users(img)?);
         let cfg = &img.config.config;
