@@ -343,7 +343,7 @@ mod tests {
         std::fs::write(up.join("etc/hosts"), b"10.0.0.1 mine\n").unwrap();
         std::fs::write(up.join("etc/app.conf"), b"x=1\n").unwrap();
         let out = t.join("layout");
-        let c = write_layout(None, &[up.clone()], 1 << 20, "test", &out).unwrap();
+        let c = write_layout(None, std::slice::from_ref(&up), 1 << 20, "test", &out).unwrap();
         let f = std::fs::File::open(&c.layers[0].path).unwrap();
         let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
         let mut names: Vec<String> = a

@@ -138,7 +138,7 @@ impl Manager {
             if local.contains_key(&f.image) {
                 continue;
             }
-            let img = self.from_image(&f.image, log).await?;
+            let img = self.resolve_from(&f.image, log).await?;
             let lname = build::local_name(&img.digest);
             if !buildah.has(&lname).await {
                 let dir = work.join(format!("from-{}", img.digest.short()));
@@ -173,7 +173,7 @@ impl Manager {
 
     /// The store's image a `FROM` names: `base` imported once, anything else
     /// pulled on first use.
-    async fn from_image(&self, r: &str, log: &mpsc::Sender<String>) -> Result<Image> {
+    async fn resolve_from(&self, r: &str, log: &mpsc::Sender<String>) -> Result<Image> {
         let images = self.images()?.clone();
         if r == BASE_IMAGE {
             let rootfs = self.backend.image_rootfs(r).ok_or_else(|| {
