@@ -36,7 +36,11 @@ pub struct Config {
     pub registry_ca: Vec<PathBuf>,
     /// A registry (`host:port`) spoken to over plain HTTP (repeatable). Every
     /// other registry is HTTPS only.
-    #[arg(long = "insecure-registry", env = "RUNTA_INSECURE_REGISTRY", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        env = "RUNTA_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
     pub insecure_registry: Vec<String>,
     /// A Docker/Podman `auth.json` with the daemon's own registry credentials
     /// (logins made with `runta image login` take precedence).

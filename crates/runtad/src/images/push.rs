@@ -170,7 +170,9 @@ impl Session {
                 .finish()
         );
         let resp = self
-            .push_request(|| self.push_req(Method::PUT, &url, &[(CONTENT_LENGTH, "0")], hc::empty()))
+            .push_request(|| {
+                self.push_req(Method::PUT, &url, &[(CONTENT_LENGTH, "0")], hc::empty())
+            })
             .await?;
         if resp.status != StatusCode::CREATED {
             let status = resp.status;
