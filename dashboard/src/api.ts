@@ -39,6 +39,27 @@ export interface Runtime {
   /** The official spellings (docs/api.md): the same record. */
   display_name?: string;
   idle_policy?: { mode: 'disabled' | 'suspend_and_wakeup' | 'suspend_only'; suspend_after_secs?: number };
+  /** The outbound policy in both official spellings (docs/api.md, "Egress"). */
+  egress_policy?: EgressPolicy & { enabled: boolean };
+}
+
+export type EgressMode = 'allowlist' | 'denylist';
+
+export interface EgressPolicy {
+  mode: EgressMode;
+  allowed_hosts: string[];
+  denied_hosts: string[];
+}
+
+export type AuditKind = 'tcp_connection' | 'http_request' | 'icmp_drop' | 'dns_query';
+
+/** One decision of the egress gateway (`GET /v1/audits`). */
+export interface Audit {
+  id: string;
+  category: 'egress';
+  observed_unix_ms: number;
+  runtime_id: string;
+  payload: { egress: { kind: AuditKind } & Partial<Record<AuditKind, Record<string, unknown>>> };
 }
 
 export interface RuntimeEvent {
@@ -164,6 +185,14 @@ export const api = {
     ),
   events: (id: string) =>
     request<{ data: RuntimeEvent[] }>('GET', `/v1/runtimes/${enc(id)}/events?limit=100`).then((r) => r.data),
+  /** Replaces the runtime's outbound policy (in force for new connections at once). */
+  setEgress: (id: string, egress_policy: EgressPolicy) =>
+    request<{ data: Runtime }>('PATCH', `/v1/runtimes/${enc(id)}`, { egress_policy }).then((r) => r.data),
+  /** The newest egress decisions of one runtime, newest first. */
+  audits: (id: string, limit = 50) =>
+    request<{ data: Audit[] }>('GET', `/v1/audits?category=egress&runtime=${enc(id)}&limit=${limit}`).then(
+      (r) => r.data,
+    ),
   /** Checks a token without storing it. */
   verify: (token: string) => request<unknown>('GET', '/v1/runtimes?limit=1', undefined, token),
 };

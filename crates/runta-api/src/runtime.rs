@@ -189,10 +189,11 @@ pub struct Runtime {
 pub struct Event {
     pub id: i64,
     pub runtime_id: Uuid,
-    /// `created`, `started`, `paused`, `resumed`, `stopped`, `resized`, `updated`
-    /// (labels, published ports, idle policy), `oom_killed`, `crashed`,
-    /// `idle_suspended`, `woken`, `error`, `egress` (a denied destination, at
-    /// most once a minute per host; every attempt is in `GET /v1/audits`).
+    /// An [`crate::EventKind`] spelled as a string: `created`, `started`,
+    /// `paused`, `resumed`, `stopped`, `resized`, `updated` (labels, published
+    /// ports, idle policy), `oom_killed`, `crashed`, `idle_suspended`, `woken`,
+    /// `error`, `egress` (a denied destination, at most once a minute per host;
+    /// every attempt is in `GET /v1/audits`), `checkpointed`.
     #[serde(rename = "type")]
     pub kind: String,
     pub message: Option<String>,

@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::event::EventKind;
+
 /// Where a runtime is in its life. No status is a dead end: `start` or
 /// `DELETE` leads out of every one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -197,19 +199,20 @@ impl StatusEvent {
     ];
 
     /// The entry it leaves in the runtime's event list (`GET …/events`), if any.
-    pub fn kind(self) -> Option<&'static str> {
+    pub fn kind(self) -> Option<EventKind> {
+        use EventKind as K;
         Some(match self {
-            StatusEvent::Requested(Action::Start) | StatusEvent::Booted => "started",
-            StatusEvent::Requested(Action::Stop) => "stopped",
-            StatusEvent::Requested(Action::Pause) => "paused",
-            StatusEvent::Requested(Action::Resume) => "resumed",
+            StatusEvent::Requested(Action::Start) | StatusEvent::Booted => K::Started,
+            StatusEvent::Requested(Action::Stop) => K::Stopped,
+            StatusEvent::Requested(Action::Pause) => K::Paused,
+            StatusEvent::Requested(Action::Resume) => K::Resumed,
             StatusEvent::BootFailed | StatusEvent::AgentWedged | StatusEvent::DeleteFailed => {
-                "error"
+                K::Error
             }
-            StatusEvent::InitExited | StatusEvent::FoundGone => "crashed",
-            StatusEvent::OomKilled => "oom_killed",
-            StatusEvent::IdleSuspended => "idle_suspended",
-            StatusEvent::Woken => "woken",
+            StatusEvent::InitExited | StatusEvent::FoundGone => K::Crashed,
+            StatusEvent::OomKilled => K::OomKilled,
+            StatusEvent::IdleSuspended => K::IdleSuspended,
+            StatusEvent::Woken => K::Woken,
             StatusEvent::Requested(
                 Action::Delete | Action::Update | Action::Exec | Action::Checkpoint,
             )

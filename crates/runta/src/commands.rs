@@ -68,7 +68,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Apply(f) => deploy(&c, &f.file, "apply", json).await,
         Cmd::Delete(f) => deploy(&c, &f.file, "delete", json).await,
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,
-        Cmd::Snapshot(cmd) => crate::snapshot::run(&c, cmd, json).await,
+        Cmd::Checkpoint(cmd) => crate::checkpoint::run(&c, cmd, json).await,
         Cmd::Image(cmd) => crate::image::run(&c, cmd, json).await,
         Cmd::Commit {
             source,
@@ -138,7 +138,7 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
         publish: a.publish,
         idle_timeout_secs: a.idle_timeout,
         idle_wakeup: None,
-        checkpoint: a.from_snapshot.clone(),
+        checkpoint: a.from_checkpoint.clone(),
         egress_policy: crate::egress::policy_from_flags(
             a.egress_mode,
             &a.egress_allow,
@@ -150,11 +150,11 @@ pub async fn run(c: &Client, a: crate::RunArgs, json: bool) -> Result<()> {
     } else {
         "/v1/runtimes"
     };
-    let mut spin = Spinner::start(match &a.from_snapshot {
+    let mut spin = Spinner::start(match &a.from_checkpoint {
         Some(s) => format!("restoring {s} into {}…", a.name),
         None => format!("creating {}…", a.name),
     });
-    let res = match &a.from_snapshot {
+    let res = match &a.from_checkpoint {
         // An unknown snapshot: "did you mean", or a unique id prefix.
         Some(snap) => {
             c.on_checkpoint(snap, |checkpoint| {

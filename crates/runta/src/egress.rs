@@ -411,7 +411,12 @@ fn row(a: &Audit, names: &HashMap<uuid::Uuid, String>) -> Vec<String> {
             t.transport.clone(),
             or_dash(&t.host),
             or_dash(&t.dst_addr),
-            first_of(&[&t.reason, &t.error, &t.outcome]),
+            // An error says what went wrong; a decision says why.
+            if t.action == EgressAction::Error {
+                first_of(&[&t.error, &t.reason, &t.outcome])
+            } else {
+                first_of(&[&t.reason, &t.error, &t.outcome])
+            },
         )
     } else if let Some(h) = &e.http_request {
         (

@@ -2,6 +2,7 @@
 //! calls; see docs/cli.md.
 
 mod admin;
+mod checkpoint;
 mod client;
 mod commands;
 mod config;
@@ -12,7 +13,6 @@ mod exec;
 mod image;
 mod image_build;
 mod output;
-mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -163,10 +163,11 @@ pub enum Cmd {
     /// Save runtimes' files as snapshots and start new runtimes from them
     #[command(
         subcommand,
+        name = "snapshot",
         visible_alias = "checkpoint",
-        after_help = SNAPSHOT_EXAMPLES
+        after_help = CHECKPOINT_EXAMPLES
     )]
-    Snapshot(SnapshotCmd),
+    Checkpoint(CheckpointCmd),
     /// Save a runtime's files as a new image over its image
     #[command(
         after_help = "Examples:\n  runta commit worker worker-img:1        # a running runtime is frozen meanwhile\n  runta commit --snapshot before-upgrade img:2\n  runta run --name again --image localhost/<tenant>/worker-img:1"
@@ -234,8 +235,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
     /// Start from a snapshot's files (name or id; see `runta snapshot ls`)
-    #[arg(long, value_name = "SNAPSHOT")]
-    pub from_snapshot: Option<String>,
+    #[arg(long = "from-snapshot", value_name = "SNAPSHOT")]
+    pub from_checkpoint: Option<String>,
     /// Return as soon as the runtime is accepted (status `creating`)
     #[arg(long)]
     pub no_wait: bool,
@@ -350,7 +351,7 @@ pub struct ServerArgs {
     pub args: Vec<String>,
 }
 
-const SNAPSHOT_EXAMPLES: &str = "\
+const CHECKPOINT_EXAMPLES: &str = "\
 Examples:
   runta snapshot create worker before-upgrade     # worker is frozen while its files are copied
   runta snapshot ls
@@ -363,7 +364,7 @@ processes: runtimes restored from it boot fresh on those files. Restored runtime
 share the snapshot without copying it and never see each other's changes.";
 
 #[derive(Subcommand)]
-pub enum SnapshotCmd {
+pub enum CheckpointCmd {
     /// Save a runtime's files (running, paused or suspended) under a name
     #[command(
         after_help = "Examples:\n  runta snapshot create worker before-upgrade\n  runta snapshot create worker nightly-1 --json\n\nThe runtime is frozen while its files are copied and thawed afterwards (a paused one stays paused)."
@@ -381,7 +382,7 @@ pub enum SnapshotCmd {
         visible_alias = "list",
         after_help = "Examples:\n  runta snapshot ls\n  runta snapshot ls -q            # ids only\n  runta snapshot ls --json"
     )]
-    Ls(SnapshotLsArgs),
+    Ls(CheckpointLsArgs),
     /// Create a new runtime from a snapshot's files and wait until it runs
     #[command(
         after_help = "Examples:\n  runta snapshot restore before-upgrade try-1\n  runta snapshot restore before-upgrade web-2 --cpus 2 --memory 2048 --publish 8080/https\n  runta snapshot restore before-upgrade job-2 --idle-timeout 300 --label team=ml\n\nSame as `runta run --name NEW-NAME --from-snapshot SNAPSHOT`."
@@ -399,7 +400,7 @@ pub enum SnapshotCmd {
 }
 
 #[derive(Args)]
-pub struct SnapshotLsArgs {
+pub struct CheckpointLsArgs {
     /// Only print ids
     #[arg(short, long)]
     pub quiet: bool,
@@ -412,7 +413,7 @@ pub struct SnapshotLsArgs {
 pub struct RestoreArgs {
     /// Snapshot name or id
     #[arg(value_name = "SNAPSHOT")]
-    pub snapshot: String,
+    pub checkpoint: String,
     /// Name of the new runtime: a-z, 0-9 and '-', unique in your tenant
     #[arg(value_parser = parse_name, value_name = "NEW-NAME")]
     pub name: String,
@@ -451,7 +452,7 @@ impl From<RestoreArgs> for RunArgs {
             label: a.label,
             publish: a.publish,
             idle_timeout: a.idle_timeout,
-            from_snapshot: Some(a.snapshot),
+            from_checkpoint: Some(a.checkpoint),
             no_wait: a.no_wait,
             egress_allow: vec![],
             egress_deny: vec![],

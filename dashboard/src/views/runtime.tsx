@@ -6,6 +6,7 @@ import { navigate, usePoll } from '../hooks';
 import { TerminalPanel } from '../terminal';
 import { toast } from '../toast';
 import { Spinner, StatusBadge, Urls } from './common';
+import { EgressPanel } from './egress';
 
 interface Sample { t: number; cpu: number | null; mem: number | null }
 const MAX_SAMPLES = 90;
@@ -88,6 +89,7 @@ export function RuntimePage({ name }: { name: string }) {
             }
           />
           <CommandBox r={r} />
+          <EgressPanel r={r} onChange={rt.refresh} />
           <Events r={r} />
         </div>
         <aside class="detail-side">

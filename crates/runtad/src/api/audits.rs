@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use runta_api::{Audit, EgressAuditKind, ListResponse, Pagination};
+use runta_api::{Audit, EgressAuditKind, ListResponse};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::QueryPairs;
@@ -87,16 +87,7 @@ async fn page(
             limit as usize,
         )
         .await?;
-    let next_cursor = if has_more {
-        data.last().map(|a| a.id.clone())
-    } else {
-        None
-    };
-    Ok(Json(ListResponse {
-        data,
-        pagination: Pagination {
-            next_cursor,
-            has_more,
-        },
-    }))
+    Ok(Json(ListResponse::trimmed(data, has_more, |a| {
+        a.id.clone()
+    })))
 }

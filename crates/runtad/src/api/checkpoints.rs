@@ -6,11 +6,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use runta_api::{
-    Checkpoint, CreateCheckpointBody, Data, ListResponse, Pagination, DEFAULT_PAGE_LIMIT,
-    MAX_PAGE_LIMIT,
+    Checkpoint, CreateCheckpointBody, Data, ListResponse, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{ApiJson, QueryPairs};
 use super::AppState;
 use crate::auth::Principal;
@@ -53,34 +52,15 @@ pub async fn list(
     p: Principal,
     q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Checkpoint>>> {
-    let limit = q.u32_in("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
+    let (limit, after) = q.page(DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
     q.bool("include_system", false)?;
-    let after = match q.get("after") {
-        Some(c) => c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("after: not a cursor from this API", Some("after".into()))
-        })?,
-        None => 0,
-    };
-    let mut rows = state
+    let rows = state
         .manager
         .list_checkpoints(&p.tenant, after, limit + 1)?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(|c| c.seq.to_string())
-    } else {
-        None
-    };
-    Ok(Json(ListResponse {
-        data: rows
-            .iter()
-            .map(|c| state.manager.checkpoint_view(c))
-            .collect(),
-        pagination: Pagination {
-            next_cursor,
-            has_more,
-        },
-    }))
+    Ok(Json(
+        ListResponse::page(rows, limit, |c| c.seq.to_string())
+            .map(|c| state.manager.checkpoint_view(&c)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/checkpoints/{id}", tag = "checkpoints",

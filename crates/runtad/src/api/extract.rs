@@ -117,6 +117,20 @@ impl QueryPairs {
                 }),
         }
     }
+
+    /// A list route's page: `limit` (1 to `max`, default `default`) and the
+    /// `after` cursor a previous page's `pagination.next_cursor` gave (the
+    /// seq of its last row), `0` before the first row.
+    pub fn page(&self, default: u32, max: u32) -> Result<(u32, i64), ApiError> {
+        let limit = self.u32_in("limit", default, 1, max)?;
+        let after = match self.get("after") {
+            Some(c) => c.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("after: not a cursor from this API", Some("after".into()))
+            })?,
+            None => 0,
+        };
+        Ok((limit, after))
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {

@@ -5,8 +5,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use runta_api::{
-    CreateRuntimeBody, Data, Event, ListResponse, Pagination, Runtime, UpdateRuntimeBody,
-    DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
+    CreateRuntimeBody, Data, Event, ListResponse, Runtime, UpdateRuntimeBody, DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
 };
 
 use super::error::{ApiError, ApiResult};
@@ -79,7 +79,7 @@ pub async fn list(
     p: Principal,
     q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Runtime>>> {
-    let limit = q.u32_in("limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT)?;
+    let (limit, after) = q.page(DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?;
     let statuses = match q.get("status").map(official_status_aliases) {
         Some(s) => Manager::parse_statuses(&s)
             .map_err(|e| ApiError::bad_request(e.to_string(), Some("status".into())))?,
@@ -87,33 +87,17 @@ pub async fn list(
     };
     let labels = Manager::parse_labels(&q.all("label"))
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("label".into())))?;
-    let after_seq = match q.get("after") {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("after: not a cursor from this API", Some("after".into()))
-        })?),
-        None => None,
-    };
-    let mut rows = state.manager.list(&ListFilter {
+    let after_seq = Some(after).filter(|a| *a > 0);
+    let rows = state.manager.list(&ListFilter {
         tenant: Some(p.tenant),
         statuses,
         labels,
         after_seq,
         limit: Some(limit),
     })?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(|r| r.seq.to_string())
-    } else {
-        None
-    };
-    Ok(Json(ListResponse {
-        data: rows.iter().map(|r| state.manager.view(r)).collect(),
-        pagination: Pagination {
-            next_cursor,
-            has_more,
-        },
-    }))
+    Ok(Json(
+        ListResponse::page(rows, limit, |r| r.seq.to_string()).map(|r| state.manager.view(&r)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/runtimes/{id}", tag = "runtimes",
@@ -257,17 +241,5 @@ pub async fn events(
         })?,
         None => 0,
     };
-    let (rows, has_more) = state.manager.events(&p.tenant, &id, after, limit)?;
-    let next_cursor = if has_more {
-        rows.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(ListResponse {
-        data: rows,
-        pagination: Pagination {
-            next_cursor,
-            has_more,
-        },
-    }))
+    Ok(Json(state.manager.events(&p.tenant, &id, after, limit)?))
 }

@@ -101,7 +101,7 @@ impl Manager {
         }
         self.event(
             &r,
-            "checkpointed",
+            runta_api::EventKind::Checkpointed,
             Some(&format!("checkpoint {name:?} ({size} bytes)")),
         );
         Ok(rec)

@@ -101,7 +101,7 @@ impl Manager {
         let img = images.import_commit(&layout, &name).await?;
         self.event(
             &r,
-            "committed",
+            runta_api::EventKind::Committed,
             Some(&format!("image {name:?} ({})", img.digest)),
         );
         self.image_view(p, &img, true)

@@ -29,7 +29,7 @@ impl Manager {
             while let Some((id, msg)) = rx.recv().await {
                 let Some(m) = me.upgrade() else { return };
                 if let Ok(Some(r)) = m.store.get_runtime(id) {
-                    m.event(&r, "egress", Some(&msg));
+                    m.event(&r, runta_api::EventKind::Egress, Some(&msg));
                 }
             }
         });
@@ -65,7 +65,7 @@ impl Manager {
                             batch.push(crate::store::NewAudit {
                                 runtime_id,
                                 observed_unix_ms,
-                                payload,
+                                payload: *payload,
                             })
                         }
                         AuditMsg::Flush(done) => flushes.push(done),

@@ -217,9 +217,9 @@ impl Manager {
                 "image {} was pulled on first use before the create ({} layers, {} bytes, {secs:.1} s)",
                 p.reference, p.layers_total, p.bytes_total
             );
-            self.event(&record, "image_pulled", Some(&msg));
+            self.event(&record, runta_api::EventKind::ImagePulled, Some(&msg));
         }
-        self.event(&record, "created", None);
+        self.event(&record, runta_api::EventKind::Created, None);
         let lock = self.lock_for(record.id);
         let guard = lock.clone().lock_owned().await;
         if wait {
@@ -520,10 +520,10 @@ impl Manager {
             let (resized, other): (Vec<String>, Vec<String>) =
                 changes.into_iter().partition(|c| c.starts_with("vcpus="));
             if !resized.is_empty() {
-                self.event(&r, "resized", Some(&resized.join(", ")));
+                self.event(&r, runta_api::EventKind::Resized, Some(&resized.join(", ")));
             }
             if !other.is_empty() {
-                self.event(&r, "updated", Some(&other.join(", ")));
+                self.event(&r, runta_api::EventKind::Updated, Some(&other.join(", ")));
             }
         }
         Ok(r)

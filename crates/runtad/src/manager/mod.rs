@@ -291,8 +291,12 @@ impl Manager {
             .ok_or_else(|| Error::NotFound(format!("no runtime named {id_or_name:?}")))
     }
 
-    pub fn event(&self, r: &RuntimeRecord, kind: &str, message: Option<&str>) {
-        if let Err(e) = self.store.add_event(r.id, &r.tenant, kind, message) {
+    /// Records an entry in the runtime's event list (stored as the kind's string).
+    pub fn event(&self, r: &RuntimeRecord, kind: runta_api::EventKind, message: Option<&str>) {
+        if let Err(e) = self
+            .store
+            .add_event(r.id, &r.tenant, kind.as_str(), message)
+        {
             tracing::warn!(id = %r.id, "record event {kind}: {e}");
         }
     }

@@ -2,7 +2,7 @@
 //! the API's authentication read and change them only through these methods.
 
 use chrono::Utc;
-use runta_api::{Event, Tenant, TokenCreated, TokenInfo};
+use runta_api::{Event, ListResponse, Tenant, TokenCreated, TokenInfo};
 
 use super::{Error, Manager, Result};
 use crate::auth::{self, Principal};
@@ -118,30 +118,25 @@ impl Manager {
         })
     }
 
-    /// A runtime's events after `after`, at most `limit`, and whether more follow.
+    /// A page of a runtime's events after `after`, at most `limit`.
     pub fn events(
         &self,
         tenant: &str,
         id_or_name: &str,
         after: i64,
         limit: u32,
-    ) -> Result<(Vec<Event>, bool)> {
+    ) -> Result<ListResponse<Event>> {
         let r = self.find(tenant, id_or_name)?;
-        let mut rows = self.store.events(r.id, after, limit + 1)?;
-        let has_more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        Ok((
-            rows.into_iter()
-                .map(|e| Event {
-                    id: e.id,
-                    runtime_id: e.runtime_id,
-                    kind: e.kind,
-                    message: e.message,
-                    created_at: e.created_at,
-                })
-                .collect(),
-            has_more,
-        ))
+        let rows = self.store.events(r.id, after, limit + 1)?;
+        Ok(
+            ListResponse::page(rows, limit, |e| e.id.to_string()).map(|e| Event {
+                id: e.id,
+                runtime_id: e.runtime_id,
+                kind: e.kind,
+                message: e.message,
+                created_at: e.created_at,
+            }),
+        )
     }
 
     /// Whether the store answers (`/healthz`).

@@ -1,5 +1,7 @@
-//! `runta snapshot`: save a runtime's files (a checkpoint in the API), list and
-//! delete snapshots, and start new runtimes from them.
+//! `runta snapshot` (alias `runta checkpoint`): save a runtime's files as a
+//! checkpoint (the API's and the official client's word; the CLI has always
+//! said snapshot, and keeps both), list and delete them, and start new
+//! runtimes from them. In the code it is a checkpoint throughout.
 
 use reqwest::Method;
 use runta_api::{Checkpoint, CreateCheckpointRequest};
@@ -8,14 +10,14 @@ use serde_json::{json, Value};
 use crate::client::{enc, typed, Client};
 use crate::error::Result;
 use crate::output::{age, bytes, print_json, print_json_results, table, Spinner};
-use crate::SnapshotCmd;
+use crate::CheckpointCmd;
 
-pub async fn run(c: &Client, cmd: SnapshotCmd, json: bool) -> Result<()> {
+pub async fn run(c: &Client, cmd: CheckpointCmd, json: bool) -> Result<()> {
     match cmd {
-        SnapshotCmd::Create { runtime, name } => create(c, &runtime, &name, json).await,
-        SnapshotCmd::Ls(a) => ls(c, a.quiet, a.no_trunc, json).await,
-        SnapshotCmd::Restore(a) => crate::commands::run(c, a.into(), json).await,
-        SnapshotCmd::Rm { names } => rm(c, &names, json).await,
+        CheckpointCmd::Create { runtime, name } => create(c, &runtime, &name, json).await,
+        CheckpointCmd::Ls(a) => ls(c, a.quiet, a.no_trunc, json).await,
+        CheckpointCmd::Restore(a) => crate::commands::run(c, a.into(), json).await,
+        CheckpointCmd::Rm { names } => rm(c, &names, json).await,
     }
 }
 
