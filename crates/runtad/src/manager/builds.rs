@@ -168,7 +168,9 @@ impl Manager {
             .send(format!("runta: stored {name} as {}", img.digest))
             .await;
         tracing::info!(tenant = %p.tenant, name, digest = %img.digest, "image built");
-        self.image_view(p, &img, true)
+        let mut view = self.image_view(p, &img, true)?;
+        view.name = name.to_string();
+        Ok(view)
     }
 
     /// The store's image a `FROM` names: `base` imported once, anything else

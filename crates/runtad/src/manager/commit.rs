@@ -104,7 +104,10 @@ impl Manager {
             runta_api::EventKind::Committed,
             Some(&format!("image {name:?} ({})", img.digest)),
         );
-        self.image_view(p, &img, true)
+        // `name` first: the same content under two names is one image.
+        let mut view = self.image_view(p, &img, true)?;
+        view.name = name;
+        Ok(view)
     }
 
     /// `POST /v1/checkpoints/{id}/commit`: a checkpoint's layers over its
@@ -129,7 +132,10 @@ impl Manager {
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(commit_error)?;
         let img = images.import_commit(&layout, &name).await?;
-        self.image_view(p, &img, true)
+        // `name` first: the same content under two names is one image.
+        let mut view = self.image_view(p, &img, true)?;
+        view.name = name;
+        Ok(view)
     }
 
     /// Checkpoint layer folders, bottom first (records keep them topmost first).
