@@ -86,7 +86,15 @@ pub struct Egress {
     events: OnceLock<tokio::sync::mpsc::UnboundedSender<(Uuid, String)>>,
     /// When each (runtime, host) last got such a line.
     evented: Mutex<HashMap<(Uuid, String), std::time::Instant>>,
+    /// Per runtime: the minute now counted and its lines so far, against
+    /// [`EVENTS_PER_MINUTE`].
+    event_budget: Mutex<HashMap<Uuid, (std::time::Instant, u32)>>,
 }
+
+/// `egress` event lines a runtime gets per minute at most, whatever the
+/// number of distinct hosts it is denied (a flood of random names would
+/// otherwise write one line each, unbounded): the audit has every attempt.
+const EVENTS_PER_MINUTE: u32 = 20;
 
 impl Egress {
     pub fn new(network: &runta_backend::network::Network) -> Self {
@@ -111,6 +119,7 @@ impl Egress {
             audits: audit::Audits::default(),
             events: OnceLock::new(),
             evented: Mutex::new(HashMap::new()),
+            event_budget: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +139,7 @@ impl Egress {
             audits: audit::Audits::default(),
             events: OnceLock::new(),
             evented: Mutex::new(HashMap::new()),
+            event_budget: Mutex::new(HashMap::new()),
         }
     }
 
@@ -218,12 +228,17 @@ impl Egress {
     }
 
     /// Takes runtime `id` off the gateway (deleted, or its policy opened).
+    /// The connections the gateway holds for it end too: they would go on
+    /// being checked against the old policy, which a later policy (the
+    /// runtime put back under the gateway) would never see or cut.
     pub async fn remove(&self, id: Uuid) {
         let ip = {
             let mut m = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
             let ip = m.iter().find(|(_, g)| g.id == id).map(|(ip, _)| *ip);
-            if let Some(ip) = ip {
-                m.remove(&ip);
+            if let Some(g) = ip.and_then(|ip| m.remove(&ip)) {
+                for live in g.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    live.abort.abort();
+                }
             }
             ip
         };
@@ -239,8 +254,9 @@ impl Egress {
     }
 
     /// A denial becomes an `egress` event of the runtime, at most once a
-    /// minute per host: a program retrying in a loop must not flood the
-    /// event log (the audit has every attempt).
+    /// minute per host and [`EVENTS_PER_MINUTE`] a minute per runtime: a
+    /// program retrying in a loop, or asking for random names, must not
+    /// flood the event log (the audit has every attempt).
     fn denied(&self, id: Uuid, host: &str, reason: &str) {
         let Some(tx) = self.events.get() else { return };
         let now = std::time::Instant::now();
@@ -255,6 +271,18 @@ impl Egress {
             {
                 return;
             }
+            let mut b = self.event_budget.lock().unwrap_or_else(|e| e.into_inner());
+            if b.len() > 10_000 {
+                b.retain(|_, (t, _)| now.duration_since(*t).as_secs() < 60);
+            }
+            let (since, n) = b.entry(id).or_insert((now, 0));
+            if now.duration_since(*since).as_secs() >= 60 {
+                (*since, *n) = (now, 0);
+            }
+            if *n >= EVENTS_PER_MINUTE {
+                return;
+            }
+            *n += 1;
             m.insert(key, now);
         }
         let _ = tx.send((id, format!("denied {host}: {reason}")));

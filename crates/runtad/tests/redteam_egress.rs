@@ -1,0 +1,730 @@
+//! Red-team pass over the egress gateway (issue 17), by someone who did not
+//! write it: a hostile program inside a policy runtime and a hostile API
+//! caller, against a real runtad and test hosts in a network namespace this
+//! test creates (198.18.N.2 = allowed.test, 198.18.N.3 = other.test). Tests
+//! that pass pin a defence; `#[ignore = "hole: …"]` tests prove a hole that
+//! is still open (docs/security.md, "Egress red-team pass").
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::{name, py, Client, Daemon};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SERVER: &str = r#"
+import http.server, socketserver, ssl, sys, threading
+cert, key = sys.argv[1], sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("hello %s host=%s\n" % (self.connection.getsockname()[0], self.headers.get("Host"))).encode()
+        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+def serve(port, tls):
+    s = S(("0.0.0.0", port), H)
+    if tls:
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(cert, key)
+        s.socket = c.wrap_socket(s.socket, server_side=True)
+    s.serve_forever()
+threading.Thread(target=serve, args=(443, True), daemon=True).start()
+serve(80, False)
+"#;
+
+/// A network namespace holding the test hosts, torn down on drop.
+struct TestHosts {
+    ns: String,
+    veth: String,
+    net: u8,
+    server: Child,
+    hosts_file: std::path::PathBuf,
+}
+
+impl TestHosts {
+    fn new(net: u8) -> TestHosts {
+        let tag = format!("{}{net}", std::process::id() % 10000);
+        let ns = format!("rte-{tag}");
+        let veth = format!("rteh{tag}");
+        let peer = format!("rtep{tag}");
+        let sh = |c: &str| {
+            let st = Command::new("sh").arg("-c").arg(c).status().unwrap();
+            assert!(st.success(), "{c}");
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let _ = Command::new("ip").args(["link", "del", &veth]).status();
+        sh(&format!("ip netns add {ns}"));
+        sh(&format!("ip link add {veth} type veth peer name {peer}"));
+        sh(&format!("ip link set {peer} netns {ns}"));
+        sh(&format!(
+            "ip addr add 198.18.{net}.1/24 dev {veth} && ip link set {veth} up"
+        ));
+        sh(&format!(
+            "ip -n {ns} addr add 198.18.{net}.2/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.3/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
+        ));
+        let dir = std::env::temp_dir().join(format!("runta-rte-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["allowed.test".to_string()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("server.py"), SERVER).unwrap();
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns, "/usr/bin/python3"])
+            .arg(dir.join("server.py"))
+            .arg(dir.join("cert.pem"))
+            .arg(dir.join("key.pem"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hosts_file = dir.join("hosts");
+        std::fs::write(
+            &hosts_file,
+            format!(
+                "198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n"
+            ),
+        )
+        .unwrap();
+        for _ in 0..50 {
+            let ok = Command::new("curl")
+                .args(["-sf", "-m", "1", &format!("http://198.18.{net}.2/")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        TestHosts {
+            ns,
+            veth,
+            net,
+            server,
+            hosts_file,
+        }
+    }
+
+    fn ip(&self, last: u8) -> String {
+        format!("198.18.{}.{last}", self.net)
+    }
+}
+
+impl Drop for TestHosts {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+    }
+}
+
+fn daemon(h: &TestHosts) -> Daemon {
+    Daemon::start_new(&["--egress-hosts", h.hosts_file.to_str().unwrap()])
+}
+
+/// Runs `cmd` in the runtime; (exit code, stdout + stderr).
+async fn run(c: &Client, rt: &str, cmd: &str) -> (i64, String) {
+    let d = c.sh(rt, cmd).await;
+    (
+        d["exit_code"].as_i64().unwrap_or(-1),
+        d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or(""),
+    )
+}
+
+/// Python run in the runtime; its stdout + stderr.
+async fn pyout(c: &Client, rt: &str, script: &str) -> String {
+    let d = py(c, rt, script).await;
+    d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or("")
+}
+
+/// Sends `req` as is to `ip:port` from inside the runtime and returns all it
+/// got back until the peer closed (or `ERR …`).
+async fn raw(c: &Client, rt: &str, ip: &str, port: u16, req: &[u8]) -> String {
+    let hex: String = req.iter().map(|b| format!("{b:02x}")).collect();
+    pyout(
+        c,
+        rt,
+        &format!(
+            r#"
+import socket
+out = b""
+try:
+    s = socket.create_connection(("{ip}", {port}), 5)
+    s.settimeout(5)
+    s.sendall(bytes.fromhex("{hex}"))
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+except Exception as e:
+    out += ("ERR %r" % e).encode()
+print(out.decode("latin1"))
+"#
+        ),
+    )
+    .await
+}
+
+async fn audits(c: &Client, rt: &str, extra: &str) -> Vec<Value> {
+    let (st, v) = c
+        .get(&format!(
+            "/v1/audits?category=egress&runtime={rt}&limit=1000{extra}"
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["data"].as_array().unwrap().clone()
+}
+
+/// A DNS A query for `qname` to `server`:53 from the runtime: "rcode R answers N".
+fn dns_script(server: &str, qname: &str) -> String {
+    let labels: String = qname
+        .split('.')
+        .map(|l| format!("\\x{:02x}{l}", l.len()))
+        .collect();
+    format!(
+        "import socket\ns=socket.socket(2,2);s.settimeout(3)\nq=b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00{labels}\\x00\\x00\\x01\\x00\\x01'\ns.sendto(q,('{server}',53));r=s.recv(512)\nprint('rcode',r[3]&15,'answers',r[7],r[-4:].hex())"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_header_name_and_socket_tricks_are_refused() {
+    let h = TestHosts::new(61);
+    let d = daemon(&h);
+    let c = d.tenant("rte").await;
+    let rt = name("rte");
+    let v = c
+        .create_with(json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test", "*.wild.test"]}}))
+        .await;
+    let rt_ip = v["ip"].as_str().unwrap().to_string();
+    let (two, three) = (h.ip(2), h.ip(3));
+    let hello = format!("hello {two}");
+
+    // Name matching: the wildcard is subdomains only, suffix tricks are
+    // other names, case, port and a trailing dot are the same name.
+    for (host, ok) in [
+        ("a.wild.test", true),
+        ("A.Wild.TEST.", true),
+        ("allowed.test.", true),
+        ("ALLOWED.test:80", true),
+        ("wild.test", false),
+        ("xallowed.test", false),
+        ("allowed.test.other.test", false),
+        ("a.wild.test.other.test", false),
+        ("allowed.test%00", false),
+        ("*.wild.test", false),
+    ] {
+        let (_, out) = run(
+            &c,
+            &rt,
+            &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: {host}' http://{three}/"),
+        )
+        .await;
+        if ok {
+            assert!(
+                out.contains(&hello) && out.ends_with(" 200"),
+                "{host}: {out}"
+            );
+        } else {
+            assert!(
+                out.ends_with(" 403") && !out.contains("hello"),
+                "{host}: {out}"
+            );
+        }
+    }
+
+    // Heads the gateway and a server could read differently: refused.
+    for (what, req) in [
+        ("absolute URI for another host", "GET http://other.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+        ("two Host headers", "GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: other.test\r\n\r\n"),
+        ("obs-fold", "GET / HTTP/1.1\r\nHost: allowed.test\r\nX-A: b\r\n other.test\r\n\r\n"),
+        ("space before the colon", "GET / HTTP/1.1\r\nHost : other.test\r\nHost: allowed.test\r\n\r\n"),
+        ("CL and TE", "POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE not chunked", "POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
+        ("h2c prior knowledge", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("h2c upgrade", "GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"),
+        ("NUL in a header", "GET / HTTP/1.1\r\nHost: allowed.test\r\nX-A: a\0b\r\n\r\n"),
+        ("CONNECT", "CONNECT other.test:443 HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+    ] {
+        let out = raw(&c, &rt, &two, 80, req.as_bytes()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 403") && !out.contains("hello"),
+            "{what}: {out}"
+        );
+    }
+    // Not HTTP to the gateway's eyes (lower-case method): judged by address,
+    // and the allowed host's address is not an entry.
+    let out = raw(
+        &c,
+        &rt,
+        &two,
+        80,
+        b"get / HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains("ERR") && !out.contains("hello"), "{out}");
+
+    // The gateway's own port, hit directly, is no way around it.
+    let rules = Command::new("iptables-save").output().unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout).to_string();
+    let port: u16 = rules
+        .lines()
+        .find(|l| l.contains(&format!("-s {rt_ip}/32 -p tcp")) && l.contains("REDIRECT"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no redirect rule: {rules}"));
+    let gw = format!("10.{}.0.1", d.subnet_octet);
+    let out = raw(
+        &c,
+        &rt,
+        &gw,
+        port,
+        b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    let out = raw(&c, &rt, &gw, port, b"hello gateway\r\n").await;
+    assert!(out.contains("ERR") || out.trim().is_empty(), "{out}");
+
+    // TLS without SNI, to the allowed host's own address: no name, and the
+    // address is not an entry.
+    let tls = |ip: String, sni: &'static str| {
+        format!(
+            r#"
+import socket, ssl
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE
+try:
+    s = c.wrap_socket(socket.create_connection(("{ip}", 443), 5), server_hostname={sni})
+    s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+    out = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        out += d
+    print(out.decode())
+except Exception as e:
+    print("ERR", repr(e))
+"#
+        )
+    };
+    let out = pyout(&c, &rt, &tls(two.clone(), "None")).await;
+    assert!(out.starts_with("ERR") && !out.contains("hello"), "{out}");
+    // The allowed SNI aimed at the denied address reaches the allowed one.
+    let out = pyout(&c, &rt, &tls(three.clone(), "'allowed.test'")).await;
+    assert!(out.contains(&hello) && !out.contains(&three), "{out}");
+
+    // IPv6: no address, no route; a v4-mapped address on a v6 socket is v4
+    // and meets the gateway like any other.
+    let (_, out) = run(&c, &rt, "cat /proc/net/if_inet6 2>&1; echo end").await;
+    assert!(!out.contains("eth0"), "an IPv6 address on eth0: {out}");
+    let out = pyout(
+        &c,
+        &rt,
+        "import socket\nfor a in [('fe80::1%eth0',80,0,0),('ff02::1%eth0',80,0,0),('2001:db8::1',80,0,0)]:\n  try:\n    s=socket.socket(socket.AF_INET6);s.settimeout(2);s.connect(a);print('CONNECTED',a)\n  except Exception as e:\n    print('refused',a,e)",
+    )
+    .await;
+    assert!(!out.contains("CONNECTED"), "{out}");
+    let out = pyout(
+        &c,
+        &rt,
+        &format!("import socket\ns=socket.socket(socket.AF_INET6);s.settimeout(5);s.connect(('::ffff:{three}',80,0,0));s.sendall(b'GET / HTTP/1.1\\r\\nHost: other.test\\r\\n\\r\\n');print(s.recv(200))"),
+    )
+    .await;
+    assert!(out.contains("403"), "{out}");
+
+    // Other IP protocols need a raw socket: none for a runtime's program.
+    let out = pyout(
+        &c,
+        &rt,
+        "import socket\nfor p in (132, 47, 255, 1):\n  try:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, p);print('RAW', p)\n  except Exception as e:\n    print('no', p, e)\ntry:\n  socket.socket(17, socket.SOCK_RAW, 0);print('PACKET')\nexcept Exception as e:\n  print('no packet', e)\ntry:\n  socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132);print('SCTP')\nexcept Exception as e:\n  print('no sctp', e)",
+    )
+    .await;
+    assert!(
+        !out.contains("RAW") && !out.contains("PACKET") && !out.contains("SCTP"),
+        "{out}"
+    );
+
+    // DNS of a name that only shares a suffix, or the wildcard's apex.
+    for q in ["allowed.test.other.test", "wild.test", "xallowed.test"] {
+        let out = pyout(&c, &rt, &dns_script(&gw, q)).await;
+        assert!(out.contains("rcode 3 answers 0"), "{q}: {out}");
+    }
+
+    // A hostile API caller: entries that are not hosts, and too many.
+    for bad in [
+        "*",
+        "*.",
+        "**.test",
+        "http://allowed.test/",
+        "allowed.test/x",
+        "allowed.test:443",
+        "198.18.0.0/33",
+        "",
+        "a b",
+        "*.*.test",
+        "allowed..test",
+    ] {
+        let (st, body) = c
+            .patch(
+                &format!("/v1/runtimes/{rt}"),
+                json!({"egress_policy": {"mode": "allowlist", "allowed_hosts": [bad]}}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+    let many: Vec<String> = (0..257).map(|i| format!("h{i}.test")).collect();
+    let (st, body) = c
+        .patch(
+            &format!("/v1/runtimes/{rt}"),
+            json!({"egress_policy": {"mode": "allowlist", "allowed_hosts": many}}),
+        )
+        .await;
+    assert!(
+        st == StatusCode::BAD_REQUEST || st == StatusCode::UNPROCESSABLE_ENTITY,
+        "{body}"
+    );
+    assert!(body.to_string().contains("allowed_hosts"), "{body}");
+    let (_, now) = c.get(&format!("/v1/runtimes/{rt}")).await;
+    assert_eq!(
+        now["data"]["egress_policy"]["allowed_hosts"],
+        json!(["allowed.test", "*.wild.test"]),
+        "{now}"
+    );
+
+    // The refusals are audited, with the name the program gave.
+    c.eventually(10, "denials audited", || async {
+        let l = audits(&c, &rt, "").await;
+        let s = serde_json::to_string(&l).unwrap();
+        s.contains("xallowed.test") && s.contains("allowed.test.other.test")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denylist_names_that_resolve_to_forbidden_addresses_are_refused() {
+    let h = TestHosts::new(62);
+    let d = daemon(&h);
+    let c = d.tenant("rtd").await;
+    let rt = name("rtd");
+    c.create_with(
+        json!({"name": rt, "egress_policy": {"mode": "denylist", "denied_hosts": ["other.test"]}}),
+    )
+    .await;
+    let two = h.ip(2);
+    // Names the system resolver turns into loopback, unspecified or the
+    // metadata address (numeric forms Rust's parser does not take).
+    for host in [
+        "localhost",
+        "127.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "0",
+        "2852039166",
+        "ip6-localhost",
+    ] {
+        let (_, out) = run(
+            &c,
+            &rt,
+            &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: {host}' http://{two}/"),
+        )
+        .await;
+        assert!(
+            out.ends_with(" 403") && !out.contains("hello"),
+            "{host}: {out}"
+        );
+        let gw = format!("10.{}.0.1", d.subnet_octet);
+        if host.contains('.') && !host.ends_with('.') || host == "localhost" {
+            let out = pyout(&c, &rt, &dns_script(&gw, host)).await;
+            assert!(out.contains("answers 0"), "DNS {host}: {out}");
+        }
+    }
+    // The denied name by SNI or Host, whatever address the program aims at.
+    let (_, out) = run(
+        &c,
+        &rt,
+        &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: OTHER.test.' http://{two}/"),
+    )
+    .await;
+    assert!(out.ends_with(" 403"), "{out}");
+    let (code, out) = run(
+        &c,
+        &rt,
+        &format!("curl -sk -m 5 --resolve other.test:443:{two} https://other.test/"),
+    )
+    .await;
+    assert!(code != 0 && !out.contains("hello"), "{out}");
+}
+
+/// Sends two requests on one connection: the first with `Upgrade: websocket`
+/// (the server does not upgrade: a plain 200), the second naming a host the
+/// policy denies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "hole: after any request carrying an Upgrade header the gateway tunnels the rest of the connection unparsed, even when the server answered a plain 200 (no 101); a second request naming a denied Host is forwarded to the allowed host's address and never checked nor audited (domain fronting through a shared front, the hole the kept-alive checks closed)"]
+async fn an_upgrade_the_server_refused_does_not_open_a_tunnel() {
+    let h = TestHosts::new(63);
+    let d = daemon(&h);
+    let c = d.tenant("rtu").await;
+    let rt = name("rtu");
+    c.create_with(json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test"]}}))
+        .await;
+    let out = raw(
+        &c,
+        &rt,
+        &h.ip(2),
+        80,
+        b"GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains("host=allowed.test"), "{out}");
+    assert!(
+        !out.contains("host=other.test"),
+        "a denied Host was forwarded: {out}"
+    );
+}
+
+/// A program covers its tracks: one denied attempt, then a burst of cheap
+/// denied DNS queries (each one audit) past the per-runtime retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "hole: retention is the newest 5000 decisions per runtime, of every kind alike, so a program erases the audit of its own denied connection with ~5000 denied DNS queries (a second of UDP); fix belongs in the store (keep deny/connection records apart from DNS, or aggregate repeated DNS denials)"]
+async fn a_dns_burst_does_not_erase_the_runtimes_earlier_denials() {
+    let h = TestHosts::new(64);
+    let d = daemon(&h);
+    let c = d.tenant("rtf").await;
+    let rt = name("rtf");
+    c.create_with(json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test"]}}))
+        .await;
+    let (_, out) = run(
+        &c,
+        &rt,
+        &format!(
+            "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: exfil.other.test' http://{}/",
+            h.ip(3)
+        ),
+    )
+    .await;
+    assert!(out.ends_with(" 403"), "{out}");
+    c.eventually(10, "the denial audited", || async {
+        serde_json::to_string(&audits(&c, &rt, "").await)
+            .unwrap()
+            .contains("exfil.other.test")
+    })
+    .await;
+    let gw = format!("10.{}.0.1", d.subnet_octet);
+    let out = pyout(
+        &c,
+        &rt,
+        &format!(
+            "import socket,time\ns=socket.socket(2,2);s.settimeout(1)\nok=0\nfor i in range(6000):\n  n=b'n%d' % i\n  q=b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00'+bytes([len(n)])+n+b'\\x04test\\x00\\x00\\x01\\x00\\x01'\n  s.sendto(q,('{gw}',53))\n  try:\n    s.recv(512);ok+=1\n  except Exception:\n    pass\nprint('answered',ok)"
+        ),
+    )
+    .await;
+    assert!(out.contains("answered"), "{out}");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let list = audits(&c, &rt, "").await;
+    assert!(
+        serde_json::to_string(&list)
+            .unwrap()
+            .contains("exfil.other.test"),
+        "the denied connection's audit is gone after a DNS burst"
+    );
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One tenant's runtime floods the gateway's DNS as fast as it can send;
+/// another tenant's runtime keeps being answered and audited, the daemon
+/// stays bounded, and neither tenant sees the other's audits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_dns_flood_costs_another_tenant_nothing() {
+    let h = TestHosts::new(65);
+    let d = daemon(&h);
+    let a = d.tenant("rtfa").await;
+    let b = d.tenant("rtfb").await;
+    let (ra, rb) = (name("rtfa"), name("rtfb"));
+    let pol = json!({"mode": "allowlist", "allowed_hosts": ["allowed.test"]});
+    a.create_with(json!({"name": ra, "egress_policy": pol}))
+        .await;
+    let vb = b
+        .create_with(json!({"name": rb, "egress_policy": pol}))
+        .await;
+    let pid = d.pid();
+    let before = rss_kib(pid);
+    let gw = format!("10.{}.0.1", d.subnet_octet);
+    // Fire and forget, long names, 100k datagrams, from 4 processes.
+    a.out(
+        &ra,
+        &format!(
+            "cat > /tmp/flood.py <<'EOF'\nimport socket, os\ns=socket.socket(2,2);s.setblocking(False)\nlab=b'x'*63\nfor i in range(25000):\n  n=(b'%d' % i)+lab[:50]\n  q=b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00'+bytes([len(n)])+n+bytes([63])+lab+bytes([63])+lab+b'\\x04test\\x00\\x00\\x10\\x00\\x01'\n  try:\n    s.sendto(q,('{gw}',53))\n  except Exception:\n    pass\nEOF\nfor i in 1 2 3 4; do nohup python3 /tmp/flood.py >/dev/null 2>&1 & done; echo started"
+        ),
+    )
+    .await;
+    // Meanwhile the other tenant works: 20 denied requests, DNS answers.
+    for i in 0..20 {
+        let (_, out) = run(
+            &b,
+            &rb,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: b{i}.other.test' http://{}/",
+                h.ip(3)
+            ),
+        )
+        .await;
+        assert!(out.ends_with(" 403"), "{i}: {out}");
+    }
+    let out = pyout(&b, &rb, &dns_script(&gw, "allowed.test")).await;
+    assert!(out.contains("rcode 0 answers 1"), "{out}");
+    let (_, out) = run(&b, &rb, "curl -s -m 5 http://allowed.test/").await;
+    assert!(out.contains("hello"), "{out}");
+    a.out(
+        &ra,
+        "kill $(pgrep -f '^python3 /tmp/flood.py') 2>/dev/null; true",
+    )
+    .await;
+    b.eventually(
+        15,
+        "all 20 of the other tenant's denials audited",
+        || async {
+            let s = serde_json::to_string(&audits(&b, &rb, "").await).unwrap();
+            (0..20).all(|i| s.contains(&format!("b{i}.other.test")))
+        },
+    )
+    .await;
+    // The flood's thousands of distinct denied names cost the runtime's
+    // event log a bounded number of `egress` lines, not one per name.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (mut after_id, mut egress_events) = (0i64, 0usize);
+    loop {
+        let (st, ev) = a
+            .get(&format!(
+                "/v1/runtimes/{ra}/events?limit=100&after={after_id}"
+            ))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{ev}");
+        let page = ev["data"].as_array().unwrap().clone();
+        egress_events += page.iter().filter(|e| e["type"] == "egress").count();
+        match page.last().and_then(|e| e["id"].as_i64()) {
+            Some(id) if page.len() == 100 && egress_events < 5000 => after_id = id,
+            _ => break,
+        }
+    }
+    assert!(
+        egress_events <= 200,
+        "{egress_events} egress events from one DNS flood"
+    );
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 256 * 1024,
+        "daemon RSS grew from {before} KiB to {after} KiB"
+    );
+    // Tenant scoping of the listings.
+    let (st, _) = a
+        .get(&format!("/v1/audits?category=egress&runtime={rb}"))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = a
+        .get(&format!(
+            "/v1/runtimes/{}/audits",
+            vb["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, all) = a
+        .get("/v1/audits?category=egress&limit=1000&kind=dns_query")
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["runtime_id"] != vb["id"]),
+        "tenant A sees tenant B's audits"
+    );
+    // Nor change, read or lift another tenant's policy.
+    let (st, v) = b
+        .patch(
+            &format!("/v1/runtimes/{ra}"),
+            json!({"egress_policy": {"mode": "denylist", "denied_hosts": []}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, v) = b.get(&format!("/v1/runtimes/{ra}/egress")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, v) = b
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/runtimes/{ra}/egress"),
+            Some(json!({"mode": "denylist", "denied_hosts": []})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (_, av) = a.get(&format!("/v1/runtimes/{ra}/egress")).await;
+    assert_eq!(av["data"]["mode"], "allowlist", "{av}");
+    let (st, _) = d_api_ok(&b).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+async fn d_api_ok(c: &Client) -> (StatusCode, Value) {
+    c.get("/v1/runtimes").await
+}
+
+/// A connection held open across "policy lifted, then put back narrower":
+/// the narrower policy must cut it (or refuse its next request) like any
+/// other policy change does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns() {
+    let h = TestHosts::new(66);
+    let d = daemon(&h);
+    let c = d.tenant("rtl").await;
+    let rt = name("rtl");
+    c.create_with(json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test", "other.test"]}}))
+        .await;
+    c.out(
+        &rt,
+        &format!(
+            "cat > /tmp/hold.py <<'EOF'\nimport socket, os, time\ns=socket.create_connection(('{}',80),5)\ndef ask():\n  s.sendall(b'GET / HTTP/1.1\\r\\nHost: other.test\\r\\n\\r\\n')\n  s.settimeout(5)\n  try:\n    return s.recv(4096).decode('latin1')\n  except Exception as e:\n    return 'ERR %r' % e\nopen('/tmp/one','w').write(ask())\nwhile not os.path.exists('/tmp/go'):\n  time.sleep(0.05)\ntry:\n  r=ask()\nexcept Exception as e:\n  r='ERR %r' % e\nopen('/tmp/two.tmp','w').write(r or 'EOF'); os.rename('/tmp/two.tmp','/tmp/two')\nEOF\nnohup python3 /tmp/hold.py >/dev/null 2>&1 &\necho ok",
+            h.ip(3)
+        ),
+    )
+    .await;
+    c.eventually(10, "the first answer", || async {
+        let (_, o) = run(&c, &rt, "cat /tmp/one 2>/dev/null").await;
+        o.contains("host=other.test")
+    })
+    .await;
+    for pol in [
+        json!({"mode": "denylist", "denied_hosts": []}),
+        json!({"mode": "allowlist", "allowed_hosts": ["allowed.test"]}),
+    ] {
+        let (st, v) = c
+            .patch(&format!("/v1/runtimes/{rt}"), json!({"egress_policy": pol}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.out(&rt, "touch /tmp/go").await;
+    c.eventually(15, "the second answer", || async {
+        let (_, o) = run(&c, &rt, "cat /tmp/two 2>/dev/null").await;
+        !o.is_empty()
+    })
+    .await;
+    let (_, two) = run(&c, &rt, "cat /tmp/two").await;
+    assert!(
+        !two.contains("hello"),
+        "other.test still answered after the policy stopped allowing it: {two}"
+    );
+}
