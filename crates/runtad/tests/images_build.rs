@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,6 @@ macro_rules! skip_without {
 
 struct Registry {
     addr: String,
-    _child: Child,
 }
 
 /// A `docker-registry` on a free loopback port (plain HTTP), with Basic
@@ -75,10 +74,15 @@ fn start_registry(creds: Option<(&str, &str)>) -> Registry {
     }
     std::fs::write(root.join("config.yml"), cfg).unwrap();
     let log = std::fs::File::create(root.join("registry.log")).unwrap();
-    let child = {
+    // Spawned from a thread that lives as long as the test process:
+    // PDEATHSIG fires when the spawning *thread* ends, and the test that
+    // first builds the world may end long before the others.
+    let cfg_path = root.join("config.yml");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new("docker-registry");
-        c.args(["serve", root.join("config.yml").to_str().unwrap()])
+        c.args(["serve", cfg_path.to_str().unwrap()])
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         // SAFETY: prctl in the child before exec.
@@ -88,8 +92,14 @@ fn start_registry(creds: Option<(&str, &str)>) -> Registry {
                 Ok(())
             });
         }
-        c.spawn().expect("start docker-registry")
-    };
+        let child = c.spawn().expect("start docker-registry");
+        tx.send(child.id()).unwrap();
+        let _keep = child;
+        loop {
+            std::thread::park();
+        }
+    });
+    let _pid = rx.recv().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let code = Command::new("curl")
@@ -108,10 +118,7 @@ fn start_registry(creds: Option<(&str, &str)>) -> Registry {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Registry {
-        addr,
-        _child: child,
-    }
+    Registry { addr }
 }
 
 struct World {
