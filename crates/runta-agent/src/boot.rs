@@ -19,7 +19,7 @@ use std::os::unix::net::UnixListener;
 
 /// First line of the files the agent manages. While it is there the file is
 /// rewritten at every boot; a user who removes it keeps their own version.
-pub const MANAGED: &str = "# Managed by Runta at boot; delete this line to keep your own edits.";
+pub const MANAGED: &str = runta_agent::MANAGED_ETC_MARKER;
 
 /// Start-up settings, from the command line the daemon writes into the
 /// runtime's OCI config.

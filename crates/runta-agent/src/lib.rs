@@ -17,6 +17,17 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
 pub const HEADER_LEN: usize = 5;
 
+/// First line of the `/etc` files the agent writes at boot (hosts,
+/// resolv.conf). While it is there the file is Runta's, rewritten at every
+/// boot, and left out of a commit (docs/images.md); a user who removes it
+/// keeps their own version.
+pub const MANAGED_ETC_MARKER: &str =
+    "# Managed by Runta at boot; delete this line to keep your own edits.";
+
+/// The folder in every runtime's root that holds the agent's mount point and
+/// its bookkeeping; never part of an image made from a runtime.
+pub const RUNTA_DIR: &str = ".runta";
+
 /// The most entries one folder listing returns; a larger folder is refused
 /// (`too_large`) rather than buffered whole by the daemon.
 pub const MAX_DIR_ENTRIES: usize = 100_000;

@@ -38,11 +38,15 @@ pub enum EventKind {
     Egress,
     /// A checkpoint of it was taken.
     Checkpointed,
+    /// Its image was pulled on first use before the create.
+    ImagePulled,
+    /// Its files were saved as a new image (`commit`).
+    Committed,
 }
 
 impl EventKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Created,
         EventKind::Started,
         EventKind::Paused,
@@ -57,6 +61,8 @@ impl EventKind {
         EventKind::Error,
         EventKind::Egress,
         EventKind::Checkpointed,
+        EventKind::ImagePulled,
+        EventKind::Committed,
     ];
 
     /// The wire and store spelling.
@@ -76,6 +82,8 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::Egress => "egress",
             EventKind::Checkpointed => "checkpointed",
+            EventKind::ImagePulled => "image_pulled",
+            EventKind::Committed => "committed",
         }
     }
 

@@ -59,13 +59,15 @@ pub fn name(field: &str, value: &str) -> Result<(), FieldError> {
     }
 }
 
-/// Image names: the same alphabet as runtime names plus `.`, `_` and `:`.
+/// Image names and references (`base`, `registry:5000/team/app:1.2@sha256:…`):
+/// the same alphabet as runtime names plus `.`, `_`, `:`, `/` and `@`. The
+/// daemon's image store parses references fully.
 pub fn image(field: &str, value: &str) -> Result<(), FieldError> {
     let ok = !value.is_empty()
-        && value.len() <= 128
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && value.len() <= 255
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@')
+        })
         && !value.starts_with('.');
     if ok {
         Ok(())

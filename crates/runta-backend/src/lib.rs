@@ -35,6 +35,11 @@ pub struct RuntimeSpec {
     /// Checkpoint layers stacked read-only between the image and the runtime's
     /// own writable layer, topmost first (forks of a checkpoint).
     pub layers: Vec<String>,
+    /// The layer directories of an OCI image from the daemon's image store,
+    /// topmost first (read-only, shared by every runtime of the image).
+    /// Empty for built-in images (`base`), which the backend's own
+    /// [`images::ImageStore`] provides.
+    pub image_layers: Vec<PathBuf>,
     pub vcpus: f64,
     pub memory_limit_mib: u64,
     /// Size of the writable layer in GiB (a hard quota); unlimited when `None`.
@@ -200,6 +205,33 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Frees a checkpoint's files. The caller makes sure no runtime uses it.
     async fn delete_checkpoint(&self, checkpoint_id: &str) -> Result<()>;
+
+    /// The runtime's writable layer (overlayfs upper form) on the host, for a
+    /// commit: a shut-down runtime's quota disk is mounted for the time of
+    /// the call ([`Backend::release_writable_layer`] ends it). The caller
+    /// freezes a running runtime first.
+    async fn writable_layer(&self, _id: Uuid) -> Result<PathBuf> {
+        Err(BackendError::Other(
+            "this backend cannot export a runtime's files".into(),
+        ))
+    }
+
+    /// Undoes what [`Backend::writable_layer`] mounted for a runtime that is
+    /// not running.
+    async fn release_writable_layer(&self, _id: Uuid) -> Result<()> {
+        Ok(())
+    }
+
+    /// The root filesystem folder of a built-in (folder) image such as
+    /// `base`, for turning it into an image layer.
+    fn image_rootfs(&self, _image: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// A checkpoint's saved layer (overlayfs upper form) on the host.
+    fn checkpoint_layer_dir(&self, _checkpoint_id: &str) -> Option<PathBuf> {
+        None
+    }
 
     /// Removes host-wide set-up (bridge, firewall chains) once no runtime is
     /// left; called on a clean daemon shutdown.

@@ -74,14 +74,17 @@ impl Layer {
         Ok(())
     }
 
-    pub fn is_mounted(&self) -> bool {
-        is_mount_point(&self.merged)
+    /// Mounts only the quota disk (if any), so the upper dir of a shut-down
+    /// runtime can be read (a commit); idempotent.
+    pub async fn mount_disk(&self) -> Result<()> {
+        self.mount_loop().await?;
+        if !self.upper.is_dir() {
+            return Err(BackendError::Other("the runtime has no writable layer".into()));
+        }
+        Ok(())
     }
 
-    /// Mounts the quota disk (if any) and the overlay if they are not mounted
-    /// yet (idempotent: used at create, at boot and after a host reboot).
-    /// `lowers` are the read-only layers, topmost first (checkpoints, then the image).
-    pub async fn mount(&self, lowers: &[PathBuf]) -> Result<()> {
+    async fn mount_loop(&self) -> Result<()> {
         if let Some((image, mnt)) = &self.disk {
             std::fs::create_dir_all(mnt)?;
             if !is_mount_point(mnt) {
@@ -91,6 +94,18 @@ impl Layer {
                     .map_err(|e| BackendError::Other(format!("mount the runtime's disk: {e}")))?;
             }
         }
+        Ok(())
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mount_point(&self.merged)
+    }
+
+    /// Mounts the quota disk (if any) and the overlay if they are not mounted
+    /// yet (idempotent: used at create, at boot and after a host reboot).
+    /// `lowers` are the read-only layers, topmost first (checkpoints, then the image).
+    pub async fn mount(&self, lowers: &[PathBuf]) -> Result<()> {
+        self.mount_loop().await?;
         for d in [&self.upper, &self.work, &self.merged] {
             std::fs::create_dir_all(d)?;
         }

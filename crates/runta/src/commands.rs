@@ -70,6 +70,12 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Events(a) => events(&c, &a.name, a.follow, json).await,
         Cmd::Checkpoint(cmd) => crate::checkpoint::run(&c, cmd, json).await,
         Cmd::Secret(cmd) => crate::secret::run(&c, cmd, json).await,
+        Cmd::Image(cmd) => crate::image::run(&c, cmd, json).await,
+        Cmd::Commit {
+            source,
+            name,
+            snapshot,
+        } => crate::image_build::commit(&c, &source, &name, snapshot, json).await,
         Cmd::Egress(cmd) => crate::egress::run(&c, cmd, json).await,
         Cmd::Audits(a) => crate::egress::audits(&c, a, json).await,
         Cmd::Token(TokenCmd::Create { tenant }) => {

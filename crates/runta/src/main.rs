@@ -10,6 +10,8 @@ mod cp;
 mod egress;
 mod error;
 mod exec;
+mod image;
+mod image_build;
 mod output;
 mod secret;
 
@@ -170,6 +172,24 @@ pub enum Cmd {
     /// Secrets injected at egress: values the runtime never holds
     #[command(subcommand, after_help = secret::EXAMPLES)]
     Secret(secret::SecretCmd),
+    /// Save a runtime's files as a new image over its image
+    #[command(
+        after_help = "Examples:\n  runta commit worker worker-img:1        # a running runtime is frozen meanwhile\n  runta commit --snapshot before-upgrade img:2\n  runta run --name again --image localhost/<tenant>/worker-img:1"
+    )]
+    Commit {
+        /// The runtime (or, with --snapshot, the snapshot)
+        #[arg(value_name = "RUNTIME")]
+        source: String,
+        /// The new image's name
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// RUNTIME names a snapshot (checkpoint)
+        #[arg(long)]
+        snapshot: bool,
+    },
+    /// Pull, list, inspect and remove images; registry logins
+    #[command(subcommand, after_help = image::IMAGE_EXAMPLES)]
+    Image(image::ImageCmd),
     /// Manage API tokens (admin)
     #[command(
         subcommand,

@@ -30,6 +30,35 @@ pub struct Config {
         default_value = "/var/lib/runta/images"
     )]
     pub images_dir: PathBuf,
+    /// A PEM file of CA certificates trusted for registries beside the host's
+    /// trust store (repeatable).
+    #[arg(long = "registry-ca", env = "RUNTA_REGISTRY_CA", value_delimiter = ',')]
+    pub registry_ca: Vec<PathBuf>,
+    /// A registry (`host:port`) spoken to over plain HTTP (repeatable). Every
+    /// other registry is HTTPS only.
+    #[arg(
+        long = "insecure-registry",
+        env = "RUNTA_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub insecure_registry: Vec<String>,
+    /// A Docker/Podman `auth.json` with the daemon's own registry credentials
+    /// (logins made with `runta image login` take precedence).
+    #[arg(long, env = "RUNTA_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
+    /// Largest image (compressed layers, and again unpacked content), bytes.
+    #[arg(long, env = "RUNTA_IMAGE_MAX_BYTES", default_value_t = 64 << 30)]
+    pub image_max_bytes: u64,
+    /// Most entries (files, directories, links) in one layer.
+    #[arg(long, env = "RUNTA_IMAGE_MAX_FILES", default_value_t = 2_000_000)]
+    pub image_max_files: u64,
+    /// Most layers in one image.
+    #[arg(long, env = "RUNTA_IMAGE_MAX_LAYERS", default_value_t = 128)]
+    pub image_max_layers: usize,
+    /// How long a create waits for the pull of an image it uses first
+    /// (seconds); the pull goes on past it.
+    #[arg(long, env = "RUNTA_IMAGE_PULL_TIMEOUT_SECS", default_value_t = 600)]
+    pub image_pull_timeout_secs: u64,
     /// Debian mirror for building `base`; default: the one apt uses.
     #[arg(long, env = "RUNTA_DEBIAN_MIRROR")]
     pub debian_mirror: Option<String>,

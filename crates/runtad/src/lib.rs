@@ -9,6 +9,7 @@ pub mod config;
 pub mod data_dir;
 pub mod egress;
 pub mod host;
+pub mod images;
 pub mod ingress;
 pub mod manager;
 pub mod metrics;
@@ -76,6 +77,23 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .context(&format!("listen on {}", cfg.listen))?;
     let ingress_tls = ingress::load_tls(&cfg, &data_dir)?;
     let ingress_listeners = ingress::bind(&cfg).await?;
+    let image_store = images::Images::open(
+        data_dir.join("images"),
+        store.clone(),
+        images::Limits {
+            max_image_bytes: cfg.image_max_bytes,
+            max_files: cfg.image_max_files,
+            max_layers: cfg.image_max_layers,
+            pull_wait: Duration::from_secs(cfg.image_pull_timeout_secs),
+            ..Default::default()
+        },
+        images::RegistryConfig {
+            ca_files: cfg.registry_ca.clone(),
+            insecure: cfg.insecure_registry.clone(),
+            auth_file: cfg.registry_auth_file.clone(),
+        },
+    )
+    .context("open the image store")?;
 
     let agent_bin = host::install_agent(cfg.agent_bin.as_deref(), &data_dir)?;
     let instance = host::instance_tag(&data_dir);
@@ -146,6 +164,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         },
         metrics,
     );
+    manager.set_images(image_store);
     manager.exec_gate.configure(
         cfg.exec_max_concurrent,
         cfg.exec_max_per_tenant,

@@ -179,7 +179,7 @@ impl OciBackend {
         let run_dir = self.run_dir(spec.id);
         // Host copies of /etc files of older versions: now written inside.
         let _ = std::fs::remove_dir_all(dir.join("etc"));
-        if !self.images.is_ready(&spec.image) {
+        if spec.image_layers.is_empty() && !self.images.is_ready(&spec.image) {
             self.images.ensure(&spec.image).await?;
         }
         if let Some(gib) = spec.disk_gib {
@@ -205,7 +205,16 @@ impl OciBackend {
                 missing.display()
             )));
         }
-        lowers.push(self.images.rootfs(&spec.image));
+        if spec.image_layers.is_empty() {
+            lowers.push(self.images.rootfs(&spec.image));
+        } else if let Some(missing) = spec.image_layers.iter().find(|l| !l.is_dir()) {
+            return Err(BackendError::Other(format!(
+                "image layer {} is missing",
+                missing.display()
+            )));
+        } else {
+            lowers.extend(spec.image_layers.iter().cloned());
+        }
         layer.mount(&lowers).await?;
         mount_targets::prepare(&layer.merged)?;
         self.network.attach(spec.id, spec.ip).await?;
@@ -437,6 +446,32 @@ impl Backend for OciBackend {
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(())
+    }
+
+    async fn writable_layer(&self, id: Uuid) -> Result<PathBuf> {
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(BackendError::Other("the runtime has no files".into()));
+        }
+        let layer = Layer::new(&dir);
+        layer.mount_disk().await.map_err(|e| self.scrub(e))?;
+        Ok(layer.upper.clone())
+    }
+
+    async fn release_writable_layer(&self, id: Uuid) -> Result<()> {
+        let layer = Layer::new(&self.dir(id));
+        if !layer.is_mounted() {
+            layer.unmount()?;
+        }
+        Ok(())
+    }
+
+    fn image_rootfs(&self, image: &str) -> Option<PathBuf> {
+        Some(self.images.rootfs(image)).filter(|p| p.is_dir())
+    }
+
+    fn checkpoint_layer_dir(&self, checkpoint_id: &str) -> Option<PathBuf> {
+        Some(self.checkpoint_layer(checkpoint_id)).filter(|p| p.is_dir())
     }
 
     async fn shutdown_host(&self) {

@@ -12,6 +12,8 @@ mod exec;
 mod exec_stream;
 pub mod extract;
 mod files;
+mod image_build;
+mod images;
 #[cfg(test)]
 mod layering;
 pub mod openapi;
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{id}/egress", get(egress::get).put(egress::put))
         .route("/{id}/audits", get(audits::of_runtime))
         .route("/{id}/checkpoints", post(checkpoints::create))
+        .route("/{id}/commit", post(image_build::commit_runtime))
         .route("/{id}/files/list", get(files::list))
         .route(
             "/{id}/files",
@@ -99,6 +102,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/checkpoints/{id}",
             get(checkpoints::get).delete(checkpoints::delete),
+        )
+        .route("/v1/images", get(images::list))
+        .route(
+            "/v1/images/builds",
+            post(image_build::build).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/images/pulls", post(images::pull))
+        .route("/v1/images/pulls/{id}", get(images::pull_status))
+        .route("/v1/images/gc", post(images::gc))
+        .route("/v1/images/logins", post(images::login).get(images::logins))
+        .route(
+            "/v1/images/logins/{registry}",
+            axum::routing::delete(images::logout),
+        )
+        .route(
+            "/v1/images/{*reference}",
+            get(images::get)
+                .delete(images::delete)
+                .post(image_build::push),
+        )
+        .route(
+            "/v1/checkpoints/{id}/commit",
+            post(image_build::commit_checkpoint),
         )
         .route("/v1/apply", post(deploy::apply))
         .route("/v1/delete", post(deploy::delete))

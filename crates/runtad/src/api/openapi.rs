@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, runtimes, secrets,
+    admin, audits, checkpoints, deploy, egress, exec, exec_stream, files, image_build, images,
+    runtimes, secrets,
 };
 
 struct Security;
@@ -42,6 +43,10 @@ impl Modify for Security {
         secrets::create_default, secrets::set_default, secrets::list_defaults, secrets::get_default,
         secrets::delete_default,
         audits::of_runtime, egress::get, egress::put,
+        images::list, images::get, images::delete, images::pull, images::pull_status,
+        images::gc, images::login, images::logins, images::logout,
+        image_build::commit_runtime, image_build::commit_checkpoint, image_build::push,
+        image_build::build,
     ),
     components(schemas(
         runta_api::ErrorBody, runta_api::ErrorDetail, runta_api::ErrorCode, runta_api::Runtime,
@@ -54,6 +59,10 @@ impl Modify for Security {
         runta_api::SecretBinding, runta_api::CreateSecretBindingRequest, runta_api::ReplaceSecretStubsRequest,
         runta_api::BindingScope,
         runta_api::EgressPolicyView,
+        runta_api::Image, runta_api::ImageLayer, runta_api::ImagePull, runta_api::PullImageRequest,
+        runta_api::CommitRequest, runta_api::PushImageRequest, runta_api::ImagePush,
+        runta_api::BuildEvent,
+        runta_api::RegistryLogin, runta_api::RegistryLoginRequest, runta_api::ImageGc,
     )),
     modifiers(&Security),
     security(("bearer" = [])),

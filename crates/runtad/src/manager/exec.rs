@@ -110,11 +110,13 @@ impl Manager {
     }
 
     /// The environment of a command: defaults, then the runtime's, then the call's.
+    /// An image's `Env` comes after the defaults and before the runtime's own.
     pub(super) fn command_env(
         r: &RuntimeRecord,
         extra: &BTreeMap<String, String>,
         tty: bool,
         ca: bool,
+        image: Option<&crate::images::RunInfo>,
     ) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert(
@@ -126,6 +128,9 @@ impl Manager {
         env.insert("LANG".into(), "C.UTF-8".into());
         if tty {
             env.insert("TERM".into(), "xterm-256color".into());
+        }
+        if let Some(img) = image {
+            env.extend(img.env.iter().cloned());
         }
         // The runtime's own CA of secret injection (trust.rs).
         if ca {
@@ -152,6 +157,18 @@ impl Manager {
                 .chain(a.iter().cloned())
                 .collect(),
             None => vec!["/bin/sh".into(), "-c".into(), command.into()],
+        })
+    }
+
+    /// The cwd of a command: the caller's, else the image's `WorkingDir`,
+    /// else `/root` (`base`) or `/` (an OCI image, as other engines do).
+    pub(super) fn default_cwd(
+        cwd: Option<String>,
+        image: Option<&crate::images::RunInfo>,
+    ) -> String {
+        cwd.unwrap_or_else(|| match image {
+            Some(i) => i.working_dir.clone().unwrap_or_else(|| "/".into()),
+            None => "/root".into(),
         })
     }
 
@@ -208,11 +225,13 @@ impl Manager {
         // The agent kills the command at `timeout`; past that plus a grace the
         // agent itself is not answering.
         let deadline = Duration::from_secs(timeout) + EXEC_DEADLINE_GRACE;
+        let image = self.run_info(&r);
+        let argv = Self::shell_argv(argv, req.args.is_some(), image.as_deref())?;
         let call = agent.exec(
             ProcessSpec {
                 argv,
-                env: Self::command_env(&r, &req.env, false, ca),
-                cwd: Some(req.cwd.clone().unwrap_or_else(|| "/root".into())),
+                env: Self::command_env(&r, &req.env, false, ca, image.as_deref()),
+                cwd: Some(Self::default_cwd(req.cwd.clone(), image.as_deref())),
             },
             req.stdin,
             timeout * 1000,

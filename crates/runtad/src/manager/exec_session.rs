@@ -23,6 +23,8 @@ pub struct ExecSession {
     agent: AgentClient,
     /// The runtime has a CA of secret injection (`trust.rs`).
     ca: bool,
+    /// The image's settings for commands (`None` for `base`).
+    image: Option<std::sync::Arc<crate::images::RunInfo>>,
 }
 
 /// What to start: the `start` frame's fields.
@@ -83,11 +85,13 @@ impl Manager {
     ) -> Result<ExecSession> {
         let (r, guard, agent) = self.running(tenant, id_or_name, "exec").await?;
         let ca = self.trust_sync(&r, Some(&agent)).await;
+        let image = self.run_info(&r);
         Ok(ExecSession {
             r,
             guard,
             agent,
             ca,
+            image,
         })
     }
 }
@@ -95,6 +99,7 @@ impl Manager {
 impl ExecSession {
     pub async fn start(self, s: ExecStart) -> Result<ExecProcess> {
         let argv = Manager::argv(&s.command, s.args.as_ref())?;
+        let argv = Manager::shell_argv(argv, s.args.is_some(), self.image.as_deref())?;
         Manager::check_cwd(s.cwd.as_ref())?;
         validate::env("env", &s.env)?;
         let (mut ar, writer) = self
@@ -102,8 +107,14 @@ impl ExecSession {
             .spawn(
                 ProcessSpec {
                     argv,
-                    env: Manager::command_env(&self.r, &s.env, s.tty, self.ca),
-                    cwd: Some(s.cwd.unwrap_or_else(|| "/root".into())),
+                    env: Manager::command_env(
+                        &self.r,
+                        &s.env,
+                        s.tty,
+                        self.ca,
+                        self.image.as_deref(),
+                    ),
+                    cwd: Some(Manager::default_cwd(s.cwd, self.image.as_deref())),
                 },
                 s.tty,
                 s.rows.unwrap_or(24),

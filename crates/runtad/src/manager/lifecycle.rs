@@ -33,6 +33,10 @@ impl Manager {
             name: r.name.clone(),
             image: r.image.clone(),
             layers: r.layers.clone(),
+            image_layers: match self.runtime_image(&r.image) {
+                Some(img) => self.images()?.layer_dirs(&img),
+                None => vec![],
+            },
             vcpus: r.vcpus,
             memory_limit_mib: r.memory_limit_mib,
             disk_gib: r.disk_gib,
@@ -148,8 +152,11 @@ impl Manager {
             }
         }
         // Unknown images are rejected before anything is recorded; `base` is
-        // built on first use.
-        self.backend.ensure_image(&plan.image).await?;
+        // built on first use; a registry image is pulled on first use (the
+        // request waits, bounded) and pinned by digest.
+        let mut plan = plan;
+        let (pinned, pulled) = self.resolve_image(&plan.image).await?;
+        plan.image = pinned;
 
         let record = {
             let _admission = self.admission.lock().await;
@@ -201,6 +208,17 @@ impl Manager {
             }
             r
         };
+        if let Some(p) = &pulled {
+            let secs = p
+                .finished_at
+                .map(|f| (f - p.started_at).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(0.0);
+            let msg = format!(
+                "image {} was pulled on first use before the create ({} layers, {} bytes, {secs:.1} s)",
+                p.reference, p.layers_total, p.bytes_total
+            );
+            self.event(&record, runta_api::EventKind::ImagePulled, Some(&msg));
+        }
         self.event(&record, runta_api::EventKind::Created, None);
         // Before it boots: the tenant's default secret bindings apply.
         self.secrets_runtime_created(&record.tenant, record.id);

@@ -6,12 +6,15 @@
 
 mod admission;
 mod apply;
+mod builds;
 mod checkpoints;
+mod commit;
 mod egress;
 mod exec;
 pub mod exec_output;
 mod exec_session;
 mod files;
+mod images;
 mod lifecycle;
 mod monitor;
 mod reconcile;
@@ -36,6 +39,7 @@ use uuid::Uuid;
 /// The runtime listing's filter, which the API builds from its query.
 pub use crate::store::ListFilter;
 pub use apply::Change;
+pub use builds::MAX_BUILD_CONTEXT;
 pub use exec::{EncodedExec, ExecGuard};
 pub use exec_session::{ExecInput, ExecOutput, ExecProcess, ExecSession, ExecStart};
 pub use files::{FileDownload, FileUpload};
@@ -207,6 +211,9 @@ pub struct Manager {
     /// Secrets and their bindings (`secrets.rs`); the hub is what the egress
     /// gateway reads.
     secrets: secrets::SecretsState,
+    /// The OCI image store (`src/images/`); unset in logic tests, where only
+    /// built-in images exist.
+    images: std::sync::OnceLock<Arc<crate::images::Images>>,
 }
 
 impl Manager {
@@ -229,6 +236,7 @@ impl Manager {
             exec_gate: Arc::default(),
             tokens_changed: tokio::sync::watch::Sender::new(0),
             secrets: Default::default(),
+            images: std::sync::OnceLock::new(),
         })
     }
 

@@ -40,6 +40,8 @@ pub(super) fn run(conn: &Connection) -> Result<()> {
     super::audits::migrate(conn)?;
     // Secrets and their bindings (store/secrets.rs), added after audits.
     conn.execute_batch(super::secrets::SCHEMA)?;
+    // The image store's tables (store/images.rs).
+    super::images::migrate(conn)?;
     Ok(())
 }
 

@@ -1,0 +1,872 @@
+//! The image store: any OCI image, pulled from a registry or imported from an
+//! OCI image layout, kept content-addressed and shared read-only by every
+//! runtime that uses it. See docs/images.md.
+//!
+//! Layout under `<data dir>/images/`:
+//!
+//! ```text
+//! blobs/sha256/<hex>        verified blobs (manifests, configs, compressed layers)
+//! blobs/partial/<hex>       a download in progress (a later pull resumes it)
+//! layers/sha256/<diff_id>/  one layer unpacked, read-only, in overlayfs' form
+//! layers/tmp/…              an unpack in progress (removed at start)
+//! ```
+//!
+//! Records (image → manifest, config, layers; names → image; registry
+//! logins) live in the SQLite store (`store/images.rs`). A blob or layer is
+//! only ever moved into place complete and verified (rename), and an image is
+//! recorded only once all its layers are in place: a pull killed half way
+//! leaves nothing that looks complete, and the next pull reuses what it
+//! finished. A runtime's root filesystem is an overlay of the image's layer
+//! directories (lower, shared) and its own writable layer: nothing is copied
+//! per runtime.
+//!
+//! Boundaries: this module knows registries, blobs, layers and records; it
+//! knows nothing of runtimes beyond asking the store who uses an image. The
+//! manager resolves a runtime's image to [`Images::layer_dirs`] and hands the
+//! paths to the backend. The built-in `base` image (debootstrap, prepared by
+//! `runtad --prepare-image`, `runta_backend::images`) is not in this store;
+//! [`Images::list`] shows it beside the others.
+//!
+//! The build engineer's entry points: [`Images::import_oci_layout`],
+//! [`Images::blob_path`], [`Images::image`], [`Images::layer_dirs`].
+
+pub mod build;
+pub mod commit;
+pub mod digest;
+pub mod http_client;
+pub mod layer_tar;
+pub mod oci;
+mod pull;
+mod push;
+pub mod reference;
+mod registry;
+mod unpack;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+pub use digest::Digest;
+pub use oci::{ImageConfig, Manifest};
+pub use pull::PullSnapshot;
+pub use pull::{PullProgress, PullState};
+pub use push::PushReport;
+pub use reference::Reference;
+pub use registry::{login_key as registry_login_key, RegistryConfig};
+
+use crate::store::{ImageRecord, Store, StoreError};
+
+/// Everything that can go wrong with an image. The API maps each variant to
+/// one status (api/images.rs).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{0}")]
+    NotFound(String),
+    /// Bad input from the caller (a reference, a digest).
+    #[error("{0}")]
+    Invalid(String),
+    /// The registry refused or failed.
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
+    /// The registry wants credentials we do not have, or refused them.
+    #[error("registry {0}: authentication required or refused (see `runta image login`)")]
+    Unauthorized(String),
+    #[error("{what} does not match its digest: expected {expected}, got {got}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        got: String,
+    },
+    /// Past a limit: manifest size, layer count, image size, file count.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Layer content that would escape, or that the store refuses to write.
+    #[error("refused layer content: {0}")]
+    Hostile(String),
+    #[error("{0}")]
+    NoPlatform(String),
+    /// Deleting an image that runtimes or checkpoints use.
+    #[error("image {image} is in use by {}", users.join(", "))]
+    InUse { image: String, users: Vec<String> },
+    #[error("image store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// Limits that stop hostile or absurd images (daemon flags `--image-max-*`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A manifest, index or config document.
+    pub max_manifest_bytes: u64,
+    pub max_layers: usize,
+    /// Compressed bytes of all layers, and separately unpacked bytes.
+    pub max_image_bytes: u64,
+    /// Entries in one layer.
+    pub max_files: u64,
+    /// Bytes of one path in a layer.
+    pub max_path: usize,
+    /// How long a create waits for the pull of an image it is the first to use.
+    pub pull_wait: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 << 20,
+            max_layers: 128,
+            max_image_bytes: 64 << 30,
+            max_files: 2_000_000,
+            max_path: 4096,
+            pull_wait: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// One layer of an image: the compressed blob and the unpacked tar's digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Digest of the blob as stored in the registry (compressed).
+    pub digest: String,
+    /// Digest of the uncompressed tar: the name of its unpacked directory.
+    pub diff_id: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// An image in the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest digest: the image's identity.
+    pub digest: Digest,
+    /// Names pointing at it (`registry/repo:tag`, or a local name).
+    pub names: Vec<String>,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+    /// Bottom layer first, as in the manifest.
+    pub layers: Vec<Layer>,
+    /// Compressed bytes of the layers (what a pull downloads).
+    pub size: u64,
+    pub created: DateTime<Utc>,
+    pub pulled_at: DateTime<Utc>,
+}
+
+impl Image {
+    /// `name@digest`: what a runtime records so a moved tag never changes
+    /// the layers under it.
+    pub fn pinned(&self, name: &str) -> String {
+        let base = name.split('@').next().unwrap_or(name);
+        format!("{base}@{}", self.digest)
+    }
+}
+
+/// The store. One per daemon; cheap to share (`Arc`).
+pub struct Images {
+    dir: PathBuf,
+    store: Arc<Store>,
+    limits: Limits,
+    registries: registry::Registries,
+    /// Pulls and imports hold it shared; garbage collection exclusively (it
+    /// must not delete a layer a pull has just put in place).
+    gc_lock: tokio::sync::RwLock<()>,
+    /// One unpack or download at a time per digest.
+    busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pulls: pull::Pulls,
+}
+
+impl Images {
+    /// Opens (or makes) the store under `dir` (`<data dir>/images`). Unpacks
+    /// left by a killed daemon are removed; partial downloads are kept.
+    pub fn open(
+        dir: PathBuf,
+        store: Arc<Store>,
+        limits: Limits,
+        registry: RegistryConfig,
+    ) -> Result<Arc<Self>, String> {
+        for d in [
+            "blobs/sha256",
+            "blobs/partial",
+            "layers/sha256",
+            "layers/tmp",
+        ] {
+            std::fs::create_dir_all(dir.join(d))
+                .map_err(|e| format!("create {}: {e}", dir.join(d).display()))?;
+        }
+        if let Ok(rd) = std::fs::read_dir(dir.join("layers/tmp")) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let registries = registry::Registries::new(registry)?;
+        Ok(Arc::new(Images {
+            dir,
+            store,
+            limits,
+            registries,
+            gc_lock: tokio::sync::RwLock::new(()),
+            busy: Mutex::new(HashMap::new()),
+            pulls: pull::Pulls::default(),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Where the blob with `digest` is (or would be) stored. The file exists
+    /// only once the blob is complete and verified; it is read-only content,
+    /// never to be modified in place.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/partial").join(digest.hex())
+    }
+
+    /// The unpacked directory of the layer whose uncompressed tar has `diff_id`.
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.dir.join("layers/sha256").join(diff_id.hex())
+    }
+
+    /// The image `r` names: a name as listed (`registry/repo:tag` or a local
+    /// name), a reference in short form (`python:3.12`), `name@sha256:…`
+    /// (the digest wins) or a bare manifest digest.
+    pub fn image(&self, r: &str) -> Result<Image> {
+        let digest = self.resolve(r)?;
+        self.by_digest(&digest)?
+            .ok_or_else(|| ImageError::NotFound(format!("image {r:?} is not in the store")))
+    }
+
+    /// The manifest digest `r` names, if the store has it.
+    fn resolve(&self, r: &str) -> Result<String> {
+        if let Some((_, d)) = r.rsplit_once('@') {
+            let d = Digest::parse(d)?;
+            return Ok(d.to_string());
+        }
+        if r.starts_with("sha256:") {
+            return Ok(Digest::parse(r)?.to_string());
+        }
+        if let Some(d) = self.store.image_name(r)? {
+            return Ok(d);
+        }
+        if let Ok(parsed) = Reference::parse(r) {
+            if let Some(d) = self.store.image_name(&parsed.name())? {
+                return Ok(d);
+            }
+        }
+        Err(ImageError::NotFound(format!(
+            "image {r:?} is not in the store"
+        )))
+    }
+
+    fn by_digest(&self, digest: &str) -> Result<Option<Image>> {
+        let Some(rec) = self.store.image_by_digest(digest)? else {
+            return Ok(None);
+        };
+        let names = self
+            .store
+            .list_images()?
+            .into_iter()
+            .find(|(i, _)| i.digest == digest)
+            .map(|(_, n)| n)
+            .unwrap_or_default();
+        Ok(Some(image_of(rec, names)?))
+    }
+
+    /// The image's layer directories, topmost first (the order of overlayfs'
+    /// `lowerdir`). Every one exists while the image is recorded.
+    pub fn layer_dirs(&self, image: &Image) -> Vec<PathBuf> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .filter_map(|l| Digest::parse(&l.diff_id).ok())
+            .map(|d| self.layer_dir(&d))
+            .collect()
+    }
+
+    /// Every image in the store with its names, sorted by first name.
+    pub fn list(&self) -> Result<Vec<Image>> {
+        let mut v: Vec<Image> = self
+            .store
+            .list_images()?
+            .into_iter()
+            .map(|(rec, names)| image_of(rec, names))
+            .collect::<Result<_>>()?;
+        v.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
+        Ok(v)
+    }
+
+    /// Runtimes and checkpoints that use `image` (`tenant/name`).
+    pub fn users(&self, image: &Image) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .image_users(&image.names, image.digest.as_str())?)
+    }
+
+    /// Removes the name `r` (or, given a digest, the image and all its
+    /// names). Refused while a runtime or checkpoint uses the image. The
+    /// layers go at the next [`Images::gc`], which this runs.
+    pub async fn delete(&self, r: &str) -> Result<Image> {
+        let img = self.image(r)?;
+        let users = self.users(&img)?;
+        if !users.is_empty() {
+            return Err(ImageError::InUse {
+                image: r.to_string(),
+                users,
+            });
+        }
+        let by_name = img.names.iter().any(|n| n == r)
+            || Reference::parse(r).is_ok_and(|p| img.names.contains(&p.name()));
+        if by_name && img.names.len() > 1 {
+            let name = if img.names.iter().any(|n| n == r) {
+                r.to_string()
+            } else {
+                Reference::parse(r).map(|p| p.name()).unwrap_or_default()
+            };
+            self.store.delete_image_name(&name)?;
+        } else {
+            self.store.delete_image(img.digest.as_str())?;
+        }
+        self.gc().await?;
+        Ok(img)
+    }
+
+    /// Removes blobs and layer directories no recorded image references,
+    /// partial downloads, and images with no name that nothing uses.
+    /// Returns the bytes freed (apparent sizes).
+    pub async fn gc(&self) -> Result<GcReport> {
+        let _x = self.gc_lock.write().await;
+        let mut keep_blobs = std::collections::HashSet::new();
+        let mut keep_layers = std::collections::HashSet::new();
+        let mut report = GcReport::default();
+        for (rec, names) in self.store.list_images()? {
+            let img = image_of(rec, names)?;
+            if img.names.is_empty() && self.users(&img)?.is_empty() {
+                self.store.delete_image(img.digest.as_str())?;
+                report.images += 1;
+                continue;
+            }
+            keep_blobs.insert(img.digest.hex().to_string());
+            if let Ok(d) = Digest::parse(&img.manifest.config.digest) {
+                keep_blobs.insert(d.hex().to_string());
+            }
+            for l in &img.layers {
+                if let Ok(d) = Digest::parse(&l.digest) {
+                    keep_blobs.insert(d.hex().to_string());
+                }
+                if let Ok(d) = Digest::parse(&l.diff_id) {
+                    keep_layers.insert(d.hex().to_string());
+                }
+            }
+        }
+        let dir = self.dir.clone();
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<GcReport> {
+            let mut rep = GcReport::default();
+            for (sub, keep, layers) in [
+                ("blobs/sha256", &keep_blobs, false),
+                ("blobs/partial", &std::collections::HashSet::new(), false),
+                ("layers/sha256", &keep_layers, true),
+            ] {
+                for e in std::fs::read_dir(dir.join(sub))?.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if keep.contains(&name) {
+                        continue;
+                    }
+                    let p = e.path();
+                    if layers {
+                        rep.bytes += du(&p);
+                        make_writable_and_remove(&p)?;
+                        rep.layers += 1;
+                    } else {
+                        rep.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                        std::fs::remove_file(&p)?;
+                        rep.blobs += 1;
+                    }
+                }
+            }
+            Ok(rep)
+        })
+        .await
+        .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
+        report.blobs += r.blobs;
+        report.layers += r.layers;
+        report.bytes += r.bytes;
+        if report != GcReport::default() {
+            info!(?report, "image garbage collection");
+        }
+        Ok(report)
+    }
+
+    /// Imports the image in the OCI image layout at `dir` (`oci-layout`,
+    /// `index.json`, `blobs/sha256/…`, as `skopeo copy … oci:DIR`, `umoci` or
+    /// `buildah push … oci:DIR` write it) under `name` (any valid image name:
+    /// `myapp:1`, `registry:5000/team/app:2`). With several images in the
+    /// layout, the one whose `org.opencontainers.image.ref.name` annotation is
+    /// `name` or `name`'s tag is taken; an index is resolved to linux/amd64.
+    /// Every blob is verified against its digest and copied into the store;
+    /// layers are unpacked (once: layers the store has are reused). The name
+    /// then points at the image (replacing what it pointed at).
+    pub async fn import_oci_layout(&self, dir: &Path, name: &str) -> Result<Image> {
+        check_name(name)?;
+        let source = pull::LayoutSource::open(dir, name, &self.limits)?;
+        let progress = PullProgress::new(name);
+        self.add_image(name, &source, &progress).await
+    }
+
+    /// Fetches (or reuses) every blob of the image `source` offers, unpacks
+    /// its layers, then records it under `name`. Shared by pulls and imports.
+    async fn add_image(
+        &self,
+        name: &str,
+        source: &dyn pull::BlobSource,
+        progress: &PullProgress,
+    ) -> Result<Image> {
+        let _shared = self.gc_lock.read().await;
+        let (manifest_bytes, digest) = source.manifest().await?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| ImageError::Invalid(format!("bad image manifest: {e}")))?;
+        if manifest.layers.len() > self.limits.max_layers {
+            return Err(ImageError::TooLarge(format!(
+                "the image has {} layers (at most {})",
+                manifest.layers.len(),
+                self.limits.max_layers
+            )));
+        }
+        let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
+        if total > self.limits.max_image_bytes {
+            return Err(ImageError::TooLarge(format!(
+                "the image's layers are {total} bytes (at most {})",
+                self.limits.max_image_bytes
+            )));
+        }
+        if manifest.config.size > self.limits.max_manifest_bytes {
+            return Err(ImageError::TooLarge(format!(
+                "the image config is {} bytes (at most {})",
+                manifest.config.size, self.limits.max_manifest_bytes
+            )));
+        }
+        for l in &manifest.layers {
+            if !oci::is_layer_type(&l.media_type) {
+                return Err(ImageError::Invalid(format!(
+                    "layer {} has media type {:?}, which is not a layer this store unpacks",
+                    l.digest, l.media_type
+                )));
+            }
+        }
+        progress.start(manifest.layers.len(), total);
+        // Write the manifest blob too, so the image can be pushed again as is.
+        self.put_small_blob(&digest, &manifest_bytes)?;
+        let config_digest = Digest::parse(&manifest.config.digest)?;
+        self.ensure_blob(source, &config_digest, manifest.config.size, None)
+            .await?;
+        let config_bytes = std::fs::read(self.blob_path(&config_digest))?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| ImageError::Invalid(format!("bad image config: {e}")))?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::Invalid(format!(
+                "the image config lists {} layers, the manifest {}",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
+        let mut layers = Vec::new();
+        let mut lowers: Vec<PathBuf> = Vec::new();
+        let mut budget = self.limits.max_image_bytes;
+        for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            let blob = Digest::parse(&desc.digest)?;
+            let diff_id = Digest::parse(diff_id)?;
+            let dir = self.layer_dir(&diff_id);
+            if dir.is_dir() {
+                progress.layer_cached(desc.size);
+            } else {
+                self.ensure_blob(source, &blob, desc.size, Some(progress))
+                    .await?;
+                let used = self.ensure_layer(&blob, &diff_id, &lowers, budget).await?;
+                budget = budget.saturating_sub(used);
+                progress.layer_done();
+            }
+            lowers.insert(0, dir);
+            layers.push(Layer {
+                digest: blob.to_string(),
+                diff_id: diff_id.to_string(),
+                size: desc.size,
+                media_type: desc.media_type.clone(),
+            });
+        }
+        let now = crate::store::now();
+        let created = config
+            .created
+            .as_deref()
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        let rec = ImageRecord {
+            digest: digest.to_string(),
+            manifest: String::from_utf8_lossy(&manifest_bytes).into_owned(),
+            config: String::from_utf8_lossy(&config_bytes).into_owned(),
+            layers: serde_json::to_string(&layers).unwrap_or_else(|_| "[]".into()),
+            size: total,
+            created_at: created,
+            pulled_at: now,
+        };
+        self.store.put_image(&rec, name)?;
+        info!(name, digest = %digest, layers = layers.len(), bytes = total, "image stored");
+        self.image(digest.as_str())
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 4096 {
+            m.retain(|_, v| Arc::strong_count(v) > 1);
+        }
+        m.entry(key.to_string()).or_default().clone()
+    }
+
+    fn put_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let got = Digest::of(bytes);
+        if &got != digest {
+            return Err(ImageError::DigestMismatch {
+                what: "the manifest".into(),
+                expected: digest.to_string(),
+                got: got.to_string(),
+            });
+        }
+        let path = self.blob_path(digest);
+        if !path.exists() {
+            let tmp = self.partial_path(digest);
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure blob `digest` of `size` bytes is in the store: fetched into
+    /// `blobs/partial` (resuming what is there), verified, moved into place.
+    async fn ensure_blob(
+        &self,
+        source: &dyn pull::BlobSource,
+        digest: &Digest,
+        size: u64,
+        progress: Option<&PullProgress>,
+    ) -> Result<()> {
+        let lock = self.lock_for(digest.as_str());
+        let _g = lock.lock().await;
+        let path = self.blob_path(digest);
+        if path.exists() {
+            if let Some(p) = progress {
+                p.bytes(size);
+            }
+            return Ok(());
+        }
+        let partial = self.partial_path(digest);
+        source.fetch(digest, size, &partial, progress).await?;
+        let (p2, d2) = (partial.clone(), digest.clone());
+        let got = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, u64)> {
+            let mut f = std::fs::File::open(&p2)?;
+            let mut h = digest::HashingWriter {
+                inner: std::io::sink(),
+                hasher: digest::Hasher::new(),
+                count: 0,
+            };
+            std::io::copy(&mut f, &mut h)?;
+            let _ = &d2;
+            Ok((h.hasher.finish(), h.count))
+        })
+        .await
+        .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
+        if got.0 != *digest || got.1 != size {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ImageError::DigestMismatch {
+                what: format!("blob {}", digest.short()),
+                expected: format!("{digest} ({size} bytes)"),
+                got: format!("{} ({} bytes)", got.0, got.1),
+            });
+        }
+        std::fs::rename(&partial, &path)?;
+        Ok(())
+    }
+
+    /// Unpacks blob `blob` into the layer directory of `diff_id` unless it is
+    /// there; returns the content bytes written. The tar's digest must be
+    /// `diff_id`, or nothing is kept.
+    async fn ensure_layer(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        lowers: &[PathBuf],
+        budget: u64,
+    ) -> Result<u64> {
+        let lock = self.lock_for(diff_id.as_str());
+        let _g = lock.lock().await;
+        let dir = self.layer_dir(diff_id);
+        if dir.is_dir() {
+            return Ok(0);
+        }
+        let tmp = self.dir.join("layers/tmp").join(format!(
+            "{}-{}",
+            diff_id.hex(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&tmp)?;
+        let (blob_path, tmp2, lowers, limits, d2) = (
+            self.blob_path(blob),
+            tmp.clone(),
+            lowers.to_vec(),
+            self.limits.clone(),
+            diff_id.clone(),
+        );
+        let r = tokio::task::spawn_blocking(move || {
+            let out = unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget)?;
+            let got = out.diff_id.clone().unwrap_or_else(|| Digest::of(b""));
+            if got != d2 {
+                return Err(ImageError::DigestMismatch {
+                    what: "the unpacked layer (diff_id)".into(),
+                    expected: d2.to_string(),
+                    got: got.to_string(),
+                });
+            }
+            if out.skipped_devices > 0 {
+                warn!(layer = %d2, devices = out.skipped_devices, "device nodes in the layer were skipped");
+            }
+            Ok(out.bytes)
+        })
+        .await
+        .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))?;
+        match r {
+            Ok(n) => {
+                std::fs::rename(&tmp, &dir)?;
+                Ok(n)
+            }
+            Err(e) => {
+                let t = tmp.clone();
+                let _ = tokio::task::spawn_blocking(move || make_writable_and_remove(&t)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The default shell for commands given as one string: the image's
+    /// `Shell`, else `/bin/sh -c` if the image has `/bin/sh`. `None`: the
+    /// image has no shell (distroless), so a command needs `args`.
+    pub fn shell(&self, image: &Image) -> Option<Vec<String>> {
+        if let Some(s) = image.config.config.shell.as_ref().filter(|s| !s.is_empty()) {
+            return Some(s.clone());
+        }
+        let dirs = self.layer_dirs(image);
+        exists_in_layers(&dirs, "/bin/sh").then(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+}
+
+/// Freed by one garbage collection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GcReport {
+    pub images: u64,
+    pub blobs: u64,
+    pub layers: u64,
+    pub bytes: u64,
+}
+
+/// Names an image may be stored under: a reference, or a local name in the
+/// same alphabet (`myapp:1`).
+pub fn check_name(name: &str) -> Result<()> {
+    if name == runta_backend::images::BASE_IMAGE {
+        return Err(ImageError::Invalid(
+            "the name \"base\" is the built-in image's".into(),
+        ));
+    }
+    Reference::parse(name).map(drop)
+}
+
+fn image_of(rec: ImageRecord, names: Vec<String>) -> Result<Image> {
+    let manifest: Manifest = serde_json::from_str(&rec.manifest)
+        .map_err(|e| ImageError::Store(StoreError::Corrupt(format!("image manifest: {e}"))))?;
+    let config: ImageConfig = serde_json::from_str(&rec.config)
+        .map_err(|e| ImageError::Store(StoreError::Corrupt(format!("image config: {e}"))))?;
+    let layers: Vec<Layer> = serde_json::from_str(&rec.layers)
+        .map_err(|e| ImageError::Store(StoreError::Corrupt(format!("image layers: {e}"))))?;
+    Ok(Image {
+        digest: Digest::parse(&rec.digest)?,
+        names,
+        manifest,
+        config,
+        layers,
+        size: rec.size,
+        created: rec.created_at,
+        pulled_at: rec.pulled_at,
+    })
+}
+
+/// Whether `path` exists in the stack of layer directories (topmost first),
+/// following symlinks inside the image (`/bin -> usr/bin`) and honouring
+/// whiteouts and opaque directories, as the merged root would show it.
+pub fn exists_in_layers(dirs: &[PathBuf], path: &str) -> bool {
+    let mut comps: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut hops = 0;
+    let mut i = 0;
+    'outer: while i < comps.len() {
+        let prefix: PathBuf = comps[..=i].iter().collect();
+        // The topmost layer that has the entry decides; an opaque directory
+        // or a whiteout above hides the ones below.
+        for d in dirs {
+            // A parent made opaque in this layer hides lower layers.
+            let here = d.join(&prefix);
+            match std::fs::symlink_metadata(&here) {
+                Ok(m) => {
+                    use std::os::unix::fs::FileTypeExt;
+                    if m.file_type().is_char_device() {
+                        return false; // whiteout
+                    }
+                    if m.file_type().is_symlink() {
+                        hops += 1;
+                        if hops > 40 {
+                            return false;
+                        }
+                        let Ok(t) = std::fs::read_link(&here) else {
+                            return false;
+                        };
+                        let t = t.to_string_lossy().into_owned();
+                        let mut next: Vec<String> = if t.starts_with('/') {
+                            vec![]
+                        } else {
+                            comps[..i].to_vec()
+                        };
+                        for c in t.split('/').filter(|c| !c.is_empty() && *c != ".") {
+                            if c == ".." {
+                                next.pop();
+                            } else {
+                                next.push(c.to_string());
+                            }
+                        }
+                        next.extend(comps[i + 1..].iter().cloned());
+                        comps = next;
+                        i = 0;
+                        continue 'outer;
+                    }
+                    if i + 1 == comps.len() {
+                        return true;
+                    }
+                    i += 1;
+                    continue 'outer;
+                }
+                Err(_) => {
+                    if opaque_above(d, &comps[..i]) {
+                        return false;
+                    }
+                }
+            }
+        }
+        return false;
+    }
+    true
+}
+
+fn opaque_above(layer: &Path, parents: &[String]) -> bool {
+    let mut p = layer.to_path_buf();
+    for c in parents {
+        p.push(c);
+        let mut buf = [0u8; 4];
+        let Ok(cp) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: NUL-terminated path and a buffer of the given length.
+        let n = unsafe {
+            libc::lgetxattr(
+                cp.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n == 1 && buf[0] == b'y' {
+            return true;
+        }
+    }
+    false
+}
+
+fn du(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if m.is_dir() {
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        m.len()
+    }
+}
+
+/// Removes a tree whose directories may have been made read-only by the
+/// image (`chmod 0555`); root passes anyway, but not across `chattr`-free
+/// assumptions, so this stays plain `remove_dir_all`.
+fn make_writable_and_remove(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// What the daemon applies to every command in a runtime of an image: the
+/// image config's `Env` and `WorkingDir`, and the shell for one-string
+/// commands (`None`: the image has none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunInfo {
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub shell: Option<Vec<String>>,
+}
+
+impl Images {
+    /// [`RunInfo`] of a pinned image (`name@sha256:…`), cached: a pinned
+    /// image never changes.
+    pub fn run_info(&self, pinned: &str) -> Option<Arc<RunInfo>> {
+        static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Arc<RunInfo>>>> =
+            std::sync::OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let key = format!("{}|{pinned}", self.dir.display());
+        if let Some(r) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Some(r.clone());
+        }
+        let img = self.image(pinned).ok()?;
+        let cfg = &img.config.config;
+        let info = Arc::new(RunInfo {
+            image: pinned.split('@').next().unwrap_or(pinned).to_string(),
+            env: cfg
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            working_dir: cfg.working_dir.clone().filter(|w| w.starts_with('/')),
+            user: cfg.user.clone().filter(|u| !u.is_empty()),
+            shell: self.shell(&img),
+        });
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() > 4096 {
+            c.clear();
+        }
+        c.insert(key, info.clone());
+        Some(info)
+    }
+}

@@ -1,0 +1,496 @@
+//! Pulls: where an image's blobs come from (a registry or an OCI layout
+//! directory, both behind [`BlobSource`]), and the progress of each pull as
+//! `GET /v1/images/pulls/{id}` shows it. Pulls live in memory: a pull cut
+//! short by a daemon restart is simply asked for again, and it resumes from
+//! the blobs and layers the store kept.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::digest::Digest;
+use super::oci::{self, ManifestOrIndex};
+use super::reference::Reference;
+use super::registry::{login_key, Session};
+use super::{Image, ImageError, Images, Limits, Result};
+
+/// Where a pull stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl PullState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullState::Running => "running",
+            PullState::Succeeded => "succeeded",
+            PullState::Failed => "failed",
+        }
+    }
+}
+
+/// Live counters of one pull (or import).
+pub struct PullProgress {
+    pub id: String,
+    pub reference: String,
+    pub started_at: DateTime<Utc>,
+    layers_total: AtomicU64,
+    layers_done: AtomicU64,
+    bytes_total: AtomicU64,
+    bytes_done: AtomicU64,
+    outcome: Mutex<Outcome>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+/// How a pull ended (state, image digest, error, when).
+#[derive(Debug, Clone)]
+struct Outcome(
+    PullState,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
+
+/// A copy of a pull's counters at one moment.
+#[derive(Debug, Clone)]
+pub struct PullSnapshot {
+    pub id: String,
+    pub reference: String,
+    pub state: PullState,
+    pub layers_total: u64,
+    pub layers_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    /// The image's manifest digest once it succeeded.
+    pub digest: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl PullProgress {
+    pub fn new(reference: &str) -> Arc<Self> {
+        Arc::new(PullProgress {
+            id: uuid::Uuid::new_v4().to_string(),
+            reference: reference.to_string(),
+            started_at: crate::store::now(),
+            layers_total: AtomicU64::new(0),
+            layers_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            outcome: Mutex::new(Outcome(PullState::Running, None, None, None)),
+            done: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    pub(super) fn start(&self, layers: usize, bytes: u64) {
+        self.layers_total.store(layers as u64, Ordering::Relaxed);
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn unbytes(&self, n: u64) {
+        let _ = self
+            .bytes_done
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    pub(super) fn layer_done(&self) {
+        self.layers_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn layer_cached(&self, size: u64) {
+        self.bytes(size);
+        self.layer_done();
+    }
+
+    fn finish(&self, r: &Result<Image>) {
+        let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        *o = match r {
+            Ok(img) => Outcome(
+                PullState::Succeeded,
+                Some(img.digest.to_string()),
+                None,
+                Some(crate::store::now()),
+            ),
+            Err(e) => Outcome(
+                PullState::Failed,
+                None,
+                Some(e.to_string()),
+                Some(crate::store::now()),
+            ),
+        };
+        drop(o);
+        let _ = self.done.send(true);
+    }
+
+    pub fn snapshot(&self) -> PullSnapshot {
+        let o = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        PullSnapshot {
+            id: self.id.clone(),
+            reference: self.reference.clone(),
+            state: o.0,
+            layers_total: self.layers_total.load(Ordering::Relaxed),
+            layers_done: self.layers_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            bytes_done: self
+                .bytes_done
+                .load(Ordering::Relaxed)
+                .min(self.bytes_total.load(Ordering::Relaxed).max(1)),
+            digest: o.1,
+            error: o.2,
+            started_at: self.started_at,
+            finished_at: o.3,
+        }
+    }
+
+    /// Waits until the pull has finished (or `timeout` passed: `false`).
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        let mut rx = self.done.subscribe();
+        let done = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|d| *d)).await,
+            Ok(Ok(_))
+        );
+        done
+    }
+}
+
+/// Pulls of this daemon's life: running ones by reference (a second pull of
+/// the same reference joins the first), all by id.
+#[derive(Default)]
+pub struct Pulls {
+    by_id: Mutex<HashMap<String, Arc<PullProgress>>>,
+    running: Mutex<HashMap<String, Arc<PullProgress>>>,
+}
+
+/// What an image's blobs are read from.
+#[async_trait::async_trait]
+pub trait BlobSource: Send + Sync {
+    /// The image manifest (never an index: resolved already) and its digest.
+    async fn manifest(&self) -> Result<(Vec<u8>, Digest)>;
+    /// Writes blob `digest` of `size` bytes into `partial` (continuing what is
+    /// there if it can); the caller verifies it.
+    async fn fetch(
+        &self,
+        digest: &Digest,
+        size: u64,
+        partial: &Path,
+        progress: Option<&PullProgress>,
+    ) -> Result<()>;
+}
+
+/// A registry repository.
+struct RegistrySource {
+    session: Session,
+    manifest: Vec<u8>,
+    digest: Digest,
+}
+
+#[async_trait::async_trait]
+impl BlobSource for RegistrySource {
+    async fn manifest(&self) -> Result<(Vec<u8>, Digest)> {
+        Ok((self.manifest.clone(), self.digest.clone()))
+    }
+
+    async fn fetch(
+        &self,
+        digest: &Digest,
+        size: u64,
+        partial: &Path,
+        progress: Option<&PullProgress>,
+    ) -> Result<()> {
+        self.session.blob(digest, size, partial, progress).await
+    }
+}
+
+/// An OCI image layout directory.
+pub(super) struct LayoutSource {
+    dir: PathBuf,
+    manifest: Vec<u8>,
+    digest: Digest,
+}
+
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let m = std::fs::metadata(path)
+        .map_err(|e| ImageError::NotFound(format!("{}: {e}", path.display())))?;
+    if m.len() > max {
+        return Err(ImageError::TooLarge(format!(
+            "{} is {} bytes (at most {max})",
+            path.display(),
+            m.len()
+        )));
+    }
+    Ok(std::fs::read(path)?)
+}
+
+impl LayoutSource {
+    pub(super) fn open(dir: &Path, name: &str, limits: &Limits) -> Result<Self> {
+        let max = limits.max_manifest_bytes;
+        if !dir.join("oci-layout").is_file() {
+            return Err(ImageError::Invalid(format!(
+                "{} is not an OCI image layout (no oci-layout file)",
+                dir.display()
+            )));
+        }
+        let index: oci::Index = serde_json::from_slice(&read_capped(&dir.join("index.json"), max)?)
+            .map_err(|e| ImageError::Invalid(format!("{}/index.json: {e}", dir.display())))?;
+        let tag = Reference::parse(name).ok().and_then(|r| r.tag);
+        let named: Vec<&oci::Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| {
+                d.annotations
+                    .as_ref()
+                    .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                    .is_some_and(|n| n == name || Some(n) == tag.as_ref())
+            })
+            .collect();
+        let desc = match (named.as_slice(), index.manifests.as_slice()) {
+            ([one], _) => (*one).clone(),
+            (_, [only]) => only.clone(),
+            _ => {
+                return Err(ImageError::Invalid(format!(
+                    "{}: the layout holds {} images and none is annotated {name:?}",
+                    dir.display(),
+                    index.manifests.len()
+                )))
+            }
+        };
+        let blob = |d: &Digest| dir.join("blobs/sha256").join(d.hex());
+        let mut digest = Digest::parse(&desc.digest)?;
+        for _ in 0..4 {
+            let bytes = read_capped(&blob(&digest), max)?;
+            let got = Digest::of(&bytes);
+            if got != digest {
+                return Err(ImageError::DigestMismatch {
+                    what: "a manifest in the layout".into(),
+                    expected: digest.to_string(),
+                    got: got.to_string(),
+                });
+            }
+            match oci::parse_manifest(&bytes, None).map_err(ImageError::Invalid)? {
+                ManifestOrIndex::Manifest(_) => {
+                    return Ok(LayoutSource {
+                        dir: dir.to_path_buf(),
+                        manifest: bytes,
+                        digest,
+                    })
+                }
+                ManifestOrIndex::Index(ix) => {
+                    digest = Digest::parse(&platform_entry(&ix, name)?.digest)?;
+                }
+            }
+        }
+        Err(ImageError::Invalid("image indexes nested too deep".into()))
+    }
+}
+
+fn platform_entry<'a>(ix: &'a oci::Index, name: &str) -> Result<&'a oci::Descriptor> {
+    oci::pick_platform(ix).ok_or_else(|| {
+        let have: Vec<String> = ix
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref())
+            .map(|p| format!("{}/{}", p.os, p.architecture))
+            .collect();
+        ImageError::NoPlatform(format!(
+            "image {name} has no linux/amd64 variant (it has: {})",
+            if have.is_empty() {
+                "none named".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))
+    })
+}
+
+#[async_trait::async_trait]
+impl BlobSource for LayoutSource {
+    async fn manifest(&self) -> Result<(Vec<u8>, Digest)> {
+        Ok((self.manifest.clone(), self.digest.clone()))
+    }
+
+    async fn fetch(
+        &self,
+        digest: &Digest,
+        size: u64,
+        partial: &Path,
+        progress: Option<&PullProgress>,
+    ) -> Result<()> {
+        let src = self.dir.join("blobs/sha256").join(digest.hex());
+        let len = std::fs::metadata(&src)
+            .map_err(|e| ImageError::NotFound(format!("blob {digest} in the layout: {e}")))?
+            .len();
+        if len != size {
+            return Err(ImageError::DigestMismatch {
+                what: format!("blob {} in the layout", digest.short()),
+                expected: format!("{size} bytes"),
+                got: format!("{len} bytes"),
+            });
+        }
+        let (s, d) = (src.clone(), partial.to_path_buf());
+        tokio::task::spawn_blocking(move || std::fs::copy(s, d))
+            .await
+            .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
+        if let Some(p) = progress {
+            p.bytes(size);
+        }
+        Ok(())
+    }
+}
+
+impl Images {
+    /// Starts pulling `reference` in the background (or joins the pull of the
+    /// same reference that is running) and returns its progress.
+    pub fn start_pull(self: &Arc<Self>, reference: &str) -> Result<Arc<PullProgress>> {
+        let r = Reference::parse(reference)?;
+        let key = r.to_string();
+        let mut running = self.pulls.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = running.get(&key) {
+            return Ok(p.clone());
+        }
+        let progress = PullProgress::new(&key);
+        running.insert(key.clone(), progress.clone());
+        drop(running);
+        {
+            let mut by_id = self.pulls.by_id.lock().unwrap_or_else(|e| e.into_inner());
+            if by_id.len() > 1000 {
+                by_id.retain(|_, p| p.snapshot().state == PullState::Running);
+            }
+            by_id.insert(progress.id.clone(), progress.clone());
+        }
+        let me = self.clone();
+        let p = progress.clone();
+        tokio::spawn(async move {
+            let r = me.pull_now(&r, &p).await;
+            if let Err(e) = &r {
+                tracing::warn!(reference = %key, "pull failed: {e}");
+            }
+            p.finish(&r);
+            me.pulls
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+        Ok(progress)
+    }
+
+    /// A pull by id (of this daemon's life).
+    pub fn pull_status(&self, id: &str) -> Option<PullSnapshot> {
+        self.pulls
+            .by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|p| p.snapshot())
+    }
+
+    /// The image `reference` names, pulled first if the store lacks it,
+    /// waiting at most `timeout` for the pull. `Ok((image, Some(pull)))` when
+    /// it had to be pulled.
+    pub async fn ensure(
+        self: &Arc<Self>,
+        reference: &str,
+        timeout: Duration,
+    ) -> Result<(Image, Option<PullSnapshot>)> {
+        match self.image(reference) {
+            Ok(img) => return Ok((img, None)),
+            Err(ImageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let p = self.start_pull(reference)?;
+        if !p.wait(timeout).await {
+            return Err(ImageError::Registry {
+                registry: Reference::parse(reference)?.registry,
+                message: format!(
+                    "the pull of {reference} did not finish within {} s; it goes on (pull {}), try again when it is done",
+                    timeout.as_secs(),
+                    p.id
+                ),
+            });
+        }
+        let snap = p.snapshot();
+        match (&snap.state, &snap.digest) {
+            (PullState::Succeeded, Some(d)) => Ok((self.image(d)?, Some(snap))),
+            _ => Err(ImageError::Registry {
+                registry: Reference::parse(reference)?.registry,
+                message: snap
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the pull failed".into()),
+            }),
+        }
+    }
+
+    /// Pulls now, in this task.
+    async fn pull_now(&self, r: &Reference, progress: &PullProgress) -> Result<Image> {
+        let login = self
+            .store
+            .registry_login(&login_key(&r.registry))?
+            .map(|l| (l.username, l.secret));
+        let session = self.registries.session(r, login);
+        let max = self.limits.max_manifest_bytes;
+        let mut reference = r.manifest_ref();
+        let mut pinned = r.digest.clone();
+        for _ in 0..4 {
+            let (bytes, ct) = session.manifest(&reference, max).await?;
+            let digest = Digest::of(&bytes);
+            if let Some(want) = &pinned {
+                if *want != digest {
+                    return Err(ImageError::DigestMismatch {
+                        what: format!("the manifest of {r}"),
+                        expected: want.to_string(),
+                        got: digest.to_string(),
+                    });
+                }
+            }
+            match oci::parse_manifest(&bytes, ct.as_deref()).map_err(ImageError::Invalid)? {
+                ManifestOrIndex::Manifest(_) => {
+                    let name = if r.tag.is_some() {
+                        r.name()
+                    } else {
+                        r.to_string()
+                    };
+                    let source = RegistrySource {
+                        session,
+                        manifest: bytes,
+                        digest,
+                    };
+                    return self.add_image(&name, &source, progress).await;
+                }
+                ManifestOrIndex::Index(ix) => {
+                    let d = Digest::parse(&platform_entry(&ix, &r.to_string())?.digest)?;
+                    reference = d.to_string();
+                    pinned = Some(d);
+                }
+            }
+        }
+        Err(ImageError::Invalid("image indexes nested too deep".into()))
+    }
+
+    /// Checks credentials against a registry (`GET /v2/` with them).
+    pub async fn check_login(&self, registry: &str, username: &str, secret: &str) -> Result<()> {
+        let r = Reference::parse(&format!("{registry}/runta-login-check"))?;
+        let s = self
+            .registries
+            .session(&r, Some((username.to_string(), secret.to_string())));
+        s.check_login().await
+    }
+}

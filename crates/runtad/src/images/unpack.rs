@@ -1,0 +1,716 @@
+//! Unpacks one layer tar into its own directory, in the form overlayfs reads
+//! as a lower layer: a whiteout `.wh.NAME` becomes a character device 0:0 named
+//! `NAME`, an opaque marker `.wh..wh..opq` becomes the `trusted.overlay.opaque`
+//! attribute on its directory. Stacked as lowers, the layers then show exactly
+//! the tree that applying the tars one over another gives (`umoci unpack`).
+//!
+//! The tar is hostile until proven otherwise. Every entry is created relative
+//! to a descriptor of its parent directory, walked one component at a time
+//! with `O_NOFOLLOW`: a path with `..`, or one that goes through a symlink
+//! (made by an earlier entry), is refused, never followed, so nothing is
+//! written outside the layer's directory. Symlinks are stored as given (they
+//! are resolved inside the runtime, against its own root). Device nodes are
+//! skipped (the rootfs is mounted `nodev`, and a char device 0:0 would read as
+//! a whiteout); `trusted.*` attributes from the tar are dropped (they would
+//! steer overlayfs). Limits on files, bytes and path length stop tar bombs.
+//!
+//! Written by hand rather than with `tar::Archive::unpack`: that follows
+//! paths by name and knows nothing of overlay whiteouts.
+
+use std::ffi::{CString, OsStr};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstatat, mkdirat, mknodat, Mode, SFlag};
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use super::digest::{Digest, Hasher, HashingReader, LimitExceeded};
+use super::oci::{sniff, Compression};
+use super::{ImageError, Limits};
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// What unpacking one layer found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unpacked {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Option<Digest>,
+    pub files: u64,
+    /// Bytes of file contents written.
+    pub bytes: u64,
+    /// Device nodes left out.
+    pub skipped_devices: u64,
+}
+
+fn hostile(msg: impl Into<String>) -> ImageError {
+    ImageError::Hostile(msg.into())
+}
+
+/// Unpacks the layer blob at `blob` (plain, gzip or zstd tar) into `dest`,
+/// which must be a new empty directory. `lowers` are the already unpacked
+/// layers below this one, topmost first: a hard link to a file that only a
+/// lower layer has gets its own copy here (what overlayfs' copy-up does).
+/// `budget` is how many content bytes the image may still unpack.
+pub fn unpack_layer(
+    blob: &Path,
+    dest: &Path,
+    lowers: &[PathBuf],
+    limits: &Limits,
+    budget: u64,
+) -> Result<Unpacked, ImageError> {
+    let mut f = std::fs::File::open(blob)?;
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head)?;
+    drop(f);
+    let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(blob)?);
+    let decoded: Box<dyn Read> = match sniff(&head[..n]) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(f)
+                .map_err(|e| hostile(format!("bad zstd stream: {e}")))?,
+        ),
+        Compression::None => Box::new(f),
+    };
+    // The tar stream itself is bounded too: headers and padding of a million
+    // empty files cost bytes without any content.
+    let mut reader = HashingReader {
+        inner: decoded,
+        hasher: Hasher::new(),
+        count: 0,
+        limit: budget.saturating_add(limits.max_files.saturating_mul(1024)),
+    };
+    let mut out = Unpacked::default();
+    let root = open_dir_path(dest)?;
+    let mut w = Writer {
+        root,
+        lowers,
+        limits,
+        budget,
+        out: &mut out,
+    };
+    let r = w.run(&mut reader);
+    match r {
+        Ok(()) => {}
+        Err(ImageError::Io(e)) if e.get_ref().is_some_and(|i| i.is::<LimitExceeded>()) => {
+            return Err(ImageError::TooLarge(format!(
+                "the layer unpacks to more than the {} bytes left for this image",
+                budget
+            )))
+        }
+        Err(e) => return Err(e),
+    }
+    // The diff_id covers the whole stream, trailing blocks included.
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| {
+        if e.get_ref().is_some_and(|i| i.is::<LimitExceeded>()) {
+            ImageError::TooLarge("the layer's tar stream is larger than allowed".into())
+        } else {
+            hostile(format!("bad layer stream: {e}"))
+        }
+    })?;
+    out.diff_id = Some(reader.hasher.finish());
+    Ok(out)
+}
+
+struct Writer<'a> {
+    root: OwnedFd,
+    lowers: &'a [PathBuf],
+    limits: &'a Limits,
+    budget: u64,
+    out: &'a mut Unpacked,
+}
+
+/// A tar path split into checked components.
+fn components(raw: &[u8], limits: &Limits) -> Result<Vec<Vec<u8>>, ImageError> {
+    if raw.len() > limits.max_path {
+        return Err(hostile(format!(
+            "a path in the layer is {} bytes long (at most {})",
+            raw.len(),
+            limits.max_path
+        )));
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => continue,
+            b".." => {
+                return Err(hostile(format!(
+                    "the layer has a path with '..': {:?}",
+                    String::from_utf8_lossy(raw)
+                )))
+            }
+            _ if c.len() > 255 => {
+                return Err(hostile(
+                    "a path component in the layer is longer than 255 bytes",
+                ))
+            }
+            _ if c.contains(&0) => return Err(hostile("a path in the layer contains a NUL byte")),
+            _ => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+fn cstr(b: &[u8]) -> CString {
+    // Components are checked free of NUL bytes.
+    CString::new(b.to_vec()).unwrap_or_default()
+}
+
+fn open_dir_path(p: &Path) -> Result<OwnedFd, ImageError> {
+    nix::fcntl::open(
+        p,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|e| ImageError::Io(io::Error::other(format!("open {}: {e}", p.display()))))
+}
+
+fn open_dir_at<Fd: AsFd>(dir: Fd, name: &[u8]) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        cstr(name).as_c_str(),
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+        Mode::empty(),
+    )
+}
+
+fn errno(what: &str, path: &[u8], e: Errno) -> ImageError {
+    ImageError::Io(io::Error::other(format!(
+        "{what} {:?}: {e}",
+        String::from_utf8_lossy(path)
+    )))
+}
+
+/// Walks `comps` from `root`, never following a symlink; a component that is
+/// a symlink or not a directory is refused.
+fn walk(root: &OwnedFd, comps: &[Vec<u8>], full: &[u8]) -> Result<OwnedFd, ImageError> {
+    walk_with(root, comps, full, |_, _| Ok(None))
+}
+
+/// [`walk`], calling `missing(dir, i)` for a component `i` that does not
+/// exist: it makes it (and returns `Some`) or gives up (`None`: ENOENT).
+fn walk_with(
+    root: &OwnedFd,
+    comps: &[Vec<u8>],
+    full: &[u8],
+    mut missing: impl FnMut(&OwnedFd, usize) -> Result<Option<()>, ImageError>,
+) -> Result<OwnedFd, ImageError> {
+    let mut cur = root.try_clone()?;
+    for (i, c) in comps.iter().enumerate() {
+        let next = match open_dir_at(&cur, c) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => match missing(&cur, i)? {
+                Some(()) => open_dir_at(&cur, c).map_err(|e| errno("open", full, e))?,
+                None => return Err(errno("open", full, Errno::ENOENT)),
+            },
+            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                return Err(hostile(format!(
+                    "the layer writes {:?} through a symlink or a file ({:?} is not a directory)",
+                    String::from_utf8_lossy(full),
+                    String::from_utf8_lossy(c)
+                )))
+            }
+            Err(e) => return Err(errno("open", full, e)),
+        };
+        cur = next;
+    }
+    Ok(cur)
+}
+
+/// What is at `name` in `dir` (not following a symlink), if anything.
+fn kind_at(dir: &OwnedFd, name: &[u8]) -> Option<SFlag> {
+    fstatat(dir, cstr(name).as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
+}
+
+/// Removes whatever is at `name` in `dir` (a directory with all it holds).
+fn remove_at(dir: &OwnedFd, name: &[u8]) -> Result<(), ImageError> {
+    match kind_at(dir, name) {
+        None => Ok(()),
+        Some(SFlag::S_IFDIR) => {
+            let sub = open_dir_at(dir, name).map_err(|e| errno("open", name, e))?;
+            let names: Vec<Vec<u8>> = {
+                let d =
+                    nix::dir::Dir::from_fd(sub.try_clone()?).map_err(|e| errno("read", name, e))?;
+                let mut d = d;
+                d.iter()
+                    .flatten()
+                    .map(|e| e.file_name().to_bytes().to_vec())
+                    .filter(|n| n != b"." && n != b"..")
+                    .collect()
+            };
+            for n in names {
+                remove_at(&sub, &n)?;
+            }
+            unlinkat(dir, cstr(name).as_c_str(), UnlinkatFlags::RemoveDir)
+                .map_err(|e| errno("remove", name, e))
+        }
+        Some(_) => unlinkat(dir, cstr(name).as_c_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| errno("remove", name, e)),
+    }
+}
+
+fn fsetxattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> io::Result<()> {
+    let n = CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: valid descriptor, NUL-terminated name, value pointer and length
+    // from one slice.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Owner, mode (setuid bits last: chown clears them), attributes and mtime
+/// of a file or directory this layer made.
+fn finish_meta(fd: &OwnedFd, meta: &Meta) -> Result<(), ImageError> {
+    fchown(
+        fd,
+        Some(Uid::from_raw(meta.uid)),
+        Some(Gid::from_raw(meta.gid)),
+    )
+    .map_err(|e| errno("chown", &meta.path, e))?;
+    fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777))
+        .map_err(|e| errno("chmod", &meta.path, e))?;
+    for (k, v) in &meta.xattrs {
+        fsetxattr(fd.as_fd(), k, v).map_err(|e| {
+            ImageError::Io(io::Error::other(format!(
+                "set attribute {k} on {:?}: {e}",
+                String::from_utf8_lossy(&meta.path)
+            )))
+        })?;
+    }
+    let t = nix::sys::time::TimeSpec::new(meta.mtime as i64, 0);
+    let _ = nix::sys::stat::futimens(fd, &t, &t);
+    Ok(())
+}
+
+struct Meta {
+    path: Vec<u8>,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Writer<'_> {
+    /// Opens the parent directories of an entry, making the ones this layer
+    /// lacks. A made directory takes its owner and mode from the topmost
+    /// lower layer that has it (as if the layer were applied over the
+    /// others), else root 0755.
+    fn parents(&self, comps: &[Vec<u8>], full: &[u8]) -> Result<OwnedFd, ImageError> {
+        walk_with(&self.root, comps, full, |dir, i| {
+            let c = &comps[i];
+            let (mode, uid, gid) = self.lower_dir_meta(&comps[..=i]).unwrap_or((0o755, 0, 0));
+            match mkdirat(dir, cstr(c).as_c_str(), Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => return Ok(Some(())),
+                Err(e) => return Err(errno("create directory for", full, e)),
+            }
+            let fd = open_dir_at(dir, c).map_err(|e| errno("open", full, e))?;
+            fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| errno("chown", full, e))?;
+            fchmod(&fd, Mode::from_bits_truncate(mode & 0o7777))
+                .map_err(|e| errno("chmod", full, e))?;
+            Ok(Some(()))
+        })
+    }
+
+    /// (mode, uid, gid) of the directory at `comps` in the topmost lower
+    /// layer that has it; `None` when a layer hides it or none has it.
+    fn lower_dir_meta(&self, comps: &[Vec<u8>]) -> Option<(u32, u32, u32)> {
+        let (name, parents) = comps.split_last()?;
+        for lower in self.lowers {
+            let Ok(lroot) = open_dir_path(lower) else {
+                continue;
+            };
+            let Ok(p) = walk(&lroot, parents, b"") else {
+                continue;
+            };
+            match kind_at(&p, name) {
+                Some(SFlag::S_IFDIR) => {
+                    let st =
+                        fstatat(&p, cstr(name).as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+                    return Some((st.st_mode, st.st_uid, st.st_gid));
+                }
+                Some(_) => return None,
+                None => continue,
+            }
+        }
+        None
+    }
+
+    fn run<R: Read>(&mut self, reader: &mut R) -> Result<(), ImageError> {
+        let mut ar = tar::Archive::new(reader);
+        let entries = ar
+            .entries()
+            .map_err(|e| hostile(format!("the layer is not a tar: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| hostile(format!("bad tar entry: {e}")))?;
+            self.out.files += 1;
+            if self.out.files > self.limits.max_files {
+                return Err(ImageError::TooLarge(format!(
+                    "the layer has more than {} entries",
+                    self.limits.max_files
+                )));
+            }
+            self.entry(&mut entry)?;
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
+        let raw = entry.path_bytes().into_owned();
+        let comps = components(&raw, self.limits)?;
+        let Some((name, parents)) = comps.split_last() else {
+            // The layer's root itself ("./"): nothing to make.
+            return Ok(());
+        };
+        let h = entry.header().clone();
+        let kind = h.entry_type();
+        let mut meta = Meta {
+            path: raw.clone(),
+            uid: h.uid().unwrap_or(0) as u32,
+            gid: h.gid().unwrap_or(0) as u32,
+            mode: h.mode().unwrap_or(0o644),
+            mtime: h.mtime().unwrap_or(0),
+            xattrs: Vec::new(),
+        };
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let Ok(key) = ext.key() else { continue };
+                if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
+                    // trusted.* would steer overlayfs (opaque, redirect).
+                    if !x.starts_with("trusted.") && x.len() < 256 {
+                        meta.xattrs
+                            .push((x.to_string(), ext.value_bytes().to_vec()));
+                    }
+                } else if key == "uid" {
+                    if let Some(v) = ext.value().ok().and_then(|v| v.parse().ok()) {
+                        meta.uid = v;
+                    }
+                } else if key == "gid" {
+                    if let Some(v) = ext.value().ok().and_then(|v| v.parse().ok()) {
+                        meta.gid = v;
+                    }
+                }
+            }
+        }
+        let parent = self.parents(parents, &raw)?;
+        let name_str = name.as_slice();
+        // Whiteouts: for the layers below, never a file of this one.
+        if name_str == OPAQUE.as_bytes() {
+            fsetxattr(parent.as_fd(), OPAQUE_XATTR, b"y")?;
+            return Ok(());
+        }
+        if let Some(hidden) = name_str.strip_prefix(WHITEOUT.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(hostile("the layer has an empty whiteout"));
+            }
+            remove_at(&parent, hidden)?;
+            mknodat(
+                &parent,
+                cstr(hidden).as_c_str(),
+                SFlag::S_IFCHR,
+                Mode::empty(),
+                0,
+            )
+            .map_err(|e| errno("make whiteout", &raw, e))?;
+            return Ok(());
+        }
+        let cname = cstr(name_str);
+        match kind {
+            tar::EntryType::Directory => {
+                match kind_at(&parent, name_str) {
+                    Some(SFlag::S_IFDIR) => {}
+                    Some(_) => {
+                        remove_at(&parent, name_str)?;
+                        mkdirat(&parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
+                            .map_err(|e| errno("create directory", &raw, e))?;
+                    }
+                    None => mkdirat(&parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
+                        .map_err(|e| errno("create directory", &raw, e))?,
+                }
+                let fd = open_dir_at(&parent, name_str).map_err(|e| errno("open", &raw, e))?;
+                finish_meta(&fd, &meta)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                remove_at(&parent, name_str)?;
+                let fd = openat(
+                    &parent,
+                    cname.as_c_str(),
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| errno("create", &raw, e))?;
+                // SAFETY: `fd` is a fresh descriptor we own; the File takes it.
+                let mut file =
+                    unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+                let left = self.budget.saturating_sub(self.out.bytes);
+                let size = h.size().unwrap_or(0);
+                if size > left {
+                    return Err(ImageError::TooLarge(format!(
+                        "the layer unpacks to more than the {} bytes allowed for this image",
+                        self.budget
+                    )));
+                }
+                let n = io::copy(&mut entry.take(size), &mut file).map_err(|e| {
+                    hostile(format!(
+                        "read {:?} from the layer: {e}",
+                        String::from_utf8_lossy(&raw)
+                    ))
+                })?;
+                self.out.bytes += n;
+                file.flush()?;
+                let fd: OwnedFd = file.into();
+                finish_meta(&fd, &meta)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| hostile("a symlink in the layer has no target"))?
+                    .into_owned();
+                if target.contains(&0) || target.len() > self.limits.max_path {
+                    return Err(hostile("a symlink target in the layer is too long"));
+                }
+                remove_at(&parent, name_str)?;
+                symlinkat(OsStr::from_bytes(&target), &parent, cname.as_c_str())
+                    .map_err(|e| errno("create symlink", &raw, e))?;
+                fchownat(
+                    &parent,
+                    cname.as_c_str(),
+                    Some(Uid::from_raw(meta.uid)),
+                    Some(Gid::from_raw(meta.gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| errno("chown", &raw, e))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| hostile("a hard link in the layer has no target"))?
+                    .into_owned();
+                let tcomps = components(&target, self.limits)?;
+                let Some((tname, tparents)) = tcomps.split_last() else {
+                    return Err(hostile("a hard link in the layer points at the root"));
+                };
+                let tparent = self.parents(tparents, &target)?;
+                if kind_at(&tparent, tname).is_none() {
+                    self.copy_up(&tcomps, &tparent, tname, &target)?;
+                }
+                if kind_at(&tparent, tname) == Some(SFlag::S_IFDIR) {
+                    return Err(hostile("a hard link in the layer points at a directory"));
+                }
+                remove_at(&parent, name_str)?;
+                linkat(
+                    &tparent,
+                    cstr(tname).as_c_str(),
+                    &parent,
+                    cname.as_c_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| errno("create hard link", &raw, e))?;
+            }
+            tar::EntryType::Fifo => {
+                remove_at(&parent, name_str)?;
+                mknodat(
+                    &parent,
+                    cname.as_c_str(),
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(meta.mode & 0o777),
+                    0,
+                )
+                .map_err(|e| errno("create fifo", &raw, e))?;
+                fchownat(
+                    &parent,
+                    cname.as_c_str(),
+                    Some(Uid::from_raw(meta.uid)),
+                    Some(Gid::from_raw(meta.gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| errno("chown", &raw, e))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                self.out.skipped_devices += 1;
+            }
+            // Headers the tar reader already applied, or that carry nothing.
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
+            other => {
+                return Err(hostile(format!(
+                    "the layer has an entry of unsupported type {other:?} at {:?}",
+                    String::from_utf8_lossy(&raw)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// A hard link to a file this layer does not have: copy the file from the
+    /// topmost lower layer that has it, so both names exist here.
+    fn copy_up(
+        &mut self,
+        tcomps: &[Vec<u8>],
+        tparent: &OwnedFd,
+        tname: &[u8],
+        target: &[u8],
+    ) -> Result<(), ImageError> {
+        let (tn, tp) = tcomps.split_last().expect("non-empty");
+        for lower in self.lowers {
+            let lroot = open_dir_path(lower)?;
+            let Ok(lparent) = walk(&lroot, tp, target) else {
+                continue;
+            };
+            let Some(kind) = kind_at(&lparent, tn) else {
+                continue;
+            };
+            if kind == SFlag::S_IFCHR {
+                break; // a whiteout: the file is gone
+            }
+            if kind != SFlag::S_IFREG {
+                return Err(hostile(format!(
+                    "a hard link in the layer points at {:?}, which is not a regular file below",
+                    String::from_utf8_lossy(target)
+                )));
+            }
+            let src = openat(
+                &lparent,
+                cstr(tn).as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| errno("open", target, e))?;
+            let st = nix::sys::stat::fstat(&src).map_err(|e| errno("stat", target, e))?;
+            let dst = openat(
+                tparent,
+                cstr(tname).as_c_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| errno("create", target, e))?;
+            let mut s = std::fs::File::from(src);
+            let mut d = std::fs::File::from(dst);
+            self.out.bytes += io::copy(&mut s, &mut d)?;
+            let dfd: OwnedFd = d.into();
+            let meta = Meta {
+                path: target.to_vec(),
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mode: st.st_mode,
+                mtime: st.st_mtime.max(0) as u64,
+                xattrs: Vec::new(),
+            };
+            return finish_meta(&dfd, &meta);
+        }
+        Err(hostile(format!(
+            "a hard link in the layer points at {:?}, which does not exist",
+            String::from_utf8_lossy(target)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            {
+                let g = h.as_gnu_mut().unwrap();
+                g.name[..name.len()].copy_from_slice(name.as_bytes());
+                g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack(
+        entries: &[(&str, tar::EntryType, &[u8], &str)],
+    ) -> (PathBuf, Result<Unpacked, ImageError>) {
+        let base =
+            std::env::temp_dir().join(format!("runta-unpack-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(base.join("out")).unwrap();
+        std::fs::write(base.join("blob"), tar_of(entries)).unwrap();
+        let r = unpack_layer(
+            &base.join("blob"),
+            &base.join("out"),
+            &[],
+            &Limits::default(),
+            1 << 20,
+        );
+        (base, r)
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        use std::os::unix::fs::FileTypeExt;
+        let (base, r) = unpack(&[
+            ("d/.wh.gone", tar::EntryType::Regular, b"", ""),
+            ("d/.wh..wh..opq", tar::EntryType::Regular, b"", ""),
+            ("d/kept", tar::EntryType::Regular, b"k", ""),
+        ]);
+        let out = r.unwrap();
+        assert!(out.diff_id.is_some());
+        let m = std::fs::symlink_metadata(base.join("out/d/gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(std::fs::read(base.join("out/d/kept")).unwrap(), b"k");
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        for entries in [
+            vec![("../x", tar::EntryType::Regular, &b"x"[..], "")],
+            vec![
+                ("l", tar::EntryType::Symlink, &b""[..], "/"),
+                ("l/tmp/x", tar::EntryType::Regular, &b"x"[..], ""),
+            ],
+            vec![("h", tar::EntryType::Link, &b""[..], "../../etc/passwd")],
+        ] {
+            let (base, r) = unpack(&entries);
+            assert!(
+                matches!(r, Err(ImageError::Hostile(_))),
+                "{entries:?}: {r:?}"
+            );
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+
+    #[test]
+    fn content_past_the_budget_is_refused() {
+        let big = vec![0u8; 2 << 20];
+        let (base, r) = unpack(&[("big", tar::EntryType::Regular, &big, "")]);
+        assert!(matches!(r, Err(ImageError::TooLarge(_))), "{r:?}");
+        let _ = std::fs::remove_dir_all(base);
+    }
+}
