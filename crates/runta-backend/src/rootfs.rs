@@ -79,7 +79,9 @@ impl Layer {
     pub async fn mount_disk(&self) -> Result<()> {
         self.mount_loop().await?;
         if !self.upper.is_dir() {
-            return Err(BackendError::Other("the runtime has no writable layer".into()));
+            return Err(BackendError::Other(
+                "the runtime has no writable layer".into(),
+            ));
         }
         Ok(())
     }
