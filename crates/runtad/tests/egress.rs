@@ -1431,3 +1431,85 @@ async fn the_per_runtime_egress_routes_work_on_the_same_policy() {
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+/// The egress rules of runtime `ip` in the host's tables now (each is one
+/// `-A RT-<tag>-EG? -s ip/32 ...` line of `iptables-save`).
+fn egress_rules_of(ip: &str) -> Vec<String> {
+    let out = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("-A RT-") && l.contains("-EG") && l.contains(&format!("-s {ip}/32 "))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each policy runtime has exactly its seven rules (two redirects, two
+/// accepts, three drops), put in by one batch, also when runtimes are created
+/// at the same time; they are all gone after a delete; after a kill -9 and a
+/// restart the survivors have theirs again, once, pointing at the new
+/// gateway (traffic still allowed), and a delete then removes them all too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtimes_egress_rules_all_go_on_delete_also_after_kill9() {
+    let h = TestHosts::new(49);
+    let d = daemon(&h);
+    let c = d.tenant("egr").await;
+    let policy = json!({"mode": "allowlist", "allowed_hosts": ["allowed.test"]});
+    let names: Vec<String> = (0..3).map(|_| name("egr")).collect();
+    let made = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|n| c.create_with(json!({"name": n, "egress_policy": policy}))),
+    )
+    .await;
+    let ips: Vec<String> = made
+        .iter()
+        .map(|v| v["ip"].as_str().unwrap().to_string())
+        .collect();
+    for ip in &ips {
+        let r = egress_rules_of(ip);
+        assert_eq!(r.len(), 7, "{ip}: {r:?}");
+        assert_eq!(
+            r.iter().filter(|l| l.contains("REDIRECT")).count(),
+            2,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.iter().filter(|l| l.contains("-j DROP")).count(),
+            3,
+            "{r:?}"
+        );
+    }
+    let (code, out) = run(&c, &names[0], "curl -s -m 5 http://allowed.test/").await;
+    assert_eq!(code, 0, "{out}");
+
+    let (st, _) = c.delete(&format!("/v1/runtimes/{}", names[0])).await;
+    assert!(st.is_success());
+    assert_eq!(egress_rules_of(&ips[0]), Vec::<String>::new());
+    assert_eq!(egress_rules_of(&ips[1]).len(), 7);
+
+    d.kill9();
+    d.spawn();
+    for (n, ip) in names.iter().zip(&ips).skip(1) {
+        let r = egress_rules_of(ip);
+        assert_eq!(r.len(), 7, "rebuilt once after kill -9: {r:?}");
+        let (code, out) = run(&c, n, "curl -s -m 5 http://allowed.test/").await;
+        assert_eq!(code, 0, "the rebuilt rules lead to the new gateway: {out}");
+        let (_, out) = run(
+            &c,
+            n,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
+        assert!(out.ends_with(" 403"), "still under its policy: {out}");
+    }
+    for (n, ip) in names.iter().zip(&ips).skip(1) {
+        let (st, _) = c.delete(&format!("/v1/runtimes/{n}")).await;
+        assert!(st.is_success());
+        assert_eq!(egress_rules_of(ip), Vec::<String>::new(), "{n}");
+    }
+}

@@ -728,3 +728,87 @@ async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns
         "other.test still answered after the policy stopped allowing it: {two}"
     );
 }
+
+/// One tenant's policy runtimes each hold the most gateway connections they
+/// may (512, two daemon descriptors each) to an allowed address whose server
+/// accepts and never answers: the daemon must still serve another tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "hole: the gateway caps connections per runtime (512, two daemon descriptors each) but not in total; one tenant's ~21 policy runtimes (quota 64) holding connections to an allowed address that never answers use all of the daemon's RLIMIT_NOFILE (20000 of 20000 here), and another tenant's create fails 503 'iptables-restore: Too many open files'. Fix: a total cap on gateway connections well under RLIMIT_NOFILE (and per tenant), in gateway.rs handle()"]
+async fn one_tenants_held_gateway_connections_do_not_starve_the_daemon() {
+    let h = TestHosts::new(67);
+    // A server that accepts and holds every connection, never answering.
+    let holder = Command::new("ip")
+        .args(["netns", "exec", &h.ns, "/usr/bin/python3", "-c"])
+        .arg(
+            "import socket, resource\nhard=resource.getrlimit(resource.RLIMIT_NOFILE)[1];resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\nl=socket.socket();l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);l.bind(('0.0.0.0',9000));l.listen(4096)\nheld=[]\nwhile True:\n  held.append(l.accept()[0])",
+        )
+        .stdout(Stdio::null())
+        .spawn();
+    let Ok(mut holder) = holder else {
+        println!("skipped: no python3 for the holding server");
+        return;
+    };
+    let d = daemon(&h);
+    let limit: u64 = std::fs::read_to_string(format!("/proc/{}/limits", d.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // Enough runtimes that their caps together pass the daemon's descriptors.
+    let n = (limit / 1024 + 2).min(40) as usize;
+    let a = d.tenant("rtha").await;
+    let b = d.tenant("rthb").await;
+    let pol = json!({"mode": "allowlist", "allowed_hosts": [h.ip(2), "allowed.test"]});
+    let mut names = Vec::new();
+    for i in 0..n {
+        let rt = name(&format!("rtha{i}"));
+        let (st, v) = a
+            .post(
+                "/v1/runtimes",
+                json!({"name": rt, "egress_policy": pol, "resources": {"requests": {"vcpus": 0.1, "memory_mib": 64}}}),
+            )
+            .await;
+        if st != StatusCode::OK {
+            println!("skipped: runtime {i} of {n} not created ({st}): {v}");
+            let _ = holder.kill();
+            return;
+        }
+        names.push(rt);
+    }
+    let hold = format!(
+        "cat > /tmp/hold.py <<'EOF'\nimport socket, time\nheld=[]\nfor i in range(600):\n  try:\n    held.append(socket.create_connection(('{}',9000),3))\n  except Exception:\n    pass\ntime.sleep(120)\nEOF\nnohup python3 /tmp/hold.py >/dev/null 2>&1 &\necho ok",
+        h.ip(2)
+    );
+    for rt in &names {
+        a.out(rt, &hold).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    println!("daemon descriptors in use: {fds} of {limit}");
+    assert!(
+        fds > 512 * (n - 1),
+        "the attack did not hold its connections: {fds} descriptors"
+    );
+    // The other tenant: its API, a new runtime, its own policy runtime's
+    // allowed traffic.
+    let (st, v) = b.get("/v1/runtimes").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let rb = name("rthb");
+    let (st, v) = b
+        .post(
+            "/v1/runtimes",
+            json!({"name": rb, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test"]}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "another tenant's create: {v}");
+    let (_, out) = run(&b, &rb, "curl -s -m 5 http://allowed.test/").await;
+    assert!(
+        out.contains("hello"),
+        "another tenant's allowed request: {out}"
+    );
+    let _ = holder.kill();
+}

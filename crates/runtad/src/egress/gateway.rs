@@ -904,7 +904,7 @@ impl KeptAlive {
         if let Some(p) = &h.problem {
             return Err(p.clone());
         }
-        let p = self.g.policy();
+        let p = self.g.policy.read().unwrap_or_else(|e| e.into_inner());
         if let Some(name) = h
             .host
             .as_deref()
@@ -940,38 +940,31 @@ impl KeptAlive {
             let mut f = Framing::Head;
             let mut first = true;
             let mut chunk = vec![0u8; 16 * 1024];
+            let mut more = Coalesced::new(me);
             let denial = 'conn: loop {
                 loop {
                     let n = match f.next(&pending) {
                         Next::More => break,
                         Next::Forward(n) => n,
                         Next::Head(n, h) => {
-                            let shown = h.host.clone().unwrap_or_default();
+                            f.accept(&h);
                             if !first {
                                 // A tenant's stub never travels in plain HTTP.
                                 let stub = me.eg.plain_stub(me.g.id, &pending[..n]);
                                 if let Err(why) =
                                     me.check(&h).and_then(|()| stub.map_or(Ok(()), Err))
                                 {
+                                    let shown = h.host.clone().unwrap_or_default();
+                                    more.flush();
                                     me.eg.audits.record(
                                         me.g.id,
                                         http_audit(&shown, &h, EgressAction::Deny, 403, &why),
                                     );
                                     break 'conn Some((shown, why));
                                 }
-                                me.eg.audits.record(
-                                    me.g.id,
-                                    http_audit(
-                                        &shown,
-                                        &h,
-                                        EgressAction::Allow,
-                                        0,
-                                        "the same host, still allowed",
-                                    ),
-                                );
+                                more.add(h);
                             }
                             first = false;
-                            f.accept(&h);
                             n
                         }
                         Next::Bad(why) => {
@@ -990,6 +983,7 @@ impl KeptAlive {
                     Ok(n) => pending.extend_from_slice(&chunk[..n]),
                 }
             };
+            more.flush();
             // The upstream sees the end of what it was asked, finishes its
             // answers and closes.
             let _ = uw.shutdown().await;
@@ -1024,6 +1018,68 @@ impl KeptAlive {
                 upward.await
             }
         }
+    }
+}
+
+/// The allowed requests after the first on a kept-alive connection (same
+/// host, by [`KeptAlive::check`]): one audit for up to [`COALESCE_MAX`] of
+/// them, written before a denial on the connection, at the first request
+/// [`COALESCE_FOR`] after the record began, when full, and when the
+/// connection ends (also when it is cut: on drop), so a chatty program cannot
+/// flush the runtime's bounded history with one row per request. The first
+/// request and every denial have a row each.
+struct Coalesced {
+    eg: Arc<Egress>,
+    id: uuid::Uuid,
+    count: u64,
+    since: Instant,
+    /// The latest of them (its method and path are the row's).
+    last: Option<HttpHead>,
+}
+
+const COALESCE_MAX: u64 = 1000;
+const COALESCE_FOR: Duration = Duration::from_secs(10);
+
+impl Coalesced {
+    fn new(k: &KeptAlive) -> Self {
+        Coalesced {
+            eg: k.eg.clone(),
+            id: k.g.id,
+            count: 0,
+            since: Instant::now(),
+            last: None,
+        }
+    }
+
+    fn add(&mut self, h: HttpHead) {
+        if self.count == 0 {
+            self.since = Instant::now();
+        }
+        self.count += 1;
+        self.last = Some(h);
+        if self.count >= COALESCE_MAX || self.since.elapsed() >= COALESCE_FOR {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(h) = self.last.take() {
+            let host = h.host.as_deref().unwrap_or_default();
+            let why = format!(
+                "{} more request(s) on the connection to the same host, still allowed (one record, the latest's method and path)",
+                self.count
+            );
+            self.eg
+                .audits
+                .record(self.id, http_audit(host, &h, EgressAction::Allow, 0, &why));
+        }
+        self.count = 0;
+    }
+}
+
+impl Drop for Coalesced {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
