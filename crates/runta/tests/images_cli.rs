@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cleanup, runta, scratch};
+use common::{cleanup, http, runta, scratch};
 
 fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
@@ -51,6 +51,21 @@ fn commit_then_run_the_image() {
     let bad = runta(&["commit", "no-such-runtime", "x:1"]);
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("no-such-runtime"), "{bad:?}");
+    // The images go too (delete is admin-only; the runtime of one first).
+    let d = common::daemon();
+    let (st, _) = http("DELETE", &format!("/v1/runtimes/{b}"), Some(&d.token), None).unwrap();
+    assert!(st == 200 || st == 204, "{st}");
+    let name2 = name.replace("cli-img:1", "cli-img:2");
+    for n in [&name, &name2] {
+        let (st, body) = http(
+            "DELETE",
+            &format!("/v1/images/{n}"),
+            Some(&d.admin_token),
+            None,
+        )
+        .unwrap();
+        assert!(st == 200 || st == 204, "delete {n}: {st} {body}");
+    }
 }
 
 #[test]

@@ -164,6 +164,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         },
         metrics,
     );
+    // A daemon killed mid-build leaves buildah's overlays mounted.
+    images::build::unmount_under(&image_store.dir().join("builder"));
     manager.set_images(image_store);
     manager.exec_gate.configure(
         cfg.exec_max_concurrent,
@@ -219,6 +221,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         shutdown_signal(),
     )
     .await;
+    if let Ok(images) = manager.images() {
+        let n = images::build::unmount_under(&images.dir().join("builder"));
+        info!(n, "builder mounts detached");
+    }
     if manager
         .store()
         .list_runtimes(&Default::default())

@@ -668,3 +668,47 @@ async fn hostile_build_contexts_are_refused() {
     let _ = std::fs::remove_dir_all(&ctx);
     let _ = std::fs::remove_dir_all(&ctx2);
 }
+
+/// Mount points under `dir` in the host's mount table.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let d = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+        .filter(|m| m.starts_with(&d))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_and_a_stop_leave_no_mounts_behind() {
+    skip_without!("buildah");
+    // Its own daemon: the shared one may be mid-build for another test.
+    let d = Daemon::start_new(&[]);
+    let c = d.tenant("mounts").await;
+    let ctx = tmp("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base\nRUN echo one > /one\nRUN echo two > /two\n",
+    )
+    .unwrap();
+    let (st, log, last) = build(&c, "mounts:1", tar_of(&ctx)).await;
+    assert_eq!(st, StatusCode::OK, "{last}");
+    assert_eq!(last["type"], "done", "{last}\n{}", log.join("\n"));
+    let builder = d.data_dir.join("images").join("builder");
+    assert_eq!(mounts_under(&builder), Vec::<String>::new());
+    // A failing build too.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base\nRUN echo x > /x\nRUN false\n",
+    )
+    .unwrap();
+    let (_, _, last) = build(&c, "mounts:2", tar_of(&ctx)).await;
+    assert_eq!(last["type"], "error", "{last}");
+    assert_eq!(mounts_under(&builder), Vec::<String>::new());
+    assert!(d.terminate().success());
+    assert_eq!(mounts_under(&d.data_dir), Vec::<String>::new());
+    // Nothing mounted: the data dir can go.
+    std::fs::remove_dir_all(&d.data_dir).unwrap();
+    let _ = std::fs::remove_dir_all(&ctx);
+}

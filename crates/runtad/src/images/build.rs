@@ -333,6 +333,72 @@ pub fn local_name(manifest: &Digest) -> String {
     format!("localhost/runta-from:{}", &manifest.hex()[..32])
 }
 
+/// Mount points under `dir` (deepest first), read from the kernel's mount
+/// table: the paths there are already resolved, so a symlink cannot make a
+/// mount outside `dir` look like one of ours.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount_path(m)))
+        .filter(|m| m.starts_with(dir) && m != dir)
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
+}
+
+/// `/proc/self/mountinfo` writes space, tab, newline and `\` as `\ooo`.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = u16::from(b[i + 1] - b'0') * 64
+                + u16::from(b[i + 2] - b'0') * 8
+                + u16::from(b[i + 3] - b'0');
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detaches every mount under `dir` (buildah's overlay and shm mounts a
+/// build or a killed daemon left), deepest first, never following a symlink
+/// at the mount point. Returns how many were detached.
+pub fn unmount_under(dir: &Path) -> usize {
+    let mut n = 0;
+    // A mount stacked on another shows up again once the top one is gone.
+    for _ in 0..4 {
+        let found = mounts_under(dir);
+        if found.is_empty() {
+            break;
+        }
+        for m in found {
+            let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
+            // SAFETY: a valid C string; umount2 reads it only.
+            let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
+            if r == 0 {
+                n += 1;
+            } else {
+                tracing::warn!(path = %m.display(), "unmount a builder mount: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    n
+}
+
 /// The buildah process, with the daemon's storage.
 pub struct Buildah {
     cfg: BuildConfig,
@@ -376,6 +442,20 @@ impl Buildah {
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Unmounts what buildah left mounted: its own `umount --all` first,
+    /// then a detach of anything still mounted under the builder's folder.
+    /// Only while no build runs (a build's containers are mounted).
+    pub async fn release(&self) {
+        let _ = self.run(&["umount".into(), "--all".into()]).await;
+        let dir = self.cfg.dir.clone();
+        let n = tokio::task::spawn_blocking(move || unmount_under(&dir))
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::debug!(n, "builder mounts detached");
+        }
     }
 
     /// Whether buildah already has `name`.

@@ -64,7 +64,7 @@ impl Manager {
         let df_rel = check_rel(&spec.dockerfile)?;
         let images = self.images()?.clone();
         let buildah = self.builder()?;
-        let _permit = permits()
+        let permit = permits()
             .acquire()
             .await
             .map_err(|_| Error::Unavailable("the builder is shutting down".into()))?;
@@ -77,6 +77,14 @@ impl Manager {
             .await;
         let w = work.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(w)).await;
+        // buildah leaves its step containers' overlays mounted: the last
+        // build to finish (it then holds every permit, so none starts
+        // meanwhile) unmounts them, success or failure.
+        drop(permit);
+        if let Ok(all) = permits().try_acquire_many(MAX_BUILDS as u32) {
+            buildah.release().await;
+            drop(all);
+        }
         r
     }
 
