@@ -81,7 +81,7 @@ def test_duplicate_name(client: Runta, rt: Runtime) -> None:
         ({"name": "ok", "memory_mib": 10**30}, "resources.requests.memory_mib"),
         ({"name": "ok", "memory_mib": -5}, "resources.requests.memory_mib"),
         ({"name": "ok", "image": "../../etc"}, "image"),
-        ({"name": "ok", "image": "no-such-image"}, "image"),
+        ({"name": "ok", "image": "Not An Image!"}, "image"),
         ({"name": "ok", "env": {"1BAD": "x"}}, "env.1BAD"),
         ({"name": "ok", "env": {"BIG": "x" * 40_000}}, "env.BIG"),
         ({"name": "ok", "idle_timeout": -1}, "idle_timeout_secs"),
