@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod egress;
+pub mod hop;
 pub mod host;
 pub mod images;
 pub mod ingress;
