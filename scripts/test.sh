@@ -32,7 +32,12 @@ step rust cargo test --workspace --no-fail-fast -- --test-threads=4
 # the stable toolchain via RUSTC_BOOTSTRAP, see fuzz/run.sh).
 fuzz() {
   command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz || return 1
-  FUZZ_SECS=${FUZZ_SECS:-15} bash fuzz/run.sh
+  # libFuzzer's progress lines go to the log only; the end of the run is shown.
+  FUZZ_SECS=${FUZZ_SECS:-15} bash fuzz/run.sh > "$LOG/fuzz.out" 2>&1
+  local rc=$?
+  grep -E '^(Done|==[0-9]+==|SUMMARY|artifact_prefix)' "$LOG/fuzz.out" | tail -20
+  [ $rc -eq 0 ] || tail -40 "$LOG/fuzz.out"
+  return $rc
 }
 [ -f fuzz/run.sh ] && step fuzz fuzz
 
@@ -49,6 +54,14 @@ for f in "$LOG"/*.log; do
   fi
   add "$(grep -E '^(#|ℹ) pass [0-9]+' "$f" | tail -1 | awk '{print $3}')" \
       "$(grep -E '^(#|ℹ) fail [0-9]+' "$f" | tail -1 | awk '{print $3}')"
+done
+# What failed, last, where a CI log's tail shows it: each failed step's failing
+# tests and first panic lines, or the end of its log when it failed otherwise.
+for name in "${failed[@]}"; do
+  f="$LOG/$name.log"
+  echo "--- $name"
+  hits=$(grep -E '^test .* FAILED$|panicked at|^(FAILED|ERROR) |^not ok |^✖ |Error: ' "$f" | head -40)
+  if [ -n "$hits" ]; then echo "$hits"; else tail -25 "$f"; fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed steps: ${failed[*]} (logs in $LOG)"

@@ -302,6 +302,8 @@ pub fn status_kib(pid: i32, field: &str) -> u64 {
 pub struct Outsider {
     ns: String,
     veth: String,
+    inside: String,
+    servers: Vec<Child>,
 }
 
 impl Outsider {
@@ -334,7 +336,43 @@ impl Outsider {
         ip(&["-n", &ns, "link", "set", &peer, "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "route", "add", subnet, "via", &host]);
-        Outsider { ns, veth }
+        Outsider {
+            ns,
+            veth,
+            inside,
+            servers: Vec::new(),
+        }
+    }
+
+    /// The outsider's own address (`198.18.<octet>.2`).
+    pub fn addr(&self) -> &str {
+        &self.inside
+    }
+
+    /// Starts a plain HTTP server on port 80 inside the namespace (killed on
+    /// drop) and waits until the host reaches it; the URL it serves.
+    pub fn serve_http(&mut self) -> String {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-m", "http.server"])
+            .args(["--bind", "0.0.0.0", "--directory", "/", "80"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.servers.push(server);
+        let url = format!("http://{}/", self.inside);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let up = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "-m", "1", &url])
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the outsider's HTTP server did not come up at {url}");
     }
 
     /// Runs `python3 -c script` inside the outsider's namespace; stdout and stderr.
@@ -353,6 +391,10 @@ impl Outsider {
 
 impl Drop for Outsider {
     fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         let _ = Command::new("ip")
             .args(["link", "del", &self.veth])
             .status();

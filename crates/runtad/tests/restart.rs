@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{name, Daemon};
+use common::{name, Daemon, Outsider};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -126,10 +126,12 @@ async fn a_removed_bridge_is_made_again() {
         std::path::Path::new("/sys/class/net").join(&br).exists(),
         "bridge not recreated"
     );
+    let mut outside = Outsider::new(&format!("10.{}.0.0/16", d.subnet_octet), 80);
+    let url = outside.serve_http();
     let v = c
         .sh(
             &n,
-            "curl -s -m 10 -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/",
+            &format!("curl -s -m 10 -o /dev/null -w '%{{http_code}}' {url}"),
         )
         .await;
     assert_eq!(
