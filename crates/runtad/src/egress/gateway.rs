@@ -2,10 +2,11 @@
 //! runtime arrives here (iptables REDIRECT), is named from its first bytes,
 //! checked, and spliced to an address the gateway resolved itself.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runta_api::{
@@ -29,6 +30,96 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each connection holds two of the daemon's descriptors: a program opening
 /// sockets in a loop must not starve the API of them.
 pub const MAX_CONNS_PER_RUNTIME: usize = 512;
+
+/// Gateway connections held at once, against three caps: per runtime
+/// ([`MAX_CONNS_PER_RUNTIME`]), per tenant, and in total. Each connection
+/// holds two of the daemon's descriptors, so without the total and tenant
+/// caps one tenant's runtimes holding connections to a server that never
+/// answers would use up the daemon's `RLIMIT_NOFILE` and every other
+/// tenant's API calls and runtimes with it.
+pub(super) struct Admission {
+    total: usize,
+    per_tenant: usize,
+    per_runtime: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    tenants: HashMap<Arc<str>, usize>,
+    runtimes: HashMap<uuid::Uuid, usize>,
+}
+
+impl Admission {
+    /// Caps for a daemon with `nofile` descriptors: the gateway's connections
+    /// may use half of them (a quarter of `nofile` connections), one tenant a
+    /// quarter of that, one runtime at most [`MAX_CONNS_PER_RUNTIME`].
+    pub(super) fn for_nofile(nofile: u64) -> Self {
+        let total = (nofile / 4).clamp(64, 65_536) as usize;
+        let per_tenant = (total / 4).max(16);
+        Admission {
+            total,
+            per_tenant,
+            per_runtime: MAX_CONNS_PER_RUNTIME.min(per_tenant),
+            open: Mutex::new(Open::default()),
+        }
+    }
+
+    /// Takes one connection for runtime `id` of `tenant`, or says which cap
+    /// refused it.
+    fn admit(&self, tenant: &Arc<str>, id: uuid::Uuid) -> Result<(), String> {
+        let mut o = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = o.runtimes.get(&id).copied().unwrap_or(0);
+        let tn = o.tenants.get(tenant).copied().unwrap_or(0);
+        if rt >= self.per_runtime {
+            return Err(format!(
+                "the runtime holds {} gateway connections, its most",
+                self.per_runtime
+            ));
+        }
+        if tn >= self.per_tenant {
+            return Err(format!(
+                "the tenant's runtimes hold {} gateway connections, its most",
+                self.per_tenant
+            ));
+        }
+        if o.total >= self.total {
+            return Err(format!(
+                "the egress gateway holds {} connections, its most",
+                self.total
+            ));
+        }
+        o.total += 1;
+        *o.tenants.entry(tenant.clone()).or_default() += 1;
+        *o.runtimes.entry(id).or_default() += 1;
+        Ok(())
+    }
+
+    fn release(&self, tenant: &Arc<str>, id: uuid::Uuid) {
+        let mut o = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        o.total = o.total.saturating_sub(1);
+        fn down<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        down(&mut o.tenants, tenant);
+        down(&mut o.runtimes, &id);
+    }
+}
+
+/// One admitted connection, given back on drop.
+struct Slot(Arc<Egress>, Arc<Guarded>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.admission.release(&self.1.tenant, self.1.id);
+    }
+}
 
 static CONN_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -619,19 +710,12 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
         reset(&s);
         return;
     };
-    if g.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNS_PER_RUNTIME {
-        g.active.fetch_sub(1, Ordering::AcqRel);
+    if let Err(why) = eg.admission.admit(&g.tenant, g.id) {
         reset(&s);
-        eg.denied(g.id, "*", "more than 512 connections open at once");
+        eg.denied(g.id, "*", &why);
         return;
     }
-    struct Slot(Arc<Guarded>);
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            self.0.active.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    let _slot = Slot(g.clone());
+    let _slot = Slot(eg.clone(), g.clone());
     let t0 = Instant::now();
     let mut buf = Vec::with_capacity(2048);
     let first = read_first(&mut s, &mut buf).await;
@@ -1106,6 +1190,41 @@ async fn fail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_capped_per_runtime_per_tenant_and_in_total() {
+        // 4096 descriptors: 1024 connections in all, 256 a tenant, 256 a runtime.
+        let a = Admission::for_nofile(4096);
+        let (t1, t2): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
+        let rt = |i: u128| uuid::Uuid::from_u128(i);
+        for _ in 0..256 {
+            a.admit(&t1, rt(1)).unwrap();
+        }
+        let e = a.admit(&t1, rt(1)).unwrap_err();
+        assert!(e.contains("runtime holds 256"), "{e}");
+        // The same tenant's second runtime is refused by the tenant cap ...
+        let e = a.admit(&t1, rt(2)).unwrap_err();
+        assert!(e.contains("tenant's runtimes hold 256"), "{e}");
+        // ... another tenant is not, up to the total.
+        for t in 0..3u128 {
+            let tenant: Arc<str> = format!("t{t}").into();
+            for _ in 0..256 {
+                a.admit(&tenant, rt(10 + t)).unwrap();
+            }
+        }
+        let e = a.admit(&t2, rt(20)).unwrap_err();
+        assert!(e.contains("gateway holds 1024"), "{e}");
+        // Given back, the slot is free again, and nothing leaks per key.
+        a.release(&t1, rt(1));
+        a.admit(&t2, rt(20)).unwrap();
+        a.release(&t2, rt(20));
+        for _ in 0..255 {
+            a.release(&t1, rt(1));
+        }
+        let o = a.open.lock().unwrap();
+        assert!(!o.tenants.contains_key(&t1) && !o.runtimes.contains_key(&rt(1)));
+        assert_eq!(o.total, 768);
+    }
 
     fn policy(mode: EgressMode, allowed: &[&str]) -> EgressPolicy {
         EgressPolicy {

@@ -60,9 +60,8 @@ pub(crate) struct Guarded {
     policy: RwLock<EgressPolicy>,
     /// Open connections, so a policy change can cut what it now denies.
     conns: Mutex<HashMap<u64, gateway::Live>>,
-    /// Connections in the gateway now (named or not yet), against
-    /// [`gateway::MAX_CONNS_PER_RUNTIME`].
-    active: std::sync::atomic::AtomicUsize,
+    /// Whose runtime it is (the gateway's per-tenant connection cap).
+    tenant: Arc<str>,
 }
 
 impl Guarded {
@@ -106,6 +105,7 @@ pub struct Egress {
     trusted: Mutex<HashMap<Uuid, String>>,
     watchers: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
     resync: OnceLock<tokio::sync::mpsc::UnboundedSender<Uuid>>,
+    admission: gateway::Admission,
 }
 
 /// What the runtime's trust store must be told after [`Egress::sync_bindings`].
@@ -190,6 +190,7 @@ impl Egress {
     pub async fn sync_bindings(
         self: &Arc<Self>,
         id: Uuid,
+        tenant: &str,
         ip: Ipv4Addr,
         policy: &EgressPolicy,
     ) -> Result<Trust, String> {
@@ -208,7 +209,7 @@ impl Egress {
         self.watch_bindings(id);
         match &ca {
             Some(_) => {
-                self.apply_with_bindings(id, ip, policy.clone(), true)
+                self.apply_with_bindings(id, tenant, ip, policy.clone(), true)
                     .await?
             }
             None if policy.is_open() && had_ca => self.remove(id).await,
@@ -318,6 +319,7 @@ impl Egress {
             trusted: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
+            admission: gateway::Admission::for_nofile(4096),
         }
     }
 
@@ -327,7 +329,7 @@ impl Egress {
     pub async fn start(
         self: &Arc<Self>,
         hosts_file: Option<PathBuf>,
-        policies: Vec<(Uuid, Ipv4Addr, EgressPolicy)>,
+        policies: Vec<(Uuid, String, Ipv4Addr, EgressPolicy)>,
     ) -> Result<(), String> {
         let _ = self.resolver.set(resolve::Resolver::new(hosts_file));
         if !rules::Rules::available().await {
@@ -349,8 +351,8 @@ impl Egress {
         dns::spawn(self.clone(), udp);
         self.spawn_drop_audits();
         let n = policies.len();
-        for (id, ip, p) in policies {
-            if let Err(e) = self.apply(id, ip, p).await {
+        for (id, tenant, ip, p) in policies {
+            if let Err(e) = self.apply(id, &tenant, ip, p).await {
                 warn!(%id, "egress policy could not be restored: {e}");
             }
         }
@@ -362,9 +364,15 @@ impl Egress {
     /// takes it off the gateway, another puts it on (rules first, so it is
     /// never briefly unfiltered) and cuts open connections the new policy
     /// denies.
-    pub async fn apply(&self, id: Uuid, ip: Ipv4Addr, policy: EgressPolicy) -> Result<(), String> {
+    pub async fn apply(
+        &self,
+        id: Uuid,
+        tenant: &str,
+        ip: Ipv4Addr,
+        policy: EgressPolicy,
+    ) -> Result<(), String> {
         let bound = self.has_ca(id);
-        self.apply_with_bindings(id, ip, policy, bound).await
+        self.apply_with_bindings(id, tenant, ip, policy, bound).await
     }
 
     /// [`Egress::apply`], `bound` = the runtime has secret bindings (then it
@@ -372,6 +380,7 @@ impl Egress {
     async fn apply_with_bindings(
         &self,
         id: Uuid,
+        tenant: &str,
         ip: Ipv4Addr,
         policy: EgressPolicy,
         bound: bool,
@@ -412,7 +421,7 @@ impl Egress {
             id,
             policy: RwLock::new(policy),
             conns: Mutex::new(HashMap::new()),
-            active: std::sync::atomic::AtomicUsize::new(0),
+            tenant: tenant.into(),
         });
         self.by_ip
             .write()

@@ -38,7 +38,10 @@ impl Manager {
             .list_runtimes(&Default::default())?
             .into_iter()
             .filter(|r| !r.egress.is_open())
-            .filter_map(|r| Some((r.id, Ipv4Addr::from_str(&r.ip).ok()?, r.egress)))
+            .filter_map(|r| {
+                let ip = Ipv4Addr::from_str(&r.ip).ok()?;
+                Some((r.id, r.tenant, ip, r.egress))
+            })
             .collect();
         self.egress
             .start(hosts_file, policies)
@@ -91,7 +94,7 @@ impl Manager {
         let ip = Ipv4Addr::from_str(&r.ip)
             .map_err(|_| Error::Internal(format!("runtime {} has no IPv4 address", r.id)))?;
         self.egress
-            .apply(r.id, ip, p.clone())
+            .apply(r.id, &r.tenant, ip, p.clone())
             .await
             .map_err(Error::Unavailable)
     }
