@@ -2,7 +2,7 @@
 //! runtime arrives here (iptables REDIRECT), is named from its first bytes,
 //! checked, and spliced to an address the gateway resolved itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,6 +121,75 @@ impl Drop for Slot {
     }
 }
 
+/// Connections of one runtime refused at a cap since the last audit of
+/// them: a program opening sockets in a loop past its cap gets one audit row
+/// per [`REFUSALS_EVERY`] (with the count), not one per attempt, so it
+/// cannot flush the runtime's bounded history with refusals.
+#[derive(Default)]
+pub(super) struct Refusals {
+    count: u64,
+    written: Option<Instant>,
+    /// The latest refused: (source, original destination, which cap).
+    last: Option<(SocketAddr, SocketAddrV4, String)>,
+}
+
+const REFUSALS_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    /// The aggregated row, when one is due: some refusal is counted and
+    /// the last row is [`REFUSALS_EVERY`] old (or there was none).
+    fn take(&mut self) -> Option<EgressAuditPayload> {
+        if self.count == 0 || self.written.is_some_and(|t| t.elapsed() < REFUSALS_EVERY) {
+            return None;
+        }
+        let (peer, orig, why) = self.last.take()?;
+        let n = std::mem::take(&mut self.count);
+        self.written = Some(Instant::now());
+        Some(EgressAuditPayload {
+            kind: EgressAuditKind::TcpConnection,
+            tcp_connection: Some(EgressTcpConnectionAudit {
+                src_addr: peer.to_string(),
+                dst_addr: orig.to_string(),
+                host: String::new(),
+                transport: "tcp".into(),
+                plugin: "admission".into(),
+                bytes_up: 0,
+                bytes_down: 0,
+                duration_ms: 0,
+                action: EgressAction::Deny,
+                outcome: "refused".into(),
+                reason: format!("{n} connection(s) refused (reset at once): {why}"),
+                error: String::new(),
+            }),
+            http_request: None,
+            icmp_drop: None,
+            dns_query: None,
+        })
+    }
+}
+
+/// Counts a connection refused at a cap; writes the aggregated row when due.
+fn refused(eg: &Egress, g: &Guarded, peer: SocketAddr, orig: SocketAddrV4, why: String) {
+    let row = {
+        let mut r = g.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        r.count += 1;
+        r.last = Some((peer, orig, why));
+        r.take()
+    };
+    if let Some(p) = row {
+        eg.audits.record(g.id, p);
+    }
+}
+
+/// Writes runtime `g`'s refusals counted since its last row, when due (the
+/// drop-audit loop calls this every 2 s, so the last of a burst is written).
+pub(super) fn flush_refusals(eg: &Egress, g: &Guarded) {
+    let row = g.refusals.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(p) = row {
+        eg.audits.record(g.id, p);
+    }
+}
+
 static CONN_SEQ: AtomicU64 = AtomicU64::new(1);
 
 pub(super) fn next_conn_id() -> u64 {
@@ -212,7 +281,8 @@ struct HttpHead {
     /// How the request's body ends (RFC 9112 6.3), so the next request's
     /// head can be found and checked too.
     body: Body,
-    /// An `Upgrade` request: what follows is no longer HTTP/1.
+    /// An `Upgrade` request: what follows is no longer HTTP/1 if (and only
+    /// if) the upstream answers it `101 Switching Protocols`.
     upgrade: bool,
 }
 
@@ -443,9 +513,11 @@ fn parse_http(b: &[u8]) -> Parse {
     Parse::Done(First::Http(h))
 }
 
-/// Where the client's side of a kept-alive HTTP/1 connection is: each
-/// request head is found and checked before a byte of it is forwarded, so a
-/// second request cannot name a host the first one did not.
+/// Where one side of a kept-alive HTTP/1 connection is. The client's side:
+/// each request head is found and checked before a byte of it is forwarded,
+/// so a second request cannot name a host the first one did not. The
+/// upstream's side ([`Framing::reply`]): each answer's head and body found,
+/// so the gateway knows which request a `101` answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Framing {
     Head,
@@ -454,7 +526,9 @@ enum Framing {
     ChunkData(u64),
     ChunkEnd,
     Trailer,
-    /// After an `Upgrade` request: bytes to the same upstream, unparsed.
+    /// Bytes forwarded unparsed: the client's and the upstream's after a
+    /// `101` to an `Upgrade` request; the upstream's once its answers cannot
+    /// be framed (read to close, unparsable, out of step with the requests).
     Tunnel,
 }
 
@@ -567,17 +641,243 @@ impl Framing {
         }
     }
 
-    /// After an allowed head: where its body ends.
+    /// After an allowed head: where its body ends. (An `Upgrade` request is
+    /// HTTP like any other until its answer is known: the relay holds what
+    /// follows it meanwhile.)
     fn accept(&mut self, h: &HttpHead) {
-        *self = if h.upgrade {
-            Framing::Tunnel
+        *self = match h.body {
+            Body::None | Body::Length(0) => Framing::Head,
+            Body::Length(n) => Framing::Body(n),
+            Body::Chunked => Framing::ChunkSize,
+        };
+    }
+
+    /// The upstream's side: how many bytes of `b` (what it sent, not yet
+    /// forwarded) go to the client now, `None` when more are needed. Each
+    /// final answer takes its request off `ex`'s queue and, for an `Upgrade`
+    /// request, tells the client's side whether it was switched (`101`).
+    /// Interim answers (1xx but 101) are forwarded as they are; answers to
+    /// `HEAD`, 204 and 304 have no body (RFC 9112 6.3). Whatever cannot be
+    /// framed for sure ends the framing for the connection's life: the rest
+    /// is forwarded unparsed and no upgrade is switched any more, so the
+    /// client's bytes stay checked request by request (a `101` inside a body
+    /// or after an answer read to its close is never taken for one).
+    fn reply(&mut self, b: &[u8], ex: &Exchange) -> Option<usize> {
+        if b.is_empty() {
+            return None;
+        }
+        if *self != Framing::Head {
+            return match self.next(b) {
+                Next::Forward(n) => Some(n),
+                Next::More => None,
+                Next::Head(..) | Next::Bad(_) => Some(self.lose(ex, b.len())),
+            };
+        }
+        let (len, code, body) = match parse_reply(b) {
+            Reply::More if b.len() < MAX_REPLY_HEAD => return None,
+            Reply::More | Reply::Unframed => return Some(self.lose(ex, b.len())),
+            Reply::Head { len, code, body } => (len, code, body),
+        };
+        if (100..200).contains(&code) && code != 101 {
+            return Some(len);
+        }
+        let Some(asked) = ex.answered() else {
+            // An answer nobody asked for: out of step.
+            return Some(self.lose(ex, b.len()));
+        };
+        if code == 101 {
+            if asked.upgrade {
+                ex.resolve(true);
+                *self = Framing::Tunnel;
+            } else {
+                self.lose(ex, 0);
+            }
+            return Some(len);
+        }
+        if asked.upgrade {
+            ex.resolve(false);
+        }
+        *self = if asked.head || code == 204 || code == 304 {
+            Framing::Head
         } else {
-            match h.body {
-                Body::None | Body::Length(0) => Framing::Head,
-                Body::Length(n) => Framing::Body(n),
-                Body::Chunked => Framing::ChunkSize,
+            match body {
+                ReplyBody::Length(0) => Framing::Head,
+                ReplyBody::Length(n) => Framing::Body(n),
+                ReplyBody::Chunked => Framing::ChunkSize,
+                ReplyBody::Close => {
+                    self.lose(ex, 0);
+                    Framing::Tunnel
+                }
             }
         };
+        Some(len)
+    }
+
+    /// The upstream's answers can no longer be framed: `n`.
+    fn lose(&mut self, ex: &Exchange, n: usize) -> usize {
+        *self = Framing::Tunnel;
+        ex.lose();
+        n
+    }
+}
+
+/// The longest answer head framed; a longer one ends the framing.
+const MAX_REPLY_HEAD: usize = 64 * 1024;
+/// Requests forwarded and not answered yet, at most; past it (a client
+/// pipelining without end to a server that does not answer), the framing of
+/// answers ends as for [`Framing::reply`]'s unframable ones.
+const MAX_OUTSTANDING: usize = 1024;
+
+#[derive(Debug, PartialEq)]
+enum Reply {
+    More,
+    Unframed,
+    Head {
+        len: usize,
+        code: u16,
+        body: ReplyBody,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+enum ReplyBody {
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes (no length; or framing headers that
+    /// could be read two ways, which a client might take either way).
+    Close,
+}
+
+/// An answer's head (`httparse`: strict, no obs-fold): its length, status
+/// and how its body would end if it has one.
+fn parse_reply(b: &[u8]) -> Reply {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut headers);
+    let len = match r.parse(b) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Reply::More,
+        Err(_) => return Reply::Unframed,
+    };
+    let (mut te, mut chunked, mut length, mut bad) = (false, false, None::<u64>, false);
+    for h in r.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = h
+                .value
+                .rsplit(|c| *c == b',')
+                .next()
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            for v in h.value.split(|c| *c == b',').map(<[u8]>::trim_ascii) {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok());
+                match (n, length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => bad = true,
+                }
+            }
+        }
+    }
+    let body = match (te, length) {
+        (true, None) if chunked && !bad => ReplyBody::Chunked,
+        (false, Some(n)) if !bad => ReplyBody::Length(n),
+        _ => ReplyBody::Close,
+    };
+    Reply::Head {
+        len,
+        code: r.code.unwrap_or(0),
+        body,
+    }
+}
+
+/// A request forwarded upstream, not answered yet: what its answer's
+/// framing depends on.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    head: bool,
+    upgrade: bool,
+}
+
+/// The two directions of a relayed plain-HTTP connection in step: the
+/// client's side queues each request it forwards, the upstream's side takes
+/// one off per final answer and says whether an `Upgrade` request was
+/// switched. Once the answers cannot be framed (`lost`), nothing is ever
+/// switched on the connection again.
+#[derive(Default)]
+struct Exchange {
+    state: Mutex<Outstanding>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Outstanding {
+    asked: VecDeque<Asked>,
+    /// The answer to the `Upgrade` request the client's side waits on.
+    switched: Option<bool>,
+    lost: bool,
+}
+
+impl Exchange {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outstanding> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client's side forwards a request.
+    fn ask(&self, a: Asked) {
+        let mut s = self.lock();
+        if s.lost {
+            return;
+        }
+        if s.asked.len() >= MAX_OUTSTANDING {
+            s.lost = true;
+            s.asked = VecDeque::new();
+            return;
+        }
+        s.asked.push_back(a);
+    }
+
+    /// The upstream's side has a final answer: to which request.
+    fn answered(&self) -> Option<Asked> {
+        let mut s = self.lock();
+        if s.lost {
+            return None;
+        }
+        s.asked.pop_front()
+    }
+
+    fn resolve(&self, switched: bool) {
+        self.lock().switched = Some(switched);
+        self.wake.notify_one();
+    }
+
+    /// Answers can no longer be framed (or the upstream is gone).
+    fn lose(&self) {
+        {
+            let mut s = self.lock();
+            s.lost = true;
+            s.asked = VecDeque::new();
+        }
+        self.wake.notify_one();
+    }
+
+    /// The client's side, after an `Upgrade` request: whether it was
+    /// switched, once its answer is known.
+    async fn switched(&self) -> bool {
+        loop {
+            {
+                let mut s = self.lock();
+                if let Some(v) = s.switched.take() {
+                    return v;
+                }
+                if s.lost {
+                    return false;
+                }
+            }
+            self.wake.notified().await;
+        }
     }
 }
 
@@ -713,6 +1013,7 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
     if let Err(why) = eg.admission.admit(&g.tenant, g.id) {
         reset(&s);
         eg.denied(g.id, "*", &why);
+        refused(&eg, &g, peer, orig, why);
         return;
     }
     let _slot = Slot(eg.clone(), g.clone());
@@ -1020,13 +1321,23 @@ impl KeptAlive {
         let (mut ur, mut uw) = up.into_split();
         let c_up = counters.clone();
         let me = &self;
+        let ex = &Exchange::default();
         let upward = async move {
             let mut f = Framing::Head;
             let mut first = true;
+            // An `Upgrade` request was forwarded and its answer is not known:
+            // the bytes after it wait (HTTP to check, or a switched protocol).
+            let mut held = false;
             let mut chunk = vec![0u8; 16 * 1024];
             let mut more = Coalesced::new(me);
             let denial = 'conn: loop {
                 loop {
+                    if held && f == Framing::Head && !pending.is_empty() {
+                        held = false;
+                        if ex.switched().await {
+                            f = Framing::Tunnel;
+                        }
+                    }
                     let n = match f.next(&pending) {
                         Next::More => break,
                         Next::Forward(n) => n,
@@ -1046,6 +1357,13 @@ impl KeptAlive {
                                     );
                                     break 'conn Some((shown, why));
                                 }
+                            }
+                            ex.ask(Asked {
+                                head: h.method == "HEAD",
+                                upgrade: h.upgrade,
+                            });
+                            held = h.upgrade;
+                            if !first {
                                 more.add(h);
                             }
                             first = false;
@@ -1074,8 +1392,24 @@ impl KeptAlive {
             denial
         };
         let downward = async move {
-            let n = tokio::io::copy(&mut ur, &mut cw).await.unwrap_or(0);
-            counters.1.fetch_add(n, Ordering::Relaxed);
+            let mut f = Framing::Head;
+            let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+            let mut sent = 0u64;
+            'conn: while matches!(ur.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                let mut at = 0;
+                while let Some(n) = f.reply(&buf[at..], ex) {
+                    if cw.write_all(&buf[at..at + n]).await.is_err() {
+                        break 'conn;
+                    }
+                    at += n;
+                    sent += n as u64;
+                }
+                buf.drain(..at);
+            }
+            // Nothing more will be answered: a client's side waiting on an
+            // upgrade's answer goes on checking requests.
+            ex.lose();
+            counters.1.fetch_add(sent, Ordering::Relaxed);
             cw
         };
         tokio::pin!(upward, downward);
@@ -1283,9 +1617,16 @@ GET /c HTTP/1.1\r\nHost: C.test:80\r\n\r\n";
                 "{step}"
             );
         }
-        // After an Upgrade, the rest is not HTTP and is not parsed.
-        let ws = b"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello";
-        assert_eq!(heads(ws, 3).unwrap(), ["a.test"]);
+        // An Upgrade request is HTTP like any other to the framing (the relay
+        // holds what follows it until its answer is known): what follows is
+        // parsed, a request as a request, a switched protocol's bytes refused.
+        let ws = b"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let then = [&ws[..], b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n"].concat();
+        assert_eq!(heads(&then, 3).unwrap(), ["a.test", "b.test"]);
+        let frame = [&ws[..], b"\x81\x05hello"].concat();
+        assert!(heads(&frame, 3)
+            .unwrap_err()
+            .contains("not an HTTP request"));
         for (bad, why) in [
             (&b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..], "both"),
             (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "chunked"),
@@ -1418,5 +1759,292 @@ GET /c HTTP/1.1\r\nHost: C.test:80\r\n\r\n";
         ));
         assert_eq!(host_of("[2001:db8::1]:443"), "2001:db8::1");
         assert_eq!(host_of("user@a.test:1"), "a.test");
+    }
+
+    /// Feeds the upstream's `stream` to [`Framing::reply`] `step` bytes at a
+    /// time, with `asked` forwarded before: every byte forwarded, and what
+    /// the client's side was told of its upgrade (`None`: still waiting).
+    fn replies(asked: &[Asked], stream: &[u8], step: usize) -> (Option<bool>, Framing) {
+        let ex = Exchange::default();
+        for a in asked {
+            ex.ask(*a);
+        }
+        let (mut f, mut pending, mut sent) = (Framing::Head, Vec::new(), 0);
+        for piece in stream.chunks(step) {
+            pending.extend_from_slice(piece);
+            while let Some(n) = f.reply(&pending, &ex) {
+                pending.drain(..n);
+                sent += n;
+            }
+        }
+        assert_eq!(sent + pending.len(), stream.len());
+        let s = ex.lock();
+        let told = s.switched.or(s.lost.then_some(false));
+        (told, f)
+    }
+
+    const PLAIN: Asked = Asked {
+        head: false,
+        upgrade: false,
+    };
+    const HEAD: Asked = Asked {
+        head: true,
+        upgrade: false,
+    };
+    const UPGRADE: Asked = Asked {
+        head: false,
+        upgrade: true,
+    };
+
+    /// Only a `101` that answers the `Upgrade` request itself switches: not
+    /// one inside an earlier answer's body (sized, chunked, read to close),
+    /// not an interim `100`, not one answering a request that asked for no
+    /// upgrade, not an answer nobody asked for; `HEAD`, 204 and 304 answers
+    /// have no body; however the bytes are split.
+    #[test]
+    fn only_the_upgrade_requests_own_101_switches() {
+        let fake = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        let sized = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{fake}",
+            fake.len()
+        );
+        let chunked = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{fake}\r\n0\r\nX-T: 1\r\n\r\n",
+            fake.len()
+        );
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let switch = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\x01\x05hello";
+        let cases: Vec<(&str, Vec<Asked>, String, Option<bool>)> = vec![
+            ("real 101", vec![UPGRADE], switch.into(), Some(true)),
+            ("refused: a plain 200", vec![UPGRADE], ok.into(), Some(false)),
+            ("100 then 200", vec![UPGRADE], format!("HTTP/1.1 100 Continue\r\n\r\n{ok}"), Some(false)),
+            ("100, 103 then 101", vec![UPGRADE], format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n{switch}"), Some(true)),
+            ("101 in a sized body", vec![PLAIN, UPGRADE], format!("{sized}{ok}"), Some(false)),
+            ("101 in a chunked body", vec![PLAIN, UPGRADE], format!("{chunked}{ok}"), Some(false)),
+            ("pipelined, then a real 101", vec![PLAIN, PLAIN, UPGRADE], format!("{sized}{chunked}{switch}"), Some(true)),
+            ("HEAD answer has no body", vec![HEAD, UPGRADE], format!("HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{switch}"), Some(true)),
+            ("204 and 304 have none", vec![PLAIN, PLAIN, UPGRADE], format!("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n{switch}"), Some(true)),
+            ("read to close", vec![PLAIN, UPGRADE], format!("HTTP/1.1 200 OK\r\n\r\n{fake}"), Some(false)),
+            ("TE and CL", vec![PLAIN, UPGRADE], format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n{fake}"), Some(false)),
+            ("two lengths", vec![PLAIN, UPGRADE], format!("HTTP/1.1 200 OK\r\nContent-Length: 0, 5\r\n\r\n{fake}"), Some(false)),
+            ("TE not chunked", vec![PLAIN, UPGRADE], format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n{fake}"), Some(false)),
+            ("obs-fold", vec![PLAIN, UPGRADE], format!("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n{fake}"), Some(false)),
+            ("101 to a plain request", vec![PLAIN, UPGRADE], format!("{fake}{fake}"), Some(false)),
+            ("an answer nobody asked for", vec![], format!("{ok}{fake}"), Some(false)),
+            ("not HTTP", vec![UPGRADE], format!("SSH-2.0-x\r\n{fake}"), Some(false)),
+            ("still waiting", vec![PLAIN, UPGRADE], format!("{sized}HTTP/1.1 2"), None),
+        ];
+        for (what, asked, stream, told) in cases {
+            for step in [1, 3, 17, stream.len()] {
+                let (got, f) = replies(&asked, stream.as_bytes(), step);
+                assert_eq!(got, told, "{what}, {step} at a time");
+                if told == Some(true) {
+                    assert_eq!(f, Framing::Tunnel, "{what}");
+                }
+            }
+        }
+        // Past the most requests outstanding, nothing is switched any more.
+        let ex = Exchange::default();
+        for _ in 0..=MAX_OUTSTANDING {
+            ex.ask(PLAIN);
+        }
+        ex.ask(UPGRADE);
+        assert!(ex.lock().lost);
+        // A head too long to frame ends the framing.
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(MAX_REPLY_HEAD));
+        assert_eq!(replies(&[UPGRADE], long.as_bytes(), 4096).0, Some(false));
+    }
+
+    /// An upstream for [`relay_case`]: reads until it has `heads` request
+    /// heads, answers `answer`, then echoes (`echo`) or reads on until the
+    /// gateway closes; returns all it received.
+    async fn upstream(l: TcpListener, heads: usize, answer: Vec<u8>, echo: bool) -> Vec<u8> {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while got.windows(4).filter(|w| w == b"\r\n\r\n").count() < heads {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+        s.write_all(&answer).await.unwrap();
+        loop {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => {
+                    got.extend_from_slice(&b[..n]);
+                    if echo {
+                        let at = got.len() - n;
+                        let _ = s.write_all(&got[at..]).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection through [`KeptAlive::relay`] for a runtime allowed
+    /// `a.test`: the client sends `sent` (then ends its side once it has
+    /// `until` in what came back, or at once); (what the client got, what
+    /// the upstream got, the relay's refusal).
+    async fn relay_case(
+        sent: &[u8],
+        heads: usize,
+        answer: &[u8],
+        echo: bool,
+        until: &str,
+    ) -> (String, String, Option<(String, String)>) {
+        let eg = Arc::new(Egress::for_tests());
+        let g = Arc::new(Guarded {
+            id: uuid::Uuid::from_u128(7),
+            policy: std::sync::RwLock::new(policy(EgressMode::Allowlist, &["a.test"])),
+            conns: Mutex::new(HashMap::new()),
+            tenant: "t".into(),
+            refusals: Mutex::new(Refusals::default()),
+        });
+        let ul = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ua = ul.local_addr().unwrap();
+        let server = tokio::spawn(upstream(ul, heads, answer.to_vec(), echo));
+        let gl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(gl.local_addr().unwrap()).await.unwrap();
+        let (s, _) = gl.accept().await.unwrap();
+        let up = TcpStream::connect(ua).await.unwrap();
+        let k = KeptAlive {
+            eg,
+            g,
+            host: Some("a.test".into()),
+        };
+        let counters = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let relay = tokio::spawn(k.relay(s, up, Vec::new(), counters));
+        client.write_all(sent).await.unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        let read = async {
+            loop {
+                if !until.is_empty() && String::from_utf8_lossy(&got).contains(until) {
+                    let _ = client.shutdown().await;
+                }
+                match client.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the relay ends");
+        let denial = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("the relay ends")
+            .unwrap();
+        let at_server = server.await.unwrap();
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            String::from_utf8_lossy(&at_server).into_owned(),
+            denial,
+        )
+    }
+
+    /// The red-team hole and the variants an attacker tries next, through
+    /// the real relay over loopback: after an `Upgrade` request the server
+    /// answered without `101` (a plain 200, a 100 then a 200, a fake `101`
+    /// inside an earlier pipelined answer's body, a `101` to a request that
+    /// asked for no upgrade), a request for a denied host is refused (403,
+    /// never reaches the server) and bytes that are not HTTP are refused; a
+    /// real `101` (also after a 100, after pipelined requests, after a
+    /// `HEAD`) tunnels both ways.
+    #[tokio::test]
+    async fn an_upgrade_tunnels_only_after_its_own_101() {
+        let up =
+            "GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let denied = "GET / HTTP/1.1\r\nHost: b.test\r\n\r\n";
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let fake = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let sized = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{fake}",
+            fake.len()
+        );
+        let switch =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let plain = "GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        for (what, sent, heads, answer) in [
+            ("a plain 200", format!("{up}{denied}"), 1, ok.to_string()),
+            (
+                "100 then 200",
+                format!("{up}{denied}"),
+                1,
+                format!("HTTP/1.1 100 Continue\r\n\r\n{ok}"),
+            ),
+            (
+                "a fake 101 in a pipelined answer",
+                format!("{plain}{up}{denied}"),
+                2,
+                format!("{sized}{ok}"),
+            ),
+        ] {
+            let (client, server, denial) =
+                relay_case(sent.as_bytes(), heads, answer.as_bytes(), false, "").await;
+            assert!(
+                client.contains(&answer) && client.contains("403 Forbidden"),
+                "{what}: {client}"
+            );
+            assert!(client.contains("b.test"), "{what}: {client}");
+            assert!(
+                !server.contains("b.test"),
+                "{what}: the server got {server}"
+            );
+            assert_eq!(denial.map(|d| d.0).as_deref(), Some("b.test"), "{what}");
+        }
+        // A 101 answering a request that asked for no upgrade: nothing is
+        // switched, what follows the later upgrade stays HTTP to check.
+        let sent = format!("{plain}{up}\x01\x05hello");
+        let (client, server, denial) = relay_case(
+            sent.as_bytes(),
+            2,
+            format!("{fake}{switch}").as_bytes(),
+            false,
+            "",
+        )
+        .await;
+        assert!(client.contains("403 Forbidden"), "{client}");
+        assert!(!server.contains("hello"), "{server}");
+        assert!(denial.unwrap().1.contains("not an HTTP request"));
+        // Real upgrades: the frame reaches the server and comes back.
+        for (what, sent, heads, answer) in [
+            ("101", format!("{up}\x01\x05hello"), 1, switch.to_string()),
+            (
+                "100 then 101",
+                format!("{up}\x01\x05hello"),
+                1,
+                format!("HTTP/1.1 100 Continue\r\n\r\n{switch}"),
+            ),
+            (
+                "pipelined before",
+                format!("{plain}{up}\x01\x05hello"),
+                2,
+                format!("{sized}{switch}"),
+            ),
+            (
+                "after a HEAD",
+                format!("HEAD /x HTTP/1.1\r\nHost: a.test\r\n\r\n{up}\x01\x05hello"),
+                2,
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{switch}"),
+            ),
+        ] {
+            let (client, server, denial) = relay_case(
+                sent.as_bytes(),
+                heads,
+                answer.as_bytes(),
+                true,
+                "\x01\x05hello",
+            )
+            .await;
+            assert!(
+                client.ends_with(&format!("{switch}\x01\x05hello")),
+                "{what}: {client:?}"
+            );
+            assert!(server.ends_with("\x01\x05hello"), "{what}: {server:?}");
+            assert!(denial.is_none(), "{what}: {denial:?}");
+        }
     }
 }

@@ -182,6 +182,11 @@ struct Conn {
     /// The upstream connection, made again when the upstream closed it (an
     /// idle timeout, `Connection: close`) while the runtime keeps its own.
     up: tokio::sync::Mutex<Sender>,
+    /// Upgraded (WebSocket) connections spliced after a `101`: part of this
+    /// connection, so [`serve`] returns only once they end (the gateway's
+    /// connection slot is held meanwhile) and a policy cut, which drops
+    /// `serve`, drops and so aborts them too.
+    splices: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 #[derive(Clone)]
@@ -321,14 +326,16 @@ async fn serve(
         target,
         h2_client: h2,
         up: tokio::sync::Mutex::new(sender),
+        splices: Default::default(),
     });
+    let held = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
         let counts = counts.clone();
         async move { Ok::<_, Infallible>(conn.request(req, &counts).await) }
     });
     let io = TokioIo::new(tls);
-    if h2 {
+    let res = if h2 {
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEAD as u32)
@@ -344,7 +351,11 @@ async fn serve(
             .with_upgrades()
             .await
             .map_err(|e| format!("HTTP/1.1: {e}"))
-    }
+    };
+    // An upgraded connection goes on after hyper handed its bytes over.
+    let mut splices = std::mem::take(&mut *held.splices.lock().unwrap_or_else(|e| e.into_inner()));
+    while splices.join_next().await.is_some() {}
+    res
 }
 
 /// One upstream connection for `sni` at `target` (the address the gateway
@@ -717,7 +728,8 @@ impl Conn {
         }
         if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
             let uu = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
+            let mut splices = self.splices.lock().unwrap_or_else(|e| e.into_inner());
+            splices.spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(cu, uu) {
                     let _ =
                         tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))

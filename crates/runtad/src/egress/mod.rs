@@ -62,6 +62,8 @@ pub(crate) struct Guarded {
     conns: Mutex<HashMap<u64, gateway::Live>>,
     /// Whose runtime it is (the gateway's per-tenant connection cap).
     tenant: Arc<str>,
+    /// Connections refused at a cap, not yet in an audit row.
+    refusals: Mutex<gateway::Refusals>,
 }
 
 impl Guarded {
@@ -154,6 +156,7 @@ impl Egress {
             trusted: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
+            admission: gateway::Admission::for_nofile(crate::serve::raise_nofile_limit()),
         }
     }
 
@@ -372,7 +375,8 @@ impl Egress {
         policy: EgressPolicy,
     ) -> Result<(), String> {
         let bound = self.has_ca(id);
-        self.apply_with_bindings(id, tenant, ip, policy, bound).await
+        self.apply_with_bindings(id, tenant, ip, policy, bound)
+            .await
     }
 
     /// [`Egress::apply`], `bound` = the runtime has secret bindings (then it
@@ -422,6 +426,7 @@ impl Egress {
             policy: RwLock::new(policy),
             conns: Mutex::new(HashMap::new()),
             tenant: tenant.into(),
+            refusals: Mutex::new(Default::default()),
         });
         self.by_ip
             .write()
@@ -581,6 +586,8 @@ impl Egress {
     /// Every 2 s, what the packet filter dropped (ICMP, UDP other than DNS,
     /// anything else not TCP) becomes one aggregated audit per runtime and
     /// protocol: per-packet records would let a flood evict everything else.
+    /// Connections refused at the gateway's caps are written here too when
+    /// their aggregated row is due.
     fn spawn_drop_audits(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -604,6 +611,16 @@ impl Egress {
                     };
                     eg.audits
                         .record(g.id, drop_audit(ip, &proto, packets, bytes));
+                }
+                let all: Vec<Arc<Guarded>> = eg
+                    .by_ip
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for g in all {
+                    gateway::flush_refusals(&eg, &g);
                 }
             }
         });

@@ -167,7 +167,11 @@ impl Manager {
         let Ok(ip) = Ipv4Addr::from_str(&r.ip) else {
             return false;
         };
-        let trust = match self.egress.sync_bindings(r.id, &r.tenant, ip, &r.egress).await {
+        let trust = match self
+            .egress
+            .sync_bindings(r.id, &r.tenant, ip, &r.egress)
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 warn!(id = %r.id, "secret bindings could not be applied: {e}");

@@ -1,20 +1,52 @@
-//! Egress audits (`GET /v1/audits`): the newest [`RETAINED_PER_RUNTIME`]
-//! decisions of each runtime, older ones pruned as new ones arrive, deleted
-//! with the runtime. Written in batches by one task off the gateway's path
-//! (`manager/egress.rs`); a row exists only while its runtime does (the
-//! insert reads the runtime's tenant from `runtimes`, so a late write for a
-//! deleted runtime inserts nothing). docs/api.md documents the bound.
+//! Egress audits (`GET /v1/audits`): per runtime, the newest
+//! [`RETAINED_PER_CLASS`] decisions of each [`class`] (allowed and denied
+//! connections, allowed and denied HTTP requests, allowed and denied DNS
+//! queries, aggregated drops and refusals), older ones of the same class
+//! pruned as new ones arrive, deleted with the runtime. Kept apart so a burst
+//! of one class (thousands of denied DNS queries in a second, a loop of
+//! allowed connections) never erases another's rows: a program cannot cover
+//! its denied connection with cheap decisions of another sort. Written in
+//! batches by one task off the gateway's path (`manager/egress.rs`); a row
+//! exists only while its runtime does (the insert reads the runtime's tenant
+//! from `runtimes`, so a late write for a deleted runtime inserts nothing).
+//! docs/api.md documents the bound.
 
 use std::str::FromStr;
 
-use runta_api::{Audit, AuditCategory, AuditPayload, EgressAuditKind, EgressAuditPayload};
-use rusqlite::{params, Connection};
+use runta_api::{
+    Audit, AuditCategory, AuditPayload, EgressAction, EgressAuditKind, EgressAuditPayload,
+};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::{Result, Store};
 
-/// How many decisions each runtime keeps (a few hundred bytes each).
-pub const RETAINED_PER_RUNTIME: usize = 5000;
+/// How many decisions of each class a runtime keeps (a few hundred bytes
+/// each; seven classes, so at most 7 × this rows per runtime).
+pub const RETAINED_PER_CLASS: usize = 2500;
+
+/// The retention class of a decision: its kind, allowed (or failed) apart
+/// from denied; the packet filter's aggregated drops and the gateway's
+/// aggregated refusals at its connection caps have one class of their own.
+pub fn class(p: &EgressAuditPayload) -> &'static str {
+    let denied = p.action() == EgressAction::Deny;
+    match p.kind {
+        EgressAuditKind::IcmpDrop => "drops",
+        EgressAuditKind::TcpConnection
+            if p.tcp_connection
+                .as_ref()
+                .is_some_and(|t| matches!(t.plugin.as_str(), "packet_filter" | "admission")) =>
+        {
+            "drops"
+        }
+        EgressAuditKind::TcpConnection if denied => "tcp_deny",
+        EgressAuditKind::TcpConnection => "tcp",
+        EgressAuditKind::HttpRequest if denied => "http_deny",
+        EgressAuditKind::HttpRequest => "http",
+        EgressAuditKind::DnsQuery if denied => "dns_deny",
+        EgressAuditKind::DnsQuery => "dns",
+    }
+}
 
 /// One decision as the gateway made it, before it has a row id.
 #[derive(Debug, Clone)]
@@ -31,7 +63,8 @@ pub enum AuditScope<'a> {
 }
 
 /// The table (idempotent; called last in `Store::open`). Rows of runtimes
-/// that are gone (a daemon killed between the two deletes) are dropped here.
+/// that are gone (a daemon killed between the two deletes) are dropped here;
+/// rows from before retention classes get theirs.
 pub(super) fn migrate(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS audits (
@@ -40,12 +73,39 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<()> {
              tenant            TEXT NOT NULL,
              observed_unix_ms  INTEGER NOT NULL,
              kind              TEXT NOT NULL,
-             payload           TEXT NOT NULL
+             payload           TEXT NOT NULL,
+             class             TEXT NOT NULL DEFAULT ''
          );
          CREATE INDEX IF NOT EXISTS audits_runtime ON audits(runtime_id, seq);
          CREATE INDEX IF NOT EXISTS audits_tenant ON audits(tenant, seq);
          DELETE FROM audits WHERE runtime_id NOT IN (SELECT id FROM runtimes);",
-    )
+    )?;
+    let has_class = c
+        .prepare("SELECT 1 FROM pragma_table_info('audits') WHERE name = 'class'")?
+        .query_row([], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !has_class {
+        // A table from before retention classes: its rows are classed from
+        // their payload, once.
+        let tx = c.unchecked_transaction()?;
+        tx.execute_batch("ALTER TABLE audits ADD COLUMN class TEXT NOT NULL DEFAULT ''")?;
+        let old: Vec<(i64, String)> = tx
+            .prepare("SELECT seq, payload FROM audits")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        {
+            let mut set = tx.prepare("UPDATE audits SET class = ?2 WHERE seq = ?1")?;
+            for (seq, payload) in old {
+                let cl = serde_json::from_str::<EgressAuditPayload>(&payload)
+                    .map(|p| class(&p))
+                    .unwrap_or("tcp");
+                set.execute(params![seq, cl])?;
+            }
+        }
+        tx.commit()?;
+    }
+    c.execute_batch("CREATE INDEX IF NOT EXISTS audits_class ON audits(runtime_id, class, seq);")
 }
 
 fn kind_name(k: EgressAuditKind) -> &'static str {
@@ -58,37 +118,41 @@ fn kind_name(k: EgressAuditKind) -> &'static str {
 }
 
 impl Store {
-    /// Writes a batch in one transaction and prunes each runtime it touched
-    /// to its newest [`RETAINED_PER_RUNTIME`]. Returns the rows written.
+    /// Writes a batch in one transaction and prunes each (runtime, class)
+    /// it touched to its newest [`RETAINED_PER_CLASS`]. Returns the rows
+    /// written.
     pub fn insert_audits(&self, batch: &[NewAudit]) -> Result<usize> {
         self.with(|c| {
             let tx = c.transaction()?;
             let mut n = 0;
-            let mut touched: Vec<Uuid> = Vec::new();
+            let mut touched: Vec<(Uuid, &'static str)> = Vec::new();
             {
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO audits(runtime_id, tenant, observed_unix_ms, kind, payload) \
-                     SELECT id, tenant, ?2, ?3, ?4 FROM runtimes WHERE id = ?1",
+                    "INSERT INTO audits(runtime_id, tenant, observed_unix_ms, kind, payload, class) \
+                     SELECT id, tenant, ?2, ?3, ?4, ?5 FROM runtimes WHERE id = ?1",
                 )?;
                 for a in batch {
                     let payload = serde_json::to_string(&a.payload)
                         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    let cl = class(&a.payload);
                     n += ins.execute(params![
                         a.runtime_id.to_string(),
                         a.observed_unix_ms,
                         kind_name(a.payload.kind),
-                        payload
+                        payload,
+                        cl
                     ])?;
-                    if !touched.contains(&a.runtime_id) {
-                        touched.push(a.runtime_id);
+                    if !touched.contains(&(a.runtime_id, cl)) {
+                        touched.push((a.runtime_id, cl));
                     }
                 }
                 let mut prune = tx.prepare_cached(
-                    "DELETE FROM audits WHERE runtime_id = ?1 AND seq < \
-                     (SELECT seq FROM audits WHERE runtime_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                    "DELETE FROM audits WHERE runtime_id = ?1 AND class = ?2 AND seq < \
+                     (SELECT seq FROM audits WHERE runtime_id = ?1 AND class = ?2 \
+                      ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
                 )?;
-                for id in touched {
-                    prune.execute(params![id.to_string(), (RETAINED_PER_RUNTIME - 1) as i64])?;
+                for (id, cl) in touched {
+                    prune.execute(params![id.to_string(), cl, (RETAINED_PER_CLASS - 1) as i64])?;
                 }
             }
             tx.commit()?;
@@ -182,7 +246,7 @@ pub fn audit_seq(id: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runta_api::{EgressAction, EgressIcmpDropAudit};
+    use runta_api::{EgressDnsQueryAudit, EgressIcmpDropAudit, EgressTcpConnectionAudit};
 
     fn icmp(n: u64) -> EgressAuditPayload {
         EgressAuditPayload {
@@ -201,15 +265,51 @@ mod tests {
         }
     }
 
-    /// Written rows read back newest first, in pages; a runtime keeps only
-    /// its newest RETAINED_PER_RUNTIME; rows of unknown or deleted runtimes
-    /// are never kept; they survive reopening the file.
-    #[test]
-    fn audits_are_bounded_paged_and_go_with_the_runtime() {
+    fn dns(name: &str, action: EgressAction) -> EgressAuditPayload {
+        EgressAuditPayload {
+            kind: EgressAuditKind::DnsQuery,
+            dns_query: Some(EgressDnsQueryAudit {
+                src_addr: "10.1.0.2:5353".into(),
+                name: name.into(),
+                qtype: "A".into(),
+                answers: vec![],
+                action,
+                outcome: "nxdomain".into(),
+                reason: "test".into(),
+            }),
+            tcp_connection: None,
+            http_request: None,
+            icmp_drop: None,
+        }
+    }
+
+    fn tcp(host: &str, plugin: &str, action: EgressAction) -> EgressAuditPayload {
+        EgressAuditPayload {
+            kind: EgressAuditKind::TcpConnection,
+            tcp_connection: Some(EgressTcpConnectionAudit {
+                src_addr: "10.1.0.2:40000".into(),
+                dst_addr: "198.18.0.3:80".into(),
+                host: host.into(),
+                transport: "http".into(),
+                plugin: plugin.into(),
+                bytes_up: 0,
+                bytes_down: 0,
+                duration_ms: 0,
+                action,
+                outcome: "denied".into(),
+                reason: "test".into(),
+                error: String::new(),
+            }),
+            http_request: None,
+            icmp_drop: None,
+            dns_query: None,
+        }
+    }
+
+    fn store_with_runtime() -> (Store, Uuid, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("runta-store-audits-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("runta.db");
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&dir.join("runta.db")).unwrap();
         let id = Uuid::new_v4();
         s.with(|c| {
             c.execute(
@@ -221,14 +321,28 @@ mod tests {
             )
         })
         .unwrap();
-        let batch: Vec<NewAudit> = (0..(RETAINED_PER_RUNTIME as u64 + 10))
-            .map(|i| NewAudit {
+        (s, id, dir)
+    }
+
+    fn batch(id: Uuid, it: impl Iterator<Item = EgressAuditPayload>) -> Vec<NewAudit> {
+        it.enumerate()
+            .map(|(i, payload)| NewAudit {
                 runtime_id: id,
                 observed_unix_ms: 1 + i as i64,
-                payload: icmp(i),
+                payload,
             })
-            .collect();
-        assert_eq!(s.insert_audits(&batch).unwrap(), batch.len());
+            .collect()
+    }
+
+    /// Written rows read back newest first, in pages; a runtime keeps only
+    /// the newest RETAINED_PER_CLASS of a class; rows of unknown or deleted
+    /// runtimes are never kept; they survive reopening the file.
+    #[test]
+    fn audits_are_bounded_paged_and_go_with_the_runtime() {
+        let (s, id, dir) = store_with_runtime();
+        let path = dir.join("runta.db");
+        let b = batch(id, (0..(RETAINED_PER_CLASS as u64 + 10)).map(icmp));
+        assert_eq!(s.insert_audits(&b).unwrap(), b.len());
         let stranger = NewAudit {
             runtime_id: Uuid::new_v4(),
             observed_unix_ms: 1,
@@ -242,17 +356,17 @@ mod tests {
             .unwrap();
         assert!(more);
         let packets = |a: &Audit| a.payload.egress.icmp_drop.as_ref().unwrap().packets;
-        assert_eq!(packets(&p1[0]), RETAINED_PER_RUNTIME as u64 + 9);
+        assert_eq!(packets(&p1[0]), RETAINED_PER_CLASS as u64 + 9);
         let (p2, _) = s
             .list_audits(
                 AuditScope::Tenant("t"),
                 Some(EgressAuditKind::IcmpDrop),
                 audit_seq(&p1[2].id),
-                RETAINED_PER_RUNTIME * 2,
+                RETAINED_PER_CLASS * 2,
             )
             .unwrap();
-        assert_eq!(p2.len(), RETAINED_PER_RUNTIME - 3);
-        assert_eq!(packets(&p2[0]), RETAINED_PER_RUNTIME as u64 + 6);
+        assert_eq!(p2.len(), RETAINED_PER_CLASS - 3);
+        assert_eq!(packets(&p2[0]), RETAINED_PER_CLASS as u64 + 6);
         let (dns, _) = s
             .list_audits(
                 AuditScope::Runtime(id),
@@ -268,6 +382,121 @@ mod tests {
             .list_audits(AuditScope::Runtime(id), None, None, 10)
             .unwrap();
         assert!(gone.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A program covering its tracks: one denied connection, then more than
+    /// a class's worth of denied DNS queries, of allowed DNS queries, of
+    /// allowed connections, of aggregated drops and refusals, in one batch
+    /// and in many. The denied connection is still listed; each burst kept
+    /// its own newest rows only.
+    #[test]
+    fn a_burst_of_one_class_never_erases_another() {
+        let (s, id, dir) = store_with_runtime();
+        s.insert_audits(&batch(
+            id,
+            [tcp("exfil.other.test", "http_host", EgressAction::Deny)].into_iter(),
+        ))
+        .unwrap();
+        let over = RETAINED_PER_CLASS + 50;
+        let bursts: Vec<Box<dyn Fn(usize) -> EgressAuditPayload>> = vec![
+            Box::new(|i| dns(&format!("n{i}.test"), EgressAction::Deny)),
+            Box::new(|i| dns(&format!("a{i}.test"), EgressAction::Allow)),
+            Box::new(|i| tcp(&format!("ok{i}.test"), "http_host", EgressAction::Allow)),
+            Box::new(|_| tcp("*", "admission", EgressAction::Deny)),
+            Box::new(|i| icmp(i as u64)),
+        ];
+        for (k, burst) in bursts.iter().enumerate() {
+            if k % 2 == 0 {
+                s.insert_audits(&batch(id, (0..over).map(burst))).unwrap();
+            } else {
+                for part in (0..over).collect::<Vec<_>>().chunks(512) {
+                    s.insert_audits(&batch(id, part.iter().map(|i| burst(*i))))
+                        .unwrap();
+                }
+            }
+        }
+        let all = |kind| {
+            s.list_audits(AuditScope::Runtime(id), Some(kind), None, 100_000)
+                .unwrap()
+                .0
+        };
+        let conns = all(EgressAuditKind::TcpConnection);
+        let host = |a: &Audit| {
+            a.payload
+                .egress
+                .tcp_connection
+                .as_ref()
+                .unwrap()
+                .host
+                .clone()
+        };
+        assert!(
+            conns.iter().any(|a| host(a) == "exfil.other.test"),
+            "the denied connection was erased"
+        );
+        // Allowed connections: their newest; aggregated refusals and drops
+        // share a class (the ICMP burst came last).
+        assert_eq!(conns.len(), 1 + RETAINED_PER_CLASS);
+        assert!(!conns.iter().any(|a| host(a) == "ok0.test"));
+        assert!(conns
+            .iter()
+            .any(|a| host(a) == format!("ok{}", over - 1) + ".test"));
+        let names: Vec<String> = all(EgressAuditKind::DnsQuery)
+            .iter()
+            .map(|a| a.payload.egress.dns_query.as_ref().unwrap().name.clone())
+            .collect();
+        assert_eq!(names.len(), 2 * RETAINED_PER_CLASS);
+        assert!(!names.contains(&"n49.test".to_string()) && names.contains(&"n50.test".into()));
+        assert!(!names.contains(&"a49.test".to_string()) && names.contains(&"a50.test".into()));
+        assert_eq!(all(EgressAuditKind::IcmpDrop).len(), RETAINED_PER_CLASS);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store written before retention classes: its rows get their class
+    /// on open and are pruned per class from then on.
+    #[test]
+    fn rows_from_before_classes_are_classed() {
+        let (s, id, dir) = store_with_runtime();
+        let path = dir.join("runta.db");
+        s.insert_audits(&batch(
+            id,
+            [
+                tcp("exfil.other.test", "http_host", EgressAction::Deny),
+                dns("n.test", EgressAction::Deny),
+            ]
+            .into_iter(),
+        ))
+        .unwrap();
+        // Back to the old table: no class column.
+        s.with(|c| {
+            c.execute_batch("DROP INDEX audits_class; ALTER TABLE audits DROP COLUMN class;")
+        })
+        .unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let classes: Vec<String> = s
+            .with(|c| {
+                c.prepare("SELECT class FROM audits ORDER BY seq")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(classes, ["tcp_deny", "dns_deny"]);
+        s.insert_audits(&batch(
+            id,
+            (0..RETAINED_PER_CLASS + 1).map(|i| dns(&format!("n{i}.test"), EgressAction::Deny)),
+        ))
+        .unwrap();
+        let (conns, _) = s
+            .list_audits(
+                AuditScope::Runtime(id),
+                Some(EgressAuditKind::TcpConnection),
+                None,
+                10,
+            )
+            .unwrap();
+        assert_eq!(conns.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

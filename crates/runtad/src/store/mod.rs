@@ -26,7 +26,7 @@ mod runtimes;
 mod secrets;
 mod tokens;
 
-pub use audits::{audit_seq, AuditScope, NewAudit, RETAINED_PER_RUNTIME as AUDITS_PER_RUNTIME};
+pub use audits::{audit_seq, AuditScope, NewAudit, RETAINED_PER_CLASS as AUDITS_PER_CLASS};
 pub use checkpoints::CheckpointRecord;
 pub use events::EventRecord;
 pub use images::{ImageRecord, RegistryLogin};
