@@ -1560,6 +1560,43 @@ mod tests {
         assert_eq!(o.total, 768);
     }
 
+    /// Refusals at a cap: the first is a row at once, the rest of a burst
+    /// one row with their count once the last row is 10 s old.
+    #[test]
+    fn refusals_are_one_row_per_burst() {
+        let mut r = Refusals::default();
+        let peer: SocketAddr = "10.250.0.2:40000".parse().unwrap();
+        let dst: SocketAddrV4 = "198.18.0.2:9000".parse().unwrap();
+        let mut refuse = |r: &mut Refusals| {
+            r.count += 1;
+            r.last = Some((
+                peer,
+                dst,
+                "the runtime holds 512 gateway connections, its most".into(),
+            ));
+            r.take()
+        };
+        let reason = |p: EgressAuditPayload| p.tcp_connection.unwrap().reason;
+        assert!(reason(refuse(&mut r).unwrap()).starts_with("1 connection(s) refused"));
+        for _ in 0..999 {
+            assert!(refuse(&mut r).is_none());
+        }
+        assert!(r.take().is_none(), "not due yet");
+        r.written = Instant::now().checked_sub(REFUSALS_EVERY);
+        let row = r.take().unwrap();
+        let t = row.tcp_connection.as_ref().unwrap();
+        assert_eq!(
+            (t.plugin.as_str(), t.outcome.as_str(), t.action),
+            ("admission", "refused", EgressAction::Deny)
+        );
+        assert!(
+            t.reason.starts_with("999 connection(s) refused") && t.reason.contains("512"),
+            "{}",
+            t.reason
+        );
+        assert!(r.take().is_none(), "nothing left");
+    }
+
     fn policy(mode: EgressMode, allowed: &[&str]) -> EgressPolicy {
         EgressPolicy {
             mode,
