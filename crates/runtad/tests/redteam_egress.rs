@@ -654,6 +654,130 @@ for case, kw in [("alone", {}), ("early", {"early": True}),
     .await;
 }
 
+/// A WebSocket to a host the runtime has a secret binding for (TLS
+/// terminated by the gateway, the upgrade spliced after the upstream's
+/// `101`) works, and is part of its connection: a policy change that denies
+/// the host cuts it like any other connection (the splice used to be a task
+/// of its own, outliving the connection's slot and out of the policy's
+/// reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_websocket_is_part_of_its_connection() {
+    let h = TestHosts::new(69);
+    let dir = h.hosts_file.parent().unwrap().to_path_buf();
+    let d = Daemon::start_new(&[
+        "--egress-hosts",
+        h.hosts_file.to_str().unwrap(),
+        "--egress-upstream-ca",
+        dir.join("cert.pem").to_str().unwrap(),
+    ]);
+    let c = d.tenant("rti").await;
+    let rt = name("rti");
+    c.create_with(json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test", "other.test"]}}))
+        .await;
+    let (st, v) = c
+        .post(
+            "/v1/secrets",
+            json!({"name": "ws-key", "value": "sv-websocket"}),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let (st, v) = c
+        .post(
+            &format!("/v1/runtimes/{rt}/secret-injection-rules"),
+            json!({"host": "allowed.test", "path": "/*", "secret": "ws-key",
+                   "injection": {"headerName": "X-Key", "valueFormat": "${credential}"}}),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    c.out(
+        &rt,
+        r#"cat > /tmp/ws.py <<'EOF'
+import base64, hashlib, os, socket, ssl, time
+def frame(t):
+    m = os.urandom(4)
+    return bytes([0x81, 0x80 | len(t)]) + m + bytes(b ^ m[i % 4] for i, b in enumerate(t))
+def until(s, buf, needle):
+    while needle not in buf:
+        d = s.recv(65536)
+        if not d:
+            raise Exception("closed after %r" % buf)
+        buf += d
+    return buf
+def done(r):
+    open("/tmp/ws.tmp", "w").write(r); os.rename("/tmp/ws.tmp", "/tmp/ws.out")
+try:
+    for _ in range(100):
+        try:
+            s = ssl.create_default_context().wrap_socket(socket.create_connection(("allowed.test", 443), 5), server_hostname="allowed.test")
+            break
+        except ssl.SSLError:
+            time.sleep(0.1)
+    s.settimeout(5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    acc = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+    buf = until(s, b"", acc + b"\r\n\r\n")
+    s.sendall(frame(b"one"))
+    buf = until(s, buf, b"one")
+    open("/tmp/ws.ready", "w").write("ok")
+    while not os.path.exists("/tmp/ws.go"):
+        time.sleep(0.05)
+    s.sendall(frame(b"two"))
+    until(s, buf, b"two")
+    done("ECHOED two")
+except Exception as e:
+    done("ERR %r" % e)
+EOF
+nohup python3 /tmp/ws.py >/dev/null 2>&1 &
+echo ok"#,
+    )
+    .await;
+    c.eventually(20, "the WebSocket open", || async {
+        let (_, o) = run(&c, &rt, "cat /tmp/ws.ready /tmp/ws.out 2>/dev/null").await;
+        !o.is_empty()
+    })
+    .await;
+    let (_, ready) = run(&c, &rt, "cat /tmp/ws.ready 2>/dev/null").await;
+    let (_, early) = run(&c, &rt, "cat /tmp/ws.out 2>/dev/null").await;
+    assert_eq!(
+        ready, "ok",
+        "the intercepted WebSocket did not open: {early}"
+    );
+    let (st, v) = c
+        .patch(
+            &format!("/v1/runtimes/{rt}"),
+            json!({"egress_policy": {"mode": "allowlist", "allowed_hosts": ["other.test"]}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.out(&rt, "touch /tmp/ws.go").await;
+    c.eventually(15, "the WebSocket's end", || async {
+        let (_, o) = run(&c, &rt, "cat /tmp/ws.out 2>/dev/null").await;
+        !o.is_empty()
+    })
+    .await;
+    let (_, out) = run(&c, &rt, "cat /tmp/ws.out").await;
+    assert!(
+        out.starts_with("ERR"),
+        "the intercepted WebSocket outlived the policy that denies its host: {out}"
+    );
+    // Audited: the intercepted request answered 101, the connection cut.
+    c.eventually(10, "the upgrade and the cut audited", || async {
+        let l = audits(&c, &rt, "").await;
+        let upgraded = l.iter().any(|a| {
+            let r = &a["payload"]["egress"]["http_request"];
+            r["host"] == "allowed.test" && r["path"] == "/ws" && r["status"] == 101
+        });
+        let cut = l.iter().any(|a| {
+            let t = &a["payload"]["egress"]["tcp_connection"];
+            t["plugin"] == "secret_injection" && t["outcome"] == "cut"
+        });
+        upgraded && cut
+    })
+    .await;
+}
+
 /// A program covers its tracks: one denied attempt, then a burst of cheap
 /// denied DNS queries (each one audit) past the per-runtime retention; then
 /// what it tries next: a burst of allowed DNS queries, and a loop of allowed
