@@ -1395,15 +1395,16 @@ impl KeptAlive {
             let mut f = Framing::Head;
             let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
             let mut sent = 0u64;
-            'conn: while matches!(ur.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            while matches!(ur.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                // Framed as far as it goes, then forwarded in one write.
                 let mut at = 0;
                 while let Some(n) = f.reply(&buf[at..], ex) {
-                    if cw.write_all(&buf[at..at + n]).await.is_err() {
-                        break 'conn;
-                    }
                     at += n;
-                    sent += n as u64;
                 }
+                if cw.write_all(&buf[..at]).await.is_err() {
+                    break;
+                }
+                sent += at as u64;
                 buf.drain(..at);
             }
             // Nothing more will be answered: a client's side waiting on an
@@ -1567,7 +1568,7 @@ mod tests {
         let mut r = Refusals::default();
         let peer: SocketAddr = "10.250.0.2:40000".parse().unwrap();
         let dst: SocketAddrV4 = "198.18.0.2:9000".parse().unwrap();
-        let mut refuse = |r: &mut Refusals| {
+        let refuse = |r: &mut Refusals| {
             r.count += 1;
             r.last = Some((
                 peer,
