@@ -136,6 +136,9 @@ pub struct Injection {
     pub target: Target,
     /// The template with the secret's value in it. Never log it.
     pub value: Zeroizing<String>,
+    /// The secret's value alone, for the gateway's check that a response
+    /// does not carry it back. Never log it.
+    pub secret: Arc<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for Injection {
@@ -204,10 +207,16 @@ impl PathPattern {
         validate::path_pattern(s)
     }
 
-    /// `path` may carry a query string; it is ignored.
+    /// `path` may carry a query string; it is ignored. A path that a server
+    /// could resolve to another path than it spells (see [`ambiguous_path`])
+    /// matches no pattern but `/*`: `/v1/../admin` must not carry a secret
+    /// bound to `/v1/*` to `/admin`.
     pub fn matches(&self, path: &str) -> bool {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = if path.is_empty() { "/" } else { path };
+        if !matches!(self, PathPattern::Any) && ambiguous_path(path) {
+            return false;
+        }
         match self {
             PathPattern::Any => true,
             PathPattern::Exact(p) => p == path,
@@ -230,6 +239,24 @@ impl std::fmt::Display for PathPattern {
             PathPattern::Exact(p) => f.write_str(p),
         }
     }
+}
+
+/// Whether servers may resolve `path` (no query) to another path than the
+/// one it spells: a `.` or `..` segment (also before a `;` parameter, as
+/// some servers read `..;`), a backslash, or a percent-encoded dot, slash or
+/// backslash. Such a path never matches a prefix or exact path pattern.
+pub fn ambiguous_path(path: &str) -> bool {
+    if path.contains('\\') {
+        return true;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return true;
+    }
+    path.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or("");
+        seg == "." || seg == ".."
+    })
 }
 
 /// Lower-cases, drops one trailing dot and a `:port`.
@@ -403,6 +430,7 @@ impl BindingSet {
                 secret_name: b.secret_name.clone(),
                 target: b.target.clone(),
                 value: render(&b.template, &b.value),
+                secret: b.value.clone(),
             });
         }
         out
@@ -610,6 +638,23 @@ mod tests {
         assert!(!p.matches("/v10"));
         assert!(!p.matches("/v2/x"));
         assert_eq!(p.to_string(), "/v1/*");
+        // Paths a server may resolve outside the prefix match nothing.
+        for sneaky in [
+            "/v1/../admin",
+            "/v1/./x",
+            "/v1/..",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E./admin",
+            "/v1/..%2fadmin",
+            "/v1/..;/admin",
+            "/v1/..\\admin",
+            "/v1%5c..%5cadmin",
+        ] {
+            assert!(!p.matches(sneaky), "{sneaky}");
+            assert!(!PathPattern::parse("/v1/../admin").unwrap().matches(sneaky));
+            assert!(PathPattern::Any.matches(sneaky));
+        }
+        assert!(p.matches("/v1/a..b/.well"));
         let e = PathPattern::parse("/v1/chat").unwrap();
         assert!(e.matches("/v1/chat?stream=true"));
         assert!(!e.matches("/v1/chat/x"));
