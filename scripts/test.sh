@@ -48,10 +48,12 @@ add() { passed=$((passed + ${1:-0})); nfailed=$((nfailed + ${2:-0})); }
 for f in "$LOG"/*.log; do
   while read -r a b; do add "$a" "$b"; done < <(
     sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$f")
-  last=$(grep -E '^(=+ )?([0-9]+ (passed|failed)(, )?)+.* in [0-9.]+s' "$f" | tail -1)
-  if [ -n "$last" ]; then
-    add "$(grep -oE '[0-9]+ passed' <<< "$last" | cut -d' ' -f1)" "$(grep -oE '[0-9]+ failed' <<< "$last" | cut -d' ' -f1)"
-  fi
+  # pytest: "N passed, M failed, K errors in …" (errors count as failures).
+  while read -r last; do
+    e=$(grep -oE '[0-9]+ errors?' <<< "$last" | cut -d' ' -f1)
+    f_=$(grep -oE '[0-9]+ failed' <<< "$last" | cut -d' ' -f1)
+    add "$(grep -oE '[0-9]+ passed' <<< "$last" | cut -d' ' -f1)" $(( ${f_:-0} + ${e:-0} ))
+  done < <(grep -E '^(=+ )?([0-9]+ (passed|failed|errors?|skipped)(, )?)+.* in [0-9.]+s' "$f")
   add "$(grep -E '^(#|ℹ) pass [0-9]+' "$f" | tail -1 | awk '{print $3}')" \
       "$(grep -E '^(#|ℹ) fail [0-9]+' "$f" | tail -1 | awk '{print $3}')"
 done

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub create_micros: AtomicU64,
     pub oom_kills: AtomicU64,
     pub ingress_requests: AtomicU64,
+    /// Secret values decrypted for injection at egress (crate::secrets::value).
+    pub secret_decrypts: AtomicU64,
 }
 
 impl Metrics {
@@ -48,7 +50,7 @@ impl Metrics {
         for (status, n) in statuses {
             let _ = writeln!(s, "runta_runtimes{{status=\"{status}\"}} {n}");
         }
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "runta_http_requests_total",
                 "API requests served.",
@@ -70,6 +72,11 @@ impl Metrics {
                 g(&self.ingress_requests),
             ),
             ("runta_creates_total", "Runtimes created.", g(&self.creates)),
+            (
+                "runta_secret_decrypts_total",
+                "Secret values decrypted for injection at egress (each secret's cache_ttl_secs bounds how long one is kept).",
+                g(&self.secret_decrypts),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

@@ -438,7 +438,9 @@ async fn pipelined_openapi_requests_do_not_stall_healthz() {
     let mut worst = Duration::ZERO;
     let mut failures = Vec::new();
     for _ in 0..4 {
-        match healthz_from(Ipv4Addr::new(127, 0, 8, 200), port, Duration::from_secs(2)) {
+        // 5 s: well under the 10-20 s stall this pins, well over what a
+        // debug daemon on a loaded 2-core host takes (1.8 s seen).
+        match healthz_from(Ipv4Addr::new(127, 0, 8, 200), port, Duration::from_secs(5)) {
             Ok(t) => worst = worst.max(t),
             Err(e) => failures.push(e),
         }
@@ -446,7 +448,7 @@ async fn pipelined_openapi_requests_do_not_stall_healthz() {
     }
     drop(conns);
     assert!(
-        failures.is_empty() && worst < Duration::from_secs(1),
+        failures.is_empty() && worst < Duration::from_secs(5),
         "/healthz under pipelined openapi requests: worst {worst:?}, failures {failures:?}"
     );
 }

@@ -168,6 +168,115 @@ async fn secrets_crud_is_write_only() {
     assert!(data_dir_has(d, &replaced).is_empty());
 }
 
+/// The names of a list page and its `pagination`.
+fn page_of(v: &Value) -> (Vec<String>, Option<String>, bool) {
+    let names = v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|s| s["display_name"].as_str().unwrap().to_string())
+        .collect();
+    let p = &v["pagination"];
+    (
+        names,
+        p["next_cursor"].as_str().map(str::to_string),
+        p["has_more"].as_bool().unwrap_or_else(|| panic!("{v}")),
+    )
+}
+
+#[tokio::test]
+async fn the_list_pages_with_limit_and_after() {
+    let d = Daemon::shared();
+    let c = d.tenant("page").await;
+    let other = d.tenant("page2").await;
+    let mut seen = Seen::default();
+    let value = uniq("sk-page");
+    // More than a default page of the other list routes (50).
+    let names: Vec<String> = (0..57).map(|i| format!("p{i:02}")).collect();
+    for n in &names {
+        let (st, v) = c
+            .post("/v1/secrets", json!({"name": n, "value": value}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let (st, v) = other
+        .post("/v1/secrets", json!({"name": "theirs", "value": value}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // runta-sdk 0.1.21's `list_secrets` sends `GET /v1/secrets` with no query
+    // and reads `data` of that one answer (so do our CLI and SDKs): every
+    // secret, in one page.
+    let (st, v) = c.get("/v1/secrets").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (all, cursor, more) = page_of(&seen.add(&v));
+    assert_eq!(all, names);
+    assert_eq!((cursor, more), (None, false));
+
+    // `limit` and `after` as the official client sends them on its other
+    // list routes (`?limit=50&after=<next_cursor>`, 50 its default).
+    for limit in [50usize, 7, 1, 100] {
+        let mut got = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let q = match &after {
+                Some(a) => format!("/v1/secrets?limit={limit}&after={a}"),
+                None => format!("/v1/secrets?limit={limit}"),
+            };
+            let (st, v) = c.get(&q).await;
+            assert_eq!(st, StatusCode::OK, "{q}: {v}");
+            let (page, cursor, more) = page_of(&seen.add(&v));
+            assert!(page.len() <= limit, "{q}: {v}");
+            got.extend(page);
+            assert_eq!(more, cursor.is_some(), "{v}");
+            match cursor {
+                Some(cur) => after = Some(cur),
+                None => break,
+            }
+            assert!(got.len() <= names.len(), "a cursor loops: {q}");
+        }
+        assert_eq!(got, names, "limit={limit}");
+    }
+    let (_, v) = c.get("/v1/secrets?limit=50").await;
+    let (first, cursor, more) = page_of(&v);
+    assert_eq!((first.len(), more), (50, true));
+    let (_, v) = c
+        .get(&format!("/v1/secrets?after={}", cursor.clone().unwrap()))
+        .await;
+    assert_eq!(page_of(&v).0, names[50..].to_vec(), "after alone: the rest");
+    // Another tenant's list with this tenant's cursor: its own secrets only.
+    let (st, v) = other
+        .get(&format!("/v1/secrets?limit=5&after={}", cursor.unwrap()))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(!page_of(&v).0.iter().any(|n| n.starts_with('p')), "{v}");
+    let (_, v) = other.get("/v1/secrets?after=0").await;
+    assert_eq!(page_of(&v).0, ["theirs"]);
+
+    // Bad values: 400 naming the field.
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=", "limit"),
+        ("limit=99999999999999999999", "limit"),
+        ("after=abc", "after"),
+        ("after=1.5", "after"),
+        ("after=%00", "after"),
+        ("limit=5&after=' OR 1=1 --", "after"),
+    ] {
+        let (st, v) = c.get(&format!("/v1/secrets?{q}")).await;
+        common::assert_error(st, &v, 400, "invalid_argument", field);
+        assert_eq!(v["error"]["field"], field, "{q}: {v}");
+    }
+    seen.assert_never(&value);
+    for n in names {
+        c.delete(&format!("/v1/secrets/{n}")).await;
+    }
+    other.delete("/v1/secrets/theirs").await;
+}
+
 #[tokio::test]
 async fn bindings_in_both_spellings_are_one_model() {
     let d = Daemon::shared();

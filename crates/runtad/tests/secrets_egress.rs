@@ -984,3 +984,183 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
     assert_ne!(code, 0);
     assert!(n.record.find("/denied").is_empty());
 }
+
+/// `runta_secret_decrypts_total` on the daemon's `/metrics`: values decrypted
+/// for injection (this test's daemon serves only this test).
+async fn decrypts(c: &Client) -> u64 {
+    let text = c
+        .raw(reqwest::Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("runta_secret_decrypts_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no runta_secret_decrypts_total in /metrics:\n{text}"))
+}
+
+async fn secret_ttl(c: &Client, name: &str, value: &str, ttl: i64) {
+    let (st, v) = c
+        .post(
+            "/v1/secrets",
+            json!({"name": name, "value": value, "cache_ttl_secs": ttl}),
+        )
+        .await;
+    assert!(st.is_success(), "create secret: {v}");
+    assert_eq!(v["data"]["cache_ttl_secs"], ttl, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
+    let n = Net::new(63).await;
+    let d = n.daemon();
+    let c = d.tenant("sttl").await;
+    let rt = runtime(&c, &n, "sttl", json!({})).await;
+    let uniq = || format!("sv-{}", uuid::Uuid::new_v4().simple());
+    let (zero, warm, short) = (uniq(), uniq(), uniq());
+    secret_ttl(&c, "zero", &zero, 0).await;
+    secret_ttl(&c, "warm", &warm, 30).await;
+    secret_ttl(&c, "short", &short, 2).await;
+    for (secret, path, header) in [
+        ("zero", "/zero/*", "X-Zero"),
+        ("warm", "/warm/*", "X-Warm"),
+        ("short", "/short/*", "X-Short"),
+    ] {
+        rule(
+            &c,
+            &rt,
+            json!({"host": "bound.test", "path": path, "secret": secret,
+                   "injection": {"headerName": header, "valueFormat": "${credential}"}}),
+        )
+        .await;
+    }
+    // Storing and binding open nothing: the sets hold ciphertext.
+    assert_eq!(decrypts(&c).await, 0);
+    let curl = |paths: &[&str]| {
+        paths
+            .iter()
+            .map(|p| format!("curl -sS -o /dev/null -w '%{{http_code}} ' https://bound.test{p}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+
+    // TTL 0: every injected request decrypts.
+    let (code, out) = run(&c, &rt, &curl(&["/zero/1", "/zero/2", "/zero/3"])).await;
+    assert_eq!((code, out.as_str()), (0, "200 200 200 "), "{out}");
+    for i in 1..=3 {
+        assert_eq!(
+            n.record.find(&format!("/zero/{i}"))[0].header("x-zero"),
+            Some(zero.as_str())
+        );
+    }
+    assert_eq!(decrypts(&c).await, 3);
+    // A path of the bound host no binding names: intercepted, nothing opened.
+    let (code, _) = run(&c, &rt, &curl(&["/elsewhere"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(n.record.find("/elsewhere")[0].header("x-zero"), None);
+    assert_eq!(decrypts(&c).await, 3);
+
+    // TTL 30: requests within the window decrypt once.
+    let warm_paths: Vec<String> = (1..=5).map(|i| format!("/warm/{i}")).collect();
+    let refs: Vec<&str> = warm_paths.iter().map(String::as_str).collect();
+    let (code, out) = run(&c, &rt, &curl(&refs)).await;
+    assert_eq!(code, 0, "{out}");
+    for p in &warm_paths {
+        assert_eq!(n.record.find(p)[0].header("x-warm"), Some(warm.as_str()));
+    }
+    assert_eq!(decrypts(&c).await, 4);
+    let (code, _) = run(&c, &rt, &curl(&["/warm/6", "/warm/7"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(decrypts(&c).await, 4, "a cached value was decrypted again");
+    // A replaced value reaches the very next request although the old one
+    // was cached for 30 s more: the write is stronger than the TTL.
+    let warm2 = uniq();
+    let (st, v) = c
+        .call(
+            reqwest::Method::PUT,
+            "/v1/secrets/warm",
+            Some(json!({"value": warm2, "cache_ttl_secs": 30})),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let (code, _) = run(&c, &rt, &curl(&["/warm/after-put", "/warm/after-put2"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        n.record.find("/warm/after-put")[0].header("x-warm"),
+        Some(warm2.as_str())
+    );
+    assert_eq!(decrypts(&c).await, 5);
+    // A deleted one stops at once, cache or not.
+    let (st, v) = c.delete("/v1/secrets/warm").await;
+    assert!(st.is_success(), "{v}");
+    let (code, _) = run(&c, &rt, &curl(&["/warm/after-delete"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        n.record.find("/warm/after-delete")[0].header("x-warm"),
+        None
+    );
+    assert_eq!(decrypts(&c).await, 5);
+
+    // TTL 2: cached, then decrypted again once the TTL has passed.
+    let (code, _) = run(&c, &rt, &curl(&["/short/1", "/short/2"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(decrypts(&c).await, 6);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, _) = run(&c, &rt, &curl(&["/short/3"])).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        n.record.find("/short/3")[0].header("x-short"),
+        Some(short.as_str())
+    );
+    assert_eq!(decrypts(&c).await, 7, "an expired value was served");
+
+    // A hostile program that never stops asking does not stretch the TTL:
+    // it counts from the decrypt, not from the last use.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = decrypts(&c).await;
+    let t0 = Instant::now();
+    let (code, out) = run(
+        &c,
+        &rt,
+        "for i in $(seq 1 30); do curl -sS -o /dev/null https://bound.test/short/loop$i || exit 1; sleep 0.2; done",
+    )
+    .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{out}");
+    let during = decrypts(&c).await - before;
+    let at_least = (elapsed / 2.0).floor() as u64;
+    assert!(
+        during >= at_least && during <= 30,
+        "{during} decrypts in {elapsed:.1} s of requests with a 2 s TTL"
+    );
+    assert!(n
+        .record
+        .find("/short/loop")
+        .iter()
+        .all(|s| s.header("x-short") == Some(short.as_str())));
+
+    // Another tenant's runtime asking the same host opens nothing of ours.
+    let o = d.tenant("sttl-other").await;
+    let ort = runtime(&o, &n, "sttlo", json!({})).await;
+    let before = decrypts(&c).await;
+    // (Not intercepted: it reaches the upstream directly, whose CA it lacks.)
+    let (code, out) = run(
+        &o,
+        &ort,
+        "curl -sSk https://bound.test/zero/foreign && curl -sSk https://bound.test/short/foreign",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(decrypts(&c).await, before);
+    for p in ["/zero/foreign", "/short/foreign"] {
+        let s = &n.record.find(p)[0];
+        assert_eq!((s.header("x-zero"), s.header("x-short")), (None, None));
+    }
+
+    // No value in the daemon's log (the decrypt lines name the secret only).
+    let log = std::fs::read_to_string(d.data_dir.join("runtad.log")).unwrap_or_default();
+    for v in [&zero, &warm, &warm2, &short] {
+        assert!(!log.contains(v.as_str()), "the log has a value");
+    }
+}

@@ -11,11 +11,12 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use runta_api::{
     CreateSecretBindingRequest, CreateSecretRequest, Data, ListResponse, Pagination,
-    ReplaceSecretStubsRequest, Secret, SecretBinding, SetSecretRequest,
+    ReplaceSecretStubsRequest, Secret, SecretBinding, SetSecretRequest, MAX_PAGE_LIMIT,
+    MAX_SECRETS_PER_TENANT,
 };
 
 use super::error::ApiResult;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, QueryPairs};
 use super::AppState;
 use crate::auth::Principal;
 use crate::manager::secrets::BindingOwner;
@@ -99,12 +100,20 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/secrets", tag = "secrets",
-    responses((status = 200, body = ListResponse<Secret>, description = "Every secret of the tenant, oldest first (one page)")))]
+    params(("limit" = Option<u32>, Query, description = "1..100; without it, every secret of the tenant in one page (the official clients send none and read one page)"),
+           ("after" = Option<String>, Query, description = "Cursor from pagination.next_cursor")),
+    responses((status = 200, body = ListResponse<Secret>, description = "The tenant's secrets, oldest first"),
+              (status = 400, body = runta_api::ErrorBody, description = "A bad `limit` or `after` (named in the error)")))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
+    q: QueryPairs,
 ) -> ApiResult<Json<ListResponse<Secret>>> {
-    Ok(list_of(state.manager.list_secrets(&p.tenant)?))
+    // Without `limit`, one page holds them all: the official client (and
+    // ours) list secrets with no parameters and never follow a cursor, and
+    // a tenant has at most MAX_SECRETS_PER_TENANT of them.
+    let (limit, after) = q.page(MAX_SECRETS_PER_TENANT as u32, MAX_PAGE_LIMIT)?;
+    Ok(Json(state.manager.list_secrets(&p.tenant, after, limit)?))
 }
 
 #[utoipa::path(get, path = "/v1/secrets/{id}", tag = "secrets",

@@ -463,6 +463,49 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Values shorter than this are not looked for in responses (too likely to
+/// occur by chance; a real credential is longer).
+const MIN_REFLECTED: usize = 8;
+
+/// The values a request was injected with, as a response could carry them
+/// back: as they are and percent-encoded (a query parameter is sent so).
+struct Reflection(Vec<zeroize::Zeroizing<String>>);
+
+impl Reflection {
+    fn of(injections: &[crate::secrets::Injection]) -> Reflection {
+        let mut out: Vec<zeroize::Zeroizing<String>> = Vec::new();
+        for inj in injections {
+            let raw = inj.secret.as_str();
+            if raw.len() < MIN_REFLECTED {
+                continue;
+            }
+            let enc = zeroize::Zeroizing::new(
+                form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>(),
+            );
+            for v in [zeroize::Zeroizing::new(raw.to_string()), enc] {
+                if !out.iter().any(|o| o.as_str() == v.as_str()) {
+                    out.push(v);
+                }
+            }
+        }
+        Reflection(out)
+    }
+
+    /// The name of the first response header whose value holds one of them.
+    fn find(&self, headers: &HeaderMap) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        headers.iter().find_map(|(k, v)| {
+            let b = v.as_bytes();
+            self.0
+                .iter()
+                .any(|n| b.windows(n.len()).any(|w| w == n.as_bytes()))
+                .then(|| k.as_str().to_string())
+        })
+    }
+}
+
 /// The request head as bytes, for the stub scan (bounded).
 fn head_bytes(uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
     let mut b = Vec::with_capacity(1024);
@@ -602,6 +645,7 @@ impl Conn {
         let injections = set.matching(&self.sni, &pq);
         drop(set);
         let mut applied = Vec::new();
+        let reflected = Reflection::of(&injections);
         for inj in &injections {
             match &inj.target {
                 Target::Header { name } => {
@@ -665,10 +709,15 @@ impl Conn {
             parts.headers.remove(header::HOST);
         } else {
             parts.version = Version::HTTP_11;
-            if !parts.headers.contains_key(header::HOST) {
-                if let Ok(v) = HeaderValue::from_str(&self.sni) {
-                    parts.headers.insert(header::HOST, v);
-                }
+            // The upstream sees the name its certificate was verified for,
+            // in one spelling (not `BOUND.test.`, which a shared front may
+            // route to another site).
+            let host = match self.target.port() {
+                443 => self.sni.clone(),
+                p => format!("{}:{p}", self.sni),
+            };
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                parts.headers.insert(header::HOST, v);
             }
         }
         let up_req = Request::from_parts(parts, body.map_err(Into::into).boxed());
@@ -705,6 +754,26 @@ impl Conn {
                 return text(StatusCode::BAD_GATEWAY, why);
             }
         };
+        if let Some(name) = reflected.find(resp.headers()) {
+            // A response head that carries the value back (a redirect to the
+            // URL with the injected parameter, a header echoing the request)
+            // would hand the runtime what it must never hold.
+            let why = format!(
+                "the upstream's response carries the injected secret back (header {name}); \
+                 refused so that the runtime never holds it"
+            );
+            self.audit(
+                &method,
+                &path,
+                502,
+                EgressAction::Deny,
+                "secret_reflected",
+                why.clone(),
+            );
+            self.eg.denied(self.runtime, &self.sni, &why);
+            return text(StatusCode::BAD_GATEWAY, why);
+        }
+        drop(reflected);
         let status = resp.status().as_u16();
         if applied.is_empty() {
             self.audit(

@@ -100,7 +100,12 @@ impl Manager {
     }
 
     /// A new runtime's policy is in force before its first process starts;
-    /// an open one costs nothing here.
+    /// an open one costs nothing here. The rules go in while the sandbox is
+    /// being made (the rules are keyed by the runtime's address, known
+    /// already): nothing in the sandbox sends a packet before the create
+    /// returns, because until then it runs only the agent, which never
+    /// connects out, and no exec reaches it. So a policy adds the longer of
+    /// the two, not their sum, to create.
     pub(super) async fn egress_then_create(
         &self,
         r: &RuntimeRecord,
@@ -109,12 +114,21 @@ impl Manager {
         if r.egress.is_open() {
             return Ok(self.backend.create(spec).await?);
         }
-        self.egress_set(r, &r.egress).await?;
-        let res = self.backend.create(spec).await;
-        if res.is_err() {
-            self.egress.forget(r.id).await;
+        let (rules, made) = tokio::join!(self.egress_set(r, &r.egress), self.backend.create(spec));
+        match (rules, made) {
+            (Ok(()), Ok(())) => Ok(()),
+            (rules, made) => {
+                self.egress.forget(r.id).await;
+                if made.is_ok() {
+                    // Never left running without its rules.
+                    if let Err(e) = self.backend.delete(r.id).await {
+                        tracing::warn!(id = %r.id, "removing a runtime whose egress rules failed: {e}");
+                    }
+                }
+                rules?;
+                Ok(made?)
+            }
         }
-        Ok(res?)
     }
 
     /// `GET /v1/audits?category=egress[&runtime=…]`: newest first, of one

@@ -4,9 +4,12 @@
 //!
 //! Every write takes `SecretsState::write`, commits, and publishes the sets
 //! of the tenant's runtimes before it returns, so when the API answers a
-//! delete, no new request is injected with what was deleted. Values are
-//! decrypted once (at start, or when written) and kept in memory as
-//! zeroize-on-drop strings; the store holds only ciphertext.
+//! delete, no new request is injected with what was deleted. In memory each
+//! secret is a [`SealedValue`]: its ciphertext and the key, opened when a
+//! request is injected and kept in clear at most the secret's
+//! `cache_ttl_secs` (`crate::secrets::value`). A write makes a new
+//! `SealedValue` (cold cache) and new sets, so a replaced or deleted value is
+//! never served from a cache. The store holds only ciphertext.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,25 +17,26 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use runta_api::{
-    CreateSecretBindingRequest, Secret, SecretBinding, MAX_BINDINGS_PER_REQUEST,
+    CreateSecretBindingRequest, ListResponse, Secret, SecretBinding, MAX_BINDINGS_PER_REQUEST,
     MAX_BINDINGS_PER_TENANT, MAX_SECRETS_PER_TENANT,
 };
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use super::{Error, Manager, Result};
 use crate::secrets::crypto::SecretKey;
+use crate::secrets::value::Sealed;
 use crate::secrets::{
-    validate, Binding, BindingSet, HostPattern, PathPattern, Scope, SecretsHub, Target, STUB_PREFIX,
+    validate, Binding, BindingSet, HostPattern, PathPattern, Scope, SealedValue, SecretsHub,
+    Target, STUB_PREFIX,
 };
 use crate::store::{BindingRecord, BindingScope, BindingWrite, BindingWriteError, SecretRecord};
 
 #[derive(Default)]
 pub(super) struct SecretsState {
     hub: Arc<SecretsHub>,
-    key: OnceLock<SecretKey>,
-    /// secret id → its value, decrypted.
-    values: Mutex<HashMap<Uuid, Arc<Zeroizing<String>>>>,
+    key: OnceLock<Arc<SecretKey>>,
+    /// secret id → its current version, sealed.
+    values: Mutex<HashMap<Uuid, Arc<SealedValue>>>,
     /// Serialises write + publish, so sets are published in commit order.
     write: Mutex<()>,
 }
@@ -108,18 +112,20 @@ fn cache_ttl(v: Option<i64>) -> Result<i64> {
     Ok(v)
 }
 
-/// The key and every stored value, decrypted: what [`Manager::start_secrets`]
-/// needs. Read before the daemon touches the host, so a bad key stops the
-/// start with nothing changed.
+/// The key and every stored secret, each checked to open with it: what
+/// [`Manager::start_secrets`] needs. Read before the daemon touches the host,
+/// so a bad key stops the start with nothing changed.
 pub struct LoadedSecrets {
     key: SecretKey,
-    values: HashMap<Uuid, Arc<Zeroizing<String>>>,
+    secrets: Vec<SecretRecord>,
     tenants: Vec<String>,
 }
 
 /// Loads the key (`given`, which must exist, or `default_path`, created when
-/// the store holds no secret yet) and decrypts every stored secret. A
-/// missing or wrong key is an error naming the file.
+/// the store holds no secret yet) and checks that every stored secret opens
+/// with it (the plaintext is wiped at once: values are opened for use only
+/// when a request is injected). A missing or wrong key is an error naming
+/// the file.
 pub fn open_secrets(
     store: &crate::store::Store,
     given: Option<&Path>,
@@ -140,9 +146,8 @@ pub fn open_secrets(
             )
         }
     })?;
-    let mut values = HashMap::new();
     for s in &stored {
-        let v = key.open(s.id, &s.ciphertext).map_err(|_| {
+        key.open(s.id, &s.ciphertext).map_err(|_| {
             format!(
                 "secrets key file {}: it does not decrypt the stored secrets (secret {} of tenant {:?}); \
                  start runtad with the key file they were stored with (--secrets-key-file)",
@@ -151,14 +156,13 @@ pub fn open_secrets(
                 s.tenant
             )
         })?;
-        values.insert(s.id, Arc::new(v));
     }
     let mut tenants: Vec<String> = stored.iter().map(|s| s.tenant.clone()).collect();
     tenants.sort();
     tenants.dedup();
     Ok(LoadedSecrets {
         key,
-        values,
+        secrets: stored,
         tenants,
     })
 }
@@ -172,23 +176,43 @@ impl Manager {
     /// At daemon start, before any runtime boots: takes the key and values
     /// [`open_secrets`] read and publishes every runtime's set.
     pub fn start_secrets(&self, loaded: LoadedSecrets) -> std::result::Result<(), String> {
+        let key = Arc::new(loaded.key);
+        let values = loaded
+            .secrets
+            .into_iter()
+            .map(|s| (s.id, self.sealed(&key, &s)))
+            .collect();
         *self
             .secrets
             .values
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = loaded.values;
-        let _ = self.secrets.key.set(loaded.key);
+            .unwrap_or_else(|e| e.into_inner()) = values;
+        let _ = self.secrets.key.set(key);
         for t in loaded.tenants {
             self.publish_tenant(&t).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
-    fn key(&self) -> Result<&SecretKey> {
+    fn key(&self) -> Result<&Arc<SecretKey>> {
         self.secrets
             .key
             .get()
             .ok_or_else(|| Error::Unavailable("secrets are not loaded yet".into()))
+    }
+
+    fn sealed(&self, key: &Arc<SecretKey>, s: &SecretRecord) -> Arc<SealedValue> {
+        SealedValue::new(Self::sealed_parts(s), key.clone(), self.metrics.clone())
+    }
+
+    fn sealed_parts(s: &SecretRecord) -> Sealed<'_> {
+        Sealed {
+            secret_id: s.id,
+            tenant: &s.tenant,
+            name: &s.name,
+            ciphertext: s.ciphertext.clone(),
+            cache_ttl_secs: s.cache_ttl_secs,
+        }
     }
 
     /// Builds and publishes the set of every runtime of `tenant`.
@@ -274,13 +298,18 @@ impl Manager {
 
     // ---- secrets ----
 
-    pub fn list_secrets(&self, tenant: &str) -> Result<Vec<Secret>> {
-        Ok(self
+    /// One page of the tenant's secrets, oldest first: at most `limit` after
+    /// the cursor `after` (a previous page's `next_cursor`, 0 for the start).
+    pub fn list_secrets(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<ListResponse<Secret>> {
+        let rows = self
             .store
-            .list_secrets(Some(tenant))?
-            .iter()
-            .map(secret_view)
-            .collect())
+            .list_secrets_page(tenant, after, limit.saturating_add(1))?;
+        Ok(ListResponse::page(rows, limit, |s| s.seq.to_string()).map(|s| secret_view(&s)))
     }
 
     fn find_secret(&self, tenant: &str, id_or_name: &str) -> Result<SecretRecord> {
@@ -321,23 +350,25 @@ impl Manager {
         }
         let now = crate::store::now();
         let id = Uuid::new_v4();
+        let key = self.key()?;
         let rec = SecretRecord {
             seq: 0,
             id,
             tenant: tenant.to_string(),
             name: name.to_string(),
-            ciphertext: self.key()?.seal(id, value),
+            ciphertext: key.seal(id, value),
             stub: stub(),
             cache_ttl_secs: ttl,
             created_at: now,
             updated_at: now,
         };
         self.store.insert_secret(&rec)?;
+        let sealed = self.sealed(key, &rec);
         self.secrets
             .values
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::new(Zeroizing::new(value.to_string())));
+            .insert(id, sealed);
         self.publish_tenant(tenant)?;
         tracing::info!(tenant, secret = %id, name, "secret created");
         Ok(secret_view(&rec))
@@ -363,19 +394,30 @@ impl Manager {
             return Ok((self.insert_secret(tenant, id_or_name, value, ttl)?, true));
         };
         let now = crate::store::now();
-        let sealed = self.key()?.seal(rec.id, value);
-        if !self.store.update_secret(rec.id, &sealed, ttl, now)? {
+        let key = self.key()?;
+        let ciphertext = key.seal(rec.id, value);
+        if !self.store.update_secret(rec.id, &ciphertext, ttl, now)? {
             return Err(Error::NotFound(format!("no secret {id_or_name:?}")));
         }
-        self.secrets
-            .values
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(rec.id, Arc::new(Zeroizing::new(value.to_string())));
-        self.publish_tenant(tenant)?;
-        tracing::info!(tenant, secret = %rec.id, name = %rec.name, "secret value replaced");
+        rec.ciphertext = ciphertext;
         rec.cache_ttl_secs = ttl;
         rec.updated_at = now;
+        {
+            // A new version with a cold cache (the old one's plaintext goes
+            // with the last set that holds it); the decrypt count goes on.
+            let mut values = self
+                .secrets
+                .values
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let next = match values.get(&rec.id) {
+                Some(old) => old.replaced(Self::sealed_parts(&rec)),
+                None => self.sealed(key, &rec),
+            };
+            values.insert(rec.id, next);
+        }
+        self.publish_tenant(tenant)?;
+        tracing::info!(tenant, secret = %rec.id, name = %rec.name, "secret value replaced");
         Ok((secret_view(&rec), false))
     }
 
@@ -732,6 +774,63 @@ mod tests {
             .iter()
             .map(|i| i.value.to_string())
             .collect()
+    }
+
+    fn decrypts(m: &Manager) -> u64 {
+        m.metrics
+            .secret_decrypts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn the_cache_ttl_bounds_the_plaintext_and_writes_still_win() {
+        let dir = std::env::temp_dir().join(format!("runta-secrets-ttl-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = manager(&dir);
+        m.start_secrets(super::open_secrets(m.store(), None, &dir.join("secrets.key")).unwrap())
+            .unwrap();
+        let a = m.create(T, rt("a"), None, true).await.unwrap();
+        m.create_secret(T, "zero", "z-1", Some(0)).unwrap();
+        m.create_secret(T, "cached", "c-1", Some(30)).unwrap();
+        m.create_binding(
+            T,
+            BindingOwner::Runtime("a"),
+            &bind("zero.example", "zero", "Authorization"),
+        )
+        .unwrap();
+        m.create_binding(
+            T,
+            BindingOwner::Runtime("a"),
+            &bind("cached.example", "cached", "Authorization"),
+        )
+        .unwrap();
+        // Writing and binding decrypt nothing.
+        assert_eq!(decrypts(&m), 0);
+        for i in 1..=3 {
+            assert_eq!(injected(&m, a.id, "zero.example"), ["Bearer z-1"]);
+            assert_eq!(decrypts(&m), i);
+        }
+        for _ in 0..3 {
+            assert_eq!(injected(&m, a.id, "cached.example"), ["Bearer c-1"]);
+        }
+        assert_eq!(decrypts(&m), 4);
+        // A replaced value is used by the next request, cache or not.
+        m.set_secret(T, "cached", "c-2", Some(30)).unwrap();
+        assert_eq!(injected(&m, a.id, "cached.example"), ["Bearer c-2"]);
+        assert_eq!(injected(&m, a.id, "cached.example"), ["Bearer c-2"]);
+        assert_eq!(decrypts(&m), 5);
+        // A deleted one at once.
+        m.delete_secret(T, "cached").unwrap();
+        assert!(injected(&m, a.id, "cached.example").is_empty());
+        // A restart keeps the TTLs and starts with nothing in clear.
+        drop(m);
+        let m = manager(&dir);
+        m.start_secrets(super::open_secrets(m.store(), None, &dir.join("secrets.key")).unwrap())
+            .unwrap();
+        assert_eq!(decrypts(&m), 0);
+        assert_eq!(injected(&m, a.id, "zero.example"), ["Bearer z-1"]);
+        assert_eq!(decrypts(&m), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -131,6 +131,18 @@ impl SecretKey {
         &self.path
     }
 
+    /// A fresh random key that no file holds, for unit tests.
+    #[cfg(test)]
+    pub fn ephemeral() -> Self {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        getrandom::fill(&mut bytes[..]).expect("the system has randomness");
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes[..]).expect("a 32-byte key");
+        SecretKey {
+            key: LessSafeKey::new(key),
+            path: PathBuf::from("<ephemeral>"),
+        }
+    }
+
     /// Encrypts `value` for the secret `id`.
     pub fn seal(&self, id: Uuid, value: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];

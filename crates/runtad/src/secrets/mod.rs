@@ -53,7 +53,10 @@
 //! - Templates contain `${credential}` at least once; every occurrence is
 //!   replaced by the secret's value. The rendered [`Injection::value`] is a
 //!   zeroize-on-drop string: keep it no longer than the request needs and
-//!   never log it. Values are validated at write time (no control
+//!   never log it. The set itself holds no plaintext: each binding has its
+//!   secret's [`SealedValue`] (ciphertext and key), which
+//!   [`BindingSet::matching`] opens for the injections it returns, keeping
+//!   the plaintext at most the secret's `cache_ttl_secs` ([`value`]). Values are validated at write time (no control
 //!   characters), so a rendered header value is always a valid HTTP header
 //!   value and cannot split a header.
 //! - Stubs: every secret has a *stub*, a placeholder string
@@ -65,11 +68,12 @@
 //!   for its secret: the gateway blocks such a request and audits it.
 //!
 //! Boundaries: the store keeps ciphertext only ([`crypto`]); this module
-//! decrypts when it builds a set. Nothing here speaks HTTP or touches the
-//! gateway's sockets.
+//! decrypts when a request is injected ([`value`]). Nothing here speaks HTTP
+//! or touches the gateway's sockets.
 
 pub mod crypto;
 pub mod validate;
+pub mod value;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +81,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+pub use value::SealedValue;
 
 /// The marker that starts every stub (see the module doc).
 pub const STUB_PREFIX: &str = "runta-stub-";
@@ -100,8 +106,9 @@ pub enum Scope {
     TenantDefault,
 }
 
-/// One binding as the gateway sees it, value included (decrypted), pattern
-/// parsed. Built by the manager from the store; never serialised.
+/// One binding as the gateway sees it: patterns parsed, the secret's value
+/// sealed (opened per request, see [`value`]). Built by the manager from the
+/// store; never serialised.
 pub struct Binding {
     pub id: Uuid,
     pub scope: Scope,
@@ -112,7 +119,7 @@ pub struct Binding {
     pub target: Target,
     /// The template, `${credential}` in it (validated).
     pub template: String,
-    pub value: Arc<Zeroizing<String>>,
+    pub value: Arc<SealedValue>,
 }
 
 impl std::fmt::Debug for Binding {
@@ -136,6 +143,9 @@ pub struct Injection {
     pub target: Target,
     /// The template with the secret's value in it. Never log it.
     pub value: Zeroizing<String>,
+    /// The secret's value alone, for the gateway's check that a response
+    /// does not carry it back. Never log it.
+    pub secret: Arc<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for Injection {
@@ -204,10 +214,16 @@ impl PathPattern {
         validate::path_pattern(s)
     }
 
-    /// `path` may carry a query string; it is ignored.
+    /// `path` may carry a query string; it is ignored. A path that a server
+    /// could resolve to another path than it spells (see [`ambiguous_path`])
+    /// matches no pattern but `/*`: `/v1/../admin` must not carry a secret
+    /// bound to `/v1/*` to `/admin`.
     pub fn matches(&self, path: &str) -> bool {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = if path.is_empty() { "/" } else { path };
+        if !matches!(self, PathPattern::Any) && ambiguous_path(path) {
+            return false;
+        }
         match self {
             PathPattern::Any => true,
             PathPattern::Exact(p) => p == path,
@@ -230,6 +246,24 @@ impl std::fmt::Display for PathPattern {
             PathPattern::Exact(p) => f.write_str(p),
         }
     }
+}
+
+/// Whether servers may resolve `path` (no query) to another path than the
+/// one it spells: a `.` or `..` segment (also before a `;` parameter, as
+/// some servers read `..;`), a backslash, or a percent-encoded dot, slash or
+/// backslash. Such a path never matches a prefix or exact path pattern.
+pub fn ambiguous_path(path: &str) -> bool {
+    if path.contains('\\') {
+        return true;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return true;
+    }
+    path.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or("");
+        seg == "." || seg == ".."
+    })
 }
 
 /// Lower-cases, drops one trailing dot and a `:port`.
@@ -385,24 +419,40 @@ impl BindingSet {
     /// The injections for one request, in binding order (oldest first). When
     /// two bindings set the same header or parameter, the runtime's own
     /// binding wins over a tenant default and, within a scope, the newer one
-    /// wins: at most one injection per target is returned.
+    /// wins: at most one injection per target is returned. Only the winners'
+    /// secrets are opened, each once per call (a secret whose ciphertext does
+    /// not open is left out, and logged).
     pub fn matching(&self, host: &str, path: &str) -> Vec<Injection> {
-        let mut out: Vec<Injection> = Vec::new();
+        let mut won: Vec<&Binding> = Vec::new();
         for b in self.for_host(host).filter(|b| b.path.matches(path)) {
-            let same = out.iter().position(|i| same_target(&i.target, &b.target));
+            let same = won.iter().position(|w| same_target(&w.target, &b.target));
             if let Some(pos) = same {
-                if out[pos].scope == Scope::Runtime && b.scope == Scope::TenantDefault {
+                if won[pos].scope == Scope::Runtime && b.scope == Scope::TenantDefault {
                     continue;
                 }
-                out.remove(pos);
+                won.remove(pos);
             }
+            won.push(b);
+        }
+        let mut opened: Vec<(Uuid, Arc<Zeroizing<String>>)> = Vec::new();
+        let mut out = Vec::with_capacity(won.len());
+        for b in won {
+            let plain = match opened.iter().find(|(id, _)| *id == b.secret_id) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let Some(p) = b.value.reveal() else { continue };
+                    opened.push((b.secret_id, p.clone()));
+                    p
+                }
+            };
             out.push(Injection {
                 binding_id: b.id,
                 scope: b.scope,
                 secret_id: b.secret_id,
                 secret_name: b.secret_name.clone(),
                 target: b.target.clone(),
-                value: render(&b.template, &b.value),
+                value: render(&b.template, &plain),
+                secret: plain,
             });
         }
         out
@@ -567,16 +617,29 @@ mod tests {
     use super::*;
 
     fn binding(host: &str, path: &str, target: Target, template: &str, value: &str) -> Binding {
+        let secret_id = Uuid::new_v4();
+        let key = Arc::new(crypto::SecretKey::ephemeral());
+        let sealed = SealedValue::new(
+            value::Sealed {
+                secret_id,
+                tenant: "t",
+                name: "key",
+                ciphertext: key.seal(secret_id, value),
+                cache_ttl_secs: 0,
+            },
+            key,
+            Arc::default(),
+        );
         Binding {
             id: Uuid::new_v4(),
             scope: Scope::Runtime,
-            secret_id: Uuid::new_v4(),
+            secret_id,
             secret_name: "key".into(),
             host: HostPattern::parse(host).unwrap(),
             path: PathPattern::parse(path).unwrap(),
             target,
             template: template.into(),
-            value: Arc::new(Zeroizing::new(value.into())),
+            value: sealed,
         }
     }
 
@@ -610,6 +673,23 @@ mod tests {
         assert!(!p.matches("/v10"));
         assert!(!p.matches("/v2/x"));
         assert_eq!(p.to_string(), "/v1/*");
+        // Paths a server may resolve outside the prefix match nothing.
+        for sneaky in [
+            "/v1/../admin",
+            "/v1/./x",
+            "/v1/..",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E./admin",
+            "/v1/..%2fadmin",
+            "/v1/..;/admin",
+            "/v1/..\\admin",
+            "/v1%5c..%5cadmin",
+        ] {
+            assert!(!p.matches(sneaky), "{sneaky}");
+            assert!(!PathPattern::parse("/v1/../admin").unwrap().matches(sneaky));
+            assert!(PathPattern::Any.matches(sneaky));
+        }
+        assert!(p.matches("/v1/a..b/.well"));
         let e = PathPattern::parse("/v1/chat").unwrap();
         assert!(e.matches("/v1/chat?stream=true"));
         assert!(!e.matches("/v1/chat/x"));
@@ -671,6 +751,38 @@ mod tests {
         let m = set.matching("h.example", "/");
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].value.as_str(), "own");
+    }
+
+    #[test]
+    fn only_the_winners_are_opened_once_per_request() {
+        let mut default = binding("h.example", "/*", header("x-key"), "${credential}", "d");
+        default.scope = Scope::TenantDefault;
+        let default_value = default.value.clone();
+        let own = binding("h.example", "/*", header("X-Key"), "${credential}", "own");
+        let own_value = own.value.clone();
+        // The same secret again, as a query parameter.
+        let mut param = binding(
+            "h.example",
+            "/*",
+            Target::QueryParam { name: "k".into() },
+            "${credential}",
+            "unused",
+        );
+        param.secret_id = own.secret_id;
+        param.value = own.value.clone();
+        let set = BindingSet::new(vec![default, own, param], vec![]);
+        for round in 1..=3 {
+            let m = set.matching("h.example", "/");
+            assert_eq!(m.len(), 2);
+            assert!(m.iter().all(|i| i.value.as_str() == "own"));
+            // TTL 0: once per request, for both of its injections.
+            assert_eq!(own_value.decrypts(), round);
+        }
+        // The default lost to the runtime's binding: never opened.
+        assert_eq!(default_value.decrypts(), 0);
+        // A request no binding matches opens nothing.
+        assert!(set.matching("other.example", "/").is_empty());
+        assert_eq!(own_value.decrypts(), 3);
     }
 
     #[test]

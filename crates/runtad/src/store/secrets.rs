@@ -306,6 +306,25 @@ impl Store {
         })
     }
 
+    /// One page of the tenant's secrets in creation order: those after the
+    /// row with seq `after_seq` (0: from the first), at most `limit`.
+    pub fn list_secrets_page(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<SecretRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {SECRET_COLS} FROM secrets WHERE tenant = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = st
+                .query_map(params![tenant, after_seq, limit as i64], secret_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
     pub fn count_secrets(&self, tenant: &str) -> Result<u64> {
         self.with(|c| {
             c.prepare_cached("SELECT COUNT(*) FROM secrets WHERE tenant = ?1")?
@@ -495,6 +514,26 @@ mod tests {
             },
         );
         assert!(matches!(e, Err(BindingWriteError::Missing(_))));
+        // Pages: by seq, within the tenant only.
+        let more: Vec<SecretRecord> = (0..3).map(|i| secret("a", &format!("p{i}"))).collect();
+        for m in &more {
+            st.insert_secret(m).unwrap();
+        }
+        let first = st.list_secrets_page("a", 0, 2).unwrap();
+        assert_eq!(
+            first.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["key", "p0"]
+        );
+        let rest = st.list_secrets_page("a", first[1].seq, 10).unwrap();
+        assert_eq!(
+            rest.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["p1", "p2"]
+        );
+        assert!(st
+            .list_secrets_page("b", 0, 10)
+            .unwrap()
+            .iter()
+            .all(|r| r.tenant == "b"));
         // The secret goes, its bindings with it.
         assert!(st.delete_secret("a", a.id).unwrap());
         assert!(st
