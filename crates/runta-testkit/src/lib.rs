@@ -401,3 +401,65 @@ impl Drop for Outsider {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
+
+/// Test hosts' network: a namespace `<kind>-<tag>` joined to the host by a
+/// veth pair (`<kind>h<tag>` on the host with `198.18.<net>.1/24`,
+/// `<kind>p<tag>` inside with `198.18.<net>.<last>/24` for each of `lasts`),
+/// the namespace's default route through the host. Whatever an earlier,
+/// killed run of the same test left under those names is removed first;
+/// everything is removed on drop. The tag is the test process's pid and
+/// `net`, so suites running at once do not meet.
+pub struct TestNet {
+    pub ns: String,
+    pub veth: String,
+    pub peer: String,
+    pub tag: String,
+    pub net: u8,
+}
+
+impl TestNet {
+    pub fn new(kind: &str, net: u8, lasts: &[u8]) -> TestNet {
+        let tag = format!("{}{net}", std::process::id() % 10000);
+        let t = TestNet {
+            ns: format!("{kind}-{tag}"),
+            veth: format!("{kind}h{tag}"),
+            peer: format!("{kind}p{tag}"),
+            tag,
+            net,
+        };
+        let _ = Command::new("ip").args(["netns", "del", &t.ns]).status();
+        let _ = Command::new("ip").args(["link", "del", &t.veth]).status();
+        let (ns, veth, peer) = (&t.ns, &t.veth, &t.peer);
+        let mut script = format!(
+            "ip netns add {ns} && ip link add {veth} type veth peer name {peer} && ip link set {peer} netns {ns} && ip addr add 198.18.{net}.1/24 dev {veth} && ip link set {veth} up"
+        );
+        for last in lasts {
+            script += &format!(" && ip -n {ns} addr add 198.18.{net}.{last}/24 dev {peer}");
+        }
+        script += &format!(
+            " && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
+        );
+        t.sh(&script);
+        t
+    }
+
+    /// `198.18.<net>.<last>`.
+    pub fn ip(&self, last: u8) -> String {
+        format!("198.18.{}.{last}", self.net)
+    }
+
+    /// Runs `script` with `sh -c` on the host; panics naming it if it fails.
+    pub fn sh(&self, script: &str) {
+        let st = Command::new("sh").arg("-c").arg(script).status().unwrap();
+        assert!(st.success(), "{script}");
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+    }
+}

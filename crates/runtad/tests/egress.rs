@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{name, Client, Daemon};
+use common::{name, Client, Daemon, TestNet};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -56,42 +56,24 @@ serve(80, False)
 
 /// A network namespace with two test-host addresses, torn down on drop.
 struct TestHosts {
-    ns: String,
-    veth: String,
-    net: u8,
+    tn: TestNet,
     server: Child,
     hosts_file: std::path::PathBuf,
 }
 
 impl TestHosts {
     fn new(net: u8) -> TestHosts {
-        let tag = format!("{}{net}", std::process::id() % 10000);
-        let ns = format!("egt-{tag}");
-        let veth = format!("egh{tag}");
-        let peer = format!("egp{tag}");
-        let sh = |c: &str| {
-            let st = Command::new("sh").arg("-c").arg(c).status().unwrap();
-            assert!(st.success(), "{c}");
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        let _ = Command::new("ip").args(["link", "del", &veth]).status();
-        sh(&format!("ip netns add {ns}"));
-        sh(&format!("ip link add {veth} type veth peer name {peer}"));
-        sh(&format!("ip link set {peer} netns {ns}"));
-        sh(&format!(
-            "ip addr add 198.18.{net}.1/24 dev {veth} && ip link set {veth} up"
-        ));
-        sh(&format!(
-            "ip -n {ns} addr add 198.18.{net}.2/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.3/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
-        ));
+        let tn = TestNet::new("egt", net, &[2, 3]);
+        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
         // The private address the tests try lives here too, so even a broken
         // gateway that lets it through reaches nothing but this namespace.
-        sh(&format!(
+        let (peer, veth) = (&tn.peer, &tn.veth);
+        tn.sh(&format!(
             "ip -n {ns} addr add 172.31.{net}.7/32 dev {peer} && ip route add 172.31.{net}.7/32 dev {veth}"
         ));
         // Likewise the metadata address the escape tests try (tests running
         // at once share the route; the last one up owns it).
-        sh(&format!(
+        tn.sh(&format!(
             "ip -n {ns} addr add 169.254.169.254/32 dev {peer} && ip route replace 169.254.169.254/32 dev {veth}"
         ));
         let dir = std::env::temp_dir().join(format!("runta-egress-{tag}"));
@@ -133,36 +115,21 @@ impl TestHosts {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         TestHosts {
-            ns,
-            veth,
-            net,
+            tn,
             server,
             hosts_file,
         }
     }
 
     fn ip(&self, last: u8) -> String {
-        format!("198.18.{}.{last}", self.net)
+        self.tn.ip(last)
     }
 }
 
 impl Drop for TestHosts {
     fn drop(&mut self) {
         let _ = self.server.kill();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
     }
-}
-
-/// Runs `cmd` in the runtime; (exit code, stdout).
-async fn run(c: &Client, rt: &str, cmd: &str) -> (i64, String) {
-    let d = c.sh(rt, cmd).await;
-    (
-        d["exit_code"].as_i64().unwrap_or(-1),
-        d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or(""),
-    )
 }
 
 async fn audits(c: &Client, rt: &str, extra: &str) -> Vec<Value> {
@@ -201,45 +168,45 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
     assert_eq!(v["egress_policy"]["allowed_hosts"], json!(["allowed.test"]));
 
     // Allowed by name, over HTTP and TLS (SNI), resolved by the gateway's DNS.
-    let (code, out) = run(&c, &rt, "curl -s -m 5 http://allowed.test/").await;
+    let (code, out) = c.run(&rt, "curl -s -m 5 http://allowed.test/").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("hello {}", h.ip(2))), "{out}");
-    let (code, out) = run(&c, &rt, "curl -sk -m 5 https://allowed.test/").await;
+    let (code, out) = c.run(&rt, "curl -sk -m 5 https://allowed.test/").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("hello"), "{out}");
-    let (code, out) = run(&c, &rt, "getent hosts allowed.test").await;
+    let (code, out) = c.run(&rt, "getent hosts allowed.test").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&h.ip(2)), "{out}");
 
     // Another name: a 403 that says which policy denied which host.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
     assert!(
         out.contains("allowlist") && out.contains("other.test"),
         "{out}"
     );
     // Its DNS is not answered.
-    let (code, _) = run(&c, &rt, "getent hosts other.test").await;
+    let (code, _) = c.run(&rt, "getent hosts other.test").await;
     assert_ne!(code, 0);
     // TLS to a denied name is refused at once, not left hanging.
     let t0 = Instant::now();
-    let (code, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -sk -m 10 --resolve other.test:443:{} https://other.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -sk -m 10 --resolve other.test:443:{} https://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert_ne!(code, 0, "{out}");
     assert!(
         t0.elapsed().as_secs() < 5,
@@ -249,58 +216,58 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
 
     // Bypass attempts.
     // Raw IP, no name.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!("curl -s -m 5 -w ' %{{http_code}}' http://{}/", h.ip(3)),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!("curl -s -m 5 -w ' %{{http_code}}' http://{}/", h.ip(3)),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "raw IP: {out}");
     // An allowed Host header aimed at a denied address reaches the allowed
     // host's own address (the gateway resolves the name itself), never .3.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!("curl -s -m 5 -H 'Host: allowed.test' http://{}/", h.ip(3)),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!("curl -s -m 5 -H 'Host: allowed.test' http://{}/", h.ip(3)),
+        )
+        .await;
     assert!(
         out.contains(&format!("hello {}", h.ip(2))) && !out.contains(&h.ip(3)),
         "{out}"
     );
     // A forged SNI for the allowed name towards the denied address: the same.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -sk -m 5 --resolve allowed.test:443:{} https://allowed.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -sk -m 5 --resolve allowed.test:443:{} https://allowed.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(!out.contains(&h.ip(3)), "{out}");
     // Host/SNI mismatch: an allowed SNI with a denied Host is the TLS layer's
     // business; a denied name in the Host header over plain HTTP is refused.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: other.test' http://{}/",
-            h.ip(2)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: other.test' http://{}/",
+                h.ip(2)
+            ),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
     // CONNECT through the allowed host.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' -p -x http://allowed.test:80 http://{}/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' -p -x http://allowed.test:80 http://{}/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(!out.contains(&format!("hello {}", h.ip(3))), "{out}");
     // DNS to another resolver (the test host) is answered by the gateway:
     // the denied name still does not resolve.
@@ -308,14 +275,14 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
         "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(3);q=b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x05other\\x04test\\x00\\x00\\x01\\x00\\x01';s.sendto(q,('{}',53));r=s.recv(512);print('rcode',r[3]&15,'answers',r[7])\"",
         h.ip(2)
     );
-    let (_, out) = run(&c, &rt, &q).await;
+    let (_, out) = c.run(&rt, &q).await;
     assert!(out.contains("rcode 3 answers 0"), "{out}");
     // Other UDP is dropped.
     let u = format!(
         "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(2);s.sendto(b'hi',('{}',9999));print(s.recv(64))\"",
         h.ip(2)
     );
-    let (code, out) = run(&c, &rt, &u).await;
+    let (code, out) = c.run(&rt, &u).await;
     assert!(code != 0 && !out.contains("echo"), "UDP got through: {out}");
     // DNS TXT exfiltration: a denied name is NXDOMAIN (never asked
     // upstream), and even an allowed name gets no TXT data back.
@@ -329,43 +296,36 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
             h.ip(2)
         )
     };
-    let (_, out) = run(&c, &rt, &txt("c2VjcmV0.other.test")).await;
+    let (_, out) = c.run(&rt, &txt("c2VjcmV0.other.test")).await;
     assert!(out.contains("rcode 3 answers 0"), "{out}");
-    let (_, out) = run(&c, &rt, &txt("allowed.test")).await;
+    let (_, out) = c.run(&rt, &txt("allowed.test")).await;
     assert!(out.contains("rcode 0 answers 0"), "{out}");
     // DNS over TCP to another resolver, and DoH to a test address: both are
     // TCP to an address the policy does not name.
-    let (code, _) = run(
-        &c,
-        &rt,
+    let (code, _) = c.run(&rt,
         &format!("python3 -c \"import socket;s=socket.create_connection(('{}',53),3);s.sendall(b'\\x00\\x1d');print(s.recv(10))\"", h.ip(2)),
     )
     .await;
     assert_ne!(code, 0, "DNS over TCP got an answer");
-    let (code, out) = run(
-        &c,
-        &rt,
-        &format!("curl -sk -m 5 https://{}/dns-query", h.ip(3)),
-    )
-    .await;
+    let (code, out) = c
+        .run(&rt, &format!("curl -sk -m 5 https://{}/dns-query", h.ip(3)))
+        .await;
     assert_ne!(code, 0, "DoH: {out}");
     // --noproxy changes nothing (there is no proxy to bypass); IPv6 has no
     // route at all.
-    let (_, out) = run(
-        &c,
-        &rt,
+    let (_, out) = c.run(&rt,
         &format!("curl -s -m 5 --noproxy '*' -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/", h.ip(3)),
     )
     .await;
     assert!(out.ends_with(" 403"), "{out}");
-    let (code, _) = run(&c, &rt, "curl -s -m 3 -6 http://[2001:db8::1]/").await;
+    let (code, _) = c.run(&rt, "curl -s -m 3 -6 http://[2001:db8::1]/").await;
     assert_ne!(code, 0);
     // QUIC is UDP 443: dropped the same way.
     let quic = format!(
         "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(1);s.sendto(b'quic',('{}',443));print(s.recv(64))\"",
         h.ip(2)
     );
-    let (code, _) = run(&c, &rt, &quic).await;
+    let (code, _) = c.run(&rt, &quic).await;
     assert_ne!(code, 0);
     // Metadata, the host's own API port, a private address the hosts file
     // names but the policy does not.
@@ -378,7 +338,9 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
         ),
         format!("http://{}/", h.ip(1)),
     ] {
-        let (_, out) = run(&c, &rt, &format!("curl -s -m 5 -w ' %{{http_code}}' {url}")).await;
+        let (_, out) = c
+            .run(&rt, &format!("curl -s -m 5 -w ' %{{http_code}}' {url}"))
+            .await;
         assert!(out.ends_with(" 403"), "{url}: {out}");
     }
     // Another runtime: on the same bridge, so isolated ports drop it at
@@ -391,15 +353,17 @@ async fn allowlist_by_name_denies_everything_else_and_audits_it() {
         "nohup python3 -m http.server 8080 >/dev/null 2>&1 &",
     )
     .await;
-    let (code, out) = run(
-        &c,
-        &rt,
-        &format!("curl -s -m 3 -w ' %{{http_code}}' http://{peer_ip}:8080/"),
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            &format!("curl -s -m 3 -w ' %{{http_code}}' http://{peer_ip}:8080/"),
+        )
+        .await;
     assert!(code != 0 && !out.contains("200"), "peer: {out}");
     // The open runtime next to it is untouched: raw IP works, through NAT.
-    let (code, out) = run(&c, &other, &format!("curl -s -m 5 http://{}/", h.ip(3))).await;
+    let (code, out) = c
+        .run(&other, &format!("curl -s -m 5 http://{}/", h.ip(3)))
+        .await;
     assert_eq!(code, 0, "{out}");
 
     // Every decision is in the audit, in the v1 shape.
@@ -503,7 +467,7 @@ for i in range(600):
         pass
 print('ok', ok)
 ""#;
-    let (_, out) = run(&c, &rt, flood).await;
+    let (_, out) = c.run(&rt, flood).await;
     let ok: usize = out
         .split_whitespace()
         .nth(1)
@@ -512,7 +476,7 @@ print('ok', ok)
     assert!((100..=512).contains(&ok), "{out}");
     let (st, _) = c.get(&format!("/v1/runtimes/{rt}")).await;
     assert_eq!(st, StatusCode::OK);
-    let (code, out) = run(&c, &rt, "curl -s -m 5 http://allowed.test/").await;
+    let (code, out) = c.run(&rt, "curl -s -m 5 http://allowed.test/").await;
     assert_eq!(code, 0, "the cap is released when the flood ends: {out}");
 
     // Deleted: its rules go with it.
@@ -551,30 +515,30 @@ async fn denylist_wildcard_ip_cidr_and_live_changes() {
         .await;
     assert_eq!(v["egress_policy"]["enabled"], false, "{v}");
     assert_eq!(v["egress_policy"]["denied_hosts"], json!(["other.test"]));
-    let (code, out) = run(&c, &rt, "curl -s -m 5 http://allowed.test/").await;
+    let (code, out) = c.run(&rt, "curl -s -m 5 http://allowed.test/").await;
     assert_eq!(code, 0, "{out}");
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(out.contains("denylist") && out.ends_with(" 403"), "{out}");
-    let (code, _) = run(&c, &rt, "getent hosts other.test").await;
+    let (code, _) = c.run(&rt, "getent hosts other.test").await;
     assert_ne!(code, 0);
     // A denylist still keeps private ranges and the host closed.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' http://172.31.{}.7/",
-            h.net
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' http://172.31.{}.7/",
+                h.tn.net
+            ),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
 
     // An open keep-alive connection to allowed.test, held by a program.
@@ -636,70 +600,76 @@ open('/tmp/ka', 'w').write('closed %r' % (d,))
     })
     .await;
     assert!(t0.elapsed().as_secs() < 3, "cut after {:?}", t0.elapsed());
-    let (code, out) = run(&c, &rt, "curl -s -m 5 http://a.wild.test/").await;
+    let (code, out) = c.run(&rt, "curl -s -m 5 http://a.wild.test/").await;
     assert_eq!(code, 0, "{out}");
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' --resolve wild.test:80:{} http://wild.test/",
-            h.ip(2)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' --resolve wild.test:80:{} http://wild.test/",
+                h.ip(2)
+            ),
+        )
+        .await;
     assert!(
         out.ends_with(" 403"),
         "wildcard matched its own base: {out}"
     );
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
             "curl -s -m 5 -w ' %{{http_code}}' --resolve allowed.test:80:{} http://allowed.test/",
             h.ip(2)
         ),
-    )
-    .await;
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
-    let (code, out) = run(&c, &rt, &format!("curl -s -m 5 http://{}/", h.ip(3))).await;
+    let (code, out) = c
+        .run(&rt, &format!("curl -s -m 5 http://{}/", h.ip(3)))
+        .await;
     assert_eq!(code, 0, "IP entry: {out}");
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!("curl -s -m 5 -w ' %{{http_code}}' http://{}/", h.ip(2)),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!("curl -s -m 5 -w ' %{{http_code}}' http://{}/", h.ip(2)),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
 
     // CIDR, 0.1.1 shape.
     let (st, _) = c
-        .patch(&format!("/v1/runtimes/{rt}"), json!({"egress_policy": {"enabled": true, "allowed_hosts": [format!("198.18.{}.0/24", h.net)]}}))
+        .patch(&format!("/v1/runtimes/{rt}"), json!({"egress_policy": {"enabled": true, "allowed_hosts": [format!("198.18.{}.0/24", h.tn.net)]}}))
         .await;
     assert_eq!(st, StatusCode::OK);
-    let (code, out) = run(&c, &rt, &format!("curl -s -m 5 http://{}/", h.ip(2))).await;
+    let (code, out) = c
+        .run(&rt, &format!("curl -s -m 5 http://{}/", h.ip(2)))
+        .await;
     assert_eq!(code, 0, "CIDR: {out}");
-    let (_, out) = run(
-        &c,
-        &rt,
-        "curl -s -m 5 -w ' %{http_code}' http://169.254.169.254/",
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            "curl -s -m 5 -w ' %{http_code}' http://169.254.169.254/",
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
 
     // A policy survives a kill -9 and a restart (rules rebuilt).
     d.kill9();
     d.spawn();
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
             "curl -s -m 5 -w ' %{{http_code}}' --resolve allowed.test:80:{} http://allowed.test/",
             h.ip(2)
         ),
-    )
-    .await;
+        )
+        .await;
     assert!(out.ends_with(" 403"), "after restart: {out}");
-    let (code, out) = run(&c, &rt, &format!("curl -s -m 5 http://{}/", h.ip(3))).await;
+    let (code, out) = c
+        .run(&rt, &format!("curl -s -m 5 http://{}/", h.ip(3)))
+        .await;
     assert_eq!(code, 0, "after restart: {out}");
 
     // Back to open: the plain path, no rules left for it.
@@ -711,7 +681,9 @@ open('/tmp/ka', 'w').write('closed %r' % (d,))
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["egress_policy"]["mode"], "denylist");
-    let (code, out) = run(&c, &rt, &format!("curl -s -m 5 http://{}/", h.ip(2))).await;
+    let (code, out) = c
+        .run(&rt, &format!("curl -s -m 5 http://{}/", h.ip(2)))
+        .await;
     assert_eq!(code, 0, "{out}");
     let rules = Command::new("iptables-save").output().unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
@@ -761,7 +733,7 @@ print(' '.join(res))
         )
     };
     for (rt, other) in [(&locked, &open_ip), (&open, &locked_ip)] {
-        let (_, out) = run(&c, rt, &script(other)).await;
+        let (_, out) = c.run(rt, &script(other)).await;
         assert_eq!(
             out.trim(),
             "freebind EPERM transparent EPERM bind EADDRNOTAVAIL",
@@ -790,17 +762,17 @@ async fn audits_survive_kill9_and_go_with_the_runtime() {
         .create_with(json!({"name": rt, "egress_policy": {"enabled": true, "allowed_hosts": ["allowed.test"]}}))
         .await;
     let id = v["id"].as_str().unwrap().to_string();
-    let (code, out) = run(&c, &rt, "curl -s -m 5 http://allowed.test/").await;
+    let (code, out) = c.run(&rt, "curl -s -m 5 http://allowed.test/").await;
     assert_eq!(code, 0, "{out}");
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
     let before = audits(&c, &rt, "").await;
     assert!(
@@ -827,15 +799,15 @@ async fn audits_survive_kill9_and_go_with_the_runtime() {
     // The policy came back with the daemon, and new decisions are numbered
     // after the old ones (ids are cursors).
     let newest = audit_ids(&after).into_iter().max().unwrap();
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
             "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/again",
             h.ip(3)
         ),
-    )
-    .await;
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
     let again = audits(&c, &rt, "").await;
     let fresh: Vec<&Value> = again
@@ -959,7 +931,7 @@ async fn every_request_on_a_kept_alive_connection_is_checked() {
         let c = &c;
         let rt = &rt;
         async move {
-            let (code, out) = run(c, rt, &format!("python3 /tmp/ka.py {case}")).await;
+            let (code, out) = c.run(rt, &format!("python3 /tmp/ka.py {case}")).await;
             assert_eq!(code, 0, "{case}: {out}");
             out.lines().map(str::to_string).collect::<Vec<String>>()
         }
@@ -1066,48 +1038,48 @@ async fn a_rebound_or_always_denied_answer_is_never_connected_to() {
     // The daemon re-reads the hosts file every 2 s: wait until it knows the
     // new names.
     c.eventually(15, "the hosts file to be re-read", || async {
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!(
-                "curl -s -m 5 --resolve meta.test:80:{} http://meta.test/",
-                h.ip(2)
-            ),
-        )
-        .await;
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!(
+                    "curl -s -m 5 --resolve meta.test:80:{} http://meta.test/",
+                    h.ip(2)
+                ),
+            )
+            .await;
         out.contains("resolves to")
     })
     .await;
     // Named in the policy, resolving into an always-denied range: refused,
     // whatever address the program aims at.
     for (n, ip) in &names {
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!(
-                "curl -s -m 5 -w ' %{{http_code}}' --resolve {n}:80:{} http://{n}/",
-                h.ip(2)
-            ),
-        )
-        .await;
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!(
+                    "curl -s -m 5 -w ' %{{http_code}}' --resolve {n}:80:{} http://{n}/",
+                    h.ip(2)
+                ),
+            )
+            .await;
         assert!(
             out.ends_with(" 403") && !out.contains("hello"),
             "{n}: {out}"
         );
         assert!(out.contains(&format!("resolves to {ip}")), "{n}: {out}");
-        let (code, out) = run(
-            &c,
-            &rt,
-            &format!("curl -sk -m 5 --resolve {n}:443:{} https://{n}/", h.ip(2)),
-        )
-        .await;
+        let (code, out) = c
+            .run(
+                &rt,
+                &format!("curl -sk -m 5 --resolve {n}:443:{} https://{n}/", h.ip(2)),
+            )
+            .await;
         assert!(code != 0 && !out.contains("hello"), "{n} over TLS: {out}");
-        let (code, out) = run(&c, &rt, &format!("getent hosts {n}")).await;
+        let (code, out) = c.run(&rt, &format!("getent hosts {n}")).await;
         assert_ne!(code, 0, "{n} resolved in the runtime: {out}");
     }
     // Rebinding: allowed.test first answers the test host, then metadata;
     // a program holding the old address is still not let through.
-    let (code, out) = run(&c, &rt, "curl -s -m 5 http://allowed.test/").await;
+    let (code, out) = c.run(&rt, "curl -s -m 5 http://allowed.test/").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("hello {}", h.ip(2))), "{out}");
     for target in ["169.254.169.254", "127.0.0.1", bridge.as_str()] {
@@ -1131,7 +1103,7 @@ async fn a_rebound_or_always_denied_answer_is_never_connected_to() {
         c.eventually(15, "the gateway to see the new answer", || {
             let (c, rt, cmd, last) = (&c, &rt, &cmd, &last);
             async move {
-                let (_, out) = run(c, rt, cmd).await;
+                let (_, out) = c.run(rt, cmd).await;
                 let done = out.contains(&format!("resolves to {target}"));
                 *last.lock().unwrap() = out;
                 done
@@ -1143,15 +1115,15 @@ async fn a_rebound_or_always_denied_answer_is_never_connected_to() {
             last.contains(&format!("allowed.test resolves to {target}")) && !last.contains("hello"),
             "{target}: {last}"
         );
-        let (code, out) = run(
-            &c,
-            &rt,
-            &format!(
-                "curl -sk -m 5 --resolve allowed.test:443:{} https://allowed.test/",
-                h.ip(2)
-            ),
-        )
-        .await;
+        let (code, out) = c
+            .run(
+                &rt,
+                &format!(
+                    "curl -sk -m 5 --resolve allowed.test:443:{} https://allowed.test/",
+                    h.ip(2)
+                ),
+            )
+            .await;
         assert!(
             code != 0 && !out.contains("hello"),
             "{target} over TLS: {out}"
@@ -1276,7 +1248,9 @@ async fn icmp_is_dropped_and_audited_under_a_policy() {
             )
             .await;
         assert!(resp.status().is_success(), "{}", resp.status());
-        let (_, out) = run(&c, rt, &format!("/usr/local/bin/icmpsend {}", h.ip(2))).await;
+        let (_, out) = c
+            .run(rt, &format!("/usr/local/bin/icmpsend {}", h.ip(2)))
+            .await;
         assert!(out.starts_with("nosocket "), "{rt} sent ICMP: {out}");
     }
     // The same sender with the host's privileges in each runtime's network
@@ -1355,15 +1329,15 @@ async fn the_per_runtime_egress_routes_work_on_the_same_policy() {
     assert_eq!(v["data"]["mode"], "allowlist");
     let (_, r) = c.get(&format!("/v1/runtimes/{rt}")).await;
     assert_eq!(r["data"]["egress_policy"], v["data"]);
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
     // 0.1.21 shape, back to a denylist.
     let (st, v) = c
@@ -1374,15 +1348,15 @@ async fn the_per_runtime_egress_routes_work_on_the_same_policy() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (code, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 --resolve other.test:80:{} http://other.test/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 --resolve other.test:80:{} http://other.test/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("host=other.test"), "{out}");
     // Validation names the field.
@@ -1491,7 +1465,7 @@ async fn a_runtimes_egress_rules_all_go_on_delete_also_after_kill9() {
             "{r:?}"
         );
     }
-    let (code, out) = run(&c, &names[0], "curl -s -m 5 http://allowed.test/").await;
+    let (code, out) = c.run(&names[0], "curl -s -m 5 http://allowed.test/").await;
     assert_eq!(code, 0, "{out}");
 
     let (st, _) = c.delete(&format!("/v1/runtimes/{}", names[0])).await;
@@ -1504,17 +1478,17 @@ async fn a_runtimes_egress_rules_all_go_on_delete_also_after_kill9() {
     for (n, ip) in names.iter().zip(&ips).skip(1) {
         let r = egress_rules_of(ip);
         assert_eq!(r.len(), 7, "rebuilt once after kill -9: {r:?}");
-        let (code, out) = run(&c, n, "curl -s -m 5 http://allowed.test/").await;
+        let (code, out) = c.run(n, "curl -s -m 5 http://allowed.test/").await;
         assert_eq!(code, 0, "the rebuilt rules lead to the new gateway: {out}");
-        let (_, out) = run(
-            &c,
-            n,
-            &format!(
+        let (_, out) = c
+            .run(
+                n,
+                &format!(
                 "curl -s -m 5 -w ' %{{http_code}}' --resolve other.test:80:{} http://other.test/",
                 h.ip(3)
             ),
-        )
-        .await;
+            )
+            .await;
         assert!(out.ends_with(" 403"), "still under its policy: {out}");
     }
     for (n, ip) in names.iter().zip(&ips).skip(1) {

@@ -9,7 +9,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{name, py, Client, Daemon};
+use common::{name, py, Client, Daemon, TestNet};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -74,34 +74,15 @@ serve(80, False)
 
 /// A network namespace holding the test hosts, torn down on drop.
 struct TestHosts {
-    ns: String,
-    veth: String,
-    net: u8,
+    tn: TestNet,
     server: Child,
     hosts_file: std::path::PathBuf,
 }
 
 impl TestHosts {
     fn new(net: u8) -> TestHosts {
-        let tag = format!("{}{net}", std::process::id() % 10000);
-        let ns = format!("rte-{tag}");
-        let veth = format!("rteh{tag}");
-        let peer = format!("rtep{tag}");
-        let sh = |c: &str| {
-            let st = Command::new("sh").arg("-c").arg(c).status().unwrap();
-            assert!(st.success(), "{c}");
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        let _ = Command::new("ip").args(["link", "del", &veth]).status();
-        sh(&format!("ip netns add {ns}"));
-        sh(&format!("ip link add {veth} type veth peer name {peer}"));
-        sh(&format!("ip link set {peer} netns {ns}"));
-        sh(&format!(
-            "ip addr add 198.18.{net}.1/24 dev {veth} && ip link set {veth} up"
-        ));
-        sh(&format!(
-            "ip -n {ns} addr add 198.18.{net}.2/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.3/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
-        ));
+        let tn = TestNet::new("rte", net, &[2, 3]);
+        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
         let dir = std::env::temp_dir().join(format!("runta-rte-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         let ck = rcgen::generate_simple_self_signed(vec!["allowed.test".to_string()]).unwrap();
@@ -135,40 +116,25 @@ impl TestHosts {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         TestHosts {
-            ns,
-            veth,
-            net,
+            tn,
             server,
             hosts_file,
         }
     }
 
     fn ip(&self, last: u8) -> String {
-        format!("198.18.{}.{last}", self.net)
+        self.tn.ip(last)
     }
 }
 
 impl Drop for TestHosts {
     fn drop(&mut self) {
         let _ = self.server.kill();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
     }
 }
 
 fn daemon(h: &TestHosts) -> Daemon {
     Daemon::start_new(&["--egress-hosts", h.hosts_file.to_str().unwrap()])
-}
-
-/// Runs `cmd` in the runtime; (exit code, stdout + stderr).
-async fn run(c: &Client, rt: &str, cmd: &str) -> (i64, String) {
-    let d = c.sh(rt, cmd).await;
-    (
-        d["exit_code"].as_i64().unwrap_or(-1),
-        d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or(""),
-    )
 }
 
 /// Python run in the runtime; its stdout + stderr.
@@ -272,12 +238,12 @@ async fn allowlist_header_name_and_socket_tricks_are_refused() {
         ("allowed.test%00", false),
         ("*.wild.test", false),
     ] {
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: {host}' http://{three}/"),
-        )
-        .await;
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: {host}' http://{three}/"),
+            )
+            .await;
         if ok {
             assert!(
                 out.contains(&hello) && out.ends_with(" 200"),
@@ -374,7 +340,7 @@ except Exception as e:
 
     // IPv6: no address, no route; a v4-mapped address on a v6 socket is v4
     // and meets the gateway like any other.
-    let (_, out) = run(&c, &rt, "cat /proc/net/if_inet6 2>&1; echo end").await;
+    let (_, out) = c.run(&rt, "cat /proc/net/if_inet6 2>&1; echo end").await;
     assert!(!out.contains("eth0"), "an IPv6 address on eth0: {out}");
     let out = pyout(
         &c,
@@ -482,12 +448,12 @@ async fn denylist_names_that_resolve_to_forbidden_addresses_are_refused() {
         "2852039166",
         "ip6-localhost",
     ] {
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: {host}' http://{two}/"),
-        )
-        .await;
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: {host}' http://{two}/"),
+            )
+            .await;
         assert!(
             out.ends_with(" 403") && !out.contains("hello"),
             "{host}: {out}"
@@ -499,19 +465,19 @@ async fn denylist_names_that_resolve_to_forbidden_addresses_are_refused() {
         }
     }
     // The denied name by SNI or Host, whatever address the program aims at.
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: OTHER.test.' http://{two}/"),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'Host: OTHER.test.' http://{two}/"),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
-    let (code, out) = run(
-        &c,
-        &rt,
-        &format!("curl -sk -m 5 --resolve other.test:443:{two} https://other.test/"),
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            &format!("curl -sk -m 5 --resolve other.test:443:{two} https://other.test/"),
+        )
+        .await;
     assert!(code != 0 && !out.contains("hello"), "{out}");
 }
 
@@ -733,12 +699,14 @@ echo ok"#,
     )
     .await;
     c.eventually(20, "the WebSocket open", || async {
-        let (_, o) = run(&c, &rt, "cat /tmp/ws.ready /tmp/ws.out 2>/dev/null").await;
+        let (_, o) = c
+            .run(&rt, "cat /tmp/ws.ready /tmp/ws.out 2>/dev/null")
+            .await;
         !o.is_empty()
     })
     .await;
-    let (_, ready) = run(&c, &rt, "cat /tmp/ws.ready 2>/dev/null").await;
-    let (_, early) = run(&c, &rt, "cat /tmp/ws.out 2>/dev/null").await;
+    let (_, ready) = c.run(&rt, "cat /tmp/ws.ready 2>/dev/null").await;
+    let (_, early) = c.run(&rt, "cat /tmp/ws.out 2>/dev/null").await;
     assert_eq!(
         ready, "ok",
         "the intercepted WebSocket did not open: {early}"
@@ -753,11 +721,11 @@ echo ok"#,
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     c.out(&rt, "touch /tmp/ws.go").await;
     c.eventually(15, "the WebSocket's end", || async {
-        let (_, o) = run(&c, &rt, "cat /tmp/ws.out 2>/dev/null").await;
+        let (_, o) = c.run(&rt, "cat /tmp/ws.out 2>/dev/null").await;
         !o.is_empty()
     })
     .await;
-    let (_, out) = run(&c, &rt, "cat /tmp/ws.out").await;
+    let (_, out) = c.run(&rt, "cat /tmp/ws.out").await;
     assert!(
         out.starts_with("ERR"),
         "the intercepted WebSocket outlived the policy that denies its host: {out}"
@@ -791,15 +759,15 @@ async fn a_dns_burst_does_not_erase_the_runtimes_earlier_denials() {
     let rt = name("rtf");
     c.create_with(json!({"name": rt, "egress_policy": {"mode": "allowlist", "allowed_hosts": ["allowed.test"]}}))
         .await;
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!(
-            "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: exfil.other.test' http://{}/",
-            h.ip(3)
-        ),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: exfil.other.test' http://{}/",
+                h.ip(3)
+            ),
+        )
+        .await;
     assert!(out.ends_with(" 403"), "{out}");
     c.eventually(10, "the denial audited", || async {
         serde_json::to_string(&audits(&c, &rt, "").await)
@@ -900,20 +868,20 @@ async fn one_tenants_dns_flood_costs_another_tenant_nothing() {
     .await;
     // Meanwhile the other tenant works: 20 denied requests, DNS answers.
     for i in 0..20 {
-        let (_, out) = run(
-            &b,
-            &rb,
-            &format!(
-                "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: b{i}.other.test' http://{}/",
-                h.ip(3)
-            ),
-        )
-        .await;
+        let (_, out) = b
+            .run(
+                &rb,
+                &format!(
+                    "curl -s -m 5 -w ' %{{http_code}}' -H 'Host: b{i}.other.test' http://{}/",
+                    h.ip(3)
+                ),
+            )
+            .await;
         assert!(out.ends_with(" 403"), "{i}: {out}");
     }
     let out = pyout(&b, &rb, &dns_script(&gw, "allowed.test")).await;
     assert!(out.contains("rcode 0 answers 1"), "{out}");
-    let (_, out) = run(&b, &rb, "curl -s -m 5 http://allowed.test/").await;
+    let (_, out) = b.run(&rb, "curl -s -m 5 http://allowed.test/").await;
     assert!(out.contains("hello"), "{out}");
     a.out(
         &ra,
@@ -1028,7 +996,7 @@ async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns
     )
     .await;
     c.eventually(10, "the first answer", || async {
-        let (_, o) = run(&c, &rt, "cat /tmp/one 2>/dev/null").await;
+        let (_, o) = c.run(&rt, "cat /tmp/one 2>/dev/null").await;
         o.contains("host=other.test")
     })
     .await;
@@ -1044,11 +1012,11 @@ async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     c.out(&rt, "touch /tmp/go").await;
     c.eventually(15, "the second answer", || async {
-        let (_, o) = run(&c, &rt, "cat /tmp/two 2>/dev/null").await;
+        let (_, o) = c.run(&rt, "cat /tmp/two 2>/dev/null").await;
         !o.is_empty()
     })
     .await;
-    let (_, two) = run(&c, &rt, "cat /tmp/two").await;
+    let (_, two) = c.run(&rt, "cat /tmp/two").await;
     assert!(
         !two.contains("hello"),
         "other.test still answered after the policy stopped allowing it: {two}"
@@ -1065,7 +1033,7 @@ async fn one_tenants_held_gateway_connections_do_not_starve_the_daemon() {
     let h = TestHosts::new(67);
     // A server that accepts and holds every connection, never answering.
     let holder = Command::new("ip")
-        .args(["netns", "exec", &h.ns, "/usr/bin/python3", "-c"])
+        .args(["netns", "exec", &h.tn.ns, "/usr/bin/python3", "-c"])
         .arg(
             "import socket, resource\nhard=resource.getrlimit(resource.RLIMIT_NOFILE)[1];resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\nl=socket.socket();l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);l.bind(('0.0.0.0',9000));l.listen(4096)\nheld=[]\nwhile True:\n  held.append(l.accept()[0])",
         )
@@ -1139,7 +1107,7 @@ async fn one_tenants_held_gateway_connections_do_not_starve_the_daemon() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "another tenant's create: {v}");
-    let (_, out) = run(&b, &rb, "curl -s -m 5 http://allowed.test/").await;
+    let (_, out) = b.run(&rb, "curl -s -m 5 http://allowed.test/").await;
     assert!(
         out.contains("hello"),
         "another tenant's allowed request: {out}"

@@ -14,7 +14,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{name, py, Client, Daemon};
+use common::{name, py, Client, Daemon, TestNet};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -72,34 +72,15 @@ threading.Event().wait()
 
 /// The test hosts: a namespace, their CA, the server, the daemon's hosts file.
 struct Lab {
-    ns: String,
-    veth: String,
-    net: u8,
+    tn: TestNet,
     dir: std::path::PathBuf,
     server: Child,
 }
 
 impl Lab {
     fn new(net: u8) -> Lab {
-        let tag = format!("{}{net}", std::process::id() % 10000);
-        let ns = format!("rts-{tag}");
-        let veth = format!("rtsh{tag}");
-        let peer = format!("rtsp{tag}");
-        let sh = |c: &str| {
-            let st = Command::new("sh").arg("-c").arg(c).status().unwrap();
-            assert!(st.success(), "{c}");
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        let _ = Command::new("ip").args(["link", "del", &veth]).status();
-        sh(&format!("ip netns add {ns}"));
-        sh(&format!("ip link add {veth} type veth peer name {peer}"));
-        sh(&format!("ip link set {peer} netns {ns}"));
-        sh(&format!(
-            "ip addr add 198.18.{net}.1/24 dev {veth} && ip link set {veth} up"
-        ));
-        sh(&format!(
-            "ip -n {ns} addr add 198.18.{net}.2/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.3/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.4/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
-        ));
+        let tn = TestNet::new("rts", net, &[2, 3, 4]);
+        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
         let dir = std::env::temp_dir().join(format!("runta-rts-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -172,13 +153,7 @@ impl Lab {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        Lab {
-            ns,
-            veth,
-            net,
-            dir,
-            server,
-        }
+        Lab { tn, dir, server }
     }
 
     fn hosts_lines(net: u8) -> String {
@@ -224,10 +199,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -240,14 +211,6 @@ fn skip() -> bool {
     false
 }
 
-async fn run(c: &Client, rt: &str, cmd: &str) -> (i64, String) {
-    let d = c.sh(rt, cmd).await;
-    (
-        d["exit_code"].as_i64().unwrap_or(-1),
-        d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or(""),
-    )
-}
-
 /// A runtime that resolves the test names as the gateway does.
 async fn runtime(c: &Client, lab: &Lab, prefix: &str) -> String {
     let rt = name(prefix);
@@ -256,27 +219,11 @@ async fn runtime(c: &Client, lab: &Lab, prefix: &str) -> String {
         &rt,
         &format!(
             "cat >> /etc/hosts <<'EOF'\n{}EOF",
-            Lab::hosts_lines(lab.net)
+            Lab::hosts_lines(lab.tn.net)
         ),
     )
     .await;
     rt
-}
-
-async fn secret(c: &Client, name: &str, value: &str) -> Value {
-    let (st, v) = c
-        .post("/v1/secrets", json!({"name": name, "value": value}))
-        .await;
-    assert!(st.is_success(), "create secret: {v}");
-    v["data"].clone()
-}
-
-async fn rule(c: &Client, rt: &str, body: Value) -> String {
-    let (st, v) = c
-        .post(&format!("/v1/runtimes/{rt}/secret-injection-rules"), body)
-        .await;
-    assert!(st.is_success(), "create rule: {v}");
-    v["data"]["id"].as_str().unwrap().to_string()
 }
 
 fn header_rule(host: &str, path: &str, secret: &str, header: &str) -> Value {
@@ -302,21 +249,19 @@ async fn the_value_does_not_come_back_through_paths_redirects_or_response_header
     let c = d.tenant("rts").await;
     let rt = runtime(&c, &lab, "rts").await;
     let v = value();
-    secret(&c, "key", &v).await;
-    rule(
-        &c,
+    c.new_secret("key", &v).await;
+    c.new_rule(
         &rt,
         header_rule("bound.test", "/v1/*", "key", "Authorization"),
     )
     .await;
-    rule(
-        &c,
+    c.new_rule(
         &rt,
         json!({"host": "bound.test", "path": "/q/*", "secret": "key",
                "injection": {"paramName": "key", "paramFormat": "${credential}"}}),
     )
     .await;
-    let (code, out) = run(&c, &rt, "curl -sS https://bound.test/v1/ok").await;
+    let (code, out) = c.run(&rt, "curl -sS https://bound.test/v1/ok").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         header(&lab.seen("/v1/ok")[0], "authorization"),
@@ -338,12 +283,12 @@ async fn the_value_does_not_come_back_through_paths_redirects_or_response_header
     .iter()
     .enumerate()
     {
-        let (code, out) = run(
-            &c,
-            &rt,
-            &format!("curl -sS --path-as-is 'https://bound.test{p}?t={i}'"),
-        )
-        .await;
+        let (code, out) = c
+            .run(
+                &rt,
+                &format!("curl -sS --path-as-is 'https://bound.test{p}?t={i}'"),
+            )
+            .await;
         assert_eq!(code, 0, "{p}: {out}");
         assert!(!out.contains(&v), "{p}: the value came back: {out}");
         let seen = lab.seen(&format!("?t={i}"));
@@ -351,12 +296,12 @@ async fn the_value_does_not_come_back_through_paths_redirects_or_response_header
         assert_eq!(header(&seen[0], "authorization"), None, "{p}");
     }
     // The same through the query-parameter binding.
-    let (_, out) = run(
-        &c,
-        &rt,
-        "curl -sS --path-as-is 'https://bound.test/q/../echo?t=q'",
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            "curl -sS --path-as-is 'https://bound.test/q/../echo?t=q'",
+        )
+        .await;
     assert!(!out.contains(&v), "{out}");
     assert!(!lab.seen("?t=q")[0]["p"].as_str().unwrap().contains(&v));
 
@@ -365,18 +310,20 @@ async fn the_value_does_not_come_back_through_paths_redirects_or_response_header
     // would put the header there. Both are refused with a 502 (audited),
     // and the value is not in what the runtime got.
     for (p, what) in [("/q/slashme?a=1", "location"), ("/v1/hecho", "x-echo-auth")] {
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!("curl -sS -i -w ' %{{http_code}}' 'https://bound.test{p}'"),
-        )
-        .await;
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!("curl -sS -i -w ' %{{http_code}}' 'https://bound.test{p}'"),
+            )
+            .await;
         assert!(out.ends_with(" 502"), "{p}: {out}");
         assert!(out.contains(what), "{p}: {out}");
         assert!(!out.contains(&v), "{p}: the value came back: {out}");
     }
     // With curl following redirects, too.
-    let (_, out) = run(&c, &rt, "curl -sS -L -i 'https://bound.test/q/slashme?b=2'").await;
+    let (_, out) = c
+        .run(&rt, "curl -sS -L -i 'https://bound.test/q/slashme?b=2'")
+        .await;
     assert!(!out.contains(&v), "{out}");
 
     // The upstream is told the name its certificate was verified for, in
@@ -417,14 +364,10 @@ async fn a_bound_host_that_echoes_the_body_does_not_return_the_value() {
     let c = d.tenant("rtsb").await;
     let rt = runtime(&c, &lab, "rtsb").await;
     let v = value();
-    secret(&c, "key", &v).await;
-    rule(
-        &c,
-        &rt,
-        header_rule("echo.test", "/*", "key", "Authorization"),
-    )
-    .await;
-    let (code, out) = run(&c, &rt, "curl -sS https://echo.test/v1/echo").await;
+    c.new_secret("key", &v).await;
+    c.new_rule(&rt, header_rule("echo.test", "/*", "key", "Authorization"))
+        .await;
+    let (code, out) = c.run(&rt, "curl -sS https://echo.test/v1/echo").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ECHO"), "{out}");
     assert!(!out.contains(&v), "the value came back in the body: {out}");
@@ -443,15 +386,13 @@ async fn misdirection_unverified_upstreams_and_the_ca_hold() {
     let c = d.tenant("rtsm").await;
     let rt = runtime(&c, &lab, "rtsm").await;
     let v = value();
-    secret(&c, "key", &v).await;
-    rule(&c, &rt, header_rule("bound.test", "/*", "key", "X-Key")).await;
-    rule(&c, &rt, header_rule("*.wild.test", "/*", "key", "X-Key")).await;
-    rule(
-        &c,
-        &rt,
-        header_rule("selfsigned.test", "/*", "key", "X-Key"),
-    )
-    .await;
+    c.new_secret("key", &v).await;
+    c.new_rule(&rt, header_rule("bound.test", "/*", "key", "X-Key"))
+        .await;
+    c.new_rule(&rt, header_rule("*.wild.test", "/*", "key", "X-Key"))
+        .await;
+    c.new_rule(&rt, header_rule("selfsigned.test", "/*", "key", "X-Key"))
+        .await;
 
     // One TLS connection to bound.test, then requests that name another
     // host: kept-alive, pipelined, absolute URI with userinfo, two Host
@@ -503,10 +444,14 @@ for c in cases:
 
     // An upstream whose certificate no trusted CA signed: the gateway does
     // not hand it the request (the connection is closed, audited).
-    let (code, out) = run(&c, &rt, "curl -sS -m 10 https://selfsigned.test/self").await;
+    let (code, out) = c
+        .run(&rt, "curl -sS -m 10 https://selfsigned.test/self")
+        .await;
     assert_ne!(code, 0, "{out}");
     assert!(lab.seen("/self").is_empty());
-    let (code, out) = run(&c, &rt, "curl -sS -k -m 10 https://selfsigned.test/self-k").await;
+    let (code, out) = c
+        .run(&rt, "curl -sS -k -m 10 https://selfsigned.test/self-k")
+        .await;
     assert_ne!(code, 0, "{out}");
     assert!(lab.seen("/self-k").is_empty());
 
@@ -519,12 +464,12 @@ for c in cases:
         "http://other.test/landed-plain",
         "https://other.test/landed-tls",
     ] {
-        let (code, out) = run(
-            &c,
-            &rt,
-            &format!("curl -sS -L --cacert /tmp/both.pem 'https://bound.test/redir?to={to}'"),
-        )
-        .await;
+        let (code, out) = c
+            .run(
+                &rt,
+                &format!("curl -sS -L --cacert /tmp/both.pem 'https://bound.test/redir?to={to}'"),
+            )
+            .await;
         assert_eq!(code, 0, "{to}: {out}");
         let p = format!("/{}", to.rsplit('/').next().unwrap());
         let seen: Vec<Value> = lab.seen(&p).into_iter().filter(|s| s["p"] == p).collect();
@@ -534,20 +479,20 @@ for c in cases:
 
     // Wildcards: a.wild.test is intercepted; wild.test itself is not (the
     // runtime sees the upstream's own chain, which it does not trust).
-    let (code, out) = run(&c, &rt, "curl -sS https://a.wild.test/wa").await;
+    let (code, out) = c.run(&rt, "curl -sS https://a.wild.test/wa").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         header(&lab.seen("/wa")[0], "x-key"),
         Some(format!("Bearer {v}").as_str())
     );
-    let (code, _) = run(&c, &rt, "curl -sS -m 5 https://wild.test/wapex").await;
+    let (code, _) = c.run(&rt, "curl -sS -m 5 https://wild.test/wapex").await;
     assert_ne!(code, 0);
-    let (code, out) = run(
-        &c,
-        &rt,
-        "curl -sS --cacert /tmp/up-ca.pem https://wild.test/wapex2",
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            "curl -sS --cacert /tmp/up-ca.pem https://wild.test/wapex2",
+        )
+        .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(header(&lab.seen("/wapex2")[0], "x-key"), None);
 
@@ -584,22 +529,22 @@ for c in cases:
         &fork,
         &format!(
             "cat >> /etc/hosts <<'EOF'\n{}EOF",
-            Lab::hosts_lines(lab.net)
+            Lab::hosts_lines(lab.tn.net)
         ),
     )
     .await;
-    let (code, _) = run(&c, &fork, "curl -sS -m 5 https://bound.test/fork").await;
+    let (code, _) = c.run(&fork, "curl -sS -m 5 https://bound.test/fork").await;
     assert_ne!(
         code, 0,
         "the fork must not be intercepted with the source's CA"
     );
     assert!(lab.seen("/fork").is_empty());
-    let (code, out) = run(
-        &c,
-        &fork,
-        "curl -sS --cacert /tmp/up-ca.pem https://bound.test/fork2",
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &fork,
+            "curl -sS --cacert /tmp/up-ca.pem https://bound.test/fork2",
+        )
+        .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(header(&lab.seen("/fork2")[0], "x-key"), None);
 
@@ -610,9 +555,10 @@ for c in cases:
         "rm /etc/ssl/certs/ca-certificates.crt && mkfifo /etc/ssl/certs/ca-certificates.crt",
     )
     .await;
-    rule(&c, &rt, header_rule("echo.test", "/*", "key", "X-Key")).await;
+    c.new_rule(&rt, header_rule("echo.test", "/*", "key", "X-Key"))
+        .await;
     let t0 = std::time::Instant::now();
-    let (code, _) = run(&c, &rt, "true").await;
+    let (code, _) = c.run(&rt, "true").await;
     assert_eq!(code, 0);
     assert!(t0.elapsed() < std::time::Duration::from_secs(20));
 
@@ -643,14 +589,11 @@ async fn another_tenant_can_neither_read_bind_replace_nor_delete() {
     let rt = runtime(&a, &lab, "rtsa").await;
     let rtb = runtime(&b, &lab, "rtsb").await;
     let v = value();
-    let s = secret(&a, "shared-name", &v).await;
+    let s = a.new_secret("shared-name", &v).await;
     let sid = s["id"].as_str().unwrap().to_string();
-    let bid = rule(
-        &a,
-        &rt,
-        header_rule("bound.test", "/*", "shared-name", "X-Key"),
-    )
-    .await;
+    let bid = a
+        .new_rule(&rt, header_rule("bound.test", "/*", "shared-name", "X-Key"))
+        .await;
     let rt_id = a.get(&format!("/v1/runtimes/{rt}")).await.1["data"]["id"]
         .as_str()
         .unwrap()
@@ -700,7 +643,7 @@ async fn another_tenant_can_neither_read_bind_replace_nor_delete() {
     }
     // B's own secret of the same name, bound as a tenant default: reaches
     // B's runtime only.
-    secret(&b, "shared-name", "b-value-0123456789").await;
+    b.new_secret("shared-name", "b-value-0123456789").await;
     let (st, r) = b
         .post(
             "/v1/default-secret-stubs",
@@ -713,13 +656,13 @@ async fn another_tenant_can_neither_read_bind_replace_nor_delete() {
     bodies.push_str(&list.to_string());
     assert!(!bodies.contains(&v));
 
-    let (code, out) = run(&a, &rt, "curl -sS https://bound.test/tenant-a").await;
+    let (code, out) = a.run(&rt, "curl -sS https://bound.test/tenant-a").await;
     assert_eq!(code, 0, "{out}");
     let seen = &lab.seen("/tenant-a")[0];
     assert_eq!(header(seen, "x-key"), Some(format!("Bearer {v}").as_str()));
     assert_eq!(header(seen, "x-b"), None);
     assert_eq!(header(seen, "x-stolen"), None);
-    let (code, out) = run(&b, &rtb, "curl -sS https://bound.test/tenant-b").await;
+    let (code, out) = b.run(&rtb, "curl -sS https://bound.test/tenant-b").await;
     assert_eq!(code, 0, "{out}");
     let seen = &lab.seen("/tenant-b")[0];
     assert_eq!(header(seen, "x-b"), Some("Bearer b-value-0123456789"));
@@ -728,9 +671,10 @@ async fn another_tenant_can_neither_read_bind_replace_nor_delete() {
     // Odd values: 8 KiB arrives whole, one byte more is refused without
     // echoing it, and errors of other fields never quote the value.
     let big = "k".repeat(8192);
-    secret(&a, "big", &big).await;
-    rule(&a, &rt, header_rule("bound.test", "/big", "big", "X-Big")).await;
-    let (code, out) = run(&a, &rt, "curl -sS https://bound.test/big").await;
+    a.new_secret("big", &big).await;
+    a.new_rule(&rt, header_rule("bound.test", "/big", "big", "X-Big"))
+        .await;
+    let (code, out) = a.run(&rt, "curl -sS https://bound.test/big").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         header(&lab.seen("/big")[0], "x-big").map(str::len),
@@ -768,13 +712,15 @@ async fn a_stub_from_a_runtime_without_bindings_is_blocked() {
     let d = lab.daemon();
     let c = d.tenant("rtss").await;
     let rt = runtime(&c, &lab, "rtss").await;
-    let s = secret(&c, "key", &value()).await;
+    let s = c.new_secret("key", &value()).await;
     let stub = s["stub"].as_str().unwrap().to_string();
-    let (_, out) = run(
-        &c,
-        &rt,
-        &format!("curl -s -m 5 -w ' %{{http_code}}' -H 'X-Key: {stub}' http://other.test/stubbed"),
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w ' %{{http_code}}' -H 'X-Key: {stub}' http://other.test/stubbed"
+            ),
+        )
+        .await;
     assert!(lab.seen("/stubbed").is_empty(), "the stub went out: {out}");
 }

@@ -15,12 +15,11 @@ mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{id_of, name, Client, Daemon};
+use common::{id_of, name, Client, Daemon, TestNet};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -70,34 +69,15 @@ impl Record {
 /// The test's network: a namespace with `bound.test` on .2 and `unbound.test`
 /// on .3, an HTTPS upstream on both, and the hosts file the daemon reads.
 struct Net {
-    ns: String,
-    veth: String,
-    net: u8,
+    tn: TestNet,
     dir: std::path::PathBuf,
     record: Arc<Record>,
 }
 
 impl Net {
     async fn new(net: u8) -> Net {
-        let tag = format!("{}{net}", std::process::id() % 10000);
-        let ns = format!("set-{tag}");
-        let veth = format!("seh{tag}");
-        let peer = format!("sep{tag}");
-        let sh = |c: &str| {
-            let st = Command::new("sh").arg("-c").arg(c).status().unwrap();
-            assert!(st.success(), "{c}");
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        let _ = Command::new("ip").args(["link", "del", &veth]).status();
-        sh(&format!("ip netns add {ns}"));
-        sh(&format!("ip link add {veth} type veth peer name {peer}"));
-        sh(&format!("ip link set {peer} netns {ns}"));
-        sh(&format!(
-            "ip addr add 198.18.{net}.1/24 dev {veth} && ip link set {veth} up"
-        ));
-        sh(&format!(
-            "ip -n {ns} addr add 198.18.{net}.2/24 dev {peer} && ip -n {ns} addr add 198.18.{net}.3/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && ip -n {ns} route add default via 198.18.{net}.1"
-        ));
+        let tn = TestNet::new("set", net, &[2, 3]);
+        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
         let dir = std::env::temp_dir().join(format!("runta-secrets-egress-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -142,17 +122,11 @@ impl Net {
             let plain: SocketAddr = format!("198.18.{net}.{last}:80").parse().unwrap();
             tokio::spawn(serve_plain(bind_in(&ns, plain), record.clone()));
         }
-        Net {
-            ns,
-            veth,
-            net,
-            dir,
-            record,
-        }
+        Net { tn, dir, record }
     }
 
     fn ip(&self, last: u8) -> String {
-        format!("198.18.{}.{last}", self.net)
+        self.tn.ip(last)
     }
 
     fn daemon(&self) -> Daemon {
@@ -167,10 +141,6 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -334,14 +304,6 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-async fn run(c: &Client, rt: &str, cmd: &str) -> (i64, String) {
-    let d = c.sh(rt, cmd).await;
-    (
-        d["exit_code"].as_i64().unwrap_or(-1),
-        d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or(""),
-    )
-}
-
 /// A runtime that resolves the test names like the gateway does.
 async fn runtime(c: &Client, n: &Net, prefix: &str, body: Value) -> String {
     let rt = name(prefix);
@@ -358,22 +320,6 @@ async fn runtime(c: &Client, n: &Net, prefix: &str, body: Value) -> String {
     )
     .await;
     rt
-}
-
-async fn secret(c: &Client, name: &str, value: &str) -> Value {
-    let (st, v) = c
-        .post("/v1/secrets", json!({"name": name, "value": value}))
-        .await;
-    assert!(st.is_success(), "create secret: {v}");
-    v["data"].clone()
-}
-
-async fn rule(c: &Client, rt: &str, body: Value) -> String {
-    let (st, v) = c
-        .post(&format!("/v1/runtimes/{rt}/secret-injection-rules"), body)
-        .await;
-    assert!(st.is_success(), "create rule: {v}");
-    v["data"]["id"].as_str().unwrap().to_string()
 }
 
 /// The stub of a secret, wherever the API shows it.
@@ -468,32 +414,30 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
     let rt = runtime(&c, &n, "sec", json!({})).await;
     let rt_id = id_of(&c.get(&format!("/v1/runtimes/{rt}")).await.1["data"]);
     let value = format!("sv-{}", uuid::Uuid::new_v4().simple());
-    let s = secret(&c, "api-key", &value).await;
+    let s = c.new_secret("api-key", &value).await;
     let other_value = format!("sv-{}", uuid::Uuid::new_v4().simple());
-    let s2 = secret(&c, "unbound-key", &other_value).await;
-    let header_rule = rule(
-        &c,
-        &rt,
+    let s2 = c.new_secret("unbound-key", &other_value).await;
+    let header_rule = c.new_rule(&rt,
         json!({"host": "bound.test", "path": "/v1/*", "secret": "api-key",
                "injection": {"headerName": "Authorization", "valueFormat": "Bearer ${credential}"}}),
     )
     .await;
-    let param_rule = rule(
-        &c,
-        &rt,
-        json!({"host": "bound.test", "path": "/q/*", "secret": "api-key",
+    let param_rule = c
+        .new_rule(
+            &rt,
+            json!({"host": "bound.test", "path": "/q/*", "secret": "api-key",
                "injection": {"paramName": "key", "paramFormat": "${credential}"}}),
-    )
-    .await;
+        )
+        .await;
 
     // HTTP/1.1 with curl, no CA flag: the header arrives, the runtime's own
     // Authorization (a placeholder) replaced.
-    let (code, out) = run(
-        &c,
-        &rt,
-        "curl -sS --http1.1 -H 'Authorization: Bearer placeholder' https://bound.test/v1/chat",
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            "curl -sS --http1.1 -H 'Authorization: Bearer placeholder' https://bound.test/v1/chat",
+        )
+        .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok HTTP/1.1 /v1/chat"), "{out}");
     let seen = n.record.find("/v1/chat");
@@ -511,7 +455,9 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
         1
     );
     // HTTP/2 with curl: negotiated both sides, the header arrives.
-    let (code, out) = run(&c, &rt, "curl -sS --http2 https://bound.test/v1/h2").await;
+    let (code, out) = c
+        .run(&rt, "curl -sS --http2 https://bound.test/v1/h2")
+        .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok HTTP/2.0 /v1/h2"), "{out}");
     let seen = n.record.find("/v1/h2");
@@ -522,9 +468,7 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
         Some(format!("Bearer {value}").as_str())
     );
     // Python's standard library (urllib, SSL_CERT_FILE).
-    let (code, out) = run(
-        &c,
-        &rt,
+    let (code, out) = c.run(&rt,
         "python3 -c \"import urllib.request as u;print(u.urlopen('https://bound.test/v1/py').read().decode())\"",
     )
     .await;
@@ -543,11 +487,9 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
         .join("rootfs/usr/local/bin/node");
     let copied = std::path::Path::new("/usr/bin/node").is_file()
         && std::fs::copy("/usr/bin/node", &node_dst).is_ok();
-    let (code, v) = run(&c, &rt, "/usr/local/bin/node --version").await;
+    let (code, v) = c.run(&rt, "/usr/local/bin/node --version").await;
     if copied && code == 0 {
-        let (code, out) = run(
-            &c,
-            &rt,
+        let (code, out) = c.run(&rt,
             "/usr/local/bin/node -e \"fetch('https://bound.test/v1/node').then(async r => console.log(r.status, await r.text())).catch(e => { console.log('error', e.cause ? e.cause.code : e.message); process.exit(1) })\"",
         )
         .await;
@@ -562,7 +504,9 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
         println!("skipped: Node fetch (the host's node cannot run in the base image: {v})");
     }
     // A query parameter, set once, the others kept.
-    let (code, out) = run(&c, &rt, "curl -sS 'https://bound.test/q/geo?a=1&key=mine'").await;
+    let (code, out) = c
+        .run(&rt, "curl -sS 'https://bound.test/q/geo?a=1&key=mine'")
+        .await;
     assert_eq!(code, 0, "{out}");
     let q = &n.record.find("/q/geo")[0];
     assert_eq!(q.pq, format!("/q/geo?a=1&key={value}"), "{q:?}");
@@ -576,7 +520,7 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
         Some(format!("Bearer {value}").as_str())
     );
     // A path no binding names: intercepted, nothing added.
-    let (code, _) = run(&c, &rt, "curl -sS https://bound.test/other").await;
+    let (code, _) = c.run(&rt, "curl -sS https://bound.test/other").await;
     assert_eq!(code, 0);
     assert_eq!(n.record.find("/other")[0].header("authorization"), None);
 
@@ -588,17 +532,17 @@ async fn injected_over_http1_and_http2_streamed_and_never_in_the_runtime() {
     )
     .await;
     c.eventually(20, "the first chunk", || async {
-        run(&c, &rt, "cat /tmp/stream.out")
+        c.run(&rt, "cat /tmp/stream.out")
             .await
             .1
             .contains("chunk-1")
     })
     .await;
-    let (_, now) = run(&c, &rt, "cat /tmp/stream.out").await;
+    let (_, now) = c.run(&rt, "cat /tmp/stream.out").await;
     assert!(!now.contains("chunk-2") && !now.contains("done"), "{now}");
     n.record.release.notify_one();
     c.eventually(20, "the second chunk and the end", || async {
-        let o = run(&c, &rt, "cat /tmp/stream.out").await.1;
+        let o = c.run(&rt, "cat /tmp/stream.out").await.1;
         o.contains("chunk-2") && o.contains("done")
     })
     .await;
@@ -630,25 +574,23 @@ print(s.recv(64).decode())
     let pem = std::fs::read_to_string(n.dir.join("upstream-ca.pem")).unwrap();
     c.out(&rt, &format!("cat > /tmp/up-ca.pem <<'EOF'\n{pem}EOF"))
         .await;
-    let (code, out) = run(
-        &c,
-        &rt,
-        "curl -sS --cacert /tmp/up-ca.pem https://unbound.test/v1/plain",
-    )
-    .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            "curl -sS --cacert /tmp/up-ca.pem https://unbound.test/v1/plain",
+        )
+        .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(n.record.find("/v1/plain")[0].header("authorization"), None);
-    let (code, _) = run(
-        &c,
-        &rt,
-        "curl -sS --cacert /tmp/up-ca.pem https://bound.test/v1/chain",
-    )
-    .await;
+    let (code, _) = c
+        .run(
+            &rt,
+            "curl -sS --cacert /tmp/up-ca.pem https://bound.test/v1/chain",
+        )
+        .await;
     assert_ne!(code, 0, "the bound host's chain must be the runtime CA's");
     // The trust store holds the runtime's CA once, beside the image's own.
-    let (code, out) = run(
-        &c,
-        &rt,
+    let (code, out) = c.run(&rt,
         "grep -c 'BEGIN Runta egress CA' /etc/ssl/certs/ca-certificates.crt; grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt",
     )
     .await;
@@ -664,23 +606,23 @@ print(s.recv(64).decode())
     // A stub: over plain HTTP anywhere, or over TLS to a host its secret has
     // no binding for, the request is blocked.
     if let Some(stub2) = stub_of(&s2).or_else(|| stub_of(&s)) {
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!(
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!(
                 "curl -s -m 5 -w ' %{{http_code}}' -H 'X-Key: {stub2}' http://unbound.test/v1/stub"
             ),
-        )
-        .await;
+            )
+            .await;
         assert!(out.ends_with(" 403"), "{out}");
-        let (_, out) = run(
-            &c,
-            &rt,
-            &format!(
+        let (_, out) = c
+            .run(
+                &rt,
+                &format!(
                 "curl -s -m 5 -w ' %{{http_code}}' -H 'X-Key: {stub2}' https://bound.test/v1/stub2"
             ),
-        )
-        .await;
+            )
+            .await;
         if stub_of(&s2).is_some() {
             assert!(out.ends_with(" 403"), "{out}");
             assert!(n.record.find("/v1/stub2").is_empty());
@@ -783,12 +725,12 @@ print(s.recv(64).decode())
     );
     assert!(!seen_files.is_empty(), "the file scan sees nothing");
     // The runtime CA's key is not in the runtime either (only its certificate).
-    let (_, keys) = run(
-        &c,
-        &rt,
-        "grep -rlsF -- 'PRIVATE KEY-----' /etc/ssl /root /tmp 2>/dev/null | head -3",
-    )
-    .await;
+    let (_, keys) = c
+        .run(
+            &rt,
+            "grep -rlsF -- 'PRIVATE KEY-----' /etc/ssl /root /tmp 2>/dev/null | head -3",
+        )
+        .await;
     assert!(keys.trim().is_empty(), "{keys}");
 
     // Delete the header binding while the loop runs: every request the
@@ -841,15 +783,14 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
     let c = d.tenant("sech").await;
     let rt = runtime(&c, &n, "sech", json!({})).await;
     let value = format!("sv-{}", uuid::Uuid::new_v4().simple());
-    secret(&c, "k", &value).await;
-    rule(
-        &c,
+    c.new_secret("k", &value).await;
+    c.new_rule(
         &rt,
         json!({"host": "bound.test", "path": "/*", "secret": "k",
                "injection": {"headerName": "X-Api-Key", "valueFormat": "${credential}"}}),
     )
     .await;
-    let (code, out) = run(&c, &rt, "curl -sS https://bound.test/ok").await;
+    let (code, out) = c.run(&rt, "curl -sS https://bound.test/ok").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         n.record.find("/ok")[0].header("x-api-key"),
@@ -858,16 +799,12 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
 
     // SNI bound.test, Host another name (HTTP/1.1), and HTTP/2 `:authority`
     // another name: refused, nothing reaches any upstream.
-    let (_, out) = run(
-        &c,
-        &rt,
+    let (_, out) = c.run(&rt,
         "curl -s --http1.1 -w ' %{http_code}' -H 'Host: unbound.test' https://bound.test/h1-mismatch",
     )
     .await;
     assert!(out.ends_with(" 421"), "{out}");
-    let (_, out) = run(
-        &c,
-        &rt,
+    let (_, out) = c.run(&rt,
         "curl -s --http2 -w ' %{http_code} %{http_version}' -H 'Host: unbound.test' https://bound.test/h2-mismatch",
     )
     .await;
@@ -876,18 +813,14 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
     assert!(n.record.find("/h2-mismatch").is_empty());
 
     // A CONNECT tunnel inside the intercepted connection: refused.
-    let (_, out) = run(
-        &c,
-        &rt,
+    let (_, out) = c.run(&rt,
         "curl -s --http1.1 -w ' %{http_code}' -X CONNECT --request-target bound.test:443 https://bound.test/",
     )
     .await;
     assert!(out.ends_with(" 405"), "{out}");
     // Huge headers: refused on both protocols, the daemon unmoved.
     for proto in ["--http1.1", "--http2"] {
-        let (_, out) = run(
-            &c,
-            &rt,
+        let (_, out) = c.run(&rt,
             &format!("curl -s {proto} -w ' %{{http_code}}' -H \"X-Big: $(head -c 200000 /dev/zero | tr '\\0' a)\" https://bound.test/huge"),
         )
         .await;
@@ -903,14 +836,13 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
     )
     .await;
     for i in 0..3 {
-        let (code, out) = run(&c, &rt, &format!("curl -sS https://bound.test/during-{i}")).await;
+        let (code, out) = c
+            .run(&rt, &format!("curl -sS https://bound.test/during-{i}"))
+            .await;
         assert_eq!(code, 0, "{out}");
     }
     c.eventually(60, "the stalled handshake to be dropped", || async {
-        run(&c, &rt, "cat /tmp/stall.out")
-            .await
-            .1
-            .contains("closed")
+        c.run(&rt, "cat /tmp/stall.out").await.1.contains("closed")
     })
     .await;
     // Dropped for not finishing the handshake (the gateway's audit says so),
@@ -927,7 +859,7 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
         "{a}"
     );
     // Still serving.
-    let (code, out) = run(&c, &rt, "curl -sS https://bound.test/after").await;
+    let (code, out) = c.run(&rt, "curl -sS https://bound.test/after").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         n.record.find("/after")[0].header("x-api-key"),
@@ -945,18 +877,20 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
     assert!(before.contains("BEGIN CERTIFICATE"), "{before}");
     d.kill9();
     d.spawn();
-    let (code, out) = run(&c, &rt, "curl -sS https://bound.test/after-restart").await;
+    let (code, out) = c
+        .run(&rt, "curl -sS https://bound.test/after-restart")
+        .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         n.record.find("/after-restart")[0].header("x-api-key"),
         Some(value.as_str())
     );
-    let (_, out) = run(
-        &c,
-        &rt,
-        "grep -c 'BEGIN Runta egress CA' /etc/ssl/certs/ca-certificates.crt",
-    )
-    .await;
+    let (_, out) = c
+        .run(
+            &rt,
+            "grep -c 'BEGIN Runta egress CA' /etc/ssl/certs/ca-certificates.crt",
+        )
+        .await;
     assert_eq!(out.trim(), "1");
     assert_eq!(
         c.out(&rt, block).await,
@@ -973,14 +907,13 @@ async fn a_hostile_runtime_cannot_misdirect_or_wedge_the_interception() {
         json!({"egress_policy": {"enabled": true, "allowed_hosts": ["unbound.test"]}}),
     )
     .await;
-    rule(
-        &c,
+    c.new_rule(
         &rt2,
         json!({"host": "bound.test", "path": "/*", "secret": "k",
                "injection": {"headerName": "X-Api-Key", "valueFormat": "${credential}"}}),
     )
     .await;
-    let (code, _) = run(&c, &rt2, "curl -sS -m 5 https://bound.test/denied").await;
+    let (code, _) = c.run(&rt2, "curl -sS -m 5 https://bound.test/denied").await;
     assert_ne!(code, 0);
     assert!(n.record.find("/denied").is_empty());
 }
@@ -1027,8 +960,7 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
         ("warm", "/warm/*", "X-Warm"),
         ("short", "/short/*", "X-Short"),
     ] {
-        rule(
-            &c,
+        c.new_rule(
             &rt,
             json!({"host": "bound.test", "path": path, "secret": secret,
                    "injection": {"headerName": header, "valueFormat": "${credential}"}}),
@@ -1046,7 +978,7 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     };
 
     // TTL 0: every injected request decrypts.
-    let (code, out) = run(&c, &rt, &curl(&["/zero/1", "/zero/2", "/zero/3"])).await;
+    let (code, out) = c.run(&rt, &curl(&["/zero/1", "/zero/2", "/zero/3"])).await;
     assert_eq!((code, out.as_str()), (0, "200 200 200 "), "{out}");
     for i in 1..=3 {
         assert_eq!(
@@ -1056,7 +988,7 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     }
     assert_eq!(decrypts(&c).await, 3);
     // A path of the bound host no binding names: intercepted, nothing opened.
-    let (code, _) = run(&c, &rt, &curl(&["/elsewhere"])).await;
+    let (code, _) = c.run(&rt, &curl(&["/elsewhere"])).await;
     assert_eq!(code, 0);
     assert_eq!(n.record.find("/elsewhere")[0].header("x-zero"), None);
     assert_eq!(decrypts(&c).await, 3);
@@ -1064,13 +996,13 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     // TTL 30: requests within the window decrypt once.
     let warm_paths: Vec<String> = (1..=5).map(|i| format!("/warm/{i}")).collect();
     let refs: Vec<&str> = warm_paths.iter().map(String::as_str).collect();
-    let (code, out) = run(&c, &rt, &curl(&refs)).await;
+    let (code, out) = c.run(&rt, &curl(&refs)).await;
     assert_eq!(code, 0, "{out}");
     for p in &warm_paths {
         assert_eq!(n.record.find(p)[0].header("x-warm"), Some(warm.as_str()));
     }
     assert_eq!(decrypts(&c).await, 4);
-    let (code, _) = run(&c, &rt, &curl(&["/warm/6", "/warm/7"])).await;
+    let (code, _) = c.run(&rt, &curl(&["/warm/6", "/warm/7"])).await;
     assert_eq!(code, 0);
     assert_eq!(decrypts(&c).await, 4, "a cached value was decrypted again");
     // A replaced value reaches the very next request although the old one
@@ -1084,7 +1016,9 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
         )
         .await;
     assert!(st.is_success(), "{v}");
-    let (code, _) = run(&c, &rt, &curl(&["/warm/after-put", "/warm/after-put2"])).await;
+    let (code, _) = c
+        .run(&rt, &curl(&["/warm/after-put", "/warm/after-put2"]))
+        .await;
     assert_eq!(code, 0);
     assert_eq!(
         n.record.find("/warm/after-put")[0].header("x-warm"),
@@ -1094,7 +1028,7 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     // A deleted one stops at once, cache or not.
     let (st, v) = c.delete("/v1/secrets/warm").await;
     assert!(st.is_success(), "{v}");
-    let (code, _) = run(&c, &rt, &curl(&["/warm/after-delete"])).await;
+    let (code, _) = c.run(&rt, &curl(&["/warm/after-delete"])).await;
     assert_eq!(code, 0);
     assert_eq!(
         n.record.find("/warm/after-delete")[0].header("x-warm"),
@@ -1103,11 +1037,11 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     assert_eq!(decrypts(&c).await, 5);
 
     // TTL 2: cached, then decrypted again once the TTL has passed.
-    let (code, _) = run(&c, &rt, &curl(&["/short/1", "/short/2"])).await;
+    let (code, _) = c.run(&rt, &curl(&["/short/1", "/short/2"])).await;
     assert_eq!(code, 0);
     assert_eq!(decrypts(&c).await, 6);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (code, _) = run(&c, &rt, &curl(&["/short/3"])).await;
+    let (code, _) = c.run(&rt, &curl(&["/short/3"])).await;
     assert_eq!(code, 0);
     assert_eq!(
         n.record.find("/short/3")[0].header("x-short"),
@@ -1120,9 +1054,7 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before = decrypts(&c).await;
     let t0 = Instant::now();
-    let (code, out) = run(
-        &c,
-        &rt,
+    let (code, out) = c.run(&rt,
         "for i in $(seq 1 30); do curl -sS -o /dev/null https://bound.test/short/loop$i || exit 1; sleep 0.2; done",
     )
     .await;
@@ -1145,9 +1077,7 @@ async fn the_cache_ttl_bounds_how_long_a_value_is_kept_in_clear() {
     let ort = runtime(&o, &n, "sttlo", json!({})).await;
     let before = decrypts(&c).await;
     // (Not intercepted: it reaches the upstream directly, whose CA it lacks.)
-    let (code, out) = run(
-        &o,
-        &ort,
+    let (code, out) = o.run(&ort,
         "curl -sSk https://bound.test/zero/foreign && curl -sSk https://bound.test/short/foreign",
     )
     .await;

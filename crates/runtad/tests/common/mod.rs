@@ -314,6 +314,33 @@ impl Client {
     }
 
     /// Runs a shell command, asserting the call itself succeeded.
+    /// Runs `cmd` in runtime `rt`: (exit code, stdout + stderr).
+    pub async fn run(&self, rt: &str, cmd: &str) -> (i64, String) {
+        let d = self.sh(rt, cmd).await;
+        (
+            d["exit_code"].as_i64().unwrap_or(-1),
+            d["stdout"].as_str().unwrap_or("").to_string() + d["stderr"].as_str().unwrap_or(""),
+        )
+    }
+
+    /// Creates secret `name` with `value`; its `Secret` object.
+    pub async fn new_secret(&self, name: &str, value: &str) -> Value {
+        let (st, v) = self
+            .post("/v1/secrets", json!({"name": name, "value": value}))
+            .await;
+        assert!(st.is_success(), "create secret: {v}");
+        v["data"].clone()
+    }
+
+    /// Adds a secret-injection rule to runtime `rt`; the rule's id.
+    pub async fn new_rule(&self, rt: &str, body: Value) -> String {
+        let (st, v) = self
+            .post(&format!("/v1/runtimes/{rt}/secret-injection-rules"), body)
+            .await;
+        assert!(st.is_success(), "create rule: {v}");
+        v["data"]["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn sh(&self, name: &str, cmd: &str) -> Value {
         let (st, v) = self
             .post(
