@@ -1558,3 +1558,51 @@ async fn docker_v2_manifests_pull_and_run() {
     let (st, v) = c.delete(&format!("/v1/runtimes/{n}")).await;
     assert!(st.is_success(), "{v}");
 }
+
+/// The image config's `User` is not applied yet: an image asking for a user
+/// other than root is refused at create (naming `image` and the user), never
+/// run as root; `User: root` / `0:0` run as before. Nothing is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_asking_for_another_user_is_refused_not_run_as_root() {
+    skip_unless_ready!();
+    let w = world();
+    let c = w.daemon.tenant("imguser").await;
+    for (tag, user, ok) in [
+        ("app", "app", false),
+        ("uid", "1000:1000", false),
+        ("root", "0:0", true),
+    ] {
+        let mut t = Tar::new();
+        t.dir("bin", 0o755, 0, 0)
+            .file("bin/busybox", 0o755, 0, 0, &busybox().unwrap())
+            .symlink("bin/sh", "busybox")
+            .file("etc/user-image", 0o644, 0, 0, tag.as_bytes());
+        let dir = w.work.join(format!("user-{tag}"));
+        layout(
+            &dir,
+            tag,
+            &[(t.finish(), Comp::Gzip)],
+            json!({"Env": ["PATH=/bin"], "User": user}),
+        );
+        w.plain.push_args(&dir, tag, "test/user", &[]);
+        let reference = format!("{}/test/user:{tag}", w.plain.addr);
+        let n = common::name("usr");
+        let (st, v) = c
+            .post(
+                "/v1/runtimes",
+                json!({"name": n, "image": reference, "resources": {"requests": {"vcpus": 1, "memory_mib": 128}}}),
+            )
+            .await;
+        if ok {
+            assert!(st.is_success(), "{user}: {v}");
+            assert_eq!(c.out(&n, "cat /etc/user-image").await, tag);
+            c.delete(&format!("/v1/runtimes/{n}")).await;
+        } else {
+            assert!(st.is_client_error(), "{user}: {st} {v}");
+            let msg = v.to_string();
+            assert!(msg.contains("image") && msg.contains(user), "{v}");
+            let (st, _) = c.get(&format!("/v1/runtimes/{n}")).await;
+            assert_eq!(st, StatusCode::NOT_FOUND, "a refused create left a record");
+        }
+    }
+}
