@@ -8,8 +8,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 want=(crun runc debootstrap iptables iproute2 curl ca-certificates gcc libc6-dev make
       pkg-config python3 python3-venv procps)
-# The image tests: a registry on loopback, image tools, a static busybox to build images from.
-want+=(docker-registry skopeo umoci zstd busybox-static)
+# The image tests: a registry on loopback, image tools, a static busybox to build images
+# from, and buildah, which runs Dockerfile builds (docs/images.md).
+want+=(docker-registry skopeo umoci zstd busybox-static buildah)
 [ "${RUNTA_WITH_BROWSER:-1}" = 1 ] && want+=(chromium)
 [ "${RUNTA_WITH_BENCH:-0}" = 1 ] && want+=(podman wrk)
 command -v node >/dev/null || want+=(nodejs npm)
