@@ -13,6 +13,7 @@ pub mod cgroups;
 pub mod fake;
 pub mod host;
 pub mod images;
+pub mod ipset;
 mod netlink;
 pub mod network;
 pub mod oci;

@@ -15,9 +15,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
+/// `NLM_F_ROOT | NLM_F_MATCH`.
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 
 const RTM_NEWLINK: u16 = 16;
@@ -48,21 +51,22 @@ const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
 
-const NLA_F_NESTED: u16 = 1 << 15;
+pub(crate) const NLA_F_NESTED: u16 = 1 << 15;
+pub(crate) const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
 
-fn align4(n: usize) -> usize {
+pub(crate) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
 /// A request body under construction: a fixed header (`ifinfomsg`, …)
 /// followed by attributes, some nested.
-struct Msg {
+pub(crate) struct Msg {
     buf: Vec<u8>,
     open: Vec<usize>,
 }
 
 impl Msg {
-    fn new(header: &[u8]) -> Self {
+    pub(crate) fn new(header: &[u8]) -> Self {
         let mut m = Msg {
             buf: Vec::with_capacity(256),
             open: Vec::new(),
@@ -71,30 +75,30 @@ impl Msg {
         m
     }
 
-    fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+    pub(crate) fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(bytes);
         self.buf.resize(align4(self.buf.len()), 0);
         self
     }
 
-    fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Self {
+    pub(crate) fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Self {
         let len = (4 + data.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.raw(data)
     }
 
-    fn attr_str(&mut self, ty: u16, s: &str) -> &mut Self {
+    pub(crate) fn attr_str(&mut self, ty: u16, s: &str) -> &mut Self {
         let mut v = s.as_bytes().to_vec();
         v.push(0);
         self.attr(ty, &v)
     }
 
-    fn attr_u32(&mut self, ty: u16, v: u32) -> &mut Self {
+    pub(crate) fn attr_u32(&mut self, ty: u16, v: u32) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
 
-    fn begin(&mut self, ty: u16) -> &mut Self {
+    pub(crate) fn begin(&mut self, ty: u16) -> &mut Self {
         self.open.push(self.buf.len());
         self.buf.extend_from_slice(&[0, 0]);
         self.buf
@@ -102,7 +106,7 @@ impl Msg {
         self
     }
 
-    fn end(&mut self) -> &mut Self {
+    pub(crate) fn end(&mut self) -> &mut Self {
         let start = self.open.pop().expect("end() without begin()");
         let len = (self.buf.len() - start) as u16;
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
@@ -129,12 +133,17 @@ pub struct Netlink {
 
 impl Netlink {
     pub fn open() -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_ROUTE)
+    }
+
+    /// A socket of another netlink family (`NETLINK_NETFILTER` for ipset).
+    pub(crate) fn open_protocol(protocol: libc::c_int) -> io::Result<Self> {
         // SAFETY: plain socket/bind calls; the fd is owned right after.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if fd < 0 {
@@ -159,13 +168,36 @@ impl Netlink {
     }
 
     /// Sends one request and waits for its acknowledgement.
-    fn request(&mut self, ty: u16, flags: u16, body: &Msg) -> io::Result<()> {
+    pub(crate) fn request(&mut self, ty: u16, flags: u16, body: &Msg) -> io::Result<()> {
+        self.send(ty, flags | NLM_F_ACK, body)?;
+        self.answers(|_, _| Ok(())).map(|_| ())
+    }
+
+    /// Sends a dump request (`NLM_F_DUMP`) and hands each answer's payload
+    /// (what follows its `nlmsghdr`) to `each`, until the kernel says done.
+    pub(crate) fn dump(
+        &mut self,
+        ty: u16,
+        body: &Msg,
+        mut each: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.send(ty, NLM_F_DUMP, body)?;
+        self.answers(|mty, payload| {
+            if mty == ty {
+                each(payload)?;
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    fn send(&mut self, ty: u16, flags: u16, body: &Msg) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let len = 16 + body.buf.len();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&(len as u32).to_ne_bytes());
         out.extend_from_slice(&ty.to_ne_bytes());
-        out.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        out.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         out.extend_from_slice(&self.seq.to_ne_bytes());
         out.extend_from_slice(&0u32.to_ne_bytes());
         out.extend_from_slice(&body.buf);
@@ -174,7 +206,15 @@ impl Netlink {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut buf = vec![0u8; 8192];
+        Ok(())
+    }
+
+    /// Reads the kernel's answers to the last request: every message of its
+    /// sequence goes to `each` (type, payload) until the acknowledgement
+    /// (`NLMSG_ERROR`, 0 or an errno) or the end of a dump (`NLMSG_DONE`).
+    fn answers(&mut self, mut each: impl FnMut(u16, &[u8]) -> io::Result<()>) -> io::Result<()> {
+        // Dumps come in datagrams of up to a page or two each.
+        let mut buf = vec![0u8; 32 * 1024];
         loop {
             // SAFETY: buf is a valid writable buffer.
             let n =
@@ -198,13 +238,19 @@ impl Netlink {
                         "malformed netlink answer",
                     ));
                 }
-                if mty == NLMSG_ERROR && mseq == self.seq && mlen >= 20 {
-                    let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                    return if err == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::Error::from_raw_os_error(-err))
-                    };
+                if mseq == self.seq {
+                    if mty == NLMSG_ERROR && mlen >= 20 {
+                        let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                        return if err == 0 {
+                            Ok(())
+                        } else {
+                            Err(io::Error::from_raw_os_error(-err))
+                        };
+                    }
+                    if mty == NLMSG_DONE {
+                        return Ok(());
+                    }
+                    each(mty, &buf[off + 16..off + mlen])?;
                 }
                 off += align4(mlen);
             }

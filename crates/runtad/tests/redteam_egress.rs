@@ -9,7 +9,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{name, py, Client, Daemon, TestNet};
+use common::{egress_gateway_port_of, name, py, Client, Daemon, TestNet};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -289,14 +289,8 @@ async fn allowlist_header_name_and_socket_tricks_are_refused() {
     assert!(out.contains("ERR") && !out.contains("hello"), "{out}");
 
     // The gateway's own port, hit directly, is no way around it.
-    let rules = Command::new("iptables-save").output().unwrap();
-    let rules = String::from_utf8_lossy(&rules.stdout).to_string();
-    let port: u16 = rules
-        .lines()
-        .find(|l| l.contains(&format!("-s {rt_ip}/32 -p tcp")) && l.contains("REDIRECT"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no redirect rule: {rules}"));
+    let port = egress_gateway_port_of(&rt_ip)
+        .unwrap_or_else(|| panic!("no redirect rule: {}", common::iptables_save()));
     let gw = format!("10.{}.0.1", d.subnet_octet);
     let out = raw(
         &c,

@@ -142,7 +142,7 @@ async fn a_removed_bridge_is_made_again() {
 }
 
 /// A daemon stopped with no runtime left takes its host pieces with it: the
-/// bridge, the iptables chains and its parent cgroups.
+/// bridge, the iptables chains, the egress ipsets and its parent cgroups.
 #[tokio::test]
 async fn a_clean_stop_with_no_runtimes_leaves_nothing_on_the_host() {
     let d = Daemon::start_new(&[]);
@@ -162,6 +162,14 @@ async fn a_clean_stop_with_no_runtimes_leaves_nothing_on_the_host() {
             .collect::<Vec<_>>()
     };
     assert!(!cgroups().is_empty(), "a running runtime has cgroups");
+    let sets = runta_backend::ipset::IpSets::open().unwrap();
+    let egress_sets = ["eg", "egi", "egu", "tcp"].map(|k| format!("RT-{inst}-{k}"));
+    for s in &egress_sets {
+        assert!(
+            sets.members(s).is_ok(),
+            "a running daemon has its egress set {s}"
+        );
+    }
     let (st, _) = c.delete(&format!("/v1/runtimes/{n}")).await;
     assert!(st.is_success());
     assert!(d.terminate().success());
@@ -183,4 +191,7 @@ async fn a_clean_stop_with_no_runtimes_leaves_nothing_on_the_host() {
         !String::from_utf8_lossy(&rules.stdout).contains(&format!("RT-{inst}-")),
         "iptables chains left behind"
     );
+    for s in &egress_sets {
+        assert!(sets.members(s).is_err(), "egress set {s} left behind");
+    }
 }

@@ -1,24 +1,28 @@
-//! The host's packet rules for runtimes under a policy, with iptables (the tool
-//! the runtime network itself is built with, so a host that runs runtimes has
-//! it). Three chains per daemon instance, each jumped to first from its parent:
+//! The host's packet rules for runtimes under a policy: iptables rules that
+//! never change while the daemon runs, matching kernel ipsets of runtime
+//! addresses (`-m set`). Three chains per daemon instance, each jumped to
+//! first from its parent for traffic from the runtimes' bridge:
 //!
-//! - `nat RT-<tag>-EGN` (PREROUTING): every new TCP connection of the runtime is
-//!   redirected to the gateway's TCP port, every UDP datagram to port 53 to
-//!   its DNS port.
+//! - `nat RT-<tag>-EGN` (PREROUTING): every new TCP connection of a member of
+//!   the filtered or the TCP-only set is redirected to the gateway's TCP port,
+//!   every UDP datagram of a filtered member to port 53 to its DNS port.
 //! - `filter RT-<tag>-EGI` (INPUT): lets those redirected packets in (the
 //!   network's own INPUT chain drops everything runtimes start towards the host).
-//! - `filter RT-<tag>-EGF` (FORWARD): drops everything else the runtime sends
-//!   (other UDP, QUIC, ICMP): default deny.
+//! - `filter RT-<tag>-EGF` (FORWARD): drops everything else a filtered member
+//!   sends (other UDP, QUIC, ICMP): default deny, counted per member by the
+//!   sets' counters for the aggregated drop audits.
 //!
-//! The rules of a runtime do not depend on its policy (the gateway reads the
-//! policy per connection), so a policy change never touches them. A
-//! runtime's seven rules go in, and out, in one `iptables-restore --noflush`
-//! call; a daemon restart (also after kill -9) empties the chains and puts
-//! every stored policy runtime back.
+//! So putting a runtime under the gateway, or taking it off, is a set member
+//! added or removed over netlink (`runta_backend::ipset`), with no process
+//! and no rule rewritten: create -> ready does not pay for a firewall tool.
+//! A policy change never touches them at all (the gateway reads the policy
+//! per connection). A daemon restart (also after kill -9) empties the sets
+//! and chains and puts every stored policy runtime back.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+
+use runta_backend::ipset::IpSets;
 
 use tokio::process::Command;
 
@@ -41,19 +45,35 @@ async fn ipt(table: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Indexes in [`Rules::specs`] of the TCP redirect and its INPUT accept.
-const TCP_ONLY: [usize; 2] = [0, 2];
+/// The sets a runtime under the gateway is a member of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Set {
+    /// Fully filtered (a policy): TCP and DNS redirected, everything else
+    /// dropped; its counters count what the last catch-all DROP drops.
+    Filtered,
+    /// Counts the ICMP a filtered runtime has dropped.
+    Icmp,
+    /// Counts the UDP (QUIC and all) a filtered runtime has dropped.
+    Udp,
+    /// Only TCP redirected (an open policy with secret bindings).
+    TcpOnly,
+}
 
-#[derive(Debug, Clone)]
+const SETS: [Set; 4] = [Set::Filtered, Set::Icmp, Set::Udp, Set::TcpOnly];
+
+/// The counters last read per (set, member), to report what is new.
+type Seen = std::collections::HashMap<(Set, Ipv4Addr), (u64, u64)>;
+
 pub struct Rules {
     bridge: String,
     nat: String,
     input: String,
     forward: String,
+    tag: String,
     tcp_port: u16,
     dns_port: u16,
-    /// The runtimes whose rules `add` put in (since the last `reset`).
-    added: Arc<Mutex<HashSet<Ipv4Addr>>>,
+    sets: Option<IpSets>,
+    seen: Mutex<Seen>,
 }
 
 impl Rules {
@@ -63,19 +83,38 @@ impl Rules {
             nat: format!("RT-{tag}-EGN"),
             input: format!("RT-{tag}-EGI"),
             forward: format!("RT-{tag}-EGF"),
+            tag: tag.to_string(),
             tcp_port,
             dns_port,
-            added: Arc::default(),
+            sets: IpSets::open().ok(),
+            seen: Mutex::default(),
         }
     }
 
-    /// Whether the host has a working iptables.
+    /// Whether the host has a working iptables and the kernel's ipset.
     pub async fn available() -> bool {
-        Command::new("iptables")
+        let ipt = Command::new("iptables")
             .arg("--version")
             .output()
             .await
-            .is_ok_and(|o| o.status.success())
+            .is_ok_and(|o| o.status.success());
+        ipt && IpSets::open().is_ok()
+    }
+
+    fn set_name(&self, s: Set) -> String {
+        let kind = match s {
+            Set::Filtered => "eg",
+            Set::Icmp => "egi",
+            Set::Udp => "egu",
+            Set::TcpOnly => "tcp",
+        };
+        format!("RT-{}-{kind}", self.tag)
+    }
+
+    fn sets(&self) -> Result<&IpSets, String> {
+        self.sets
+            .as_ref()
+            .ok_or_else(|| "the kernel's ipset is not available (module ip_set)".to_string())
     }
 
     fn chains(&self) -> [(&'static str, &str, &'static str); 3] {
@@ -86,15 +125,102 @@ impl Rules {
         ]
     }
 
-    /// Creates (or empties) the chains and puts their jumps first. Run at
-    /// every start: rules left by a daemon killed with -9 point at its old
-    /// ports and are rebuilt from the store.
-    pub async fn reset(&self) -> Result<(), String> {
-        self.added().clear();
-        for (table, chain, parent) in self.chains() {
-            if ipt(table, &["-N", chain]).await.is_err() {
-                ipt(table, &["-F", chain]).await?;
+    /// The static rules, in chain order. Every runtime's traffic meets them;
+    /// only members of the sets match. Matches on the filtered set leave its
+    /// counters alone except in the last DROP, so those counters are the
+    /// catch-all's drops.
+    fn static_rules(&self) -> Vec<(&'static str, String, String)> {
+        let (tcp, dns) = (self.tcp_port, self.dns_port);
+        let m = |s: Set| format!("-m set --match-set {} src", self.set_name(s));
+        let quiet = |s: Set| format!("{} ! --update-counters", m(s));
+        let (f, t) = (Set::Filtered, Set::TcpOnly);
+        vec![
+            (
+                "nat",
+                self.nat.clone(),
+                format!("-p tcp {} -j REDIRECT --to-ports {tcp}", quiet(f)),
+            ),
+            (
+                "nat",
+                self.nat.clone(),
+                format!("-p tcp {} -j REDIRECT --to-ports {tcp}", quiet(t)),
+            ),
+            (
+                "nat",
+                self.nat.clone(),
+                format!(
+                    "-p udp --dport 53 {} -j REDIRECT --to-ports {dns}",
+                    quiet(f)
+                ),
+            ),
+            (
+                "filter",
+                self.input.clone(),
+                format!("-p tcp --dport {tcp} {} -j ACCEPT", quiet(f)),
+            ),
+            (
+                "filter",
+                self.input.clone(),
+                format!("-p tcp --dport {tcp} {} -j ACCEPT", quiet(t)),
+            ),
+            (
+                "filter",
+                self.input.clone(),
+                format!("-p udp --dport {dns} {} -j ACCEPT", quiet(f)),
+            ),
+            (
+                "filter",
+                self.forward.clone(),
+                format!("-p icmp {} -j DROP", m(Set::Icmp)),
+            ),
+            (
+                "filter",
+                self.forward.clone(),
+                format!("-p udp {} -j DROP", m(Set::Udp)),
+            ),
+            ("filter", self.forward.clone(), format!("{} -j DROP", m(f))),
+        ]
+    }
+
+    /// The `iptables-restore` input that empties the chains and puts the
+    /// static rules in (each table's COMMIT is atomic).
+    fn script(&self) -> String {
+        let rules = self.static_rules();
+        let mut out = String::new();
+        for table in ["filter", "nat"] {
+            out.push_str(&format!("*{table}\n"));
+            for (t, chain, _) in self.chains() {
+                if t == table {
+                    out.push_str(&format!("-F {chain}\n"));
+                }
             }
+            for (t, chain, rule) in &rules {
+                if *t == table {
+                    out.push_str(&format!("-A {chain} {rule}\n"));
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+
+    /// Creates (or empties) the sets and the chains, puts the static rules
+    /// in and the chains' jumps first. Run at every start: members left by
+    /// a daemon killed with -9 are dropped and put back from the store, and
+    /// rules left by it point at its old ports.
+    pub async fn reset(&self) -> Result<(), String> {
+        self.seen().clear();
+        let sets = self.sets()?;
+        for s in SETS {
+            let name = self.set_name(s);
+            sets.create(&name).map_err(|e| e.to_string())?;
+            sets.flush(&name).map_err(|e| e.to_string())?;
+        }
+        for (table, chain, _) in self.chains() {
+            let _ = ipt(table, &["-N", chain]).await;
+        }
+        restore(&self.script()).await?;
+        for (table, chain, parent) in self.chains() {
             while ipt(table, &["-D", parent, "-i", &self.bridge, "-j", chain])
                 .await
                 .is_ok()
@@ -104,9 +230,9 @@ impl Rules {
         Ok(())
     }
 
-    /// Removes the chains (a clean stop with no runtime left).
+    /// Removes the chains and the sets (a clean stop with no runtime left).
     pub async fn teardown(&self) {
-        self.added().clear();
+        self.seen().clear();
         for (table, chain, parent) in self.chains() {
             while ipt(table, &["-D", parent, "-i", &self.bridge, "-j", chain])
                 .await
@@ -115,208 +241,98 @@ impl Rules {
             let _ = ipt(table, &["-F", chain]).await;
             let _ = ipt(table, &["-X", chain]).await;
         }
-    }
-
-    fn specs(&self, ip: Ipv4Addr) -> Vec<(&'static str, String, Vec<String>)> {
-        let ip = ip.to_string();
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let (tcp, dns) = (self.tcp_port.to_string(), self.dns_port.to_string());
-        vec![
-            (
-                "nat",
-                self.nat.clone(),
-                s(&["-s", &ip, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &tcp]),
-            ),
-            (
-                "nat",
-                self.nat.clone(),
-                s(&[
-                    "-s",
-                    &ip,
-                    "-p",
-                    "udp",
-                    "--dport",
-                    "53",
-                    "-j",
-                    "REDIRECT",
-                    "--to-ports",
-                    &dns,
-                ]),
-            ),
-            (
-                "filter",
-                self.input.clone(),
-                s(&["-s", &ip, "-p", "tcp", "--dport", &tcp, "-j", "ACCEPT"]),
-            ),
-            (
-                "filter",
-                self.input.clone(),
-                s(&["-s", &ip, "-p", "udp", "--dport", &dns, "-j", "ACCEPT"]),
-            ),
-            // Counted apart, for the aggregated drop audits.
-            (
-                "filter",
-                self.forward.clone(),
-                s(&["-s", &ip, "-p", "icmp", "-j", "DROP"]),
-            ),
-            (
-                "filter",
-                self.forward.clone(),
-                s(&["-s", &ip, "-p", "udp", "-j", "DROP"]),
-            ),
-            (
-                "filter",
-                self.forward.clone(),
-                s(&["-s", &ip, "-j", "DROP"]),
-            ),
-        ]
-    }
-
-    /// Puts a runtime under the gateway: its seven rules in one
-    /// `iptables-restore --noflush` call (one process, not a check and an
-    /// append per rule: create -> ready pays for it). Idempotent: a runtime
-    /// already added (since the last [`Rules::reset`]) is left as it is.
-    /// The filter table goes first, so the runtime's non-TCP traffic is
-    /// dropped before its TCP is redirected: it is never briefly open.
-    pub async fn add(&self, ip: Ipv4Addr) -> Result<(), String> {
-        if self.added().contains(&ip) {
-            return Ok(());
+        if let Ok(sets) = self.sets() {
+            for s in SETS {
+                let _ = sets.destroy(&self.set_name(s));
+            }
         }
-        restore(&self.script("-A", ip, &["filter", "nat"])).await?;
-        self.added().insert(ip);
+    }
+
+    fn join(&self, ip: Ipv4Addr, order: &[Set]) -> Result<(), String> {
+        let sets = self.sets()?;
+        for &s in order {
+            sets.add(&self.set_name(s), ip).map_err(|e| e.to_string())?;
+        }
         Ok(())
+    }
+
+    fn leave(&self, ip: Ipv4Addr, order: &[Set]) {
+        let Ok(sets) = self.sets() else { return };
+        let mut seen = self.seen();
+        for &s in order {
+            if let Err(e) = sets.del(&self.set_name(s), ip) {
+                tracing::warn!(%ip, "egress rules: {e}");
+            }
+            seen.remove(&(s, ip));
+        }
+    }
+
+    /// Puts a runtime under the gateway: three set members over netlink (no
+    /// process, no rule change: create -> ready pays for it). The counting
+    /// sets go first, the filtered set last, and that one member switches
+    /// the redirects and the catch-all drop on at once: the runtime is
+    /// never briefly half filtered. Idempotent.
+    pub async fn add(&self, ip: Ipv4Addr) -> Result<(), String> {
+        self.join(ip, &[Set::Icmp, Set::Udp, Set::Filtered])
     }
 
     /// Puts a runtime's TCP under the gateway and nothing else (an open-policy
     /// runtime with secret bindings: its DNS and UDP keep the plain path).
-    /// Idempotent; the first two of [`Rules::specs`].
+    /// Idempotent.
     pub async fn add_tcp(&self, ip: Ipv4Addr) -> Result<(), String> {
-        for (i, (table, chain, args)) in self.specs(ip).into_iter().enumerate() {
-            if !TCP_ONLY.contains(&i) {
-                continue;
-            }
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut check = vec!["-C", chain.as_str()];
-            check.extend_from_slice(&a);
-            if ipt(table, &check).await.is_ok() {
-                continue;
-            }
-            let mut add = vec!["-A", chain.as_str()];
-            add.extend_from_slice(&a);
-            ipt(table, &add).await?;
-        }
-        Ok(())
+        self.join(ip, &[Set::TcpOnly])
     }
 
     /// From full filtering back to TCP only (the policy became open while
-    /// the runtime still has secret bindings).
+    /// the runtime still has secret bindings): its TCP is redirected by the
+    /// TCP-only member before the filtered one goes.
     pub async fn unfilter(&self, ip: Ipv4Addr) {
-        // No longer fully added: a later `add` must put every rule back.
-        self.added().remove(&ip);
-        for (i, (table, chain, args)) in self.specs(ip).into_iter().enumerate() {
-            if TCP_ONLY.contains(&i) {
-                continue;
-            }
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut del = vec!["-D", chain.as_str()];
-            del.extend_from_slice(&a);
-            while ipt(table, &del).await.is_ok() {}
+        if let Err(e) = self.join(ip, &[Set::TcpOnly]) {
+            tracing::warn!(%ip, "egress rules: {e}");
         }
+        self.leave(ip, &[Set::Filtered, Set::Icmp, Set::Udp]);
     }
 
-    /// The `iptables-restore` input that applies `op` (`-A` or `-D`) to the
-    /// rules of `ip`, table by table in `order` (each table's COMMIT is
-    /// atomic).
-    fn script(&self, op: &str, ip: Ipv4Addr, order: &[&str]) -> String {
-        let specs = self.specs(ip);
-        let mut out = String::new();
-        for table in order {
-            out.push_str(&format!("*{table}\n"));
-            for (t, chain, args) in &specs {
-                if t == table {
-                    out.push_str(&format!("{op} {chain} {}\n", args.join(" ")));
-                }
-            }
-            out.push_str("COMMIT\n");
-        }
-        out
+    /// Takes a runtime off the gateway (back to the plain NAT path).
+    pub async fn remove(&self, ip: Ipv4Addr) {
+        self.leave(ip, &[Set::TcpOnly, Set::Filtered, Set::Icmp, Set::Udp]);
     }
 
-    fn added(&self) -> std::sync::MutexGuard<'_, HashSet<Ipv4Addr>> {
-        self.added.lock().unwrap_or_else(|e| e.into_inner())
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Packets and bytes each runtime had dropped since the last call, by
-    /// protocol (`icmp`, `udp`, `all`), read and zeroed in one listing.
+    /// protocol (`icmp`, `udp`, `ip` for the rest), from the sets' counters.
     pub async fn drop_counts(&self) -> Vec<(Ipv4Addr, String, u64, u64)> {
-        let out = Command::new("iptables")
-            .args([
-                "-w",
-                "-t",
-                "filter",
-                "-L",
-                &self.forward,
-                "-v",
-                "-x",
-                "-n",
-                "-Z",
-            ])
-            .output()
-            .await;
-        let Ok(out) = out else {
+        let Ok(sets) = self.sets() else {
             return vec![];
         };
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                // pkts bytes target prot opt in out source destination
-                let w: Vec<&str> = l.split_whitespace().collect();
-                if w.len() < 9 || w[2] != "DROP" {
-                    return None;
-                }
-                let pkts = w[0].parse::<u64>().ok().filter(|n| *n > 0)?;
-                let bytes = w[1].parse::<u64>().ok()?;
-                let src = w[7].trim_end_matches("/32").parse::<Ipv4Addr>().ok()?;
-                // Newer iptables print the protocol as its number.
-                let proto = match w[3] {
-                    "1" | "icmp" => "icmp",
-                    "17" | "udp" => "udp",
-                    _ => "ip",
-                };
-                Some((src, proto.to_string(), pkts, bytes))
-            })
-            .collect()
-    }
-
-    /// Takes a runtime off the gateway (back to the plain NAT path). A
-    /// runtime [`Rules::add`] put on goes in one `iptables-restore` call, nat
-    /// first so the FORWARD drop goes last and the runtime is never briefly
-    /// open. Otherwise (an `add` that failed half-way), or when that call
-    /// fails (a rule removed by hand), each rule is deleted one by one until
-    /// none is left, the way every rule of the runtime is sure to go.
-    pub async fn remove(&self, ip: Ipv4Addr) {
-        if self.added().remove(&ip)
-            && restore(&self.script("-D", ip, &["nat", "filter"]))
-                .await
-                .is_ok()
-        {
-            // A runtime given bindings under an open policy got its TCP rules
-            // from `add_tcp` too: copies of those may remain; none may.
-            for (i, (table, chain, args)) in self.specs(ip).into_iter().enumerate() {
-                if TCP_ONLY.contains(&i) {
-                    let mut del = vec!["-D", chain.as_str()];
-                    del.extend(args.iter().map(String::as_str));
-                    while ipt(table, &del).await.is_ok() {}
+        let mut out = Vec::new();
+        let mut seen = self.seen();
+        for (s, proto) in [
+            (Set::Icmp, "icmp"),
+            (Set::Udp, "udp"),
+            (Set::Filtered, "ip"),
+        ] {
+            let Ok(members) = sets.members(&self.set_name(s)) else {
+                continue;
+            };
+            for m in members {
+                let last = seen.insert((s, m.ip), (m.packets, m.bytes));
+                // A member added again starts from zero.
+                let (p0, b0) = last.filter(|l| l.0 <= m.packets).unwrap_or((0, 0));
+                if m.packets > p0 {
+                    out.push((
+                        m.ip,
+                        proto.to_string(),
+                        m.packets - p0,
+                        m.bytes.saturating_sub(b0),
+                    ));
                 }
             }
-            return;
         }
-        for (table, chain, args) in self.specs(ip) {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut del = vec!["-D", chain.as_str()];
-            del.extend_from_slice(&a);
-            while ipt(table, &del).await.is_ok() {}
-        }
+        out
     }
 }
 
@@ -356,23 +372,30 @@ async fn restore(script: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    /// The batch holds exactly the rules `specs` lists (the ones a one by one
-    /// removal and the drop counters look for), filter before nat on add.
+    /// The one batch at start empties the chains and holds every static
+    /// rule, filter before nat, the catch-all DROP last in its chain.
     #[test]
-    fn one_batch_holds_every_rule_of_the_runtime() {
+    fn the_static_rules_match_the_sets_only() {
         let r = Rules::new("rtb-t", "t", 4000, 4001);
-        let s = r.script("-A", Ipv4Addr::new(10, 9, 0, 2), &["filter", "nat"]);
-        assert!(s.starts_with("*filter\n"), "{s}");
+        let s = r.script();
         assert!(s.find("*filter").unwrap() < s.find("*nat").unwrap());
         assert_eq!(s.matches("COMMIT\n").count(), 2);
-        assert_eq!(s.lines().filter(|l| l.starts_with("-A ")).count(), 7);
-        assert!(s.contains("-A RT-t-EGN -s 10.9.0.2 -p tcp -j REDIRECT --to-ports 4000\n"));
-        assert!(
-            s.contains("-A RT-t-EGN -s 10.9.0.2 -p udp --dport 53 -j REDIRECT --to-ports 4001\n")
+        assert_eq!(s.lines().filter(|l| l.starts_with("-F ")).count(), 3);
+        assert_eq!(s.lines().filter(|l| l.starts_with("-A ")).count(), 9);
+        assert!(s.contains(
+            "-A RT-t-EGN -p tcp -m set --match-set RT-t-eg src ! --update-counters -j REDIRECT --to-ports 4000\n"
+        ));
+        assert!(s.contains("-A RT-t-EGN -p tcp -m set --match-set RT-t-tcp src ! --update-counters -j REDIRECT --to-ports 4000\n"));
+        assert!(s.contains("-A RT-t-EGF -p icmp -m set --match-set RT-t-egi src -j DROP\n"));
+        let fwd: Vec<&str> = s.lines().filter(|l| l.starts_with("-A RT-t-EGF")).collect();
+        assert_eq!(
+            fwd.last(),
+            Some(&"-A RT-t-EGF -m set --match-set RT-t-eg src -j DROP")
         );
-        assert!(s.contains("-A RT-t-EGF -s 10.9.0.2 -j DROP\n"));
-        let d = r.script("-D", Ipv4Addr::new(10, 9, 0, 2), &["nat", "filter"]);
-        assert!(d.find("*nat").unwrap() < d.find("*filter").unwrap());
-        assert_eq!(d.lines().filter(|l| l.starts_with("-D ")).count(), 7);
+        // Every rule names a set: no rule matches a runtime that is in none.
+        assert!(s
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .all(|l| l.contains("--match-set RT-t-")));
     }
 }

@@ -445,3 +445,49 @@ impl Daemon {
         panic!("no runtad for {needle}");
     }
 }
+
+/// The egress sets (`RT-<tag>-eg`, `-egi`, `-egu`, `-tcp`: the kernel ipsets
+/// the host's static egress rules match, `crate::egress::rules`) that have
+/// `ip` as a member now, of every daemon whose rules are in the host's tables.
+pub fn egress_sets_of(ip: &str) -> Vec<String> {
+    let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
+    let sets = runta_backend::ipset::IpSets::open().expect("ipset netlink");
+    let mut names: Vec<String> = iptables_save()
+        .split_whitespace()
+        .skip_while(|w| *w != "--match-set")
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--match-set")
+        .map(|w| w[1].to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|n| sets.members(n).is_ok_and(|m| m.iter().any(|m| m.ip == ip)))
+        .collect()
+}
+
+/// The gateway's TCP port that runtime `ip`'s connections are redirected to
+/// (from its daemon's static nat rule for the filtered set it is in).
+pub fn egress_gateway_port_of(ip: &str) -> Option<u16> {
+    let set = egress_sets_of(ip)
+        .into_iter()
+        .find(|s| s.ends_with("-eg"))?;
+    iptables_save()
+        .lines()
+        .find(|l| {
+            l.contains("-EGN ")
+                && l.contains("-p tcp")
+                && l.contains(&format!("--match-set {set} src"))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|p| p.parse().ok())
+}
+
+pub fn iptables_save() -> String {
+    let out = std::process::Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
