@@ -164,7 +164,7 @@ struct PasswdEntry {
 fn id_field(b: &[u8]) -> Option<u32> {
     std::str::from_utf8(b)
         .ok()
-        .and_then(|s| numeric(s))
+        .and_then(numeric)
         .and_then(Result::ok)
 }
 

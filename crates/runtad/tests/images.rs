@@ -1712,8 +1712,8 @@ async fn an_image_user_runs_every_command_as_that_user() {
     let w = world();
     let c = w.daemon.tenant("imguser").await;
     let reference = user_image(w, "app", "app", user_etc);
-    let (st, v) = c.get(&format!("/v1/images/{reference}")).await;
     let n = user_runtime(&c, &reference).await;
+    let (st, v) = c.get(&format!("/v1/images/{reference}")).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["user"], "app", "{v}");
 
