@@ -97,6 +97,15 @@ pub fn resolve_with(
             name: None,
             home: "/".into(),
         },
+        // `root` is the agent's own identity: an image without a usable
+        // entry for it runs as before User was applied (runc would refuse).
+        (None, None) if user == "root" => Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            name: Some("root".into()),
+            home: "/root".into(),
+        },
         (None, None) => {
             return Err(match passwd {
                 EtcFile::Data(_) => {
@@ -459,6 +468,8 @@ staff:x:50:\n";
         assert!(e.contains("app") && e.contains("not a regular file"), "{e}");
         let e = resolve_with("app", &EtcFile::Missing, &none).unwrap_err();
         assert!(e.contains("no /etc/passwd"), "{e}");
+        let id = resolve_with("root", &EtcFile::Missing, &none).unwrap();
+        assert_eq!((id.uid, id.gid, id.home.as_str()), (0, 0, "/root"));
         // A refused /etc/group costs only the supplementary groups.
         let id = resolve_with("app", &EtcFile::Data(PASSWD.to_vec()), &|| {
             EtcFile::Refused("x".into())

@@ -1803,7 +1803,8 @@ async fn an_image_user_runs_every_command_as_that_user() {
 /// Every `User` form Docker accepts: a numeric user with or without a
 /// passwd entry (gid 0 and HOME=/ without), `name:group`, `uid:group`,
 /// `name:gid`, `uid:gid`, and a name the image maps to uid 0 (its choice).
-/// An explicit group brings no supplementary groups (as in runc).
+/// An explicit group brings no supplementary groups (as in runc); `root`
+/// needs no passwd entry.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_user_form_resolves_like_docker() {
     skip_unless_ready!();
@@ -1819,8 +1820,15 @@ async fn every_user_form_resolves_like_docker() {
         ("namegid", "app:5", "1000\n5\n5\n/home/app:app\n"),
         ("toor", "toor", "0\n0\n0\n/toor:toor\n"),
         ("root", "0:0", "0\n0\n0\n/root:root\n"),
+        // No /etc/passwd at all: root is still root.
+        ("rootbare", "root", "0\n0\n0\n/root:root\n"),
     ] {
-        let reference = user_image(w, tag, user, user_etc);
+        let etc = |t: &mut Tar| {
+            if tag != "rootbare" {
+                user_etc(t)
+            }
+        };
+        let reference = user_image(w, tag, user, etc);
         let n = user_runtime(&c, &reference).await;
         assert_eq!(c.out(&n, probe).await, want, "User {user:?}");
         if user == "4242" {
