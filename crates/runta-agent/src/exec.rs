@@ -11,6 +11,7 @@ use runta_agent::{tag, ProcessSpec, Response};
 
 use crate::conn::{Conn, Writer};
 use crate::reaper;
+use crate::user::Identity;
 
 /// How long to keep reading after the command exits, for output still in the
 /// pipes. Background processes that keep the pipe open do not hold the reply.
@@ -22,15 +23,36 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TIMEOUT_EXIT: i32 = 124;
 
 /// A command ready to start: the program's path and the working directory,
-/// both checked; or the (exit code, message) a shell would give.
+/// both checked, the environment, and the user it runs as (`None`: as the
+/// agent, root); or the (exit code, message) a shell would give.
 pub struct Resolved {
     pub program: String,
     pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub ident: Option<Identity>,
 }
 
 pub fn resolve(p: &ProcessSpec) -> Result<Resolved, (i32, String)> {
     let Some(program) = p.argv.first() else {
         return Err((127, "runta: empty command".into()));
+    };
+    let mut env = p.env.clone();
+    // Looked up at every command, as `docker exec` does: a user added in the
+    // runtime (useradd) is found without a restart.
+    let ident = match p.user.as_deref() {
+        None => None,
+        Some(u) => match crate::user::resolve(u) {
+            Ok(id) => {
+                id.fill_env(&mut env);
+                Some(id)
+            }
+            Err(e) => {
+                return Err((
+                    126,
+                    format!("runta: cannot run as the image's User {u:?}: {e}"),
+                ))
+            }
+        },
     };
     let cwd = p.cwd.as_deref().unwrap_or("/");
     match std::fs::metadata(cwd) {
@@ -50,8 +72,7 @@ pub fn resolve(p: &ProcessSpec) -> Result<Resolved, (i32, String)> {
             _ => full.to_string_lossy().into_owned(),
         }
     } else {
-        let search = p
-            .env
+        let search = env
             .iter()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.as_str())
@@ -68,18 +89,26 @@ pub fn resolve(p: &ProcessSpec) -> Result<Resolved, (i32, String)> {
     Ok(Resolved {
         program: path,
         cwd: cwd.to_string(),
+        env,
+        ident,
     })
 }
 
 /// A `std::process::Command` for the streaming path (which needs pipes or a
-/// terminal set up in the child).
-pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
+/// terminal set up in the child), and for every command that runs as an
+/// image's user (`posix_spawn` cannot change the user). Also returns the
+/// identity, for the terminal's owner.
+pub fn command(p: &ProcessSpec) -> Result<(Command, Option<Identity>), (i32, String)> {
     let r = resolve(p)?;
+    Ok((build(p, &r), r.ident))
+}
+
+fn build(p: &ProcessSpec, r: &Resolved) -> Command {
     let mut cmd = Command::new(&r.program);
     cmd.arg0(&p.argv[0])
         .args(&p.argv[1..])
         .env_clear()
-        .envs(p.env.iter().cloned())
+        .envs(r.env.iter().cloned())
         .current_dir(&r.cwd);
     // The agent blocks the signals it handles with sigwait; a child must start
     // with none blocked, or SIGINT/SIGTERM would never reach it.
@@ -92,7 +121,14 @@ pub fn command(p: &ProcessSpec) -> Result<Command, (i32, String)> {
             Ok(())
         });
     }
-    Ok(cmd)
+    if let Some(id) = &r.ident {
+        let (uid, gid, groups) = (id.uid, id.gid, id.groups.clone());
+        // SAFETY: become_user makes raw syscalls only, on data prepared here.
+        unsafe {
+            cmd.pre_exec(move || crate::user::become_user(uid, gid, &groups));
+        }
+    }
+    cmd
 }
 
 /// Spawns, turning a panic inside std's spawn into an error. (When exec fails,
@@ -111,7 +147,38 @@ pub fn spawn_error(program: &str, e: &io::Error) -> (i32, String) {
     (code, format!("runta: {program}: {e}"))
 }
 
-/// One output stream's captured bytes, up to the cap.
+/// A buffered command as the image's user: forked by std with the identity
+/// change in the child, in its own process group like `spawn::spawn`.
+fn spawn_as_user(
+    p: &ProcessSpec,
+    r: &Resolved,
+    piped_stdin: bool,
+) -> io::Result<crate::spawn::Spawned> {
+    use std::process::Stdio;
+    let mut cmd = build(p, r);
+    cmd.stdin(if piped_stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut child = spawn(&mut cmd)?;
+    let file = |fd: OwnedFd| File::from(fd);
+    let stdout = child.stdout.take().map(|s| file(s.into()));
+    let stderr = child.stderr.take().map(|s| file(s.into()));
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        return Err(io::Error::other("no output pipes"));
+    };
+    Ok(crate::spawn::Spawned {
+        pid: child.id() as i32,
+        stdin: child.stdin.take().map(|s| file(s.into())),
+        stdout,
+        stderr,
+    })
+}
+
 /// One output stream of a buffered exec, forwarded to the daemon as it is
 /// read (so the agent holds no output: a command printing its whole cap costs
 /// the runtime's memory nothing), up to the cap; the rest is read and dropped.
@@ -376,13 +443,18 @@ pub fn run_buffered(
         Ok(r) => r,
         Err((code, msg)) => return finish_early(c, code, msg),
     };
-    let child = match crate::spawn::spawn(
-        &resolved.program,
-        &process.argv,
-        &process.env,
-        &resolved.cwd,
-        stdin.is_some(),
-    ) {
+    let spawned = if resolved.ident.is_some() {
+        spawn_as_user(&process, &resolved, stdin.is_some())
+    } else {
+        crate::spawn::spawn(
+            &resolved.program,
+            &process.argv,
+            &resolved.env,
+            &resolved.cwd,
+            stdin.is_some(),
+        )
+    };
+    let child = match spawned {
         Ok(ch) => ch,
         Err(e) => {
             let (code, msg) = spawn_error(&process.argv[0], &e);

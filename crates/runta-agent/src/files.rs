@@ -104,7 +104,15 @@ pub fn read(c: &mut Conn, path: &str) -> io::Result<()> {
     c.frame(tag::EOF, b"")
 }
 
-pub fn write(c: &mut Conn, path: &str, mode: Option<u32>) -> io::Result<()> {
+/// Who owns what a write creates: a file it replaces keeps its owner; a new
+/// file, and the folders made for it, belong to the image's user when it
+/// has one that resolves, else to root (docs/images.md, "User").
+fn new_owner(user: Option<&str>) -> Option<(u32, u32)> {
+    let id = crate::user::resolve(user?).ok()?;
+    Some((id.uid, id.gid))
+}
+
+pub fn write(c: &mut Conn, path: &str, mode: Option<u32>, user: Option<&str>) -> io::Result<()> {
     if !check(c, path)? {
         return Ok(());
     }
@@ -118,20 +126,36 @@ pub fn write(c: &mut Conn, path: &str, mode: Option<u32>) -> io::Result<()> {
     // Renaming over a FIFO, socket or device node would replace it (a PUT to
     // /dev/null would break the runtime): only regular files (or links, which
     // the rename replaces) are overwritten.
+    let mut owner = None;
     if let Ok(m) = fs::symlink_metadata(target) {
         let ft = m.file_type();
         if !(ft.is_file() || ft.is_symlink()) {
             return not_regular(c, path);
         }
+        if ft.is_file() {
+            owner = Some((m.uid(), m.gid()));
+        }
     }
+    let created = new_owner(user);
+    let owner = owner.or(created);
     let Some(parent) = target.parent() else {
         return c.send(&Response::Error {
             kind: "invalid_argument".into(),
             message: format!("{path}: no file name"),
         });
     };
+    let missing: Vec<&Path> = parent
+        .ancestors()
+        .take_while(|a| fs::symlink_metadata(a).is_err())
+        .collect();
     if let Err(e) = fs::create_dir_all(parent) {
         return error(c, &e, path);
+    }
+    if let Some((uid, gid)) = created {
+        for d in missing {
+            // lchown: a folder swapped for a symlink meanwhile is not followed.
+            let _ = std::os::unix::fs::lchown(d, Some(uid), Some(gid));
+        }
     }
     // Write beside the target and rename, so a reader never sees half a file and
     // an interrupted upload leaves the old content in place.
@@ -152,6 +176,12 @@ pub fn write(c: &mut Conn, path: &str, mode: Option<u32>) -> io::Result<()> {
         Ok(f) => f,
         Err(e) => return error(c, &e, path),
     };
+    if let Some((uid, gid)) = owner {
+        if let Err(e) = std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+            let _ = fs::remove_file(&tmp);
+            return error(c, &e, path);
+        }
+    }
     let mut size = 0u64;
     let outcome: io::Result<bool> = loop {
         match c.recv() {

@@ -66,12 +66,19 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(u8, usize), String> {
     Ok((h[0], len))
 }
 
-/// One process to run. The environment is complete: the agent adds nothing.
+/// One process to run. The environment is complete, except that with a
+/// `user` the agent adds `HOME`, `USER` and `LOGNAME` from the runtime's
+/// `/etc/passwd` where `env` has none.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// The image config's `User` (`name`, `uid`, `name:group`, `uid:gid`, …),
+    /// resolved by the agent in the runtime's own `/etc/passwd` and
+    /// `/etc/group`; `None` runs the command as the agent's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +117,11 @@ pub enum Request {
     WriteFile {
         path: String,
         mode: Option<u32>,
+        /// The image's `User`: a new file (and any folder made for it) is
+        /// owned by that user; `None` leaves it root's. A replaced file
+        /// keeps its owner either way.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     ListDir {
         path: String,

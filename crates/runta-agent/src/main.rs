@@ -15,6 +15,7 @@ mod pool;
 mod reaper;
 mod spawn;
 mod stream;
+mod user;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
@@ -164,7 +165,7 @@ fn serve(c: &mut conn::Conn) -> std::io::Result<()> {
             cols,
         } => stream::run_streaming(c, process, tty, rows, cols),
         Request::ReadFile { path } => files::read(c, &path),
-        Request::WriteFile { path, mode } => files::write(c, &path, mode),
+        Request::WriteFile { path, mode, user } => files::write(c, &path, mode, user.as_deref()),
         Request::ListDir { path } => files::list(c, &path),
         Request::Resize { .. } | Request::Signal { .. } => c.send(&Response::Error {
             kind: "invalid_argument".into(),

@@ -70,8 +70,8 @@ pub fn run_streaming(
     rows: u16,
     cols: u16,
 ) -> io::Result<()> {
-    let mut cmd = match command(&process) {
-        Ok(cmd) => cmd,
+    let (mut cmd, ident) = match command(&process) {
+        Ok(c) => c,
         Err((code, msg)) => {
             c.frame(tag::STDERR, format!("{msg}\r\n").as_bytes())?;
             return c.send(&Response::Exited { exit_code: code });
@@ -84,6 +84,14 @@ pub fn run_streaming(
     let pid;
     if tty {
         let (m, s) = open_pty(rows, cols)?;
+        // The terminal belongs to the user the command runs as (its group
+        // stays tty), as runc does, so that it can reopen /dev/tty.
+        if let Some(id) = &ident {
+            // SAFETY: fchown on the slave descriptor we own.
+            unsafe {
+                libc::fchown(std::os::fd::AsRawFd::as_raw_fd(&s), id.uid, u32::MAX);
+            }
+        }
         cmd.stdin(Stdio::from(s.try_clone()?))
             .stdout(Stdio::from(s.try_clone()?))
             .stderr(Stdio::from(s));

@@ -234,12 +234,14 @@ impl AgentClient {
         &self,
         path: &str,
         mode: Option<u32>,
+        user: Option<String>,
     ) -> Result<(FrameReader, FrameWriter)> {
         within(OPEN_DEADLINE, async {
             let (r, mut w) = self.connect().await?;
             w.request(&Request::WriteFile {
                 path: path.into(),
                 mode,
+                user,
             })
             .await?;
             Ok((r, w))

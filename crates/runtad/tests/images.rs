@@ -1559,50 +1559,462 @@ async fn docker_v2_manifests_pull_and_run() {
     assert!(st.is_success(), "{v}");
 }
 
-/// The image config's `User` is not applied yet: an image asking for a user
-/// other than root is refused at create (naming `image` and the user), never
-/// run as root; `User: root` / `0:0` run as before. Nothing is recorded.
+// ---------------------------------------------------------------- User
+
+const USER_PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n\
+app:x:1000:1000:App:/home/app:/bin/sh\n\
+toor:x:0:0:another root:/toor:/bin/sh\n";
+const USER_GROUP: &[u8] = b"root:x:0:\napp:x:1000:\nwheel:x:10:root,app\n\
+docker:x:998:app\nstaff:x:50:\n";
+
+fn user_etc(t: &mut Tar) {
+    t.file("etc/passwd", 0o644, 0, 0, USER_PASSWD)
+        .file("etc/group", 0o644, 0, 0, USER_GROUP);
+}
+
+/// Pushes an image whose config sets `User: user`: busybox, a root-only
+/// /root, app's home, and the /etc that `etc` adds. Returns its reference.
+fn user_image(w: &World, tag: &str, user: &str, etc: impl FnOnce(&mut Tar)) -> String {
+    let mut t = Tar::new();
+    t.dir("bin", 0o755, 0, 0)
+        .dir("etc", 0o755, 0, 0)
+        .dir("tmp", 0o1777, 0, 0)
+        .dir("root", 0o700, 0, 0)
+        .dir("home", 0o755, 0, 0)
+        .dir("home/app", 0o755, 1000, 1000)
+        .file("bin/busybox", 0o755, 0, 0, &busybox().unwrap());
+    for applet in [
+        "sh", "id", "whoami", "touch", "stat", "cat", "grep", "echo", "tty", "ls",
+    ] {
+        t.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    etc(&mut t);
+    let dir = w.work.join(format!("user-{tag}"));
+    layout(
+        &dir,
+        tag,
+        &[(t.finish(), Comp::Gzip)],
+        json!({"Env": ["PATH=/bin"], "User": user}),
+    );
+    w.plain.push_args(&dir, tag, "test/user", &[]);
+    format!("{}/test/user:{tag}", w.plain.addr)
+}
+
+async fn user_runtime(c: &Client, reference: &str) -> String {
+    let n = common::name("usr");
+    c.create_with(json!({"name": n, "image": reference, "resources": {"requests": {"vcpus": 1, "memory_mib": 128}}}))
+        .await;
+    n
+}
+
+async fn exec_json(c: &Client, n: &str, body: Value) -> Value {
+    let (st, v) = c.post(&format!("/v1/runtimes/{n}/exec"), body).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["data"].clone()
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Runs one command over the exec WebSocket: (output, exit code).
+async fn ws_run(
+    w: &World,
+    c: &Client,
+    n: &str,
+    start: Value,
+    stdin: Option<&str>,
+) -> (String, i64) {
+    use base64::Engine;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let url = format!(
+        "{}/v1/runtimes/{n}/exec/ws",
+        w.daemon.endpoint.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", c.token).parse().unwrap(),
+    );
+    let mut ws: Ws = tokio_tungstenite::connect_async(req).await.unwrap().0;
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(start)).await.unwrap();
+    if let Some(input) = stdin {
+        ws.send(send(
+            json!({"type": "stdin", "data_base64": b64.encode(input)}),
+        ))
+        .await
+        .unwrap();
+        ws.send(send(json!({"type": "close_stdin"}))).await.unwrap();
+    }
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no exit frame in time");
+        let Some(Ok(Message::Text(t))) = msg else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str().unwrap() {
+            "stdout" | "stderr" => {
+                out.extend(b64.decode(v["data_base64"].as_str().unwrap()).unwrap())
+            }
+            "exit" => {
+                return (
+                    String::from_utf8_lossy(&out).into(),
+                    v["exit_code"].as_i64().unwrap(),
+                )
+            }
+            "error" => panic!("error frame: {v}"),
+            _ => {}
+        }
+    }
+}
+
+async fn put_file(c: &Client, n: &str, path: &str, body: &[u8]) -> StatusCode {
+    c.http
+        .put(format!("{}/v1/runtimes/{n}/files?path={path}", c.base))
+        .bearer_auth(&c.token)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Capability lines of `/proc/self/status` other than the bounding set are
+/// all zero.
+fn no_caps(status: &str) {
+    let caps: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("Cap") && !l.starts_with("CapBnd"))
+        .collect();
+    assert_eq!(caps.len(), 4, "{status}");
+    for l in caps {
+        assert!(
+            l.ends_with("0000000000000000"),
+            "a capability is left: {status}"
+        );
+    }
+}
+
+/// The image config's `User` applies to every command, buffered or over the
+/// WebSocket (pipes and terminal): its uid, gid and supplementary groups
+/// from the runtime's /etc/passwd and /etc/group, HOME/USER/LOGNAME, no
+/// capabilities, files it makes are its own. The agent stays root: the file
+/// API still reaches root's folder, and new files belong to the user.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_image_asking_for_another_user_is_refused_not_run_as_root() {
+async fn an_image_user_runs_every_command_as_that_user() {
     skip_unless_ready!();
     let w = world();
     let c = w.daemon.tenant("imguser").await;
-    for (tag, user, ok) in [
-        ("app", "app", false),
-        ("uid", "1000:1000", false),
-        ("root", "0:0", true),
+    let reference = user_image(w, "app", "app", user_etc);
+    let n = user_runtime(&c, &reference).await;
+    let (st, v) = c.get(&format!("/v1/images/{reference}")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["user"], "app", "{v}");
+
+    assert_eq!(
+        c.out(&n, "id -u; id -g; id -G; whoami").await,
+        "1000\n1000\n1000 10 998\napp\n"
+    );
+    assert_eq!(
+        c.out(&n, "echo $HOME $USER $LOGNAME; pwd").await,
+        "/home/app app app\n/\n"
+    );
+    assert_eq!(
+        c.out(&n, "touch /tmp/made && stat -c %u:%g /tmp/made")
+            .await,
+        "1000:1000\n"
+    );
+    no_caps(&c.out(&n, "grep Cap /proc/self/status").await);
+    let (code, out) = c.run(&n, "touch /root/x").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    // The caller's HOME (or the image's) wins over passwd's.
+    let d = exec_json(
+        &c,
+        &n,
+        json!({"command": "echo $HOME:$USER", "env": {"HOME": "/elsewhere"}}),
+    )
+    .await;
+    assert_eq!(d["stdout"], "/elsewhere:app\n", "{d}");
+    // Its stdin is its own: reopening it works.
+    let d = exec_json(
+        &c,
+        &n,
+        json!({"command": "cat /proc/self/fd/0", "stdin": "piped"}),
+    )
+    .await;
+    assert_eq!(
+        (d["exit_code"].as_i64(), d["stdout"].as_str()),
+        (Some(0), Some("piped")),
+        "{d}"
+    );
+
+    // The WebSocket, with pipes and with a terminal it owns.
+    let (out, code) = ws_run(
+        w,
+        &c,
+        &n,
+        json!({"type": "start", "command": "id -u; id -G; cat /proc/self/fd/0; grep Cap /proc/self/status"}),
+        Some("from-ws\n"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("1000\n1000 10 998\nfrom-ws\n"), "{out}");
+    no_caps(&out);
+    let (out, code) = ws_run(
+        w,
+        &c,
+        &n,
+        json!({"type": "start", "command": "id -u; echo $HOME; stat -c %u $(tty)", "tty": true}),
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.replace("\r\n", "\n"), "1000\n/home/app\n1000\n");
+
+    // Files: the agent is root (root's folder is reachable), new files and
+    // the folders made for them are the user's, a replaced file keeps its owner.
+    assert_eq!(
+        put_file(&c, &n, "/root/by-api", b"x").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        put_file(&c, &n, "/home/app/new/deep/f.txt", b"hello").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.out(&n, "stat -c %u:%g /home/app/new /home/app/new/deep /home/app/new/deep/f.txt; cat /home/app/new/deep/f.txt").await,
+        "1000:1000\n1000:1000\n1000:1000\nhello"
+    );
+    assert_eq!(
+        put_file(&c, &n, "/etc/group", USER_GROUP).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.out(&n, "stat -c %u:%g /etc/group").await, "0:0\n");
+    c.delete(&format!("/v1/runtimes/{n}")).await;
+}
+
+/// Every `User` form Docker accepts: a numeric user with or without a
+/// passwd entry (gid 0 and HOME=/ without), `name:group`, `uid:group`,
+/// `name:gid`, `uid:gid`, and a name the image maps to uid 0 (its choice).
+/// An explicit group brings no supplementary groups (as in runc); `root`
+/// needs no passwd entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_user_form_resolves_like_docker() {
+    skip_unless_ready!();
+    let w = world();
+    let c = w.daemon.tenant("imgforms").await;
+    let probe = "id -u; id -g; id -G; echo $HOME:$USER";
+    for (tag, user, want) in [
+        ("num", "1000", "1000\n1000\n1000 10 998\n/home/app:app\n"),
+        ("numonly", "4242", "4242\n0\n0\n/:\n"),
+        ("uidgid", "4242:77", "4242\n77\n77\n/:\n"),
+        ("namegroup", "app:staff", "1000\n50\n50\n/home/app:app\n"),
+        ("uidgroup", "1000:wheel", "1000\n10\n10\n/home/app:app\n"),
+        ("namegid", "app:5", "1000\n5\n5\n/home/app:app\n"),
+        ("toor", "toor", "0\n0\n0\n/toor:toor\n"),
+        ("root", "0:0", "0\n0\n0\n/root:root\n"),
+        // No /etc/passwd at all: root is still root.
+        ("rootbare", "root", "0\n0\n0\n/root:root\n"),
     ] {
-        let mut t = Tar::new();
-        t.dir("bin", 0o755, 0, 0)
-            .file("bin/busybox", 0o755, 0, 0, &busybox().unwrap())
-            .symlink("bin/sh", "busybox")
-            .file("etc/user-image", 0o644, 0, 0, tag.as_bytes());
-        let dir = w.work.join(format!("user-{tag}"));
-        layout(
-            &dir,
-            tag,
-            &[(t.finish(), Comp::Gzip)],
-            json!({"Env": ["PATH=/bin"], "User": user}),
-        );
-        w.plain.push_args(&dir, tag, "test/user", &[]);
-        let reference = format!("{}/test/user:{tag}", w.plain.addr);
-        let n = common::name("usr");
-        let (st, v) = c
-            .post(
-                "/v1/runtimes",
-                json!({"name": n, "image": reference, "resources": {"requests": {"vcpus": 1, "memory_mib": 128}}}),
-            )
-            .await;
-        if ok {
-            assert!(st.is_success(), "{user}: {v}");
-            assert_eq!(c.out(&n, "cat /etc/user-image").await, tag);
-            c.delete(&format!("/v1/runtimes/{n}")).await;
-        } else {
-            assert!(st.is_client_error(), "{user}: {st} {v}");
-            let msg = v.to_string();
-            assert!(msg.contains("image") && msg.contains(user), "{v}");
-            let (st, _) = c.get(&format!("/v1/runtimes/{n}")).await;
-            assert_eq!(st, StatusCode::NOT_FOUND, "a refused create left a record");
+        let etc = |t: &mut Tar| {
+            if tag != "rootbare" {
+                user_etc(t)
+            }
+        };
+        let reference = user_image(w, tag, user, etc);
+        let n = user_runtime(&c, &reference).await;
+        assert_eq!(c.out(&n, probe).await, want, "User {user:?}");
+        if user == "4242" {
+            no_caps(&c.out(&n, "grep Cap /proc/self/status").await);
         }
+        c.delete(&format!("/v1/runtimes/{n}")).await;
+    }
+}
+
+/// A user or group the runtime's files do not know: the create succeeds
+/// (the user may come later, docs/images.md), every command exits 126 with
+/// a message naming the user and the file, buffered and over the WebSocket.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_user_or_group_fails_each_command_clearly() {
+    skip_unless_ready!();
+    let w = world();
+    let c = w.daemon.tenant("imgghost").await;
+    for (tag, user, needle) in [
+        (
+            "ghost",
+            "ghost",
+            "no user \"ghost\" in the runtime's /etc/passwd",
+        ),
+        (
+            "nogroup",
+            "app:nogroup",
+            "no group \"nogroup\" in the runtime's /etc/group",
+        ),
+        ("range", "4294967295", "out of range"),
+    ] {
+        let reference = user_image(w, tag, user, user_etc);
+        let n = user_runtime(&c, &reference).await;
+        let d = c.sh(&n, "id -u").await;
+        assert_eq!(d["exit_code"], 126, "{d}");
+        let err = d["stderr"].as_str().unwrap();
+        assert!(err.contains(user) && err.contains(needle), "{err}");
+        assert_eq!(d["stdout"], "", "nothing ran: {d}");
+        let (out, code) = ws_run(
+            w,
+            &c,
+            &n,
+            json!({"type": "start", "command": "id -u"}),
+            None,
+        )
+        .await;
+        assert_eq!(code, 126, "{out}");
+        assert!(out.contains(needle), "{out}");
+        // The file API is the way to fix it: the agent is root.
+        let users = b"root:x:0:0:root:/root:/bin/sh\nghost:x:2000:2000::/:/bin/sh\n";
+        if tag == "ghost" {
+            assert_eq!(
+                put_file(&c, &n, "/etc/passwd", users).await,
+                StatusCode::NO_CONTENT
+            );
+            assert_eq!(c.out(&n, "id -u; id -g").await, "2000\n2000\n");
+        }
+        c.delete(&format!("/v1/runtimes/{n}")).await;
+    }
+}
+
+/// A hostile /etc/passwd (a FIFO, a file beyond the limit, links into
+/// /proc or /dev, bytes that are not UTF-8) neither hangs nor crashes the
+/// agent or the daemon: a named user is refused with the reason, a numeric
+/// one runs without the entry, and the runtime keeps answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_passwd_never_hangs_the_agent() {
+    skip_unless_ready!();
+    let w = world();
+    let c = w.daemon.tenant("imghostile").await;
+    let group = |t: &mut Tar| {
+        t.file("etc/group", 0o644, 0, 0, USER_GROUP);
+    };
+    let huge = vec![b'a'; 5 * 1024 * 1024];
+    type Etc<'a> = Box<dyn FnOnce(&mut Tar) + 'a>;
+    let cases: Vec<(&str, &str, Etc, &str)> = vec![
+        (
+            "fifo",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.fifo("etc/passwd");
+                group(t)
+            }),
+            "/etc/passwd is not a regular file",
+        ),
+        (
+            "fifonum",
+            "1000",
+            Box::new(|t: &mut Tar| {
+                t.fifo("etc/passwd");
+                group(t)
+            }),
+            "",
+        ),
+        (
+            "huge",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.file("etc/passwd", 0o644, 0, 0, &huge);
+                group(t)
+            }),
+            "larger than",
+        ),
+        (
+            "environ",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.symlink("etc/passwd", "/proc/1/environ");
+                group(t)
+            }),
+            "leads out of the runtime's root filesystem",
+        ),
+        (
+            "fd",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.symlink("etc/passwd", "../proc/1/fd/3");
+                group(t)
+            }),
+            "leads out of the runtime's root filesystem",
+        ),
+        (
+            "zero",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.symlink("etc/passwd", "/dev/zero");
+                group(t)
+            }),
+            "leads out of the runtime's root filesystem",
+        ),
+        (
+            "loop",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.symlink("etc/passwd", "passwd");
+                group(t)
+            }),
+            "symlink loop",
+        ),
+        (
+            "bytes",
+            "app",
+            Box::new(|t: &mut Tar| {
+                t.file(
+                "etc/passwd",
+                0o644,
+                0,
+                0,
+                b"\xff\xfe\x00:x:1:1\n:::::::::\nroot:x:0:0::/root:/bin/sh\napp:x:1000:1000:\xc3(:/home/\xffapp:/bin/sh\n",
+            )
+            .file("etc/group", 0o644, 0, 0, b"\xff:x:10:app\nwheel:x:\xff:app\n");
+            }),
+            "",
+        ),
+    ];
+    for (tag, user, etc, needle) in cases {
+        let reference = user_image(w, tag, user, etc);
+        let n = user_runtime(&c, &reference).await;
+        let t0 = Instant::now();
+        let d = c.sh(&n, "id -u; id -G; echo $HOME").await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{tag}: took {:?}",
+            t0.elapsed()
+        );
+        if needle.is_empty() {
+            assert_eq!(d["exit_code"], 0, "{tag}: {d}");
+            let want = if tag == "bytes" {
+                "1000\n1000 10\n/home/\u{fffd}app\n"
+            } else {
+                "1000\n0\n/\n"
+            };
+            assert_eq!(d["stdout"], want, "{tag}: {d}");
+        } else {
+            assert_eq!(d["exit_code"], 126, "{tag}: {d}");
+            let err = d["stderr"].as_str().unwrap();
+            assert!(
+                err.contains(needle) && err.contains("\"app\""),
+                "{tag}: {err}"
+            );
+        }
+        // The agent still serves, and the daemon still calls it running.
+        let (st, v) = c
+            .get(&format!("/v1/runtimes/{n}/files?path=/etc/group"))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{tag}: {v}");
+        assert_eq!(c.status(&n).await, "running", "{tag}");
+        c.delete(&format!("/v1/runtimes/{n}")).await;
     }
 }

@@ -111,6 +111,9 @@ impl Manager {
 
     /// The environment of a command: defaults, then the runtime's, then the call's.
     /// An image's `Env` comes after the defaults and before the runtime's own.
+    /// With an image `User` there is no default `HOME`: the agent sets `HOME`,
+    /// `USER` and `LOGNAME` from the runtime's `/etc/passwd` where none of
+    /// these set them (docs/images.md, "User").
     pub(super) fn command_env(
         r: &RuntimeRecord,
         extra: &BTreeMap<String, String>,
@@ -123,7 +126,9 @@ impl Manager {
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
-        env.insert("HOME".into(), "/root".into());
+        if image.and_then(|i| i.user.as_ref()).is_none() {
+            env.insert("HOME".into(), "/root".into());
+        }
         env.insert("HOSTNAME".into(), r.name.clone());
         env.insert("LANG".into(), "C.UTF-8".into());
         if tty {
@@ -170,6 +175,12 @@ impl Manager {
             Some(i) => i.working_dir.clone().unwrap_or_else(|| "/".into()),
             None => "/root".into(),
         })
+    }
+
+    /// The user a command runs as: the image's `User`, resolved by the agent
+    /// inside the runtime; `None` (root) for `base` and images without one.
+    pub(super) fn run_user(image: Option<&crate::images::RunInfo>) -> Option<String> {
+        image.and_then(|i| i.user.clone())
     }
 
     pub(super) fn check_cwd(cwd: Option<&String>) -> Result<()> {
@@ -232,6 +243,7 @@ impl Manager {
                 argv,
                 env: Self::command_env(&r, &req.env, false, ca, image.as_deref()),
                 cwd: Some(Self::default_cwd(req.cwd.clone(), image.as_deref())),
+                user: Self::run_user(image.as_deref()),
             },
             req.stdin,
             timeout * 1000,

@@ -115,6 +115,7 @@ impl ExecSession {
                         self.image.as_deref(),
                     ),
                     cwd: Some(Manager::default_cwd(s.cwd, self.image.as_deref())),
+                    user: Manager::run_user(self.image.as_deref()),
                 },
                 s.tty,
                 s.rows.unwrap_or(24),

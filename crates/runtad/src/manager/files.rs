@@ -91,8 +91,10 @@ impl Manager {
         path: &str,
         mode: Option<u32>,
     ) -> Result<FileUpload> {
-        let (_r, guard, agent) = self.running(tenant, id_or_name, "write files").await?;
-        let (reader, writer) = agent.write_file(path, mode).await?;
+        let (r, guard, agent) = self.running(tenant, id_or_name, "write files").await?;
+        // New files belong to the user commands run as (docs/images.md, "User").
+        let user = Self::run_user(self.run_info(&r).as_deref());
+        let (reader, writer) = agent.write_file(path, mode, user).await?;
         Ok(FileUpload {
             reader,
             writer,

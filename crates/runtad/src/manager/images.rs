@@ -305,7 +305,6 @@ impl Manager {
             return Ok((image.to_string(), None));
         }
         let (img, pulled) = images.ensure(image, images.limits().pull_wait).await?;
-        refuse_other_user(img.config.config.user.as_deref(), image)?;
         Ok((img.pinned(image), pulled))
     }
 
@@ -316,21 +315,6 @@ impl Manager {
             return None;
         }
         self.images.get()?.image(image).ok()
-    }
-}
-
-/// Commands in a runtime run as root: the image config's `User` is not
-/// applied yet. An image that asks for another user is refused at create
-/// rather than run as root behind the image author's back.
-fn refuse_other_user(user: Option<&str>, image: &str) -> Result<()> {
-    match user.map(str::trim).filter(|u| !u.is_empty()) {
-        None | Some("root" | "0" | "root:root" | "0:0" | "root:0" | "0:root") => Ok(()),
-        Some(u) => Err(Error::invalid(
-            "image",
-            format!(
-                "image {image} sets User {u:?}; runtad runs commands as root and does not switch to an image's user yet, so it refuses the image rather than run it as root"
-            ),
-        )),
     }
 }
 

@@ -104,7 +104,7 @@ async fn read_bundle(agent: &AgentClient) -> std::result::Result<String, AgentEr
 }
 
 async fn write_bundle(agent: &AgentClient, body: &str) -> std::result::Result<(), AgentError> {
-    let (mut r, mut w) = agent.write_file(BUNDLE, Some(0o644)).await?;
+    let (mut r, mut w) = agent.write_file(BUNDLE, Some(0o644), None).await?;
     for chunk in body.as_bytes().chunks(1024 * 1024) {
         w.frame(tag::STDIN, chunk).await?;
     }
