@@ -848,7 +848,7 @@ async fn a_stub_from_a_runtime_without_bindings_is_blocked() {
         .run(
             &rt,
             &format!(
-                "curl -s -m 5 -o /dev/null -w '%{{http_code}} ' http://other.test/first http://other.test/second?k={stub}"
+                "curl -s -m 5 -w '%{{http_code}} ' -o /dev/null http://other.test/first -o /dev/null http://other.test/second?k={stub}"
             ),
         )
         .await;

@@ -108,6 +108,8 @@ pub struct Egress {
     upstream: OnceLock<Result<intercept::Upstream, String>>,
     trusted: Mutex<HashMap<Uuid, String>>,
     watchers: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
+    /// One trust-store sync at a time per runtime (see [`Egress::sync_lock`]).
+    syncing: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     resync: OnceLock<tokio::sync::mpsc::UnboundedSender<Uuid>>,
     admission: gateway::Admission,
 }
@@ -157,6 +159,7 @@ impl Egress {
             upstream: OnceLock::new(),
             trusted: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
             admission: gateway::Admission::for_nofile(crate::serve::raise_nofile_limit()),
         }
@@ -234,6 +237,21 @@ impl Egress {
             (None, Some(_)) => Trust::Remove,
             (None, None) => Trust::Same,
         })
+    }
+
+    /// Held across one [`Egress::sync_bindings`] and the trust-store write
+    /// that follows: two at once (a command's, and the background one after
+    /// a binding change) would read and rewrite the bundle over each other,
+    /// and the command's could fail and run without the CA.
+    pub async fn sync_lock(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        m.lock_owned().await
     }
 
     /// The runtime's trust store now holds `pem` (`None`: no Runta CA).
@@ -345,6 +363,7 @@ impl Egress {
             upstream: OnceLock::new(),
             trusted: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
             admission: gateway::Admission::for_nofile(4096),
         }
@@ -549,6 +568,10 @@ impl Egress {
         }
         self.cas().forget(id);
         self.trusted(id, None);
+        self.syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// Where decisions go to be kept (the manager's writer).

@@ -169,6 +169,7 @@ impl Manager {
         let Ok(ip) = Ipv4Addr::from_str(&r.ip) else {
             return false;
         };
+        let _one = self.egress.sync_lock(r.id).await;
         let trust = match self
             .egress
             .sync_bindings(r.id, &r.tenant, ip, &r.egress)
