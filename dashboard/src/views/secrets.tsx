@@ -454,7 +454,7 @@ function BindingRow({ r, b, onChange }: { r: Runtime; b: SecretBinding; onChange
       <td class="small">
         {t.kind} <span class="mono">{t.name}</span>
       </td>
-      <td class="mono small">{t.template}</td>
+      <td class="mono small tpl">{t.template}</td>
       <td class="r">
         <button type="button" class="btn btn-danger btn-sm" disabled={busy} onClick={() => dialog.current?.showModal()}>
           Delete
