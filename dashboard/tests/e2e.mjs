@@ -407,6 +407,14 @@ try {
   await bindErr.waitFor();
   check((await bindErr.textContent()).includes('host'), `the error names the host: ${await bindErr.textContent()}`);
   check((await bind.getByLabel('Host').getAttribute('aria-invalid')) === 'true', 'the host field is marked invalid');
+  // A hostile host: refused, and whatever the error quotes is text.
+  await bind.getByLabel('Host').fill(`<script>window.__xss=3</script>${HOSTILE}.example.com`);
+  expected422 = 1;
+  await bind.getByRole('button', { name: 'Add binding' }).click();
+  await page.waitForFunction(() => !document.querySelector('[data-error-for="host"]')?.textContent?.includes('https://'));
+  await bindErr.waitFor();
+  check((await page.locator('img[src="x"]').count()) === 0 && (await bind.locator('script').count()) === 0, 'the hostile host made no element');
+  await nowhere('after a hostile host');
   await bind.getByLabel('Host').fill('api.example.com');
   await bind.getByLabel('Path').fill('/v1/*');
   await bind.getByRole('button', { name: 'Add binding' }).click();
