@@ -606,7 +606,18 @@ impl Needle {
 
     /// Reads `b`; true once the whole needle has been seen.
     fn feed(&mut self, b: &[u8]) -> bool {
-        for &c in b {
+        let mut at = 0;
+        while at < b.len() {
+            if self.state == 0 {
+                // The common case, a body without the value: skip to the
+                // next byte that could start it.
+                match b[at..].iter().position(|&c| c == self.pat[0]) {
+                    Some(k) => at += k,
+                    None => return false,
+                }
+            }
+            let c = b[at];
+            at += 1;
             while self.state > 0 && self.pat[self.state] != c {
                 self.state = self.fail[self.state - 1] as usize;
             }
@@ -1070,7 +1081,9 @@ impl Conn {
             .flat_map(|v| v.to_str().unwrap_or("?").split(','))
             .map(|v| v.trim().to_ascii_lowercase())
             .find(|v| !v.is_empty() && v != "identity");
-        if let (false, Some(coding)) = (reflected.is_empty(), coded) {
+        // A response without a body (to HEAD, 204, 304) has nothing to scan.
+        let bodiless = method == "HEAD" || matches!(resp.status().as_u16(), 204 | 304);
+        if let (false, false, Some(coding)) = (reflected.is_empty(), bodiless, coded) {
             // Asked for identity, the upstream encoded the body anyway: it
             // cannot be scanned for the value, so it is not passed on.
             let why = format!(
@@ -1228,6 +1241,25 @@ mod tests {
                 assert!(!out.contains(&V[..4]), "{body:?}/{step}: {out:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_value_with_repeats_is_found_after_false_starts() {
+        let v = "abababac-x9";
+        for body in ["abababababac-x9!", "ababab|abababac-x9", "aabababac-x9"] {
+            for step in [1, 2, 5, body.len()] {
+                let chunks: Vec<&[u8]> = body.as_bytes().chunks(step).collect();
+                let (out, cut) = scan(v, &chunks).await;
+                assert!(cut, "{body:?}/{step}");
+                assert!(
+                    !String::from_utf8_lossy(&out).contains("abababac"),
+                    "{body:?}/{step}"
+                );
+            }
+        }
+        let (out, cut) = scan(v, &[b"abababa", b"bac-x8 ok"]).await;
+        assert!(!cut);
+        assert_eq!(out, b"ababababac-x8 ok");
     }
 
     #[tokio::test]
