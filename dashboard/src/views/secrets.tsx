@@ -291,7 +291,11 @@ function SecretRow({ s, onChange }: { s: Secret; onChange: () => void }) {
       </td>
       <td class="r">
         <div class="actions" role="group" aria-label={`Actions for ${s.name}`}>
-          <button type="button" class="btn btn-secondary btn-sm" disabled={busy} onClick={() => replace.current?.showModal()}>
+          <button type="button" class="btn btn-secondary btn-sm" disabled={busy} onClick={() => {
+              setTtl(String(s.cache_ttl_secs));
+              setError(null);
+              replace.current?.showModal();
+            }}>
             Replace value
           </button>
           <button type="button" class="btn btn-danger btn-sm" disabled={busy} onClick={() => del.current?.showModal()}>
