@@ -89,6 +89,42 @@ export interface CreateRequest {
   idle_timeout_secs?: number;
 }
 
+/** A tenant's secret (`GET /v1/secrets`): never its value (docs/api.md, "Secrets"). */
+export interface Secret {
+  id: string;
+  name: string;
+  cache_ttl_secs: number;
+  /** A placeholder for code in the runtime, not secret. */
+  stub: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Where a binding puts the value: a header, or a query parameter. */
+export type Injection =
+  | { headerName: string; valueFormat?: string }
+  | { paramName: string; paramFormat?: string };
+
+/** One secret bound to a host and path of a runtime (`secret-injection-rules`). */
+export interface SecretBinding {
+  id: string;
+  scope: 'runtime' | 'tenant_default';
+  runtime_id?: string;
+  secret_id: string;
+  credential_display_name: string;
+  host_pattern: string;
+  path_pattern: string;
+  injection: Injection;
+  created_at: string;
+}
+
+export interface NewBinding {
+  secret: string;
+  host: string;
+  path?: string;
+  injection: Injection;
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -193,6 +229,25 @@ export const api = {
     request<{ data: Audit[] }>('GET', `/v1/audits?category=egress&runtime=${enc(id)}&limit=${limit}`).then(
       (r) => r.data,
     ),
+  /** The tenant's secrets, oldest first (names and metadata only). */
+  secrets: () => request<{ data: Secret[] }>('GET', '/v1/secrets').then((r) => r.data),
+  /** The value goes in the request body only, never in a URL. */
+  createSecret: (body: { name: string; value: string; cache_ttl_secs?: number }) =>
+    request<{ data: Secret }>('POST', '/v1/secrets', body).then((r) => r.data),
+  replaceSecret: (id: string, body: { value: string; cache_ttl_secs?: number }) =>
+    request<{ data: Secret }>('PUT', `/v1/secrets/${enc(id)}`, body).then((r) => r.data),
+  deleteSecret: (id: string) => request<unknown>('DELETE', `/v1/secrets/${enc(id)}`),
+  /** The runtime's own bindings (not the tenant defaults). */
+  bindings: (runtimeId: string) =>
+    request<{ data: SecretBinding[] }>('GET', `/v1/runtimes/${enc(runtimeId)}/secret-injection-rules`).then(
+      (r) => r.data,
+    ),
+  addBinding: (runtimeId: string, body: NewBinding) =>
+    request<{ data: SecretBinding }>('POST', `/v1/runtimes/${enc(runtimeId)}/secret-injection-rules`, body).then(
+      (r) => r.data,
+    ),
+  deleteBinding: (runtimeId: string, id: string) =>
+    request<unknown>('DELETE', `/v1/runtimes/${enc(runtimeId)}/secret-injection-rules/${enc(id)}`),
   /** Checks a token without storing it. */
   verify: (token: string) => request<unknown>('GET', '/v1/runtimes?limit=1', undefined, token),
 };

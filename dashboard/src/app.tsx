@@ -6,6 +6,7 @@ import { Fleet } from './views/fleet';
 import { CreateRuntime } from './views/create';
 import { RuntimePage } from './views/runtime';
 import { Usage } from './views/usage';
+import { SecretsPage } from './views/secrets';
 
 export function App() {
   const [token, setTok] = useState<string | null>(getToken());
@@ -151,6 +152,9 @@ function Shell({ token, onSignOut }: { token: string; onSignOut: () => void }) {
   } else if (route === '/usage') {
     page = <Usage />;
     section = 'usage';
+  } else if (route === '/secrets') {
+    page = <SecretsPage />;
+    section = 'secrets';
   } else if (m) page = <RuntimePage key={m[1]} name={decodeURIComponent(m[1])} />;
   else
     page = (
@@ -180,6 +184,7 @@ function Shell({ token, onSignOut }: { token: string; onSignOut: () => void }) {
         <nav aria-label="Main">
           {link('#/', 'fleet', 'Runtimes')}
           {link('#/usage', 'usage', 'Usage')}
+          {link('#/secrets', 'secrets', 'Secrets')}
         </nav>
         <div class="topbar-end">
           <a href="#/new" class="btn btn-primary btn-sm">

@@ -326,6 +326,147 @@ try {
     log('egress OK');
   }
 
+  step = 'secrets: create, never shown';
+  // Every URL the page asks for, so no value can travel in one.
+  const urls = [];
+  page.on('request', (r) => urls.push(r.url()));
+  const VALUE = `sv-e2e-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const VALUE2 = `sv-e2e-new-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const HOSTILE = '<img src=x onerror="window.__xss=1">';
+  /** Asserts neither value is in the page (HTML, input values), its storage or any URL asked for. */
+  const nowhere = async (what) => {
+    const seen = await page.evaluate(() => {
+      const st = (s) => Array.from({ length: s.length }, (_, i) => `${s.key(i)}=${s.getItem(s.key(i))}`).join('\n');
+      const inputs = [...document.querySelectorAll('input, textarea')].map((e) => e.value).join('\n');
+      return [document.documentElement.outerHTML, inputs, st(localStorage), st(sessionStorage), location.href, document.cookie].join('\n');
+    });
+    for (const v of [VALUE, VALUE2]) {
+      check(!seen.includes(v), `${what}: a secret value is in the page or its storage`);
+      check(!urls.some((u) => u.includes(v)), `${what}: a secret value was in a URL`);
+    }
+    check((await page.evaluate(() => window.__xss)) === undefined, `${what}: hostile HTML ran`);
+  };
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Secrets' }).click();
+  await page.getByRole('heading', { name: 'Secrets', exact: true }).waitFor();
+  await page.getByTestId('secrets-empty').waitFor();
+  // A hostile name: the daemon's 422 names the field, shown next to it as text.
+  await page.getByLabel('Name', { exact: true }).fill(HOSTILE);
+  await page.getByLabel('Value', { exact: true }).fill(VALUE);
+  expected422 = 1;
+  await page.getByRole('button', { name: 'Create secret' }).click();
+  const secNameErr = page.locator('[data-error-for="name"]');
+  await secNameErr.waitFor();
+  check((await page.getByLabel('Value', { exact: true }).inputValue()) === '', 'the value field is cleared after a refused create');
+  check((await page.locator('#sec-name').getAttribute('aria-invalid')) === 'true', 'the name field is marked invalid');
+  check((await page.locator('img[src="x"]').count()) === 0, 'the hostile name is not HTML in the page');
+  await nowhere('after a refused create');
+  // A bad TTL is caught before anything is sent.
+  await page.getByLabel('Name', { exact: true }).fill('e2e-key');
+  await page.getByLabel('Value', { exact: true }).fill(VALUE);
+  await page.getByLabel('Cache TTL (seconds)').fill('-4');
+  await page.getByRole('button', { name: 'Create secret' }).click();
+  await page.locator('[data-error-for="cache_ttl_secs"]').waitFor();
+  check((await page.locator('[data-error-for="name"]').count()) === 0, 'the old name error is cleared');
+  await page.getByLabel('Cache TTL (seconds)').fill('60');
+  await page.getByRole('button', { name: 'Create secret' }).click();
+  const secRow = page.locator('tr[data-secret="e2e-key"]');
+  await secRow.waitFor();
+  check((await page.getByLabel('Value', { exact: true }).inputValue()) === '', 'the value field is cleared after create');
+  check((await secRow.textContent()).includes('60 s'), `the TTL is listed: ${await secRow.textContent()}`);
+  const onDaemonSecret = (await http('GET', '/v1/secrets', tenantToken)).data.find((x) => x.name === 'e2e-key');
+  check(onDaemonSecret && onDaemonSecret.cache_ttl_secs === 60, `secret on the daemon: ${JSON.stringify(onDaemonSecret)}`);
+  check((await secRow.textContent()).includes(onDaemonSecret.id) && (await secRow.textContent()).includes(onDaemonSecret.stub), 'id and stub are listed');
+  await nowhere('after create');
+  await page.screenshot({ path: join(results, 'secrets.png'), fullPage: true });
+
+  step = 'secrets: replace the value';
+  await secRow.getByRole('button', { name: 'Replace value' }).click();
+  const repl = page.getByRole('dialog', { name: 'Replace the value of e2e-key' });
+  await repl.waitFor();
+  check((await repl.getByLabel('New value').inputValue()) === '', 'the replace field starts empty');
+  await repl.getByLabel('New value').fill(VALUE2);
+  await repl.getByLabel('Cache TTL (seconds)').fill('0');
+  await repl.getByRole('button', { name: 'Replace value' }).click();
+  await repl.waitFor({ state: 'hidden' });
+  await page.waitForFunction(() => document.querySelector('tr[data-secret="e2e-key"]')?.textContent?.includes('none (opened per request)'));
+  const replaced = (await http('GET', `/v1/secrets/${onDaemonSecret.id}`, tenantToken)).data;
+  check(replaced.cache_ttl_secs === 0 && replaced.updated_at !== onDaemonSecret.updated_at, `replaced on the daemon: ${JSON.stringify(replaced)}`);
+  await nowhere('after replace');
+
+  step = 'bindings: add, hostile text, delete';
+  await page.goto(`${BASE}/#/runtimes/e2e-web`);
+  await page.locator('h1 .badge-running').waitFor();
+  const bind = page.getByTestId('bindings');
+  await bind.getByTestId('bindings-empty').waitFor();
+  await bind.getByLabel('Secret').selectOption('e2e-key');
+  // A URL is not a host pattern: the daemon's 422 is shown, naming the field.
+  await bind.getByLabel('Host').fill('https://api.example.com/v1');
+  expected422 = 1;
+  await bind.getByRole('button', { name: 'Add binding' }).click();
+  const bindErr = bind.locator('[data-error-for="host"]');
+  await bindErr.waitFor();
+  check((await bindErr.textContent()).includes('host'), `the error names the host: ${await bindErr.textContent()}`);
+  check((await bind.getByLabel('Host').getAttribute('aria-invalid')) === 'true', 'the host field is marked invalid');
+  // A hostile host: refused, and whatever the error quotes is text.
+  await bind.getByLabel('Host').fill(`<script>window.__xss=3</script>${HOSTILE}.example.com`);
+  expected422 = 1;
+  await bind.getByRole('button', { name: 'Add binding' }).click();
+  await page.waitForFunction(() => !document.querySelector('[data-error-for="host"]')?.textContent?.includes('https://'));
+  await bindErr.waitFor();
+  check((await page.locator('img[src="x"]').count()) === 0 && (await bind.locator('script').count()) === 0, 'the hostile host made no element');
+  await nowhere('after a hostile host');
+  await bind.getByLabel('Host').fill('api.example.com');
+  await bind.getByLabel('Path').fill('/v1/*');
+  await bind.getByRole('button', { name: 'Add binding' }).click();
+  await bind.locator('tr[data-binding]', { hasText: 'api.example.com' }).waitFor();
+  // A template holding HTML is stored as given and shown as text.
+  await bind.getByRole('radio', { name: 'a query parameter' }).check();
+  await bind.getByLabel('Parameter name').fill('key');
+  await bind.getByLabel('Host').fill('evil.example.com');
+  await bind.getByLabel('Path').fill('/*');
+  await bind.getByLabel('Template').fill(`${HOSTILE}\${credential}<script>window.__xss=2</script>`);
+  await bind.getByRole('button', { name: 'Add binding' }).click();
+  const evil = bind.locator('tr[data-binding]', { hasText: 'evil.example.com' });
+  await evil.waitFor();
+  check((await evil.textContent()).includes(HOSTILE), `the hostile template is shown as text: ${await evil.textContent()}`);
+  check((await page.locator('img[src="x"]').count()) === 0 && (await bind.locator('script').count()) === 0, 'no element was made from it');
+  const rules = (await http('GET', '/v1/runtimes/e2e-web/secret-injection-rules', tenantToken)).data;
+  const hdr = rules.find((b) => b.host_pattern === 'api.example.com');
+  check(hdr && hdr.path_pattern === '/v1/*' && hdr.injection.headerName === 'Authorization' && hdr.injection.valueFormat === 'Bearer ${credential}' && hdr.credential_display_name === 'e2e-key', `binding on the daemon: ${JSON.stringify(rules)}`);
+  check(rules.some((b) => b.host_pattern === 'evil.example.com' && b.injection.paramName === 'key'), 'the param binding is on the daemon');
+  await nowhere('bindings');
+  await bind.scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(results, 'bindings.png'), fullPage: true });
+  // Delete, with a confirmation that can be cancelled.
+  const hdrRow = bind.locator(`tr[data-binding="${hdr.id}"]`);
+  await hdrRow.getByRole('button', { name: 'Delete' }).click();
+  const bdlg = page.getByRole('dialog', { name: 'Delete this binding?' });
+  await bdlg.getByRole('button', { name: 'Cancel' }).click();
+  await bdlg.waitFor({ state: 'hidden' });
+  check((await http('GET', '/v1/runtimes/e2e-web/secret-injection-rules', tenantToken)).data.length === 2, 'cancel keeps the binding');
+  await hdrRow.getByRole('button', { name: 'Delete' }).click();
+  await bdlg.getByRole('button', { name: 'Delete binding' }).click();
+  await hdrRow.waitFor({ state: 'detached' });
+  const leftRules = (await http('GET', '/v1/runtimes/e2e-web/secret-injection-rules', tenantToken)).data;
+  check(leftRules.length === 1 && leftRules[0].host_pattern === 'evil.example.com', `one binding left: ${JSON.stringify(leftRules)}`);
+
+  step = 'secrets: delete';
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Secrets' }).click();
+  await secRow.waitFor();
+  await secRow.getByRole('button', { name: 'Delete' }).click();
+  const sdlg = page.getByRole('dialog', { name: 'Delete secret e2e-key?' });
+  await sdlg.getByRole('button', { name: 'Cancel' }).click();
+  await sdlg.waitFor({ state: 'hidden' });
+  check((await http('GET', '/v1/secrets', tenantToken)).data.length === 1, 'cancel keeps the secret');
+  await secRow.getByRole('button', { name: 'Delete' }).click();
+  await sdlg.getByRole('button', { name: 'Delete secret' }).click();
+  await page.getByTestId('secrets-empty').waitFor();
+  check((await http('GET', '/v1/secrets', tenantToken)).data.length === 0, 'deleted on the daemon');
+  check((await http('GET', '/v1/runtimes/e2e-web/secret-injection-rules', tenantToken)).data.length === 0, 'its bindings went with it');
+  await nowhere('at the end');
+  await page.goto(`${BASE}/#/runtimes/e2e-web`);
+  log('secrets OK');
+
   step = 'pause';
   const actions = page.getByRole('group', { name: 'Lifecycle' });
   check(!(await actions.getByRole('button', { name: 'Boot' }).count()), 'no Boot while running');

@@ -24,8 +24,12 @@ use serde_json::{json, Value};
 /// resolves (percent-decoded, dot segments removed, as many servers route)
 /// to one containing `/echo` answers with the request head in its body;
 /// `/hecho` copies the request's `Authorization` into a response header.
+/// Body echoes of `Authorization` in other spellings: `/splitecho` (chunked,
+/// 3 bytes a chunk), `/b64echo?pad=N[&url=1]` (base64 after N bytes),
+/// `/pctecho`, `/hexecho`, `/revecho` (reversed), `/gzecho` (gzip-encoded
+/// whatever the request accepts).
 const SERVER: &str = r#"
-import http.server, socketserver, ssl, sys, threading, json, urllib.parse, posixpath
+import http.server, socketserver, ssl, sys, threading, json, urllib.parse, posixpath, base64, gzip, time
 log = sys.argv[1]
 lock = threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
@@ -45,11 +49,34 @@ class H(http.server.BaseHTTPRequestHandler):
         if q.path.endswith("/slashme"):
             self.send_response(301); self.send_header("location", q.path + "/?" + q.query); self.send_header("content-length", "0"); self.end_headers(); return
         norm = posixpath.normpath(urllib.parse.unquote(q.path.replace(";", "")))
-        if "/echo" in norm:
+        auth = self.headers.get("authorization", "-")
+        qs = urllib.parse.parse_qs(q.query)
+        if "/splitecho" in q.path:
+            # The value in 3-byte chunks, each flushed on its own.
+            self.send_response(200); self.send_header("transfer-encoding", "chunked"); self.end_headers()
+            parts = [b"ECHO "] + [auth.encode()[i:i + 3] for i in range(0, len(auth), 3)] + [b"\n"]
+            for part in parts:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part)); self.wfile.flush(); time.sleep(0.02)
+            self.wfile.write(b"0\r\n\r\n"); return
+        coded = None
+        if "/b64echo" in q.path:
+            enc = base64.urlsafe_b64encode if qs.get("url") else base64.b64encode
+            out = b"B64 " + enc(("x" * int(qs.get("pad", ["0"])[0]) + "authorization: " + auth).encode()) + b"\n"
+        elif "/pctecho" in q.path:
+            out = ("PCT " + urllib.parse.quote("authorization: " + auth, safe="") + "\n").encode()
+        elif "/hexecho" in q.path:
+            out = ("HEX " + auth.encode().hex() + "\n").encode()
+        elif "/revecho" in q.path:
+            out = ("REV " + auth[::-1] + "\n").encode()
+        elif "/gzecho" in q.path:
+            out = gzip.compress(("GZ " + auth + "\n").encode()); coded = "gzip"
+        elif "/echo" in norm:
             out = ("ECHO " + self.path + "\n" + "".join("%s: %s\n" % kv for kv in self.headers.items())).encode()
         else:
             out = ("ok %s %s\n" % (self.command, self.path)).encode()
         self.send_response(200)
+        if coded:
+            self.send_header("content-encoding", coded)
         if "/hecho" in q.path:
             self.send_header("x-echo-auth", self.headers.get("authorization", "-"))
         self.send_header("content-length", str(len(out))); self.end_headers()
@@ -351,10 +378,13 @@ async fn the_value_does_not_come_back_through_paths_redirects_or_response_header
 }
 
 /// A bound host that echoes the request in its body (an echo endpoint, a
-/// debug page, an error page quoting the request) hands the runtime the
-/// value: the gateway does not look into response bodies.
+/// debug page, an error page quoting the request) would hand the runtime the
+/// value: the gateway scans the bodies of injected requests' responses
+/// (asked for as identity) for the value in the spellings a response
+/// carries it in, across chunk boundaries, and cuts the response there
+/// (audited `secret_reflected`); an encoded body it cannot scan is refused.
+/// docs/security.md, "Secrets red-team pass".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "hole: a bound host that echoes the request in its response body returns the injected value to the runtime (curl https://bound.test/v1/echo prints 'authorization: Bearer <value>'); the gateway scans response heads, not bodies, and could not catch a compressed or re-encoded echo anyway. Bind only hosts and path prefixes that never reflect requests"]
 async fn a_bound_host_that_echoes_the_body_does_not_return_the_value() {
     if skip() {
         return;
@@ -367,10 +397,97 @@ async fn a_bound_host_that_echoes_the_body_does_not_return_the_value() {
     c.new_secret("key", &v).await;
     c.new_rule(&rt, header_rule("echo.test", "/*", "key", "Authorization"))
         .await;
-    let (code, out) = c.run(&rt, "curl -sS https://echo.test/v1/echo").await;
+    // Nothing of the value reaches the runtime, not even its first bytes
+    // (held back until the next byte shows whether the value follows).
+    let gone = |out: &str| !out.contains(&v[..8]) && !out.contains(&v);
+    let mut paths: Vec<String> = vec![
+        "/v1/echo".into(),
+        "/v1/splitecho".into(),
+        "/v1/pctecho".into(),
+        "/v1/hexecho".into(),
+    ];
+    for pad in 0..3 {
+        paths.push(format!("/v1/b64echo?pad={pad}"));
+        paths.push(format!("/v1/b64echo?pad={pad}&url=1"));
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let sep = if p.contains('?') { '&' } else { '?' };
+        for proto in ["--http1.1", "--http2"] {
+            let (code, out) = c
+                .run(
+                    &rt,
+                    &format!("curl -sS {proto} -H 'Accept-Encoding: gzip, br' 'https://echo.test{p}{sep}t={i}'"),
+                )
+                .await;
+            assert_ne!(code, 0, "{p} {proto}: the response was not cut: {out}");
+            assert!(gone(&out), "{p} {proto}: the value came back: {out}");
+        }
+        // The request went out injected, asking for the body as it is.
+        let seen = lab.seen(&format!("t={i}"));
+        assert_eq!(seen.len(), 2, "{p}: {seen:?}");
+        for s in &seen {
+            assert_eq!(
+                header(s, "authorization"),
+                Some(format!("Bearer {v}").as_str())
+            );
+            assert_eq!(header(s, "accept-encoding"), Some("identity"), "{p}");
+        }
+    }
+    // The bytes before the value still stream (the chunked echo's first
+    // chunk arrives before the cut).
+    let (_, out) = c
+        .run(&rt, "curl -sSN https://echo.test/v1/splitecho?t=head")
+        .await;
+    assert!(out.starts_with("ECHO Bearer "), "{out}");
+    assert!(gone(&out), "{out}");
+    // An upstream that encodes its body although identity was asked: refused.
+    let (_, out) = c
+        .run(
+            &rt,
+            "curl -sS --compressed -w ' %{http_code}' https://echo.test/v1/gzecho",
+        )
+        .await;
+    assert!(out.ends_with(" 502"), "{out}");
+    assert!(out.contains("content-encoding"), "{out}");
+    assert!(gone(&out), "{out}");
+    // A response that does not reflect the value is untouched.
+    let (code, out) = c.run(&rt, "curl -sS https://echo.test/v1/plain").await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("ECHO"), "{out}");
-    assert!(!out.contains(&v), "the value came back in the body: {out}");
+    assert_eq!(out.trim(), "ok GET /v1/plain");
+
+    let (st, a) = c
+        .get(&format!(
+            "/v1/audits?category=egress&runtime={rt}&limit=1000"
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{a}");
+    let a = a.to_string();
+    assert!(a.contains("secret_reflected"), "{a}");
+    assert!(a.contains("secret_unscannable"), "{a}");
+    assert!(!a.contains(&v));
+}
+
+/// What the scan does not catch: an upstream that re-encodes the value in a
+/// way of its own (here reversed; equally a custom cipher, a compressed blob
+/// inside JSON, the value split by other text) returns it to the runtime.
+/// docs/security.md, "Secrets red-team pass".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "hole (residual): a bound host that returns the injected value re-encoded in a way the gateway does not know (reversed: curl https://echo.test/v1/revecho prints the value backwards) hands it to the runtime; the body scan knows raw, percent, hex, JSON and base64 spellings only. Bind only hosts that never reflect requests"]
+async fn a_bound_host_that_reencodes_the_echo_does_not_return_the_value() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(86);
+    let d = lab.daemon();
+    let c = d.tenant("rtsr").await;
+    let rt = runtime(&c, &lab, "rtsr").await;
+    let v = value();
+    c.new_secret("key", &v).await;
+    c.new_rule(&rt, header_rule("echo.test", "/*", "key", "Authorization"))
+        .await;
+    let (_, out) = c.run(&rt, "curl -sS https://echo.test/v1/revecho").await;
+    let rev: String = v.chars().rev().collect();
+    assert!(!out.contains(&rev), "the value came back reversed: {out}");
 }
 
 /// Misdirection on one connection, an unverifiable upstream, redirects to
@@ -699,11 +816,10 @@ async fn another_tenant_can_neither_read_bind_replace_nor_delete() {
 }
 
 /// The issue: "If the runtime sends the stub to a host that has no binding
-/// for it, the request is blocked and audited." A runtime of the tenant that
-/// has no binding of its own is not on the gateway under the open policy,
-/// so its stub travels over plain HTTP unblocked.
+/// for it, the request is blocked and audited." Every runtime of a tenant
+/// that has a secret has its TCP on the gateway, bindings of its own or not,
+/// so a stub over plain HTTP to any host is refused with a 403 and audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "hole: a runtime with no binding (open egress policy) sends its tenant's stub over plain HTTP unblocked and unaudited (curl -H 'X-Key: <stub>' http://other.test/ answers 200); only runtimes with bindings have their TCP on the gateway. The stub is worthless to the receiver, so this loses only the audit"]
 async fn a_stub_from_a_runtime_without_bindings_is_blocked() {
     if skip() {
         return;
@@ -712,6 +828,9 @@ async fn a_stub_from_a_runtime_without_bindings_is_blocked() {
     let d = lab.daemon();
     let c = d.tenant("rtss").await;
     let rt = runtime(&c, &lab, "rtss").await;
+    // Before the tenant has a secret, the runtime is not on the gateway.
+    let (code, out) = c.run(&rt, "curl -sS -m 5 http://other.test/before").await;
+    assert_eq!(code, 0, "{out}");
     let s = c.new_secret("key", &value()).await;
     let stub = s["stub"].as_str().unwrap().to_string();
     let (_, out) = c
@@ -723,4 +842,87 @@ async fn a_stub_from_a_runtime_without_bindings_is_blocked() {
         )
         .await;
     assert!(lab.seen("/stubbed").is_empty(), "the stub went out: {out}");
+    assert!(out.ends_with(" 403"), "{out}");
+    // In the query, too, and on a kept-alive connection's second request.
+    let (_, out) = c
+        .run(
+            &rt,
+            &format!(
+                "curl -s -m 5 -w '%{{http_code}} ' -o /dev/null http://other.test/first -o /dev/null http://other.test/second?k={stub}"
+            ),
+        )
+        .await;
+    assert_eq!(out.trim(), "200 403", "{out}");
+    assert!(lab.seen("/second").is_empty());
+    // Without a stub, plain HTTP goes on as before.
+    let (code, out) = c.run(&rt, "curl -sS -m 5 http://other.test/clean").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(lab.seen("/clean").len(), 1);
+    let (st, a) = c
+        .get(&format!(
+            "/v1/audits?category=egress&runtime={rt}&limit=1000"
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{a}");
+    let rows = a["data"].as_array().unwrap();
+    let blocked = rows.iter().any(|r| {
+        let h = &r["payload"]["egress"]["http_request"];
+        h["host"] == "other.test"
+            && h["path"] == "/stubbed"
+            && h["action"] == "deny"
+            && h["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("stub of secret \"key\"")
+    });
+    assert!(blocked, "{a}");
+    assert!(
+        !a.to_string().contains(&stub),
+        "the audit quotes the stub: {a}"
+    );
+}
+
+/// The documented residual of the above: HTTPS to a host with no binding is
+/// never intercepted (the gateway sees its SNI, not its requests), so a stub
+/// inside it reaches that host. The connection is on the gateway and
+/// audited; the stub itself is worthless to the receiver (it is not the
+/// value). docs/security.md, "Secrets red-team pass".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stub_over_https_to_an_unbound_host_is_not_seen_but_the_connection_is_audited() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(87);
+    let d = lab.daemon();
+    let c = d.tenant("rtsh").await;
+    let rt = runtime(&c, &lab, "rtsh").await;
+    let s = c.new_secret("key", &value()).await;
+    let stub = s["stub"].as_str().unwrap().to_string();
+    let pem = std::fs::read_to_string(lab.dir.join("ca.pem")).unwrap();
+    c.out(&rt, &format!("cat > /tmp/up-ca.pem <<'EOF'\n{pem}EOF"))
+        .await;
+    let (code, out) = c
+        .run(
+            &rt,
+            &format!("curl -sS -m 10 --cacert /tmp/up-ca.pem -H 'X-Key: {stub}' https://other.test/stubbed-tls"),
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    // The upstream's own certificate: not intercepted.
+    assert_eq!(out.trim(), "ok GET /stubbed-tls");
+    let seen = lab.seen("/stubbed-tls");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(header(&seen[0], "x-key"), Some(stub.as_str()));
+    let (st, a) = c
+        .get(&format!(
+            "/v1/audits?category=egress&runtime={rt}&limit=1000"
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{a}");
+    let rows = a["data"].as_array().unwrap();
+    let conn = rows.iter().any(|r| {
+        let t = &r["payload"]["egress"]["tcp_connection"];
+        t["host"] == "other.test" && t["transport"] == "tls" && t["action"] == "allow"
+    });
+    assert!(conn, "{a}");
 }

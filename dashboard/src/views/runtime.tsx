@@ -7,6 +7,7 @@ import { TerminalPanel } from '../terminal';
 import { toast } from '../toast';
 import { Spinner, StatusBadge, Urls } from './common';
 import { EgressPanel } from './egress';
+import { BindingsPanel } from './secrets';
 
 interface Sample { t: number; cpu: number | null; mem: number | null }
 const MAX_SAMPLES = 90;
@@ -90,6 +91,7 @@ export function RuntimePage({ name }: { name: string }) {
           />
           <CommandBox r={r} />
           <EgressPanel r={r} onChange={rt.refresh} />
+          <BindingsPanel r={r} />
           <Events r={r} />
         </div>
         <aside class="detail-side">

@@ -467,28 +467,33 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// occur by chance; a real credential is longer).
 const MIN_REFLECTED: usize = 8;
 
-/// The values a request was injected with, as a response could carry them
-/// back: as they are and percent-encoded (a query parameter is sent so).
-struct Reflection(Vec<zeroize::Zeroizing<String>>);
+/// The values a request was injected with, in every spelling a response
+/// could carry them back in: as they are, percent-encoded (form and strict,
+/// either hex case), JSON-escaped, hex, and base64 (standard and URL-safe,
+/// at each of the three alignments a value can have inside a larger encoded
+/// text). docs/security.md, "Secrets red-team pass", lists what is not
+/// caught.
+struct Reflection(Vec<zeroize::Zeroizing<Vec<u8>>>);
 
 impl Reflection {
     fn of(injections: &[crate::secrets::Injection]) -> Reflection {
-        let mut out: Vec<zeroize::Zeroizing<String>> = Vec::new();
+        let mut out: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
         for inj in injections {
-            let raw = inj.secret.as_str();
+            let raw = inj.secret.as_bytes();
             if raw.len() < MIN_REFLECTED {
                 continue;
             }
-            let enc = zeroize::Zeroizing::new(
-                form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>(),
-            );
-            for v in [zeroize::Zeroizing::new(raw.to_string()), enc] {
-                if !out.iter().any(|o| o.as_str() == v.as_str()) {
+            for v in spellings(raw) {
+                if v.len() >= MIN_REFLECTED && !out.iter().any(|o| o[..] == v[..]) {
                     out.push(v);
                 }
             }
         }
         Reflection(out)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The name of the first response header whose value holds one of them.
@@ -500,10 +505,308 @@ impl Reflection {
             let b = v.as_bytes();
             self.0
                 .iter()
-                .any(|n| b.windows(n.len()).any(|w| w == n.as_bytes()))
+                .any(|n| b.windows(n.len()).any(|w| w == &n[..]))
                 .then(|| k.as_str().to_string())
         })
     }
+}
+
+/// `raw` as a response may spell it (see [`Reflection`]).
+fn spellings(raw: &[u8]) -> Vec<zeroize::Zeroizing<Vec<u8>>> {
+    use base64::Engine;
+    use zeroize::Zeroizing;
+    let mut out = vec![Zeroizing::new(raw.to_vec())];
+    out.push(Zeroizing::new(
+        form_urlencoded::byte_serialize(raw)
+            .collect::<String>()
+            .into_bytes(),
+    ));
+    for upper in [true, false] {
+        let mut p = Zeroizing::new(Vec::with_capacity(raw.len() * 3));
+        let mut h = Zeroizing::new(Vec::with_capacity(raw.len() * 2));
+        for &b in raw {
+            let hex = |n: u8| {
+                let c = b"0123456789abcdef"[n as usize];
+                if upper {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            };
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                p.push(b);
+            } else {
+                p.extend_from_slice(&[b'%', hex(b >> 4), hex(b & 15)]);
+            }
+            h.extend_from_slice(&[hex(b >> 4), hex(b & 15)]);
+        }
+        out.push(p);
+        out.push(h);
+    }
+    if let Ok(j) = serde_json::to_string(&String::from_utf8_lossy(raw)) {
+        let j = Zeroizing::new(j);
+        let inner = &j.as_bytes()[1..j.len() - 1];
+        out.push(Zeroizing::new(inner.to_vec()));
+        // Some encoders also escape the solidus.
+        out.push(Zeroizing::new(
+            String::from_utf8_lossy(inner)
+                .replace('/', "\\/")
+                .into_bytes(),
+        ));
+    }
+    // base64: with `r` bytes before the value, the characters that depend on
+    // the value alone start at the first whole group after those bytes and
+    // end at the last whole group it fills.
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for r in 0..3usize {
+            let mut padded = Zeroizing::new(vec![0u8; r]);
+            padded.extend_from_slice(raw);
+            let enc = Zeroizing::new(engine.encode(&padded[..]));
+            let start = if r == 0 { 0 } else { 4 };
+            let end = (padded.len() / 3) * 4;
+            if end > start {
+                out.push(Zeroizing::new(enc.as_bytes()[start..end].to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// One spelling looked for in a response body, as a Knuth-Morris-Pratt
+/// matcher whose state carries across chunks: `state` is how much of the
+/// needle the body's last bytes are (those bytes are held back).
+struct Needle {
+    pat: zeroize::Zeroizing<Vec<u8>>,
+    fail: Vec<u32>,
+    state: usize,
+}
+
+impl Needle {
+    fn new(pat: zeroize::Zeroizing<Vec<u8>>) -> Needle {
+        let mut fail = vec![0u32; pat.len()];
+        let mut k = 0usize;
+        for i in 1..pat.len() {
+            while k > 0 && pat[i] != pat[k] {
+                k = fail[k - 1] as usize;
+            }
+            if pat[i] == pat[k] {
+                k += 1;
+            }
+            fail[i] = k as u32;
+        }
+        Needle {
+            pat,
+            fail,
+            state: 0,
+        }
+    }
+
+    /// Reads `b`; true once the whole needle has been seen.
+    fn feed(&mut self, b: &[u8]) -> bool {
+        let mut at = 0;
+        while at < b.len() {
+            if self.state == 0 {
+                // The common case, a body without the value: skip to the
+                // next byte that could start it.
+                match b[at..].iter().position(|&c| c == self.pat[0]) {
+                    Some(k) => at += k,
+                    None => return false,
+                }
+            }
+            let c = b[at];
+            at += 1;
+            while self.state > 0 && self.pat[self.state] != c {
+                self.state = self.fail[self.state - 1] as usize;
+            }
+            if self.pat[self.state] == c {
+                self.state += 1;
+            }
+            if self.state == self.pat.len() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Who to audit a cut response for.
+struct CutAudit {
+    eg: Arc<Egress>,
+    runtime: Uuid,
+    sni: String,
+    method: String,
+    path: String,
+    status: u16,
+}
+
+/// A response body of an injected request, streamed frame by frame as it
+/// arrives, but cut (an error: the runtime's connection or stream is reset,
+/// the response truncated) as soon as it carries an injected value in any
+/// spelling of [`Reflection`], wherever the chunk boundaries fall. The only
+/// bytes held back are a body's last few when they could be the start of a
+/// value; they follow with the next frame (or the end), so a stream whose
+/// events end in a newline is never delayed.
+struct Scanned {
+    inner: Body,
+    needles: Vec<Needle>,
+    held: Vec<u8>,
+    /// A frame read while `held` was being flushed.
+    next: Option<hyper::body::Frame<Bytes>>,
+    audit: Option<CutAudit>,
+    ended: bool,
+}
+
+impl Scanned {
+    fn new(inner: Body, reflection: Reflection, audit: CutAudit) -> Scanned {
+        Scanned {
+            inner,
+            needles: reflection.0.into_iter().map(Needle::new).collect(),
+            held: Vec::new(),
+            next: None,
+            audit: Some(audit),
+            ended: false,
+        }
+    }
+
+    fn cut(&mut self) -> Box<dyn std::error::Error + Send + Sync> {
+        self.ended = true;
+        self.held.clear();
+        if let Some(a) = self.audit.take() {
+            let why = "the upstream's response body carries the injected secret back; \
+                 the response was cut so that the runtime never holds it"
+                .to_string();
+            record(
+                &a.eg,
+                a.runtime,
+                &a.sni,
+                &a.method,
+                &a.path,
+                a.status,
+                EgressAction::Deny,
+                "secret_reflected",
+                why.clone(),
+            );
+            a.eg.denied(a.runtime, &a.sni, &why);
+        }
+        Box::new(io::Error::other(
+            "runta egress: response cut (it carried an injected secret)",
+        ))
+    }
+}
+
+impl hyper::body::Body for Scanned {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let me = &mut *self;
+        loop {
+            if me.ended {
+                return Poll::Ready(None);
+            }
+            if let Some(f) = me.next.take() {
+                return Poll::Ready(Some(Ok(f)));
+            }
+            let frame = match Pin::new(&mut me.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(f))) => f,
+                Poll::Ready(None) => {
+                    me.ended = true;
+                    if me.held.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let rest = Bytes::from(std::mem::take(&mut me.held));
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(rest))));
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(d) => d,
+                Err(other) => {
+                    // Trailers: what is held goes first.
+                    if me.held.is_empty() {
+                        return Poll::Ready(Some(Ok(other)));
+                    }
+                    me.next = Some(other);
+                    let rest = Bytes::from(std::mem::take(&mut me.held));
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(rest))));
+                }
+            };
+            let mut hit = false;
+            for n in &mut me.needles {
+                hit |= n.feed(&data);
+            }
+            if hit {
+                let e = me.cut();
+                return Poll::Ready(Some(Err(e)));
+            }
+            let hold = me.needles.iter().map(|n| n.state).max().unwrap_or(0);
+            let mut all = std::mem::take(&mut me.held);
+            all.extend_from_slice(&data);
+            let keep = hold.min(all.len());
+            me.held = all.split_off(all.len() - keep);
+            if !all.is_empty() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(all)))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.next.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let h = self.inner.size_hint();
+        let held = self.held.len() as u64;
+        let mut out = hyper::body::SizeHint::new();
+        out.set_lower(h.lower() + held);
+        if let Some(u) = h.upper() {
+            out.set_upper(u + held);
+        }
+        out
+    }
+}
+
+/// One `http_request` audit of an intercepted request.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    eg: &Egress,
+    runtime: Uuid,
+    sni: &str,
+    method: &str,
+    path: &str,
+    status: u16,
+    action: EgressAction,
+    outcome: &str,
+    reason: String,
+) {
+    eg.audits.record(
+        runtime,
+        EgressAuditPayload {
+            kind: EgressAuditKind::HttpRequest,
+            http_request: Some(EgressHttpRequestAudit {
+                host: sni.to_string(),
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                bytes_up: 0,
+                bytes_down: 0,
+                action,
+                outcome: outcome.into(),
+                reason,
+                query_redacted: true,
+            }),
+            tcp_connection: None,
+            icmp_drop: None,
+            dns_query: None,
+        },
+    );
 }
 
 /// The request head as bytes, for the stub scan (bounded).
@@ -540,26 +843,16 @@ impl Conn {
         outcome: &str,
         reason: String,
     ) {
-        self.eg.audits.record(
+        record(
+            &self.eg,
             self.runtime,
-            EgressAuditPayload {
-                kind: EgressAuditKind::HttpRequest,
-                http_request: Some(EgressHttpRequestAudit {
-                    host: self.sni.clone(),
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    status,
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    action,
-                    outcome: outcome.into(),
-                    reason,
-                    query_redacted: true,
-                }),
-                tcp_connection: None,
-                icmp_drop: None,
-                dns_query: None,
-            },
+            &self.sni,
+            method,
+            path,
+            status,
+            action,
+            outcome,
+            reason,
         );
     }
 
@@ -678,6 +971,14 @@ impl Conn {
             }
         }
         drop(injections);
+        if !reflected.is_empty() {
+            // A compressed body could carry the value back unseen: the
+            // upstream is asked for the body as it is, so it can be scanned.
+            parts.headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         let sender = match self.sender().await {
             Ok(s) => s,
             Err(why) => {
@@ -773,7 +1074,34 @@ impl Conn {
             self.eg.denied(self.runtime, &self.sni, &why);
             return text(StatusCode::BAD_GATEWAY, why);
         }
-        drop(reflected);
+        let coded = resp
+            .headers()
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .find(|v| !v.is_empty() && v != "identity");
+        // A response without a body (to HEAD, 204, 304) has nothing to scan.
+        let bodiless = method == "HEAD" || matches!(resp.status().as_u16(), 204 | 304);
+        if let (false, false, Some(coding)) = (reflected.is_empty(), bodiless, coded) {
+            // Asked for identity, the upstream encoded the body anyway: it
+            // cannot be scanned for the value, so it is not passed on.
+            let why = format!(
+                "the upstream answered an injected request with content-encoding {coding:?} \
+                 although identity was asked; an encoded body cannot be checked for the \
+                 injected secret, so it is refused"
+            );
+            self.audit(
+                &method,
+                &path,
+                502,
+                EgressAction::Deny,
+                "secret_unscannable",
+                why.clone(),
+            );
+            self.eg.denied(self.runtime, &self.sni, &why);
+            return text(StatusCode::BAD_GATEWAY, why);
+        }
         let status = resp.status().as_u16();
         if applied.is_empty() {
             self.audit(
@@ -811,6 +1139,149 @@ impl Conn {
             strip_hop_by_hop(&mut parts.headers, false);
         }
         parts.version = Version::HTTP_11;
-        Response::from_parts(parts, body.map_err(Into::into).boxed())
+        let body: Body = body.map_err(Into::into).boxed();
+        if reflected.is_empty() || status == 101 {
+            return Response::from_parts(parts, body);
+        }
+        let audit = CutAudit {
+            eg: self.eg.clone(),
+            runtime: self.runtime,
+            sni: self.sni.clone(),
+            method,
+            path,
+            status,
+        };
+        Response::from_parts(parts, Scanned::new(body, reflected, audit).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// Feeds `chunks` through a scanned body; the bytes let through and
+    /// whether it was cut.
+    async fn scan(value: &str, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let frames: Vec<
+            Result<hyper::body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+        > = chunks
+            .iter()
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let inner: Body =
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        let needles = spellings(value.as_bytes())
+            .into_iter()
+            .filter(|n| n.len() >= MIN_REFLECTED)
+            .collect();
+        let audit = CutAudit {
+            eg: Arc::new(Egress::for_tests()),
+            runtime: Uuid::nil(),
+            sni: "bound.test".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+        };
+        let mut body = Scanned::new(inner, Reflection(needles), audit);
+        let mut out = Vec::new();
+        loop {
+            match body.frame().await {
+                None => return (out, false),
+                Some(Err(_)) => return (out, true),
+                Some(Ok(f)) => out.extend_from_slice(f.data_ref().unwrap()),
+            }
+        }
+    }
+
+    const V: &str = "sv-0123456789abcdef/+=";
+
+    #[tokio::test]
+    async fn a_value_is_cut_in_every_spelling_across_any_split() {
+        let b64 = |pad: usize, url: bool| {
+            let text = format!("{}authorization: Bearer {V}", "x".repeat(pad));
+            if url {
+                base64::engine::general_purpose::URL_SAFE.encode(text)
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(text)
+            }
+        };
+        let pct: String = form_urlencoded::byte_serialize(V.as_bytes()).collect();
+        let mut bodies = vec![
+            format!("echo: Bearer {V}\n"),
+            format!("q={pct}&x=1"),
+            format!(
+                "q={}",
+                V.replace('/', "%2f")
+                    .replace('+', "%2b")
+                    .replace('=', "%3d")
+            ),
+            format!(
+                "{{\"auth\":{}}}",
+                serde_json::to_string(V).unwrap().replace('/', "\\/")
+            ),
+            format!(
+                "hex {}",
+                V.as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<String>()
+            ),
+        ];
+        for pad in 0..3 {
+            bodies.push(format!("B64 {}", b64(pad, false)));
+            bodies.push(format!("B64 {}", b64(pad, true)));
+        }
+        for body in &bodies {
+            for step in [1, 2, 3, 7, body.len()] {
+                let chunks: Vec<&[u8]> = body.as_bytes().chunks(step).collect();
+                let (out, cut) = scan(V, &chunks).await;
+                assert!(cut, "{body:?} in chunks of {step} went through");
+                let out = String::from_utf8_lossy(&out);
+                assert!(!out.contains(&V[..4]), "{body:?}/{step}: {out:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_with_repeats_is_found_after_false_starts() {
+        let v = "abababac-x9";
+        for body in ["abababababac-x9!", "ababab|abababac-x9", "aabababac-x9"] {
+            for step in [1, 2, 5, body.len()] {
+                let chunks: Vec<&[u8]> = body.as_bytes().chunks(step).collect();
+                let (out, cut) = scan(v, &chunks).await;
+                assert!(cut, "{body:?}/{step}");
+                assert!(
+                    !String::from_utf8_lossy(&out).contains("abababac"),
+                    "{body:?}/{step}"
+                );
+            }
+        }
+        let (out, cut) = scan(v, &[b"abababa", b"bac-x8 ok"]).await;
+        assert!(!cut);
+        assert_eq!(out, b"ababababac-x8 ok");
+    }
+
+    #[tokio::test]
+    async fn other_bodies_pass_whole_and_chunks_flow_as_they_come() {
+        // A chunk ending in what could be the value's start waits for the
+        // next byte only; then everything arrives, in order.
+        let chunks: [&[u8]; 4] = [b"data: 1\n\n", b"tail sv-01", b"2 not it\n", b"end"];
+        let (out, cut) = scan(V, &chunks).await;
+        assert!(!cut);
+        assert_eq!(out, b"data: 1\n\ntail sv-012 not it\nend");
+        // The value's prefix at the very end is let through at the end.
+        let (out, cut) = scan(V, &[b"x sv-0123"]).await;
+        assert!(!cut);
+        assert_eq!(out, b"x sv-0123");
+        // A first chunk that cannot start the value is passed on at once.
+        let mut n: Vec<Needle> = spellings(V.as_bytes())
+            .into_iter()
+            .map(Needle::new)
+            .collect();
+        for x in &mut n {
+            assert!(!x.feed(b"data: 1\n\n"));
+            assert_eq!(x.state, 0);
+        }
     }
 }

@@ -23,9 +23,11 @@
 //! - `audit`: every decision, queued for the manager's writer (the store
 //!   keeps them, bounded per runtime, behind `GET /v1/audits`).
 //!
-//! - `ca` and `intercept`: secret injection. A runtime with secret bindings
-//!   is on the gateway even under the open policy (its TCP only: no DNS or
-//!   packet filtering then); a TLS connection whose SNI is a bound host is
+//! - `ca` and `intercept`: secret injection. A runtime with secret bindings,
+//!   or whose tenant has any secret (so stubs to look for), is on the
+//!   gateway even under the open policy (its TCP only: no DNS or packet
+//!   filtering then): a plain-HTTP request carrying a stub is refused; a TLS
+//!   connection whose SNI is a bound host is
 //!   terminated with a leaf of the runtime's own name-constrained CA and
 //!   proxied with the binding's header or query parameter set. Every other
 //!   connection is spliced as above. See docs/security.md, "Secrets".
@@ -106,6 +108,8 @@ pub struct Egress {
     upstream: OnceLock<Result<intercept::Upstream, String>>,
     trusted: Mutex<HashMap<Uuid, String>>,
     watchers: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
+    /// One trust-store sync at a time per runtime (see [`Egress::sync_lock`]).
+    syncing: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     resync: OnceLock<tokio::sync::mpsc::UnboundedSender<Uuid>>,
     admission: gateway::Admission,
 }
@@ -155,6 +159,7 @@ impl Egress {
             upstream: OnceLock::new(),
             trusted: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
             admission: gateway::Admission::for_nofile(crate::serve::raise_nofile_limit()),
         }
@@ -206,17 +211,19 @@ impl Egress {
             .iter()
             .filter_map(|h| ca::subtree(&h.to_string()))
             .collect();
+        let stubbed = set.stubs().next().is_some();
         drop(set);
         let had_ca = self.has_ca(id);
         let ca = self.cas().ensure(id, hosts)?;
         self.watch_bindings(id);
-        match &ca {
-            Some(_) => {
-                self.apply_with_bindings(id, tenant, ip, policy.clone(), true)
-                    .await?
-            }
-            None if policy.is_open() && had_ca => self.remove(id).await,
-            None => {}
+        if ca.is_some() || stubbed {
+            // A stub may be sent anywhere, not only to bound hosts: the
+            // gateway must see the runtime's plain HTTP to block it
+            // (docs/security.md, "Secrets red-team pass").
+            self.apply_with_bindings(id, tenant, ip, policy.clone(), true)
+                .await?
+        } else if policy.is_open() && (had_ca || self.guarded_id(id)) {
+            self.remove(id).await
         }
         let had = self
             .trusted
@@ -232,6 +239,21 @@ impl Egress {
         })
     }
 
+    /// Held across one [`Egress::sync_bindings`] and the trust-store write
+    /// that follows: two at once (a command's, and the background one after
+    /// a binding change) would read and rewrite the bundle over each other,
+    /// and the command's could fail and run without the CA.
+    pub async fn sync_lock(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
     /// The runtime's trust store now holds `pem` (`None`: no Runta CA).
     pub fn trusted(&self, id: Uuid, pem: Option<String>) {
         let mut m = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
@@ -244,6 +266,26 @@ impl Egress {
     /// Whether runtime `id` has a CA now (its commands get the CA variables).
     pub fn has_ca(&self, id: Uuid) -> bool {
         self.cas().get(id).is_some()
+    }
+
+    /// Whether runtime `id` must be on the gateway for secret injection even
+    /// under the open policy: it has bound hosts (a CA), or its tenant has
+    /// a secret, whose stub sent over plain HTTP is blocked and audited.
+    fn secret_gated(&self, id: Uuid) -> bool {
+        self.has_ca(id)
+            || self
+                .hub
+                .get()
+                .is_some_and(|h| h.current(id).stubs().next().is_some())
+    }
+
+    /// Whether runtime `id` is on the gateway now.
+    fn guarded_id(&self, id: Uuid) -> bool {
+        self.by_ip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|g| g.id == id)
     }
 
     /// Calls the manager back whenever runtime `id`'s binding set changes.
@@ -321,6 +363,7 @@ impl Egress {
             upstream: OnceLock::new(),
             trusted: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
             admission: gateway::Admission::for_nofile(4096),
         }
@@ -374,13 +417,14 @@ impl Egress {
         ip: Ipv4Addr,
         policy: EgressPolicy,
     ) -> Result<(), String> {
-        let bound = self.has_ca(id);
+        let bound = self.secret_gated(id);
         self.apply_with_bindings(id, tenant, ip, policy, bound)
             .await
     }
 
-    /// [`Egress::apply`], `bound` = the runtime has secret bindings (then it
-    /// stays on the gateway under the open policy, its TCP only).
+    /// [`Egress::apply`], `bound` = the runtime has secret bindings or its
+    /// tenant has stubs (then it stays on the gateway under the open policy,
+    /// its TCP only).
     async fn apply_with_bindings(
         &self,
         id: Uuid,
@@ -524,6 +568,10 @@ impl Egress {
         }
         self.cas().forget(id);
         self.trusted(id, None);
+        self.syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// Where decisions go to be kept (the manager's writer).

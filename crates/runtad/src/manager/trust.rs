@@ -145,12 +145,14 @@ impl Manager {
             }
         });
         // Every runtime is watched (a set published later calls back); one
-        // that has bindings already is brought up to date now. An empty set
-        // is not acted on here: the hub may not be filled yet, and the CA
-        // kept in the data dir must survive until it is.
+        // that has bindings, or stubs of its tenant to block, already is
+        // brought up to date now. An empty set is not acted on here: the hub
+        // may not be filled yet, and the CA kept in the data dir must
+        // survive until it is.
         for r in self.store.list_runtimes(&Default::default())? {
             self.egress.watch_runtime(r.id);
-            if !self.secrets_hub().current(r.id).is_empty() {
+            let set = self.secrets_hub().current(r.id);
+            if !set.is_empty() || set.stubs().next().is_some() {
                 let _ = tx.send(r.id);
             }
         }
@@ -167,6 +169,7 @@ impl Manager {
         let Ok(ip) = Ipv4Addr::from_str(&r.ip) else {
             return false;
         };
+        let _one = self.egress.sync_lock(r.id).await;
         let trust = match self
             .egress
             .sync_bindings(r.id, &r.tenant, ip, &r.egress)
