@@ -11,16 +11,72 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use runta_api::{EgressAction, EgressAuditKind, EgressAuditPayload, EgressDnsQueryAudit};
 use tokio::net::UdpSocket;
 
 use super::resolve::Source;
-use super::Egress;
+use super::{Egress, Guarded};
 
 const TTL_SECS: u32 = 5;
 
+/// Queries a second one runtime gets answered, and the burst it may send
+/// at once: far above what a resolver library asks (a few per connection),
+/// far below a flood. The rest are dropped before any work is done for them.
+pub const QUERIES_PER_SEC: f64 = 500.0;
+pub const QUERY_BURST: f64 = 1000.0;
+/// What the kernel may hold for the gateway's DNS socket while it works,
+/// so a burst of one runtime does not crowd out another's queries there.
+const RECV_BUFFER_BYTES: usize = 4 << 20;
+
+/// One runtime's DNS budget: a token bucket, and what it dropped since its
+/// last audit row.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    tokens: f64,
+    at: Instant,
+    dropped: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            tokens: QUERY_BURST,
+            at: Instant::now(),
+            dropped: 0,
+        }
+    }
+}
+
+impl Budget {
+    /// Takes one query's token, or counts it dropped.
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * QUERIES_PER_SEC).min(QUERY_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// The queries dropped since the last call.
+    pub(crate) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+}
+
 pub fn spawn(eg: Arc<Egress>, sock: UdpSocket) {
+    // Best effort: root may raise the buffer above the sysctl maximum.
+    let _ = nix::sys::socket::setsockopt(
+        &sock,
+        nix::sys::socket::sockopt::RcvBufForce,
+        &RECV_BUFFER_BYTES,
+    );
     let sock = Arc::new(sock);
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
@@ -28,15 +84,61 @@ pub fn spawn(eg: Arc<Egress>, sock: UdpSocket) {
             let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
                 continue;
             };
+            // Over its budget, a runtime's query costs this receive only:
+            // the loop keeps draining the socket for everyone else.
+            let Some(g) = eg.guarded(peer.ip()) else {
+                continue;
+            };
+            if !g
+                .dns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(Instant::now())
+            {
+                continue;
+            }
             let q = buf[..n].to_vec();
             let (eg, sock) = (eg.clone(), sock.clone());
             tokio::spawn(async move {
-                if let Some(resp) = answer(&eg, &q, peer).await {
+                if let Some(resp) = answer(&eg, &g, &q, peer).await {
                     let _ = sock.send_to(&resp, peer).await;
                 }
             });
         }
     });
+}
+
+/// The audit row for the queries runtime `g` had dropped over its budget
+/// since the last one (one row per flush, however many).
+pub(super) fn flush_dropped(eg: &Egress, g: &Guarded) {
+    let n = g
+        .dns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take_dropped();
+    if n == 0 {
+        return;
+    }
+    eg.audits.record(
+        g.id,
+        EgressAuditPayload {
+            kind: EgressAuditKind::DnsQuery,
+            dns_query: Some(EgressDnsQueryAudit {
+                src_addr: String::new(),
+                name: String::new(),
+                qtype: String::new(),
+                answers: vec![],
+                action: EgressAction::Deny,
+                outcome: "rate_limited".into(),
+                reason: format!(
+                    "{n} DNS queries over the limit of {QUERIES_PER_SEC} a second (burst {QUERY_BURST}) dropped unanswered"
+                ),
+            }),
+            tcp_connection: None,
+            http_request: None,
+            icmp_drop: None,
+        },
+    );
 }
 
 struct Question {
@@ -123,8 +225,7 @@ fn response(q: &Question, rcode: u8, answers: &[IpAddr]) -> Vec<u8> {
     r
 }
 
-async fn answer(eg: &Egress, q: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
-    let g = eg.guarded(peer.ip())?;
+async fn answer(eg: &Egress, g: &Guarded, q: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
     let q = parse(q)?;
     let p = g.policy();
     let (rcode, answers, action, reason) = match p.allows_name(&q.name) {
@@ -190,6 +291,27 @@ async fn answer(eg: &Egress, q: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_refills_at_its_rate_and_counts_what_it_drops() {
+        let t0 = Instant::now();
+        let mut b = Budget {
+            tokens: QUERY_BURST,
+            at: t0,
+            dropped: 0,
+        };
+        let burst = QUERY_BURST as usize;
+        assert_eq!((0..burst + 50).filter(|_| b.take(t0)).count(), burst);
+        assert_eq!(b.take_dropped(), 50);
+        assert_eq!(b.take_dropped(), 0);
+        // A tenth of a second later: a tenth of the rate is back.
+        let t1 = t0 + std::time::Duration::from_millis(100);
+        let back = (QUERIES_PER_SEC / 10.0) as usize;
+        assert_eq!((0..back + 10).filter(|_| b.take(t1)).count(), back);
+        // Long idle never saves up more than the burst.
+        let t2 = t1 + std::time::Duration::from_secs(3600);
+        assert_eq!((0..burst * 2).filter(|_| b.take(t2)).count(), burst);
+    }
 
     #[test]
     fn a_question_round_trips() {

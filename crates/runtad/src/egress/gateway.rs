@@ -1939,6 +1939,7 @@ GET /c HTTP/1.1\r\nHost: C.test:80\r\n\r\n";
             conns: Mutex::new(HashMap::new()),
             tenant: "t".into(),
             refusals: Mutex::new(Refusals::default()),
+            dns: Mutex::default(),
         });
         let ul = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ua = ul.local_addr().unwrap();

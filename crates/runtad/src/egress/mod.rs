@@ -66,6 +66,8 @@ pub(crate) struct Guarded {
     tenant: Arc<str>,
     /// Connections refused at a cap, not yet in an audit row.
     refusals: Mutex<gateway::Refusals>,
+    /// Its DNS queries' rate limit.
+    dns: Mutex<dns::Budget>,
 }
 
 impl Guarded {
@@ -471,6 +473,7 @@ impl Egress {
             conns: Mutex::new(HashMap::new()),
             tenant: tenant.into(),
             refusals: Mutex::new(Default::default()),
+            dns: Mutex::default(),
         });
         self.by_ip
             .write()
@@ -669,6 +672,7 @@ impl Egress {
                     .collect();
                 for g in all {
                     gateway::flush_refusals(&eg, &g);
+                    dns::flush_dropped(&eg, &g);
                 }
             }
         });
