@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 pub use digest::Digest;
+pub use http_client::Pace;
 pub use oci::{ImageConfig, Manifest};
 pub use pull::PullSnapshot;
 pub use pull::{PullProgress, PullState};
@@ -89,6 +90,9 @@ pub enum ImageError {
     Hostile(String),
     #[error("{0}")]
     NoPlatform(String),
+    /// Too many pulls running: the caller's own (`tenant`) or the daemon's.
+    #[error("{message}")]
+    TooManyPulls { tenant: bool, message: String },
     /// Deleting an image that runtimes or checkpoints use.
     #[error("image {image} is in use by {}", users.join(", "))]
     InUse { image: String, users: Vec<String> },
@@ -112,6 +116,15 @@ pub struct Limits {
     pub max_files: u64,
     /// Bytes of one path in a layer.
     pub max_path: usize,
+    /// Entries in one image, all layers together.
+    pub max_total_files: u64,
+    /// Bytes of one tar extension header (PAX records, GNU long name).
+    pub max_header_bytes: u64,
+    /// Bytes of one extended attribute value.
+    pub max_xattr_bytes: u64,
+    /// Pulls running at once: all tenants, and one tenant.
+    pub max_pulls: usize,
+    pub max_pulls_per_tenant: usize,
     /// How long a create waits for the pull of an image it is the first to use.
     pub pull_wait: std::time::Duration,
 }
@@ -124,6 +137,11 @@ impl Default for Limits {
             max_image_bytes: 64 << 30,
             max_files: 2_000_000,
             max_path: 4096,
+            max_total_files: 4_000_000,
+            max_header_bytes: 1 << 20,
+            max_xattr_bytes: 65536,
+            max_pulls: 16,
+            max_pulls_per_tenant: 4,
             pull_wait: std::time::Duration::from_secs(600),
         }
     }
@@ -146,8 +164,12 @@ pub struct Layer {
 pub struct Image {
     /// The manifest digest: the image's identity.
     pub digest: Digest,
-    /// Names pointing at it (`registry/repo:tag`, or a local name).
+    /// Names pointing at it (`registry/repo:tag`, or a local name), of
+    /// every tenant.
     pub names: Vec<String>,
+    /// The same names with the tenant each belongs to (names are per
+    /// tenant; the admin's are seen by every tenant).
+    pub refs: Vec<(String, String)>,
     pub manifest: Manifest,
     pub config: ImageConfig,
     /// Bottom layer first, as in the manifest.
@@ -240,17 +262,30 @@ impl Images {
         self.dir.join("layers/sha256").join(diff_id.hex())
     }
 
-    /// The image `r` names: a name as listed (`registry/repo:tag` or a local
-    /// name), a reference in short form (`python:3.12`), `name@sha256:…`
-    /// (the digest wins) or a bare manifest digest.
+    /// The image `r` names, as the admin sees the store (every tenant's
+    /// names, the admin's first): a name as listed (`registry/repo:tag` or a
+    /// local name), a reference in short form (`python:3.12`),
+    /// `name@sha256:…` (the digest wins) or a bare manifest digest.
     pub fn image(&self, r: &str) -> Result<Image> {
-        let digest = self.resolve(r)?;
-        self.by_digest(&digest)?
-            .ok_or_else(|| ImageError::NotFound(format!("image {r:?} is not in the store")))
+        self.image_as(None, r)
+    }
+
+    /// The image `r` names for `tenant` (`None`: the admin): its own names
+    /// first, then the operator's (admin's); a digest only if the tenant or
+    /// the operator holds a name of that image. Another tenant's image is
+    /// not found, whatever the caller knows of it.
+    pub fn image_as(&self, tenant: Option<&str>, r: &str) -> Result<Image> {
+        let not_found = || ImageError::NotFound(format!("image {r:?} is not in the store"));
+        let digest = self.resolve(tenant, r)?;
+        let img = self.by_digest(&digest)?.ok_or_else(not_found)?;
+        if !visible_to(&img, tenant) {
+            return Err(not_found());
+        }
+        Ok(img)
     }
 
     /// The manifest digest `r` names, if the store has it.
-    fn resolve(&self, r: &str) -> Result<String> {
+    fn resolve(&self, tenant: Option<&str>, r: &str) -> Result<String> {
         if let Some((_, d)) = r.rsplit_once('@') {
             let d = Digest::parse(d)?;
             return Ok(d.to_string());
@@ -258,11 +293,11 @@ impl Images {
         if r.starts_with("sha256:") {
             return Ok(Digest::parse(r)?.to_string());
         }
-        if let Some(d) = self.store.image_name(r)? {
+        if let Some(d) = self.store.image_name(tenant, r)? {
             return Ok(d);
         }
         if let Ok(parsed) = Reference::parse(r) {
-            if let Some(d) = self.store.image_name(&parsed.name())? {
+            if let Some(d) = self.store.image_name(tenant, &parsed.name())? {
                 return Ok(d);
             }
         }
@@ -275,14 +310,8 @@ impl Images {
         let Some(rec) = self.store.image_by_digest(digest)? else {
             return Ok(None);
         };
-        let names = self
-            .store
-            .list_images()?
-            .into_iter()
-            .find(|(i, _)| i.digest == digest)
-            .map(|(_, n)| n)
-            .unwrap_or_default();
-        Ok(Some(image_of(rec, names)?))
+        let refs = self.store.image_refs(digest)?;
+        Ok(Some(image_of(rec, refs)?))
     }
 
     /// The image's layer directories, topmost first (the order of overlayfs'
@@ -303,7 +332,7 @@ impl Images {
             .store
             .list_images()?
             .into_iter()
-            .map(|(rec, names)| image_of(rec, names))
+            .map(|(rec, refs)| image_of(rec, refs))
             .collect::<Result<_>>()?;
         v.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
         Ok(v)
@@ -317,28 +346,48 @@ impl Images {
     }
 
     /// Removes the name `r` (or, given a digest, the image and all its
-    /// names). Refused while a runtime or checkpoint uses the image. The
-    /// layers go at the next [`Images::gc`], which this runs.
+    /// names) as the admin sees the store: every tenant's names. Refused
+    /// while a runtime or checkpoint uses the image.
     pub async fn delete(&self, r: &str) -> Result<Image> {
-        let img = self.image(r)?;
-        let users = self.users(&img)?;
+        self.delete_as(None, r).await
+    }
+
+    /// Removes `tenant`'s name `r` (given a digest, all of its names of that
+    /// image); `None`: the admin, every tenant's. Refused while a runtime or
+    /// checkpoint of the caller's uses the image (`users` says whose count).
+    /// The image itself goes, with its layers, at the garbage collection this
+    /// runs once no name and no runtime holds it.
+    pub async fn delete_as(&self, tenant: Option<&str>, r: &str) -> Result<Image> {
+        let img = self.image_as(tenant, r)?;
+        let mine = |t: &str| tenant.is_none_or(|me| me == t);
+        let users: Vec<String> = self
+            .users(&img)?
+            .into_iter()
+            .filter(|u| mine(u.trim_start_matches("checkpoint ").split('/').next().unwrap_or("")))
+            .collect();
         if !users.is_empty() {
             return Err(ImageError::InUse {
                 image: r.to_string(),
                 users,
             });
         }
-        let by_name = img.names.iter().any(|n| n == r)
-            || Reference::parse(r).is_ok_and(|p| img.names.contains(&p.name()));
-        if by_name && img.names.len() > 1 {
-            let name = if img.names.iter().any(|n| n == r) {
-                r.to_string()
-            } else {
-                Reference::parse(r).map(|p| p.name()).unwrap_or_default()
-            };
-            self.store.delete_image_name(&name)?;
+        let by_digest = r.contains('@') || r.starts_with("sha256:");
+        let name = if by_digest {
+            None
+        } else if img.refs.iter().any(|(t, n)| n == r && mine(t)) {
+            Some(r.to_string())
         } else {
-            self.store.delete_image(img.digest.as_str())?;
+            Reference::parse(r).ok().map(|p| p.name())
+        };
+        let gone = self
+            .store
+            .delete_image_refs(tenant, name.as_deref(), img.digest.as_str())?;
+        if gone == 0 {
+            // Only the operator's name matched: a tenant reads it, never
+            // removes it.
+            return Err(ImageError::NotFound(format!(
+                "image {r:?}: no name of yours points at it (the operator's names are the admin's to remove)"
+            )));
         }
         self.gc().await?;
         Ok(img)
@@ -352,8 +401,8 @@ impl Images {
         let mut keep_blobs = std::collections::HashSet::new();
         let mut keep_layers = std::collections::HashSet::new();
         let mut report = GcReport::default();
-        for (rec, names) in self.store.list_images()? {
-            let img = image_of(rec, names)?;
+        for (rec, refs) in self.store.list_images()? {
+            let img = image_of(rec, refs)?;
             if img.names.is_empty() && self.users(&img)?.is_empty() {
                 self.store.delete_image(img.digest.as_str())?;
                 report.images += 1;
@@ -419,18 +468,29 @@ impl Images {
     /// Every blob is verified against its digest and copied into the store;
     /// layers are unpacked (once: layers the store has are reused). The name
     /// then points at the image (replacing what it pointed at).
+    /// The name belongs to the tenant it is made for: `localhost/<tenant>/…`
+    /// (what a tenant's build or commit is named) to that tenant, any other
+    /// to the admin.
     pub async fn import_oci_layout(&self, dir: &Path, name: &str) -> Result<Image> {
+        self.import_oci_layout_as(&owner_of_name(name), dir, name)
+            .await
+    }
+
+    /// [`Images::import_oci_layout`] with the name given to `tenant`.
+    pub async fn import_oci_layout_as(&self, tenant: &str, dir: &Path, name: &str) -> Result<Image> {
         check_name(name)?;
         let source = pull::LayoutSource::open(dir, name, &self.limits)?;
-        let progress = PullProgress::new(name);
-        self.add_image(name, &source, &progress).await
+        let progress = PullProgress::new(tenant, name);
+        self.add_image(tenant, Some(name), &source, &progress).await
     }
 
     /// Fetches (or reuses) every blob of the image `source` offers, unpacks
-    /// its layers, then records it under `name`. Shared by pulls and imports.
+    /// its layers, then records it under `tenant`'s `name` (`None`: a pull
+    /// by digest, which names no tag). Shared by pulls and imports.
     async fn add_image(
         &self,
-        name: &str,
+        tenant: &str,
+        name: Option<&str>,
         source: &dyn pull::BlobSource,
         progress: &PullProgress,
     ) -> Result<Image> {
@@ -522,8 +582,8 @@ impl Images {
             created_at: created,
             pulled_at: now,
         };
-        self.store.put_image(&rec, name)?;
-        info!(name, digest = %digest, layers = layers.len(), bytes = total, "image stored");
+        self.store.put_image(&rec, tenant, name)?;
+        info!(tenant, name, digest = %digest, layers = layers.len(), bytes = total, "image stored");
         self.image(digest.as_str())
     }
 
@@ -690,7 +750,33 @@ pub fn check_name(name: &str) -> Result<()> {
     Reference::parse(name).map(drop)
 }
 
-fn image_of(rec: ImageRecord, names: Vec<String>) -> Result<Image> {
+/// Who a name made by a build or commit belongs to: `localhost/<tenant>/…`
+/// to that tenant, anything else (the admin's own names) to the admin.
+pub fn owner_of_name(name: &str) -> String {
+    name.strip_prefix("localhost/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(t, _)| t)
+        .filter(|t| !t.is_empty() && *t != "runta")
+        .unwrap_or(crate::auth::ADMIN_TENANT)
+        .to_string()
+}
+
+/// Whether `tenant` (`None`: the admin) may see `img`: it, or the operator,
+/// holds a name of it.
+pub fn visible_to(img: &Image, tenant: Option<&str>) -> bool {
+    match tenant {
+        None => true,
+        Some(t) => img
+            .refs
+            .iter()
+            .any(|(owner, _)| owner == t || owner == crate::auth::ADMIN_TENANT),
+    }
+}
+
+fn image_of(rec: ImageRecord, refs: Vec<(String, String)>) -> Result<Image> {
+    let mut names: Vec<String> = refs.iter().map(|(_, n)| n.clone()).collect();
+    names.sort();
+    names.dedup();
     let manifest: Manifest = serde_json::from_str(&rec.manifest)
         .map_err(|e| ImageError::Store(StoreError::Corrupt(format!("image manifest: {e}"))))?;
     let config: ImageConfig = serde_json::from_str(&rec.config)
@@ -700,6 +786,7 @@ fn image_of(rec: ImageRecord, names: Vec<String>) -> Result<Image> {
     Ok(Image {
         digest: Digest::parse(&rec.digest)?,
         names,
+        refs,
         manifest,
         config,
         layers,

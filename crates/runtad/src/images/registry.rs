@@ -34,10 +34,19 @@ pub struct RegistryConfig {
     pub ca_files: Vec<PathBuf>,
     /// `host:port` of registries spoken to over plain HTTP.
     pub insecure: Vec<String>,
+    /// `host:port` of HTTPS registries the operator placed on loopback or a
+    /// private network (`--private-registry`): the only non-public addresses
+    /// besides `insecure` a pull may reach.
+    pub private: Vec<String>,
     /// A Docker/Podman `auth.json` (`{"auths": {"host": {"auth": base64(user:pass)}}}`)
-    /// with credentials of the daemon's own; logins made with `runta image
-    /// login` take precedence.
+    /// with credentials of the daemon's own. They are operator-wide: every
+    /// tenant's pulls from that registry use them (a tenant's own `runta image
+    /// login` takes precedence for that tenant). Logins made with the API are
+    /// the tenant's who made them only.
     pub auth_file: Option<PathBuf>,
+    /// The slowest a registry may send (`--image-pull-stall-secs`,
+    /// `--image-pull-min-rate`).
+    pub pace: super::http_client::Pace,
 }
 
 /// The host's CA bundle (Debian's; `SSL_CERT_FILE` overrides).
@@ -95,7 +104,22 @@ impl Registries {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = Http::new(tls);
+        // The targets the operator placed on non-public addresses on purpose.
+        let with_port = |a: &str, port: u16| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.parse::<Uri>().ok().and_then(|u| u.port_u16()) {
+                Some(_) => a,
+                None => format!("{a}:{port}"),
+            }
+        };
+        let mut allowed = HashSet::new();
+        for a in &cfg.insecure {
+            allowed.insert(with_port(a, 80));
+        }
+        for a in &cfg.private {
+            allowed.insert(with_port(a, 443));
+        }
+        let client = Http::new(tls, cfg.pace, allowed);
         let mut file_auth = HashMap::new();
         if let Some(p) = &cfg.auth_file {
             let text = std::fs::read_to_string(p)
@@ -135,8 +159,14 @@ impl Registries {
     pub fn session(&self, r: &Reference, login: Option<(String, String)>) -> Session {
         let host = r.api_host().to_string();
         let plain = self.insecure.contains(&r.registry) || self.insecure.contains(&host);
+        let home = format!("{}://{host}/", if plain { "http" } else { "https" })
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| super::http_client::authority_of(&u))
+            .unwrap_or_default();
         Session {
             client: self.client.clone(),
+            home,
             base: format!(
                 "{}://{host}/v2/{}",
                 if plain { "http" } else { "https" },
@@ -153,6 +183,9 @@ impl Registries {
 
 pub struct Session {
     client: Http,
+    /// The registry's `host:port`: where credentials go, and the only
+    /// non-public place a redirect may lead (if the operator put it there).
+    home: String,
     base: String,
     repository: String,
     registry: String,
@@ -192,7 +225,7 @@ impl Session {
             }
             let resp = self
                 .client
-                .get(Method::GET, url, &headers)
+                .get(Method::GET, url, &self.home, &headers)
                 .await
                 .map_err(|e| self.err(e))?;
             if resp.status != StatusCode::UNAUTHORIZED {
@@ -225,7 +258,12 @@ impl Session {
                     .parse()
                     .map_err(|e| self.err(format!("token realm {realm:?}: {e}")))?;
                 let scheme = realm_url.scheme_str().unwrap_or("");
-                if scheme != "https" && !(self.plain && scheme == "http") {
+                let realm_named = super::http_client::authority_of(&realm_url)
+                    .is_some_and(|a| self.client.private_allowed(&a));
+                // Plain HTTP only to a realm the operator named, never one a
+                // registry merely announces (the credentials would travel
+                // in clear to a host of its choosing).
+                if scheme != "https" && !(self.plain && scheme == "http" && realm_named) {
                     return Err(self.err(format!(
                         "the token realm {realm:?} is not HTTPS (credentials are only sent over TLS)"
                     )));
@@ -250,7 +288,7 @@ impl Session {
                 }
                 let resp = self
                     .client
-                    .get(Method::GET, &url, &headers)
+                    .get(Method::GET, &url, &self.home, &headers)
                     .await
                     .map_err(|e| self.err(e))?;
                 if resp.status == StatusCode::UNAUTHORIZED || resp.status == StatusCode::FORBIDDEN {
