@@ -545,6 +545,7 @@ impl Images {
         let mut layers = Vec::new();
         let mut lowers: Vec<PathBuf> = Vec::new();
         let mut budget = self.limits.max_image_bytes;
+        let mut files_left = self.limits.max_total_files;
         for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             let blob = Digest::parse(&desc.digest)?;
             let diff_id = Digest::parse(diff_id)?;
@@ -554,8 +555,11 @@ impl Images {
             } else {
                 self.ensure_blob(source, &blob, desc.size, Some(progress))
                     .await?;
-                let used = self.ensure_layer(&blob, &diff_id, &lowers, budget).await?;
+                let (used, files) = self
+                    .ensure_layer(&blob, &diff_id, &lowers, budget, files_left)
+                    .await?;
                 budget = budget.saturating_sub(used);
+                files_left = files_left.saturating_sub(files);
                 progress.layer_done();
             }
             lowers.insert(0, dir);
@@ -660,20 +664,21 @@ impl Images {
     }
 
     /// Unpacks blob `blob` into the layer directory of `diff_id` unless it is
-    /// there; returns the content bytes written. The tar's digest must be
-    /// `diff_id`, or nothing is kept.
+    /// there; returns the content bytes and entries written. The tar's
+    /// digest must be `diff_id`, or nothing is kept.
     async fn ensure_layer(
         &self,
         blob: &Digest,
         diff_id: &Digest,
         lowers: &[PathBuf],
         budget: u64,
-    ) -> Result<u64> {
+        files_left: u64,
+    ) -> Result<(u64, u64)> {
         let lock = self.lock_for(diff_id.as_str());
         let _g = lock.lock().await;
         let dir = self.layer_dir(diff_id);
         if dir.is_dir() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let tmp = self.dir.join("layers/tmp").join(format!(
             "{}-{}",
@@ -689,7 +694,8 @@ impl Images {
             diff_id.clone(),
         );
         let r = tokio::task::spawn_blocking(move || {
-            let out = unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget)?;
+            let out =
+                unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget, files_left)?;
             let got = out.diff_id.clone().unwrap_or_else(|| Digest::of(b""));
             if got != d2 {
                 return Err(ImageError::DigestMismatch {
@@ -701,7 +707,7 @@ impl Images {
             if out.skipped_devices > 0 {
                 warn!(layer = %d2, devices = out.skipped_devices, "device nodes in the layer were skipped");
             }
-            Ok(out.bytes)
+            Ok((out.bytes, out.files))
         })
         .await
         .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))?;
@@ -888,17 +894,24 @@ fn opaque_above(layer: &Path, parents: &[String]) -> bool {
     false
 }
 
+/// Apparent bytes under `p`, walked with an explicit stack (no recursion,
+/// whatever the depth).
 fn du(p: &Path) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if m.is_dir() {
-        std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
-            .unwrap_or(0)
-    } else {
-        m.len()
+    let mut total = 0;
+    let mut todo = vec![p.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            total += m.len();
+        }
     }
+    total
 }
 
 /// Removes a tree whose directories may have been made read-only by the

@@ -195,6 +195,7 @@ fn commit_error(e: crate::images::commit::CommitError) -> Error {
     use crate::images::layer_tar::LayerError as L;
     match e {
         C::Layer(L::TooLarge { .. }) => Error::ResourceExhausted(e.to_string()),
+        C::Layer(L::TooDeep { .. }) => Error::invalid("runtime", e.to_string()),
         e => Error::Internal(format!("commit: {e}")),
     }
 }
