@@ -386,9 +386,9 @@ impl Http {
     }
 
     /// A `GET` (or `HEAD`) of `url`, following at most [`MAX_REDIRECTS`]
-    /// redirects. `home` is the registry's `host:port`: a redirect may lead
-    /// to a non-public address only there (where the operator put the
-    /// registry). `Authorization` is sent only while the scheme and
+    /// redirects. A redirect may lead to a non-public address only where the
+    /// operator put a registry (`--insecure-registry`, `--private-registry`),
+    /// the registry's own host included. `Authorization` is sent only while the scheme and
     /// host:port are those of `url` itself: a redirect elsewhere (a CDN for
     /// blobs, or an attacker's host) never sees the credentials or token,
     /// nor does an `http://` downgrade.
@@ -396,23 +396,17 @@ impl Http {
         &self,
         method: Method,
         url: &str,
-        home: &str,
         headers: &[(http::header::HeaderName, HeaderValue)],
     ) -> Result<Answer, String> {
         let mut url = url.to_string();
         let first: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let first_scheme = first.scheme_str().map(str::to_string);
         let first_auth = authority_of(&first);
-        let home = home.to_ascii_lowercase();
-        for hop in 0..=MAX_REDIRECTS {
+        for _ in 0..=MAX_REDIRECTS {
             let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
             let auth = authority_of(&uri);
             let same = auth == first_auth && uri.scheme_str().map(str::to_string) == first_scheme;
-            let allow_private = match &auth {
-                Some(a) if hop == 0 => self.private_allowed(a),
-                Some(a) => *a == home && self.private_allowed(a),
-                None => false,
-            };
+            let allow_private = auth.as_ref().is_some_and(|a| self.private_allowed(a));
             let mut req = Request::builder().method(method.clone()).uri(uri.clone());
             for (k, v) in headers {
                 if *k == AUTHORIZATION && !same {

@@ -59,7 +59,7 @@ pub use push::PushReport;
 pub use reference::Reference;
 pub use registry::{login_key as registry_login_key, RegistryConfig};
 
-use crate::store::{ImageRecord, Store, StoreError};
+use crate::store::{ImageRecord, ImageRef, Store, StoreError};
 
 /// Everything that can go wrong with an image. The API maps each variant to
 /// one status (api/images.rs).
@@ -168,8 +168,9 @@ pub struct Image {
     /// every tenant.
     pub names: Vec<String>,
     /// The same names with the tenant each belongs to (names are per
-    /// tenant; the admin's are seen by every tenant).
-    pub refs: Vec<(String, String)>,
+    /// tenant; the admin's are seen by every tenant unless pulled with
+    /// credentials).
+    pub refs: Vec<ImageRef>,
     pub manifest: Manifest,
     pub config: ImageConfig,
     /// Bottom layer first, as in the manifest.
@@ -374,7 +375,7 @@ impl Images {
         let by_digest = r.contains('@') || r.starts_with("sha256:");
         let name = if by_digest {
             None
-        } else if img.refs.iter().any(|(t, n)| n == r && mine(t)) {
+        } else if img.refs.iter().any(|x| x.name == r && mine(&x.tenant)) {
             Some(r.to_string())
         } else {
             Reference::parse(r).ok().map(|p| p.name())
@@ -481,16 +482,18 @@ impl Images {
         check_name(name)?;
         let source = pull::LayoutSource::open(dir, name, &self.limits)?;
         let progress = PullProgress::new(tenant, name);
-        self.add_image(tenant, Some(name), &source, &progress).await
+        self.add_image(tenant, Some(name), true, &source, &progress)
+            .await
     }
 
     /// Fetches (or reuses) every blob of the image `source` offers, unpacks
-    /// its layers, then records it under `tenant`'s `name` (`None`: a pull
-    /// by digest, which names no tag). Shared by pulls and imports.
+    /// its layers, then records it under `tenant`'s `name`; `shared`: an
+    /// operator's name every tenant sees. Shared by pulls and imports.
     async fn add_image(
         &self,
         tenant: &str,
         name: Option<&str>,
+        shared: bool,
         source: &dyn pull::BlobSource,
         progress: &PullProgress,
     ) -> Result<Image> {
@@ -586,7 +589,7 @@ impl Images {
             created_at: created,
             pulled_at: now,
         };
-        self.store.put_image(&rec, tenant, name)?;
+        self.store.put_image(&rec, tenant, name, shared)?;
         info!(tenant, name, digest = %digest, layers = layers.len(), bytes = total, "image stored");
         self.image(digest.as_str())
     }
@@ -772,15 +775,12 @@ pub fn owner_of_name(name: &str) -> String {
 pub fn visible_to(img: &Image, tenant: Option<&str>) -> bool {
     match tenant {
         None => true,
-        Some(t) => img
-            .refs
-            .iter()
-            .any(|(owner, _)| owner == t || owner == crate::auth::ADMIN_TENANT),
+        Some(t) => img.refs.iter().any(|r| r.seen_by(t)),
     }
 }
 
-fn image_of(rec: ImageRecord, refs: Vec<(String, String)>) -> Result<Image> {
-    let mut names: Vec<String> = refs.iter().map(|(_, n)| n.clone()).collect();
+fn image_of(rec: ImageRecord, refs: Vec<ImageRef>) -> Result<Image> {
+    let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
     names.sort();
     names.dedup();
     let manifest: Manifest = serde_json::from_str(&rec.manifest)

@@ -457,7 +457,10 @@ impl Images {
         match self.image_as(scope, reference) {
             Ok(img) => return Ok((img, None)),
             Err(ImageError::NotFound(m)) => {
-                if Reference::parse(reference).is_ok_and(|r| r.registry == "localhost") {
+                // A bare digest, or a local name, names nothing to pull.
+                if reference.starts_with("sha256:")
+                    || Reference::parse(reference).is_ok_and(|r| r.registry == "localhost")
+                {
                     return Err(ImageError::NotFound(m));
                 }
             }
@@ -523,13 +526,18 @@ impl Images {
                         ),
                         None => r.name(),
                     };
+                    // The operator's name is every tenant's to see, unless
+                    // credentials opened the registry (the manifest's fetch
+                    // answered its challenge): a private image stays the
+                    // puller's (docs/images.md, Tenants).
+                    let shared = !session.used_credentials();
                     let source = RegistrySource {
                         session,
                         manifest: bytes,
                         digest,
                     };
                     return self
-                        .add_image(&progress.tenant, Some(&name), &source, progress)
+                        .add_image(&progress.tenant, Some(&name), shared, &source, progress)
                         .await;
                 }
                 ManifestOrIndex::Index(ix) => {

@@ -159,14 +159,8 @@ impl Registries {
     pub fn session(&self, r: &Reference, login: Option<(String, String)>) -> Session {
         let host = r.api_host().to_string();
         let plain = self.insecure.contains(&r.registry) || self.insecure.contains(&host);
-        let home = format!("{}://{host}/", if plain { "http" } else { "https" })
-            .parse::<Uri>()
-            .ok()
-            .and_then(|u| super::http_client::authority_of(&u))
-            .unwrap_or_default();
         Session {
             client: self.client.clone(),
-            home,
             base: format!(
                 "{}://{host}/v2/{}",
                 if plain { "http" } else { "https" },
@@ -177,15 +171,13 @@ impl Registries {
             plain,
             creds: login.or_else(|| self.file_auth.get(&login_key(&r.registry)).cloned()),
             auth: tokio::sync::Mutex::new(None),
+            used_creds: Default::default(),
         }
     }
 }
 
 pub struct Session {
     client: Http,
-    /// The registry's `host:port`: where credentials go, and the only
-    /// non-public place a redirect may lead (if the operator put it there).
-    home: String,
     base: String,
     repository: String,
     registry: String,
@@ -193,6 +185,8 @@ pub struct Session {
     creds: Option<(String, String)>,
     /// The `Authorization` value that worked last (a token lasts the pull).
     auth: tokio::sync::Mutex<Option<HeaderValue>>,
+    /// Whether the credentials were sent (to the registry or its realm).
+    used_creds: std::sync::atomic::AtomicBool,
 }
 
 fn hv(s: &str) -> Result<HeaderValue, ImageError> {
@@ -206,6 +200,17 @@ fn basic(u: &str, p: &str) -> Result<HeaderValue, ImageError> {
 }
 
 impl Session {
+    /// Whether the registry had to be opened with credentials (an anonymous
+    /// token does not count).
+    pub fn used_credentials(&self) -> bool {
+        self.used_creds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn creds_sent(&self) {
+        self.used_creds
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn err(&self, message: impl Into<String>) -> ImageError {
         ImageError::Registry {
             registry: self.registry.clone(),
@@ -225,7 +230,7 @@ impl Session {
             }
             let resp = self
                 .client
-                .get(Method::GET, url, &self.home, &headers)
+                .get(Method::GET, url, &headers)
                 .await
                 .map_err(|e| self.err(e))?;
             if resp.status != StatusCode::UNAUTHORIZED {
@@ -247,7 +252,10 @@ impl Session {
         let params = parse_params(params);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => match &self.creds {
-                Some((u, p)) => basic(u, p),
+                Some((u, p)) => {
+                    self.creds_sent();
+                    basic(u, p)
+                }
                 None => Err(ImageError::Unauthorized(self.registry.clone())),
             },
             "bearer" => {
@@ -284,11 +292,12 @@ impl Session {
                 let url = format!("{realm}{sep}{query}");
                 let mut headers = vec![];
                 if let Some((u, p)) = &self.creds {
+                    self.creds_sent();
                     headers.push((AUTHORIZATION, basic(u, p)?));
                 }
                 let resp = self
                     .client
-                    .get(Method::GET, &url, &self.home, &headers)
+                    .get(Method::GET, &url, &headers)
                     .await
                     .map_err(|e| self.err(e))?;
                 if resp.status == StatusCode::UNAUTHORIZED || resp.status == StatusCode::FORBIDDEN {

@@ -101,8 +101,8 @@ impl Manager {
         let mut names: Vec<String> = img
             .refs
             .iter()
-            .filter(|(t, _)| p.admin || *t == p.tenant || t == crate::auth::ADMIN_TENANT)
-            .map(|(_, n)| n.clone())
+            .filter(|r| p.admin || r.seen_by(&p.tenant))
+            .map(|r| r.name.clone())
             .collect();
         names.sort();
         names.dedup();

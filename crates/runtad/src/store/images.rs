@@ -31,6 +31,7 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             name        TEXT NOT NULL,
             digest      TEXT NOT NULL REFERENCES images(digest),
             updated_at  TEXT NOT NULL,
+            shared      INTEGER NOT NULL DEFAULT 1,
             PRIMARY KEY (tenant, name)
         );
         CREATE INDEX IF NOT EXISTS image_refs_digest ON image_refs(digest);
@@ -114,6 +115,30 @@ const IMAGE_COLS: &str = "digest, manifest, config, layers, size, created_at, pu
 /// every tenant.
 const OPERATOR: &str = crate::auth::ADMIN_TENANT;
 
+/// One name of an image: whose it is, and (for the operator's) whether
+/// every tenant sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRef {
+    pub tenant: String,
+    pub name: String,
+    pub shared: bool,
+}
+
+impl ImageRef {
+    /// Whether `tenant` sees this name: its own, or the operator's shared.
+    pub fn seen_by(&self, tenant: &str) -> bool {
+        self.tenant == tenant || (self.tenant == OPERATOR && self.shared)
+    }
+}
+
+fn ref_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ImageRef> {
+    Ok(ImageRef {
+        tenant: r.get(at)?,
+        name: r.get(at + 1)?,
+        shared: r.get::<_, i64>(at + 2)? != 0,
+    })
+}
+
 fn login_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryLogin> {
     Ok(RegistryLogin {
         tenant: r.get(0)?,
@@ -127,8 +152,15 @@ fn login_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistryLogin> {
 impl Store {
     /// Records an image and, with a `name`, points the tenant's `name` at
     /// it, in one transaction (a name never points at an image that is not
-    /// recorded).
-    pub fn put_image(&self, img: &ImageRecord, tenant: &str, name: Option<&str>) -> Result<()> {
+    /// recorded). `shared`: an operator's (admin) name every tenant sees;
+    /// false for what the admin pulled with credentials.
+    pub fn put_image(
+        &self,
+        img: &ImageRecord,
+        tenant: &str,
+        name: Option<&str>,
+        shared: bool,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -147,9 +179,10 @@ impl Store {
             )?;
             if let Some(name) = name {
                 tx.execute(
-                    "INSERT INTO image_refs (tenant, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT(tenant, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-                    params![tenant, name, img.digest, ts(&super::now())],
+                    "INSERT INTO image_refs (tenant, name, digest, updated_at, shared) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT(tenant, name) DO UPDATE SET digest = excluded.digest, \
+                     updated_at = excluded.updated_at, shared = excluded.shared",
+                    params![tenant, name, img.digest, ts(&super::now()), shared],
                 )?;
             }
             tx.commit()
@@ -173,7 +206,8 @@ impl Store {
         self.with(|c| match tenant {
             Some(t) => c
                 .prepare_cached(
-                    "SELECT digest FROM image_refs WHERE name = ?1 AND tenant IN (?2, ?3) \
+                    "SELECT digest FROM image_refs WHERE name = ?1 \
+                     AND (tenant = ?2 OR (tenant = ?3 AND shared != 0)) \
                      ORDER BY tenant = ?2 DESC LIMIT 1",
                 )?
                 .query_row(params![name, t, OPERATOR], |r| r.get(0))
@@ -188,23 +222,22 @@ impl Store {
         })
     }
 
-    /// Every image with the (tenant, name) pairs pointing at it (sorted by
-    /// name).
-    #[allow(clippy::type_complexity)]
-    pub fn list_images(&self) -> Result<Vec<(ImageRecord, Vec<(String, String)>)>> {
+    /// Every image with the names pointing at it (sorted by name).
+    pub fn list_images(&self) -> Result<Vec<(ImageRecord, Vec<ImageRef>)>> {
         self.with(|c| {
             let imgs: Vec<ImageRecord> = c
                 .prepare_cached(&format!("SELECT {IMAGE_COLS} FROM images ORDER BY digest"))?
                 .query_map([], image_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut by: std::collections::HashMap<String, Vec<(String, String)>> =
-                Default::default();
-            let rows: Vec<(String, String, String)> = c
-                .prepare_cached("SELECT tenant, name, digest FROM image_refs ORDER BY name, tenant")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            let mut by: std::collections::HashMap<String, Vec<ImageRef>> = Default::default();
+            let rows: Vec<(String, ImageRef)> = c
+                .prepare_cached(
+                    "SELECT digest, tenant, name, shared FROM image_refs ORDER BY name, tenant",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, ref_row(r, 1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            for (t, n, d) in rows {
-                by.entry(d).or_default().push((t, n));
+            for (d, r) in rows {
+                by.entry(d).or_default().push(r);
             }
             Ok(imgs
                 .into_iter()
@@ -216,13 +249,13 @@ impl Store {
         })
     }
 
-    /// The (tenant, name) pairs of one image.
-    pub fn image_refs(&self, digest: &str) -> Result<Vec<(String, String)>> {
+    /// The names of one image.
+    pub fn image_refs(&self, digest: &str) -> Result<Vec<ImageRef>> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT tenant, name FROM image_refs WHERE digest = ?1 ORDER BY name, tenant",
+                "SELECT tenant, name, shared FROM image_refs WHERE digest = ?1 ORDER BY name, tenant",
             )?
-            .query_map([digest], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([digest], |r| ref_row(r, 0))?
             .collect()
         })
     }
@@ -348,9 +381,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("runta-img-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let s = Store::open(&dir.join("t.db")).unwrap();
-        s.put_image(&rec("sha256:aa"), "admin", Some("a:1")).unwrap();
-        s.put_image(&rec("sha256:bb"), "t1", Some("a:1")).unwrap();
-        s.put_image(&rec("sha256:bb"), "t1", Some("mine:1")).unwrap();
+        s.put_image(&rec("sha256:aa"), "admin", Some("a:1"), true).unwrap();
+        s.put_image(&rec("sha256:aa"), "admin", Some("priv:1"), false).unwrap();
+        s.put_image(&rec("sha256:bb"), "t1", Some("a:1"), true).unwrap();
+        s.put_image(&rec("sha256:bb"), "t1", Some("mine:1"), true).unwrap();
+        assert_eq!(s.image_name(Some("t2"), "priv:1").unwrap(), None);
         assert_eq!(s.image_name(Some("t1"), "a:1").unwrap().as_deref(), Some("sha256:bb"));
         assert_eq!(s.image_name(Some("t2"), "a:1").unwrap().as_deref(), Some("sha256:aa"));
         assert_eq!(s.image_name(Some("t2"), "mine:1").unwrap(), None);
