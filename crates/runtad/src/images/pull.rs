@@ -48,6 +48,9 @@ pub struct PullProgress {
     bytes_total: AtomicU64,
     bytes_done: AtomicU64,
     outcome: Mutex<Outcome>,
+    /// The registry refused for want of (good) credentials: a create that
+    /// waited for the pull says so (403), not "unavailable".
+    unauthorized: std::sync::atomic::AtomicBool,
     done: tokio::sync::watch::Sender<bool>,
 }
 
@@ -89,6 +92,7 @@ impl PullProgress {
             bytes_total: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             outcome: Mutex::new(Outcome(PullState::Running, None, None, None)),
+            unauthorized: Default::default(),
             done: tokio::sync::watch::channel(false).0,
         })
     }
@@ -120,6 +124,9 @@ impl PullProgress {
     }
 
     fn finish(&self, r: &Result<Image>) {
+        if matches!(r, Err(ImageError::Unauthorized(_))) {
+            self.unauthorized.store(true, Ordering::Relaxed);
+        }
         let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         *o = match r {
             Ok(img) => Outcome(
@@ -478,6 +485,9 @@ impl Images {
             });
         }
         let snap = p.snapshot();
+        if p.unauthorized.load(Ordering::Relaxed) {
+            return Err(ImageError::Unauthorized(Reference::parse(reference)?.registry));
+        }
         match (&snap.state, &snap.digest) {
             (PullState::Succeeded, Some(d)) => Ok((self.image_as(scope, d)?, Some(snap))),
             _ => Err(ImageError::Registry {
