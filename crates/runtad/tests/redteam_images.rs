@@ -166,7 +166,7 @@ fn app_layer(version: &str) -> Vec<u8> {
     );
     add_file(&mut t, "etc/app-version", 0o644, version.as_bytes());
     for a in [
-        "sh", "ls", "cat", "echo", "mkdir", "rm", "sleep", "true", "test", "[",
+        "sh", "ls", "cat", "echo", "mkdir", "mv", "rm", "sleep", "true", "test", "[",
     ] {
         add_symlink(&mut t, &format!("bin/{a}"), "busybox");
     }
@@ -447,8 +447,8 @@ impl Req {
 
 enum Resp {
     Full(u16, Vec<(String, String)>, Vec<u8>),
-    /// `Content-Length: len`; `fast` bytes at once, then one byte a second.
-    Trickle { len: usize, fast: usize },
+    /// `body`: `fast` bytes at once, then one byte a second.
+    Trickle { body: Arc<Vec<u8>>, fast: usize },
 }
 
 fn resp(code: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
@@ -542,17 +542,18 @@ fn serve_one(mut s: std::net::TcpStream, h: Handler, reqs: Arc<Mutex<Vec<Req>>>)
             let _ = s.write_all(head.as_bytes());
             let _ = s.write_all(&body);
         }
-        Resp::Trickle { len, fast } => {
+        Resp::Trickle { body, fast } => {
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
             );
             let _ = s.write_all(head.as_bytes());
-            if s.write_all(&vec![0u8; fast]).is_err() {
+            if s.write_all(&body[..fast]).is_err() {
                 return;
             }
-            for _ in fast..len {
+            for b in &body[fast..] {
                 std::thread::sleep(Duration::from_secs(1));
-                if s.write_all(&[0]).is_err() {
+                if s.write_all(&[*b]).is_err() {
                     return;
                 }
             }
@@ -968,11 +969,13 @@ async fn a_commit_of_a_very_deep_tree_is_refused_and_the_daemon_survives() {
     let n = common::name("deep");
     c.create_with(json!({"name": n, "image": app, "resources": small()}))
         .await;
+    // Nested from the top (`mv` into a fresh 100-level chain), so that no
+    // command ever names a path longer than PATH_MAX.
     let out = c
         .out(
             &n,
             &format!(
-                "cd /work && i=0; while [ $i -lt 100 ]; do mkdir -p {p} && cd {p} || exit 1; i=$((i+1)); done; echo made"
+                "cd /work && mkdir t && i=0; while [ $i -lt 100 ]; do mkdir -p n/{p} && mv t n/{p}/t && mv n t || exit 1; i=$((i+1)); done; echo made"
             ),
         )
         .await;
@@ -1181,7 +1184,7 @@ async fn a_trickling_registry_stalls_out_and_pulls_are_capped() {
     add_file(&mut t, "noise", 0o644, &noise);
     let spec = gz_layer(t.into_inner().unwrap());
     let layer_digest = sha(&spec.blob);
-    let layer_len = spec.blob.len();
+    let layer_blob = Arc::new(spec.blob.clone());
     let dir = w.work.join("noise");
     layout(&dir, "noise", &[spec], json!({}));
     w.plain.push(&dir, "noise", "test/noise", "v1");
@@ -1198,7 +1201,7 @@ async fn a_trickling_registry_stalls_out_and_pulls_are_capped() {
             } else if let Some(d) = p.strip_prefix("/v2/slow/app/blobs/") {
                 if d == ld && m2.load(Ordering::SeqCst) == 0 {
                     Resp::Trickle {
-                        len: layer_len,
+                        body: layer_blob.clone(),
                         fast: 64 << 10,
                     }
                 } else {
