@@ -256,8 +256,10 @@ fn make_tls(dir: &Path) -> Tls {
 }
 
 fn start_registry(tls: Option<&Tls>, creds: Option<(&str, &str)>) -> Registry {
-    let root =
-        std::env::temp_dir().join(format!("runta-rt-registry-{}", uuid::Uuid::new_v4().simple()));
+    let root = std::env::temp_dir().join(format!(
+        "runta-rt-registry-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(root.join("data")).unwrap();
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -384,14 +386,26 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let work =
-            std::env::temp_dir().join(format!("runta-redteam-img-{}", uuid::Uuid::new_v4().simple()));
+        let work = std::env::temp_dir().join(format!(
+            "runta-redteam-img-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&work).unwrap();
         let tls = make_tls(&work.join("tls"));
         let plain = start_registry(None, None);
         let secure = start_registry(Some(&tls), Some(("runta", "pw-of-the-admin")));
-        let v1 = layout(&work.join("v1"), "v1", &[gz_layer(app_layer("one"))], app_run());
-        let v2 = layout(&work.join("v2"), "v2", &[gz_layer(app_layer("two"))], app_run());
+        let v1 = layout(
+            &work.join("v1"),
+            "v1",
+            &[gz_layer(app_layer("one"))],
+            app_run(),
+        );
+        let v2 = layout(
+            &work.join("v2"),
+            "v2",
+            &[gz_layer(app_layer("two"))],
+            app_run(),
+        );
         plain.push(&work.join("v1"), "v1", "test/app", "v1");
         plain.push(&work.join("v2"), "v2", "test/app", "v2");
         secure.push(&work.join("v1"), "v1", "private/app", "v1");
@@ -448,7 +462,10 @@ impl Req {
 enum Resp {
     Full(u16, Vec<(String, String)>, Vec<u8>),
     /// `body`: `fast` bytes at once, then one byte a second.
-    Trickle { body: Arc<Vec<u8>>, fast: usize },
+    Trickle {
+        body: Arc<Vec<u8>>,
+        fast: usize,
+    },
 }
 
 fn resp(code: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
@@ -565,7 +582,10 @@ fn serve_one(mut s: std::net::TcpStream, h: Handler, reqs: Arc<Mutex<Vec<Req>>>)
 async fn manifest_of(repo: &str, reference: &str) -> (Vec<u8>, String) {
     let w = world();
     let r = reqwest::Client::new()
-        .get(format!("http://{}/v2/{repo}/manifests/{reference}", w.plain.addr))
+        .get(format!(
+            "http://{}/v2/{repo}/manifests/{reference}",
+            w.plain.addr
+        ))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .await
@@ -827,8 +847,10 @@ async fn a_digest_pull_or_a_moved_tag_never_rewrites_another_tenants_tag() {
     skip_unless_ready!();
     let w = world();
     // The registry's tag moves from v1 to v2.
-    w.plain.push(&w.work.join("v1"), "v1", "test/roll", "latest");
-    w.plain.push(&w.work.join("v2"), "v2", "test/roll", "latest");
+    w.plain
+        .push(&w.work.join("v1"), "v1", "test/roll", "latest");
+    w.plain
+        .push(&w.work.join("v2"), "v2", "test/roll", "latest");
     let d = daemon(&[], &[]);
     let victim = d.tenant("victim").await;
     let attacker = d.tenant("attacker").await;
@@ -850,7 +872,8 @@ async fn a_digest_pull_or_a_moved_tag_never_rewrites_another_tenants_tag() {
         "a digest pull named the tag: {v}"
     );
     // The registry serves v1 for the tag again; the attacker pulls it.
-    w.plain.push(&w.work.join("v1"), "v1", "test/roll", "latest");
+    w.plain
+        .push(&w.work.join("v1"), "v1", "test/roll", "latest");
     assert_eq!(pull_ok(&attacker, &tag).await["digest"], w.v1);
     let (_, v) = attacker.get(&format!("/v1/images/{}", enc(&tag))).await;
     assert_eq!(v["data"]["digest"], w.v1, "{v}");
@@ -981,7 +1004,10 @@ async fn a_commit_of_a_very_deep_tree_is_refused_and_the_daemon_survives() {
         .await;
     assert_eq!(out, "made\n");
     let (st, v) = c
-        .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": "deep:1"}))
+        .post(
+            &format!("/v1/runtimes/{n}/commit"),
+            json!({"name": "deep:1"}),
+        )
         .await;
     assert_error(st, &v, 422, "invalid_argument", "deeper than 512");
     healthy(&d).await;
@@ -997,7 +1023,10 @@ async fn a_commit_of_a_very_deep_tree_is_refused_and_the_daemon_survives() {
     )
     .await;
     let (st, v) = c
-        .post(&format!("/v1/runtimes/{n2}/commit"), json!({"name": "deep:2"}))
+        .post(
+            &format!("/v1/runtimes/{n2}/commit"),
+            json!({"name": "deep:2"}),
+        )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let img = v["data"]["name"].as_str().unwrap().to_string();
@@ -1005,8 +1034,11 @@ async fn a_commit_of_a_very_deep_tree_is_refused_and_the_daemon_survives() {
     c.create_with(json!({"name": n3, "image": img, "resources": small()}))
         .await;
     assert_eq!(
-        c.out(&n3, &format!("cd /work/{p} && cd {p} && cd {p} && cat file"))
-            .await,
+        c.out(
+            &n3,
+            &format!("cd /work/{p} && cd {p} && cd {p} && cat file")
+        )
+        .await,
         "bottom\n"
     );
     for r in [&n, &n2, &n3] {
@@ -1250,7 +1282,11 @@ async fn a_trickling_registry_stalls_out_and_pulls_are_capped() {
         ids.push((&a, v["data"]["id"].as_str().unwrap().to_string()));
     }
     let (st, v) = start_pull(&a, &r("s2")).await;
-    assert_eq!(st, StatusCode::ACCEPTED, "joining its own pull is free: {v}");
+    assert_eq!(
+        st,
+        StatusCode::ACCEPTED,
+        "joining its own pull is free: {v}"
+    );
     assert_eq!(v["data"]["id"], ids[0].1.as_str());
     let (st, v) = start_pull(&a, &r("s4")).await;
     assert_error(st, &v, 429, "rate_limited", "--image-max-pulls-per-tenant");
@@ -1313,7 +1349,11 @@ async fn the_admins_registry_login_is_not_every_tenants() {
     assert_eq!(v["data"].as_array().unwrap().len(), 0, "{v}");
     pull_fails(&t, &reference, "authentication").await;
     let (st, _) = t.get(&format!("/v1/images/{}", enc(&reference))).await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "the admin's private copy is shown");
+    assert_eq!(
+        st,
+        StatusCode::NOT_FOUND,
+        "the admin's private copy is shown"
+    );
     let (st, v) = t
         .post(
             "/v1/runtimes",
@@ -1339,7 +1379,9 @@ async fn the_admins_registry_login_is_not_every_tenants() {
     assert_eq!(pull_ok(&t, &reference).await["digest"], w.v1);
     let (_, v) = a.get("/v1/images/logins").await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
-    let (st, _) = t.delete(&format!("/v1/images/logins/{}", w.secure.addr)).await;
+    let (st, _) = t
+        .delete(&format!("/v1/images/logins/{}", w.secure.addr))
+        .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (_, v) = a.get("/v1/images/logins").await;
     assert_eq!(

@@ -174,7 +174,10 @@ impl Answer {
         if self.window_start.elapsed() < w {
             return Ok(());
         }
-        let need = self.pace.min_bytes_per_sec.saturating_mul(w.as_secs().max(1));
+        let need = self
+            .pace
+            .min_bytes_per_sec
+            .saturating_mul(w.as_secs().max(1));
         if self.window_bytes < need {
             return Err(format!(
                 "stalled: {} bytes in the last {} s, below the minimum of {} bytes/s (--image-pull-min-rate); what arrived is kept and the next pull resumes it",
@@ -232,7 +235,11 @@ pub fn authority_of(uri: &Uri) -> Option<String> {
     let host = uri.host()?.to_ascii_lowercase();
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        .unwrap_or(if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
     Some(format!("{host}:{port}"))
 }
 
@@ -254,23 +261,28 @@ impl Http {
     /// Whether the operator placed `authority` (`host:port`) on a non-public
     /// address on purpose.
     pub fn private_allowed(&self, authority: &str) -> bool {
-        self.allowed_private.contains(&authority.to_ascii_lowercase())
+        self.allowed_private
+            .contains(&authority.to_ascii_lowercase())
     }
 
     /// The address to connect to for `host:port`: resolved once, every
     /// address checked (a name that also resolves to a private address is
     /// refused), unless `allow_private`.
-    async fn resolve(&self, host: &str, port: u16, allow_private: bool) -> Result<SocketAddr, String> {
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        allow_private: bool,
+    ) -> Result<SocketAddr, String> {
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::time::timeout(
-                self.connect_timeout,
-                tokio::net::lookup_host((host, port)),
-            )
-            .await
-            .map_err(|_| format!("resolve {host}: timed out"))?
-            .map_err(|e| format!("resolve {host}: {e}"))?
-            .collect(),
+            Err(_) => {
+                tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
+                    .await
+                    .map_err(|_| format!("resolve {host}: timed out"))?
+                    .map_err(|e| format!("resolve {host}: {e}"))?
+                    .collect()
+            }
         };
         let first = *addrs
             .first()
@@ -314,13 +326,10 @@ impl Http {
             .trim_end_matches(']')
             .to_string();
         let addr = self.resolve(&bare, port, allow_private).await?;
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        .map_err(|_| format!("connect to {host}:{port}: timed out"))?
-        .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connect to {host}:{port}: timed out"))?
+            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let authority = uri
             .authority()
@@ -437,7 +446,9 @@ pub fn join(base: &Uri, loc: &str) -> Result<String, String> {
         return Ok(loc.to_string());
     }
     if loc.starts_with("//") || loc.contains("://") {
-        return Err(format!("redirect to {loc:?}: only http(s) URLs are followed"));
+        return Err(format!(
+            "redirect to {loc:?}: only http(s) URLs are followed"
+        ));
     }
     let scheme = base.scheme_str().unwrap_or("https");
     let auth = base.authority().map(|a| a.as_str()).unwrap_or("");

@@ -175,7 +175,7 @@ impl<W: Write> Walker<'_, '_, W> {
             }
             let depth = stack.len();
             let dirfd = stack.last().map(|f| &f.fd).expect("non-empty");
-            if let Some(sub) = self.entry(dirfd, &name, &mut path)? {
+            if let Some(sub) = self.entry(dirfd, &name, &path)? {
                 if depth >= MAX_DEPTH {
                     return Err(too_deep(&path));
                 }
@@ -197,7 +197,7 @@ impl<W: Write> Walker<'_, '_, W> {
         &mut self,
         dirfd: &OwnedFd,
         name: &CStr,
-        path: &mut Vec<u8>,
+        path: &[u8],
     ) -> Result<Option<OwnedFd>, LayerError> {
         let st = match fstatat(dirfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
@@ -235,12 +235,12 @@ impl<W: Write> Walker<'_, '_, W> {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
                 self.pax(&kept)?;
-                let mut p = path.clone();
+                let mut p = path.to_vec();
                 p.push(b'/');
                 self.builder
                     .append_data(&mut h, OsStr::from_bytes(&p), std::io::empty())?;
                 if opaque {
-                    let mut opq = path.clone();
+                    let mut opq = path.to_vec();
                     opq.push(b'/');
                     opq.extend_from_slice(OPQ.as_bytes());
                     self.marker(&opq)?;
@@ -296,7 +296,7 @@ impl<W: Write> Walker<'_, '_, W> {
                 self.builder
                     .append_data(&mut h, OsStr::from_bytes(path), data)?;
                 if st.st_nlink > 1 {
-                    self.links.insert((st.st_dev, st.st_ino), path.clone());
+                    self.links.insert((st.st_dev, st.st_ino), path.to_vec());
                 }
             }
             SFlag::S_IFLNK => {
@@ -557,11 +557,17 @@ mod tests {
         let up = t.join("upper");
         std::fs::create_dir_all(&up).unwrap();
         // Deeper than PATH_MAX allows by name: made relative to each level.
-        let mut fd = nix::fcntl::open(&up, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty())
-            .unwrap();
+        let mut fd =
+            nix::fcntl::open(&up, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap();
         for _ in 0..3000 {
             nix::sys::stat::mkdirat(&fd, c"d", Mode::from_bits_truncate(0o755)).unwrap();
-            fd = openat(&fd, c"d", OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap();
+            fd = openat(
+                &fd,
+                c"d",
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+                Mode::empty(),
+            )
+            .unwrap();
         }
         let r = write_layer(&up, &t.join("l.tar.gz"), 1 << 20, &no_exclude);
         assert!(matches!(r, Err(LayerError::TooDeep { .. })), "{r:?}");

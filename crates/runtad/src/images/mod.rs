@@ -364,7 +364,14 @@ impl Images {
         let users: Vec<String> = self
             .users(&img)?
             .into_iter()
-            .filter(|u| mine(u.trim_start_matches("checkpoint ").split('/').next().unwrap_or("")))
+            .filter(|u| {
+                mine(
+                    u.trim_start_matches("checkpoint ")
+                        .split('/')
+                        .next()
+                        .unwrap_or(""),
+                )
+            })
             .collect();
         if !users.is_empty() {
             return Err(ImageError::InUse {
@@ -478,7 +485,12 @@ impl Images {
     }
 
     /// [`Images::import_oci_layout`] with the name given to `tenant`.
-    pub async fn import_oci_layout_as(&self, tenant: &str, dir: &Path, name: &str) -> Result<Image> {
+    pub async fn import_oci_layout_as(
+        &self,
+        tenant: &str,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Image> {
         check_name(name)?;
         let source = pull::LayoutSource::open(dir, name, &self.limits)?;
         let progress = PullProgress::new(tenant, name);

@@ -373,7 +373,11 @@ impl Images {
     /// progress. Refused past the running-pull caps (`--image-max-pulls`,
     /// `--image-max-pulls-per-tenant`): a slow registry holds a slot only
     /// until the stall timeout.
-    pub fn start_pull(self: &Arc<Self>, tenant: &str, reference: &str) -> Result<Arc<PullProgress>> {
+    pub fn start_pull(
+        self: &Arc<Self>,
+        tenant: &str,
+        reference: &str,
+    ) -> Result<Arc<PullProgress>> {
         let r = Reference::parse(reference)?;
         let key = format!("{tenant}\u{0}{r}");
         let mut running = self.pulls.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -486,7 +490,9 @@ impl Images {
         }
         let snap = p.snapshot();
         if p.unauthorized.load(Ordering::Relaxed) {
-            return Err(ImageError::Unauthorized(Reference::parse(reference)?.registry));
+            return Err(ImageError::Unauthorized(
+                Reference::parse(reference)?.registry,
+            ));
         }
         match (&snap.state, &snap.digest) {
             (PullState::Succeeded, Some(d)) => Ok((self.image_as(scope, d)?, Some(snap))),
@@ -530,10 +536,7 @@ impl Images {
                     // even `repo:tag@sha256:…`'s): an older digest cannot
                     // move a tag back. Tags are per tenant anyway.
                     let name = match &r.digest {
-                        Some(d) => format!(
-                            "{}/{}@{d}",
-                            r.registry, r.repository
-                        ),
+                        Some(d) => format!("{}/{}@{d}", r.registry, r.repository),
                         None => r.name(),
                     };
                     // The operator's name is every tenant's to see, unless

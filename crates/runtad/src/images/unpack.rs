@@ -317,7 +317,9 @@ impl<R: Read> Read for HeaderGuard<R> {
             return self.inner.read(buf);
         }
         if self.data_left > 0 {
-            let want = buf.len().min(self.data_left.min(usize::MAX as u64) as usize);
+            let want = buf
+                .len()
+                .min(self.data_left.min(usize::MAX as u64) as usize);
             let n = self.inner.read(&mut buf[..want])?;
             if let Some(p) = self.pax.as_mut() {
                 p.extend_from_slice(&buf[..n]);

@@ -381,17 +381,37 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("runta-img-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let s = Store::open(&dir.join("t.db")).unwrap();
-        s.put_image(&rec("sha256:aa"), "admin", Some("a:1"), true).unwrap();
-        s.put_image(&rec("sha256:aa"), "admin", Some("priv:1"), false).unwrap();
-        s.put_image(&rec("sha256:bb"), "t1", Some("a:1"), true).unwrap();
-        s.put_image(&rec("sha256:bb"), "t1", Some("mine:1"), true).unwrap();
+        s.put_image(&rec("sha256:aa"), "admin", Some("a:1"), true)
+            .unwrap();
+        s.put_image(&rec("sha256:aa"), "admin", Some("priv:1"), false)
+            .unwrap();
+        s.put_image(&rec("sha256:bb"), "t1", Some("a:1"), true)
+            .unwrap();
+        s.put_image(&rec("sha256:bb"), "t1", Some("mine:1"), true)
+            .unwrap();
         assert_eq!(s.image_name(Some("t2"), "priv:1").unwrap(), None);
-        assert_eq!(s.image_name(Some("t1"), "a:1").unwrap().as_deref(), Some("sha256:bb"));
-        assert_eq!(s.image_name(Some("t2"), "a:1").unwrap().as_deref(), Some("sha256:aa"));
+        assert_eq!(
+            s.image_name(Some("t1"), "a:1").unwrap().as_deref(),
+            Some("sha256:bb")
+        );
+        assert_eq!(
+            s.image_name(Some("t2"), "a:1").unwrap().as_deref(),
+            Some("sha256:aa")
+        );
         assert_eq!(s.image_name(Some("t2"), "mine:1").unwrap(), None);
-        assert_eq!(s.image_name(None, "mine:1").unwrap().as_deref(), Some("sha256:bb"));
-        assert_eq!(s.delete_image_refs(Some("t2"), Some("mine:1"), "sha256:bb").unwrap(), 0);
-        assert_eq!(s.delete_image_refs(Some("t1"), None, "sha256:bb").unwrap(), 2);
+        assert_eq!(
+            s.image_name(None, "mine:1").unwrap().as_deref(),
+            Some("sha256:bb")
+        );
+        assert_eq!(
+            s.delete_image_refs(Some("t2"), Some("mine:1"), "sha256:bb")
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.delete_image_refs(Some("t1"), None, "sha256:bb").unwrap(),
+            2
+        );
         assert!(s.image_by_digest("sha256:bb").unwrap().is_some());
         s.delete_image("sha256:aa").unwrap();
         assert!(s.image_by_digest("sha256:aa").unwrap().is_none());
