@@ -76,6 +76,14 @@ pub struct Config {
     /// Largest extended attribute value in a layer, bytes.
     #[arg(long, env = "RUNTA_IMAGE_MAX_XATTR_BYTES", default_value_t = 65536)]
     pub image_max_xattr_bytes: u64,
+    /// Bytes the image store may hold (blobs and unpacked layers); 0: no
+    /// cap. A pull, commit or build past it fails (503 `resource_exhausted`).
+    #[arg(long, env = "RUNTA_IMAGE_STORE_MAX_BYTES", default_value_t = 0)]
+    pub image_store_max_bytes: u64,
+    /// Compressed bytes of the images one tenant holds names of; 0: no cap.
+    /// Past it a pull, commit or build of the tenant fails (429).
+    #[arg(long, env = "RUNTA_IMAGE_TENANT_MAX_BYTES", default_value_t = 0)]
+    pub image_tenant_max_bytes: u64,
     /// Pulls running at once, all tenants together (more: 503 `unavailable`).
     #[arg(long, env = "RUNTA_IMAGE_MAX_PULLS", default_value_t = 16)]
     pub image_max_pulls: usize,

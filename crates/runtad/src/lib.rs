@@ -88,6 +88,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             max_total_files: cfg.image_max_total_files,
             max_header_bytes: cfg.image_max_header_bytes,
             max_xattr_bytes: cfg.image_max_xattr_bytes,
+            max_store_bytes: cfg.image_store_max_bytes,
+            max_tenant_bytes: cfg.image_tenant_max_bytes,
             max_pulls: cfg.image_max_pulls,
             max_pulls_per_tenant: cfg.image_max_pulls_per_tenant,
             pull_wait: Duration::from_secs(cfg.image_pull_timeout_secs),

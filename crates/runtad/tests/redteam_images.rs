@@ -1403,3 +1403,70 @@ async fn the_admins_registry_login_is_not_every_tenants() {
     let t2 = d2.tenant("fileauth").await;
     assert_eq!(pull_ok(&t2, &reference).await["digest"], w.v1);
 }
+
+// ---------------------------------------------------------------- 8. quotas
+
+/// Compressed bytes of the layers of the image in layout `dir`.
+fn layers_size(dir: &Path) -> u64 {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"].as_str().unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&md[7..])).unwrap())
+            .unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum()
+}
+
+/// A tenant filling the store: its images are counted against
+/// `--image-tenant-max-bytes` (another tenant has its own), and the store as
+/// a whole stops at `--image-store-max-bytes`, leaving nothing that looks
+/// complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_and_each_tenant_have_a_disk_quota() {
+    skip_unless_ready!();
+    let w = world();
+    let one = layers_size(&w.work.join("v1"));
+    let cap = (one + one / 2).to_string();
+    let d = daemon(&[], &["--image-tenant-max-bytes", &cap]);
+    let t = d.tenant("quota").await;
+    let v1 = format!("{}/test/app:v1", w.plain.addr);
+    let v2 = format!("{}/test/app:v2", w.plain.addr);
+    pull_ok(&t, &v1).await;
+    pull_fails(&t, &v2, "--image-tenant-max-bytes").await;
+    let (st, v) = t
+        .post(
+            "/v1/runtimes",
+            json!({"name": common::name("q"), "image": v2, "resources": small()}),
+        )
+        .await;
+    assert_error(
+        st,
+        &v,
+        429,
+        "resource_exhausted",
+        "--image-tenant-max-bytes",
+    );
+    let other = d.tenant("quota2").await;
+    pull_ok(&other, &v2).await;
+    // Freeing its own name gives the tenant its room back.
+    let (st, v) = t.delete(&format!("/v1/images/{}", enc(&v1))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    pull_ok(&t, &v2).await;
+
+    let d2 = daemon(&[], &["--image-store-max-bytes", "100000"]);
+    let t2 = d2.tenant("full").await;
+    pull_fails(&t2, &v1, "--image-store-max-bytes").await;
+    let (st, _) = t2.get(&format!("/v1/images/{}", enc(&v1))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let layers: Vec<_> = std::fs::read_dir(d2.data_dir.join("images/layers/sha256"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(layers.is_empty(), "{layers:?}");
+    healthy(&d2).await;
+}

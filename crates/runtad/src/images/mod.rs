@@ -90,6 +90,12 @@ pub enum ImageError {
     Hostile(String),
     #[error("{0}")]
     NoPlatform(String),
+    /// The store as a whole is at `--image-store-max-bytes`.
+    #[error("{0}")]
+    StoreFull(String),
+    /// The tenant's images are at `--image-tenant-max-bytes`.
+    #[error("{0}")]
+    TenantQuota(String),
     /// Too many pulls running: the caller's own (`tenant`) or the daemon's.
     #[error("{message}")]
     TooManyPulls { tenant: bool, message: String },
@@ -122,6 +128,10 @@ pub struct Limits {
     pub max_header_bytes: u64,
     /// Bytes of one extended attribute value.
     pub max_xattr_bytes: u64,
+    /// Bytes the whole store may hold (blobs and unpacked layers); 0: no cap.
+    pub max_store_bytes: u64,
+    /// Compressed bytes of the images one tenant holds names of; 0: no cap.
+    pub max_tenant_bytes: u64,
     /// Pulls running at once: all tenants, and one tenant.
     pub max_pulls: usize,
     pub max_pulls_per_tenant: usize,
@@ -140,6 +150,8 @@ impl Default for Limits {
             max_total_files: 4_000_000,
             max_header_bytes: 1 << 20,
             max_xattr_bytes: 65536,
+            max_store_bytes: 0,
+            max_tenant_bytes: 0,
             max_pulls: 16,
             max_pulls_per_tenant: 4,
             pull_wait: std::time::Duration::from_secs(600),
@@ -202,6 +214,8 @@ pub struct Images {
     /// One unpack or download at a time per digest.
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pulls: pull::Pulls,
+    /// Bytes of blobs and unpacked layers, counted when a store cap is set.
+    used: std::sync::atomic::AtomicU64,
 }
 
 impl Images {
@@ -228,7 +242,13 @@ impl Images {
             }
         }
         let registries = registry::Registries::new(registry)?;
+        let used = if limits.max_store_bytes > 0 {
+            du(&dir.join("blobs/sha256")) + du(&dir.join("layers/sha256"))
+        } else {
+            0
+        };
         Ok(Arc::new(Images {
+            used: used.into(),
             dir,
             store,
             limits,
@@ -461,6 +481,11 @@ impl Images {
         report.blobs += r.blobs;
         report.layers += r.layers;
         report.bytes += r.bytes;
+        let _ = self.used.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |u| Some(u.saturating_sub(r.bytes)),
+        );
         if report != GcReport::default() {
             info!(?report, "image garbage collection");
         }
@@ -527,6 +552,7 @@ impl Images {
                 self.limits.max_image_bytes
             )));
         }
+        self.check_tenant_quota(tenant, &digest, total)?;
         if manifest.config.size > self.limits.max_manifest_bytes {
             return Err(ImageError::TooLarge(format!(
                 "the image config is {} bytes (at most {})",
@@ -606,6 +632,43 @@ impl Images {
         self.image(digest.as_str())
     }
 
+    /// A tenant's images (compressed bytes of those it holds a name of, each
+    /// once) plus `adding` must stay within `--image-tenant-max-bytes`. The
+    /// admin's are the operator's, not capped.
+    fn check_tenant_quota(&self, tenant: &str, digest: &Digest, adding: u64) -> Result<()> {
+        let cap = self.limits.max_tenant_bytes;
+        if cap == 0 || tenant == crate::auth::ADMIN_TENANT {
+            return Ok(());
+        }
+        let mut held = 0u64;
+        for (rec, refs) in self.store.list_images()? {
+            if refs.iter().any(|r| r.tenant == tenant) {
+                if rec.digest == digest.as_str() {
+                    return Ok(()); // the tenant's already: a tag moved onto it costs nothing
+                }
+                held = held.saturating_add(rec.size);
+            }
+        }
+        if held.saturating_add(adding) > cap {
+            return Err(ImageError::TenantQuota(format!(
+                "tenant {tenant} holds images of {held} bytes; {adding} more would pass its {cap} (--image-tenant-max-bytes): delete some with DELETE /v1/images/{{ref}}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Room for `n` more bytes in the store (`--image-store-max-bytes`).
+    fn store_room(&self, n: u64, what: &str) -> Result<()> {
+        let cap = self.limits.max_store_bytes;
+        let used = self.used.load(std::sync::atomic::Ordering::Relaxed);
+        if cap > 0 && used.saturating_add(n) > cap {
+            return Err(ImageError::StoreFull(format!(
+                "the image store holds {used} bytes; {what} of {n} bytes would pass its {cap} (--image-store-max-bytes): the operator frees room with DELETE /v1/images and POST /v1/images/gc"
+            )));
+        }
+        Ok(())
+    }
+
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() > 4096 {
@@ -650,6 +713,7 @@ impl Images {
             }
             return Ok(());
         }
+        self.store_room(size, &format!("blob {}", digest.short()))?;
         let partial = self.partial_path(digest);
         source.fetch(digest, size, &partial, progress).await?;
         let (p2, d2) = (partial.clone(), digest.clone());
@@ -675,6 +739,8 @@ impl Images {
             });
         }
         std::fs::rename(&partial, &path)?;
+        self.used
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -701,6 +767,13 @@ impl Images {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir(&tmp)?;
+        let cap = self.limits.max_store_bytes;
+        let store_left = if cap > 0 {
+            cap.saturating_sub(self.used.load(std::sync::atomic::Ordering::Relaxed))
+        } else {
+            u64::MAX
+        };
+        let budget_here = budget.min(store_left);
         let (blob_path, tmp2, lowers, limits, d2) = (
             self.blob_path(blob),
             tmp.clone(),
@@ -710,7 +783,7 @@ impl Images {
         );
         let r = tokio::task::spawn_blocking(move || {
             let out =
-                unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget, files_left)?;
+                unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget_here, files_left)?;
             let got = out.diff_id.clone().unwrap_or_else(|| Digest::of(b""));
             if got != d2 {
                 return Err(ImageError::DigestMismatch {
@@ -729,9 +802,18 @@ impl Images {
         match r {
             Ok(n) => {
                 std::fs::rename(&tmp, &dir)?;
+                self.used
+                    .fetch_add(n.0, std::sync::atomic::Ordering::Relaxed);
                 Ok(n)
             }
             Err(e) => {
+                let e = match e {
+                    ImageError::TooLarge(_) if store_left < budget => ImageError::StoreFull(format!(
+                        "the image store has {store_left} bytes left of its {cap} (--image-store-max-bytes) and the layer {} unpacks to more",
+                        diff_id.short()
+                    )),
+                    e => e,
+                };
                 let t = tmp.clone();
                 let _ = tokio::task::spawn_blocking(move || make_writable_and_remove(&t)).await;
                 Err(e)

@@ -48,9 +48,10 @@ pub struct PullProgress {
     bytes_total: AtomicU64,
     bytes_done: AtomicU64,
     outcome: Mutex<Outcome>,
-    /// The registry refused for want of (good) credentials: a create that
-    /// waited for the pull says so (403), not "unavailable".
-    unauthorized: std::sync::atomic::AtomicBool,
+    /// Why it failed, when a create that waited for it should say so rather
+    /// than "unavailable": 1 credentials (403), 2 the store is full (503
+    /// `resource_exhausted`), 3 the tenant's quota (429).
+    failure: std::sync::atomic::AtomicU8,
     done: tokio::sync::watch::Sender<bool>,
 }
 
@@ -92,7 +93,7 @@ impl PullProgress {
             bytes_total: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             outcome: Mutex::new(Outcome(PullState::Running, None, None, None)),
-            unauthorized: Default::default(),
+            failure: Default::default(),
             done: tokio::sync::watch::channel(false).0,
         })
     }
@@ -124,9 +125,13 @@ impl PullProgress {
     }
 
     fn finish(&self, r: &Result<Image>) {
-        if matches!(r, Err(ImageError::Unauthorized(_))) {
-            self.unauthorized.store(true, Ordering::Relaxed);
-        }
+        let kind = match r {
+            Err(ImageError::Unauthorized(_)) => 1,
+            Err(ImageError::StoreFull(_)) => 2,
+            Err(ImageError::TenantQuota(_)) => 3,
+            _ => 0,
+        };
+        self.failure.store(kind, Ordering::Relaxed);
         let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         *o = match r {
             Ok(img) => Outcome(
@@ -489,10 +494,16 @@ impl Images {
             });
         }
         let snap = p.snapshot();
-        if p.unauthorized.load(Ordering::Relaxed) {
-            return Err(ImageError::Unauthorized(
-                Reference::parse(reference)?.registry,
-            ));
+        let why = || snap.error.clone().unwrap_or_default();
+        match p.failure.load(Ordering::Relaxed) {
+            1 => {
+                return Err(ImageError::Unauthorized(
+                    Reference::parse(reference)?.registry,
+                ))
+            }
+            2 => return Err(ImageError::StoreFull(why())),
+            3 => return Err(ImageError::TenantQuota(why())),
+            _ => {}
         }
         match (&snap.state, &snap.digest) {
             (PullState::Succeeded, Some(d)) => Ok((self.image_as(scope, d)?, Some(snap))),

@@ -23,6 +23,8 @@ impl From<ImageError> for Error {
                 Error::invalid("image", e.to_string())
             }
             E::InUse { .. } => Error::FailedPrecondition(e.to_string()),
+            E::StoreFull(m) => Error::ResourceExhausted(m),
+            E::TenantQuota(m) => Error::QuotaExceeded(m),
             E::TooManyPulls { tenant: true, .. } => Error::RateLimited(e.to_string()),
             E::TooManyPulls { tenant: false, .. } => Error::Unavailable(e.to_string()),
             E::Io(_) => Error::Internal(e.to_string()),
