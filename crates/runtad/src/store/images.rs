@@ -417,4 +417,42 @@ mod tests {
         assert!(s.image_by_digest("sha256:aa").unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_store_of_before_moves_names_to_their_owner_and_logins_to_the_admin() {
+        let dir = std::env::temp_dir().join(format!("runta-img-mig-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("t.db");
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch(
+                "CREATE TABLE images (digest TEXT PRIMARY KEY, manifest TEXT NOT NULL, config TEXT NOT NULL,
+                   layers TEXT NOT NULL, size INTEGER NOT NULL, created_at TEXT NOT NULL, pulled_at TEXT NOT NULL);
+                 CREATE TABLE image_names (name TEXT PRIMARY KEY, digest TEXT NOT NULL, updated_at TEXT NOT NULL);
+                 CREATE TABLE registry_logins (registry TEXT PRIMARY KEY, username TEXT NOT NULL,
+                   secret TEXT NOT NULL, created_at TEXT NOT NULL);
+                 INSERT INTO images VALUES ('sha256:aa', '{}', '{}', '[]', 1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');
+                 INSERT INTO image_names VALUES ('localhost/acme/app:1', 'sha256:aa', '2026-01-01T00:00:00Z');
+                 INSERT INTO image_names VALUES ('localhost/runta/base:latest', 'sha256:aa', '2026-01-01T00:00:00Z');
+                 INSERT INTO image_names VALUES ('python:3.12', 'sha256:aa', '2026-01-01T00:00:00Z');
+                 INSERT INTO registry_logins VALUES ('r:5000', 'u', 'pw', '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        let refs = s.image_refs("sha256:aa").unwrap();
+        let owner = |n: &str| refs.iter().find(|r| r.name == n).unwrap().tenant.clone();
+        assert_eq!(owner("localhost/acme/app:1"), "acme");
+        assert_eq!(owner("localhost/runta/base:latest"), "admin");
+        assert_eq!(owner("python:3.12"), "admin");
+        assert_eq!(
+            s.registry_login("admin", "r:5000")
+                .unwrap()
+                .unwrap()
+                .username,
+            "u"
+        );
+        assert!(s.registry_login("acme", "r:5000").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
