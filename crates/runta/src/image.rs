@@ -54,7 +54,7 @@ pub enum ImageCmd {
         #[arg(required = true, value_name = "REF")]
         refs: Vec<String>,
     },
-    /// Remove images (admin; refused while runtimes or snapshots use them)
+    /// Remove your names of images (the admin: any); refused while runtimes or snapshots use them
     #[command(
         visible_alias = "remove",
         after_help = "Example:\n  runta image rm python:3.12"
@@ -63,7 +63,7 @@ pub enum ImageCmd {
         #[arg(required = true, value_name = "REF")]
         refs: Vec<String>,
     },
-    /// Store credentials for a registry in the daemon (admin)
+    /// Store credentials for a registry in the daemon, for your tenant only
     #[command(
         after_help = "Examples:\n  runta image login registry.example:5000 -u ci --password-stdin < token.txt\n  runta image login docker.io -u me            # asks for the password\n\nThe daemon checks them against the registry and keeps them; no command shows the password again."
     )]
@@ -76,7 +76,7 @@ pub enum ImageCmd {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Forget the credentials of a registry (admin)
+    /// Forget your credentials for a registry
     Logout { registry: String },
     /// Remove blobs and layers no image references (admin)
     Gc,

@@ -42,8 +42,19 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub insecure_registry: Vec<String>,
-    /// A Docker/Podman `auth.json` with the daemon's own registry credentials
-    /// (logins made with `runta image login` take precedence).
+    /// An HTTPS registry (`host:port`) the operator placed on loopback or a
+    /// private network (repeatable). Pulls, redirects and token realms never
+    /// reach a loopback, link-local (metadata), private or reserved address
+    /// otherwise; `--insecure-registry` entries are allowed too.
+    #[arg(
+        long = "private-registry",
+        env = "RUNTA_PRIVATE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub private_registry: Vec<String>,
+    /// A Docker/Podman `auth.json` with the daemon's own registry
+    /// credentials, used for every tenant's pulls (operator-wide); a
+    /// tenant's own `runta image login` takes precedence for that tenant.
     #[arg(long, env = "RUNTA_REGISTRY_AUTH_FILE")]
     pub registry_auth_file: Option<PathBuf>,
     /// Largest image (compressed layers, and again unpacked content), bytes.
@@ -55,6 +66,38 @@ pub struct Config {
     /// Most layers in one image.
     #[arg(long, env = "RUNTA_IMAGE_MAX_LAYERS", default_value_t = 128)]
     pub image_max_layers: usize,
+    /// Most entries in one image, all layers together.
+    #[arg(long, env = "RUNTA_IMAGE_MAX_TOTAL_FILES", default_value_t = 4_000_000)]
+    pub image_max_total_files: u64,
+    /// Largest tar extension header (PAX record block, GNU long name or
+    /// link) in a layer, bytes.
+    #[arg(long, env = "RUNTA_IMAGE_MAX_HEADER_BYTES", default_value_t = 1 << 20)]
+    pub image_max_header_bytes: u64,
+    /// Largest extended attribute value in a layer, bytes.
+    #[arg(long, env = "RUNTA_IMAGE_MAX_XATTR_BYTES", default_value_t = 65536)]
+    pub image_max_xattr_bytes: u64,
+    /// Bytes the image store may hold (blobs and unpacked layers); 0: no
+    /// cap. A pull, commit or build past it fails (503 `resource_exhausted`).
+    #[arg(long, env = "RUNTA_IMAGE_STORE_MAX_BYTES", default_value_t = 0)]
+    pub image_store_max_bytes: u64,
+    /// Compressed bytes of the images one tenant holds names of; 0: no cap.
+    /// Past it a pull, commit or build of the tenant fails (429).
+    #[arg(long, env = "RUNTA_IMAGE_TENANT_MAX_BYTES", default_value_t = 0)]
+    pub image_tenant_max_bytes: u64,
+    /// Pulls running at once, all tenants together (more: 503 `unavailable`).
+    #[arg(long, env = "RUNTA_IMAGE_MAX_PULLS", default_value_t = 16)]
+    pub image_max_pulls: usize,
+    /// Pulls running at once for one tenant (more: 429 `rate_limited`).
+    #[arg(long, env = "RUNTA_IMAGE_MAX_PULLS_PER_TENANT", default_value_t = 4)]
+    pub image_max_pulls_per_tenant: usize,
+    /// A registry that sends less than `--image-pull-min-rate` bytes/s over
+    /// this many seconds fails the pull (what arrived is kept for the next).
+    #[arg(long, env = "RUNTA_IMAGE_PULL_STALL_SECS", default_value_t = 60)]
+    pub image_pull_stall_secs: u64,
+    /// Bytes per second a registry must send at least (see
+    /// `--image-pull-stall-secs`).
+    #[arg(long, env = "RUNTA_IMAGE_PULL_MIN_RATE", default_value_t = 1024)]
+    pub image_pull_min_rate: u64,
     /// How long a create waits for the pull of an image it uses first
     /// (seconds); the pull goes on past it.
     #[arg(long, env = "RUNTA_IMAGE_PULL_TIMEOUT_SECS", default_value_t = 600)]

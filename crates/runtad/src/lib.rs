@@ -85,13 +85,25 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             max_image_bytes: cfg.image_max_bytes,
             max_files: cfg.image_max_files,
             max_layers: cfg.image_max_layers,
+            max_total_files: cfg.image_max_total_files,
+            max_header_bytes: cfg.image_max_header_bytes,
+            max_xattr_bytes: cfg.image_max_xattr_bytes,
+            max_store_bytes: cfg.image_store_max_bytes,
+            max_tenant_bytes: cfg.image_tenant_max_bytes,
+            max_pulls: cfg.image_max_pulls,
+            max_pulls_per_tenant: cfg.image_max_pulls_per_tenant,
             pull_wait: Duration::from_secs(cfg.image_pull_timeout_secs),
             ..Default::default()
         },
         images::RegistryConfig {
             ca_files: cfg.registry_ca.clone(),
             insecure: cfg.insecure_registry.clone(),
+            private: cfg.private_registry.clone(),
             auth_file: cfg.registry_auth_file.clone(),
+            pace: images::Pace {
+                window: Duration::from_secs(cfg.image_pull_stall_secs.max(1)),
+                min_bytes_per_sec: cfg.image_pull_min_rate,
+            },
         },
     )
     .context("open the image store")?;

@@ -41,7 +41,7 @@ pub async fn get(
 
 #[utoipa::path(delete, path = "/v1/images/{ref}", tag = "images",
     params(("ref" = String, Path, description = "Name, reference or digest")),
-    responses((status = 200, body = Data<Image>, description = "Removed (its layers are collected)"),
+    responses((status = 200, body = Data<Image>, description = "The caller's names removed (the admin: any); its layers are collected once nothing holds it"),
               (status = 409, body = runta_api::ErrorBody, description = "Runtimes or checkpoints use it; the message names them")))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -58,13 +58,13 @@ pub async fn delete(
     responses((status = 202, body = Data<ImagePull>, description = "Started (or joined the running pull of the same reference)")))]
 pub async fn pull(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     ApiJson(req): ApiJson<PullImageRequest>,
 ) -> ApiResult<(StatusCode, Json<Data<ImagePull>>)> {
     Ok((
         StatusCode::ACCEPTED,
         Json(Data {
-            data: state.manager.pull_image(&req.reference)?,
+            data: state.manager.pull_image(&p, &req.reference)?,
         }),
     ))
 }
@@ -74,11 +74,11 @@ pub async fn pull(
     responses((status = 200, body = Data<ImagePull>)))]
 pub async fn pull_status(
     State(state): State<AppState>,
-    _p: Principal,
+    p: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Data<ImagePull>>> {
     Ok(Json(Data {
-        data: state.manager.image_pull(&id)?,
+        data: state.manager.image_pull(&p, &id)?,
     }))
 }
 
@@ -92,7 +92,7 @@ pub async fn gc(State(state): State<AppState>, p: Principal) -> ApiResult<Json<D
 
 #[utoipa::path(post, path = "/v1/images/logins", tag = "images",
     request_body = RegistryLoginRequest,
-    responses((status = 200, body = Data<RegistryLogin>, description = "Checked against the registry and stored (admin); the password is never returned")))]
+    responses((status = 200, body = Data<RegistryLogin>, description = "Checked against the registry and stored for the caller's tenant only; the password is never returned")))]
 pub async fn login(
     State(state): State<AppState>,
     p: Principal,

@@ -283,10 +283,15 @@ impl Images {
         Ok(())
     }
 
-    /// Imports a layout [`Images::write_commit`] wrote under `name`, then
-    /// removes the folder.
-    pub async fn import_commit(&self, layout: &Path, name: &str) -> Result<Image, ImageError> {
-        let r = self.import_oci_layout(layout, name).await;
+    /// Imports a layout [`Images::write_commit`] wrote under `tenant`'s
+    /// `name`, then removes the folder.
+    pub async fn import_commit(
+        &self,
+        tenant: &str,
+        layout: &Path,
+        name: &str,
+    ) -> Result<Image, ImageError> {
+        let r = self.import_oci_layout_as(tenant, layout, name).await;
         let l = layout.to_path_buf();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(l)).await;
         r
@@ -308,7 +313,8 @@ impl Images {
         .await
         .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))?
         .map_err(|e| ImageError::Invalid(format!("import the base image: {e}")))?;
-        self.import_commit(&layout, BASE_IMPORT_NAME).await
+        self.import_commit(crate::auth::ADMIN_TENANT, &layout, BASE_IMPORT_NAME)
+            .await
     }
 }
 

@@ -1,14 +1,25 @@
 //! A small HTTP/1.1 client for registries, on hyper and tokio-rustls (both
-//! already in the daemon). One connection per request, redirects followed for
-//! `GET`/`HEAD` (credentials dropped when the host changes), TLS checked
-//! against the roots the daemon was given.
+//! already in the daemon). One connection per request, TLS checked against
+//! the roots the daemon was given.
+//!
+//! Everything a registry answers is attacker-written, redirects and token
+//! realms included (docs/security.md, Image store red-team pass): at most
+//! [`MAX_REDIRECTS`] redirects are followed, `Authorization` goes only to the
+//! scheme and host:port it was meant for, and no request goes to a loopback,
+//! link-local (cloud metadata), private or otherwise non-public address unless
+//! the operator named that host:port (`--insecure-registry`,
+//! `--private-registry`); the name is resolved once and the checked address is
+//! the one connected to. A body must keep arriving at the minimum rate
+//! ([`Pace`]), so a registry that trickles cannot hold a pull forever.
 //!
 //! Not reqwest: with TLS on, reqwest needs a process-wide rustls provider (or
 //! aws-lc), and feature unification would switch that on for every reqwest
 //! client of the workspace (the CLI's, the tests') built beside the daemon.
 
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, HOST, LOCATION};
@@ -59,12 +70,36 @@ fn tokio_util_stream(
     })
 }
 
+/// Redirects one `GET` follows at most.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// The slowest a body may arrive: over every `window`, at least
+/// `min_bytes_per_sec × window` bytes (flags `--image-pull-stall-secs`,
+/// `--image-pull-min-rate`). A body that falls below fails; what a blob got
+/// so far stays in `blobs/partial` for the next pull to resume.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub window: Duration,
+    pub min_bytes_per_sec: u64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            window: Duration::from_secs(60),
+            min_bytes_per_sec: 1024,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Http {
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
-    /// How long one read of the response may take.
-    pub read_timeout: Duration,
+    pace: Pace,
+    /// `host:port` (lower case) the operator placed on non-public addresses
+    /// on purpose: the only such targets a request may reach.
+    allowed_private: Arc<HashSet<String>>,
 }
 
 /// An answer whose body is read chunk by chunk.
@@ -72,7 +107,9 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
     body: Incoming,
-    read_timeout: Duration,
+    pace: Pace,
+    window_start: Instant,
+    window_bytes: u64,
 }
 
 impl Answer {
@@ -100,36 +137,179 @@ impl Answer {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// The next piece of the body; `None` at its end.
+    /// The next piece of the body; `None` at its end. Fails when the body
+    /// stalls: nothing for a whole window, or less than the minimum rate
+    /// over one.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
         loop {
-            let f = tokio::time::timeout(self.read_timeout, self.body.frame())
-                .await
-                .map_err(|_| format!("no data for {} s", self.read_timeout.as_secs()))?;
+            let left = self
+                .pace
+                .window
+                .saturating_sub(self.window_start.elapsed())
+                .max(Duration::from_millis(1));
+            let f = match tokio::time::timeout(left, self.body.frame()).await {
+                Ok(f) => f,
+                Err(_) => {
+                    self.check_pace()?;
+                    continue;
+                }
+            };
             match f {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        self.window_bytes += data.len() as u64;
+                        self.check_pace()?;
                         return Ok(Some(data));
                     }
                 }
             }
         }
     }
+
+    /// At the end of each window: enough bytes came, or the body stalled.
+    fn check_pace(&mut self) -> Result<(), String> {
+        let w = self.pace.window;
+        if self.window_start.elapsed() < w {
+            return Ok(());
+        }
+        let need = self
+            .pace
+            .min_bytes_per_sec
+            .saturating_mul(w.as_secs().max(1));
+        if self.window_bytes < need {
+            return Err(format!(
+                "stalled: {} bytes in the last {} s, below the minimum of {} bytes/s (--image-pull-min-rate); what arrived is kept and the next pull resumes it",
+                self.window_bytes,
+                w.as_secs(),
+                self.pace.min_bytes_per_sec
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
+
+/// Whether `ip` is an address of the public internet: not loopback,
+/// unspecified, private (RFC 1918, unique local), link-local (cloud metadata
+/// at 169.254.169.254), shared (100.64/10), benchmarking (198.18/15),
+/// documentation, multicast or reserved.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0))
+        }
+    }
+}
+
+/// `host:port` of a URI, lower case, the port filled in from the scheme.
+pub fn authority_of(uri: &Uri) -> Option<String> {
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    Some(format!("{host}:{port}"))
 }
 
 impl Http {
-    pub fn new(tls: rustls::ClientConfig) -> Self {
+    pub fn new(tls: rustls::ClientConfig, pace: Pace, allowed_private: HashSet<String>) -> Self {
         Http {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             connect_timeout: Duration::from_secs(15),
-            read_timeout: Duration::from_secs(60),
+            pace,
+            allowed_private: Arc::new(
+                allowed_private
+                    .into_iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .collect(),
+            ),
         }
     }
 
-    /// Sends one request (absolute URI) on a new connection.
-    pub async fn send_once(&self, mut req: Request<Body>) -> Result<Answer, String> {
+    /// Whether the operator placed `authority` (`host:port`) on a non-public
+    /// address on purpose.
+    pub fn private_allowed(&self, authority: &str) -> bool {
+        self.allowed_private
+            .contains(&authority.to_ascii_lowercase())
+    }
+
+    /// The address to connect to for `host:port`: resolved once, every
+    /// address checked (a name that also resolves to a private address is
+    /// refused), unless `allow_private`.
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        allow_private: bool,
+    ) -> Result<SocketAddr, String> {
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => {
+                tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
+                    .await
+                    .map_err(|_| format!("resolve {host}: timed out"))?
+                    .map_err(|e| format!("resolve {host}: {e}"))?
+                    .collect()
+            }
+        };
+        let first = *addrs
+            .first()
+            .ok_or_else(|| format!("resolve {host}: no address"))?;
+        if !allow_private {
+            if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+                return Err(format!(
+                    "refused to connect to {host}:{port}: it is at {}, a loopback, link-local, private or reserved address; only a registry the operator names with --insecure-registry or --private-registry may be there, and redirects or token realms may not lead there",
+                    bad.ip()
+                ));
+            }
+        }
+        Ok(first)
+    }
+
+    /// Sends one request (absolute URI) on a new connection; a non-public
+    /// target only if the operator named it.
+    pub async fn send_once(&self, req: Request<Body>) -> Result<Answer, String> {
+        let allow = authority_of(req.uri()).is_some_and(|a| self.private_allowed(&a));
+        self.send_checked(req, allow).await
+    }
+
+    async fn send_checked(
+        &self,
+        mut req: Request<Body>,
+        allow_private: bool,
+    ) -> Result<Answer, String> {
         let uri = req.uri().clone();
         let https = match uri.scheme_str() {
             Some("https") => true,
@@ -145,13 +325,11 @@ impl Http {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect((bare.as_str(), port)),
-        )
-        .await
-        .map_err(|_| format!("connect to {host}:{port}: timed out"))?
-        .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+        let addr = self.resolve(&bare, port, allow_private).await?;
+        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connect to {host}:{port}: timed out"))?
+            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let authority = uri
             .authority()
@@ -173,16 +351,18 @@ impl Http {
                 .await
                 .map_err(|_| format!("TLS with {host}:{port}: timed out"))?
                 .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
-            Self::exchange(TokioIo::new(tls), req, self.read_timeout).await?
+            Self::exchange(TokioIo::new(tls), req, self.pace.window).await?
         } else {
-            Self::exchange(TokioIo::new(tcp), req, self.read_timeout).await?
+            Self::exchange(TokioIo::new(tcp), req, self.pace.window).await?
         };
         let (parts, body) = resp.into_parts();
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
             body,
-            read_timeout: self.read_timeout,
+            pace: self.pace,
+            window_start: Instant::now(),
+            window_bytes: 0,
         })
     }
 
@@ -214,8 +394,13 @@ impl Http {
             })
     }
 
-    /// A `GET` (or `HEAD`) following up to five redirects; the
-    /// `Authorization` header is kept only while the host stays the same.
+    /// A `GET` (or `HEAD`) of `url`, following at most [`MAX_REDIRECTS`]
+    /// redirects. A redirect may lead to a non-public address only where the
+    /// operator put a registry (`--insecure-registry`, `--private-registry`),
+    /// the registry's own host included. `Authorization` is sent only while the scheme and
+    /// host:port are those of `url` itself: a redirect elsewhere (a CDN for
+    /// blobs, or an attacker's host) never sees the credentials or token,
+    /// nor does an `http://` downgrade.
     pub async fn get(
         &self,
         method: Method,
@@ -223,20 +408,24 @@ impl Http {
         headers: &[(http::header::HeaderName, HeaderValue)],
     ) -> Result<Answer, String> {
         let mut url = url.to_string();
-        let first_host = url.parse::<Uri>().ok().and_then(|u| u.authority().cloned());
-        for _ in 0..6 {
+        let first: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let first_scheme = first.scheme_str().map(str::to_string);
+        let first_auth = authority_of(&first);
+        for _ in 0..=MAX_REDIRECTS {
             let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-            let same_host = uri.authority().cloned() == first_host;
+            let auth = authority_of(&uri);
+            let same = auth == first_auth && uri.scheme_str().map(str::to_string) == first_scheme;
+            let allow_private = auth.as_ref().is_some_and(|a| self.private_allowed(a));
             let mut req = Request::builder().method(method.clone()).uri(uri.clone());
             for (k, v) in headers {
-                if *k == AUTHORIZATION && !same_host {
+                if *k == AUTHORIZATION && !same {
                     continue;
                 }
                 req = req.header(k, v);
             }
             let req = req.body(empty()).map_err(|e| e.to_string())?;
-            let a = self.send_once(req).await?;
-            if a.status.is_redirection() {
+            let a = self.send_checked(req, allow_private).await?;
+            if a.status.is_redirection() && a.status != StatusCode::NOT_MODIFIED {
                 let loc = a
                     .header(LOCATION)
                     .ok_or_else(|| format!("{url}: redirect without a location"))?;
@@ -245,7 +434,9 @@ impl Http {
             }
             return Ok(a);
         }
-        Err(format!("{url}: too many redirects"))
+        Err(format!(
+            "{url}: more than {MAX_REDIRECTS} redirects, not followed"
+        ))
     }
 }
 
@@ -253,6 +444,11 @@ impl Http {
 pub fn join(base: &Uri, loc: &str) -> Result<String, String> {
     if loc.starts_with("http://") || loc.starts_with("https://") {
         return Ok(loc.to_string());
+    }
+    if loc.starts_with("//") || loc.contains("://") {
+        return Err(format!(
+            "redirect to {loc:?}: only http(s) URLs are followed"
+        ));
     }
     let scheme = base.scheme_str().unwrap_or("https");
     let auth = base.authority().map(|a| a.as_str()).unwrap_or("");

@@ -39,7 +39,26 @@ pub enum LayerError {
          their full size); the limit is the runtime's disk quota"
     )]
     TooLarge { limit: u64 },
+    /// A tree deeper, or a path longer, than an image may hold (a hostile
+    /// program's 10,000 nested directories): refused, not walked.
+    #[error(
+        "the layer has a path deeper than {max_depth} directories or longer than {max_path} bytes \
+         ({path}…); an image holds no such path"
+    )]
+    TooDeep {
+        path: String,
+        max_depth: usize,
+        max_path: usize,
+    },
 }
+
+/// Directories deep a committed layer may go. The walk keeps one descriptor
+/// per level open, so this bounds those too.
+pub const MAX_DEPTH: usize = 512;
+
+/// Bytes of one path in a committed layer: what unpacking accepts
+/// (`Limits::max_path`), so a commit never makes an image the store refuses.
+pub const MAX_PATH: usize = 4096;
 
 /// What was written: the blob file and the two digests an image needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +113,7 @@ pub fn write_layer(
         max_data,
         exclude,
     };
-    w.dir(&rootfd, &mut Vec::new())?;
+    w.walk(rootfd)?;
     let tar_out = builder.into_inner()?;
     let diff_id = tar_out.hasher.finish();
     let mut compressed = tar_out.inner.finish()?;
@@ -119,43 +138,81 @@ struct Walker<'a, 'b, W: Write> {
     exclude: Exclude<'b>,
 }
 
+/// One directory of the walk: its descriptor, its names, the next to write.
+struct Frame {
+    fd: OwnedFd,
+    names: Vec<CString>,
+    next: usize,
+    /// Length of the walk's path buffer at this directory.
+    prefix_len: usize,
+}
+
 impl<W: Write> Walker<'_, '_, W> {
-    /// Writes the entries of the directory open at `dirfd`, whose path in
-    /// the layer is `prefix` (empty for the root).
-    fn dir(&mut self, dirfd: &OwnedFd, prefix: &mut Vec<u8>) -> Result<(), LayerError> {
-        for name in list_dir(dirfd, prefix)? {
-            let base = prefix.len();
-            if !prefix.is_empty() {
-                prefix.push(b'/');
+    /// Writes every entry under `root`, depth first, with an explicit stack
+    /// (no recursion: the tree's depth is the runtime's to choose).
+    fn walk(&mut self, root: OwnedFd) -> Result<(), LayerError> {
+        let mut path: Vec<u8> = Vec::new();
+        let names = list_dir(&root, &path)?;
+        let mut stack = vec![Frame {
+            fd: root,
+            names,
+            next: 0,
+            prefix_len: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.names.get(top.next).cloned() else {
+                stack.pop();
+                continue;
+            };
+            top.next += 1;
+            path.truncate(top.prefix_len);
+            if !path.is_empty() {
+                path.push(b'/');
             }
-            prefix.extend_from_slice(name.as_bytes());
-            let r = self.entry(dirfd, &name, prefix);
-            prefix.truncate(base);
-            r?;
+            path.extend_from_slice(name.as_bytes());
+            if path.len() + 1 > MAX_PATH {
+                return Err(too_deep(&path));
+            }
+            let depth = stack.len();
+            let dirfd = stack.last().map(|f| &f.fd).expect("non-empty");
+            if let Some(sub) = self.entry(dirfd, &name, &path)? {
+                if depth >= MAX_DEPTH {
+                    return Err(too_deep(&path));
+                }
+                let names = list_dir(&sub, &path)?;
+                stack.push(Frame {
+                    fd: sub,
+                    names,
+                    next: 0,
+                    prefix_len: path.len(),
+                });
+            }
         }
         Ok(())
     }
 
+    /// Writes one entry; a directory's descriptor comes back for the walk
+    /// to descend into.
     fn entry(
         &mut self,
         dirfd: &OwnedFd,
         name: &CStr,
-        path: &mut Vec<u8>,
-    ) -> Result<(), LayerError> {
+        path: &[u8],
+    ) -> Result<Option<OwnedFd>, LayerError> {
         let st = match fstatat(dirfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Gone since the listing (a stopped runtime has no writers; a
             // checkpoint none either): nothing to write.
-            Err(nix::Error::ENOENT) => return Ok(()),
+            Err(nix::Error::ENOENT) => return Ok(None),
             Err(e) => return Err(sys(path, e)),
         };
         if (self.exclude)(path, &st, dirfd) {
-            return Ok(());
+            return Ok(None);
         }
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         let xattrs = read_xattrs(dirfd, name);
         if kind == SFlag::S_IFCHR && st.st_rdev == 0 || is_xattr_whiteout(kind, &st, &xattrs) {
-            return self.whiteout(path);
+            return self.whiteout(path).map(|()| None);
         }
         let mut h = header(&st);
         let kept: Vec<(String, Vec<u8>)> = xattrs
@@ -178,17 +235,17 @@ impl<W: Write> Walker<'_, '_, W> {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
                 self.pax(&kept)?;
-                let mut p = path.clone();
+                let mut p = path.to_vec();
                 p.push(b'/');
                 self.builder
                     .append_data(&mut h, OsStr::from_bytes(&p), std::io::empty())?;
                 if opaque {
-                    let mut opq = path.clone();
+                    let mut opq = path.to_vec();
                     opq.push(b'/');
                     opq.extend_from_slice(OPQ.as_bytes());
                     self.marker(&opq)?;
                 }
-                self.dir(&fd, path)?;
+                return Ok(Some(fd));
             }
             SFlag::S_IFREG => {
                 if st.st_nlink > 1 {
@@ -197,11 +254,12 @@ impl<W: Write> Walker<'_, '_, W> {
                         let first = first.clone();
                         h.set_entry_type(tar::EntryType::Link);
                         h.set_size(0);
-                        return Ok(self.builder.append_link(
+                        self.builder.append_link(
                             &mut h,
                             OsStr::from_bytes(path),
                             OsStr::from_bytes(&first),
-                        )?);
+                        )?;
+                        return Ok(None);
                     }
                 }
                 let size = st.st_size.max(0) as u64;
@@ -238,7 +296,7 @@ impl<W: Write> Walker<'_, '_, W> {
                 self.builder
                     .append_data(&mut h, OsStr::from_bytes(path), data)?;
                 if st.st_nlink > 1 {
-                    self.links.insert((st.st_dev, st.st_ino), path.clone());
+                    self.links.insert((st.st_dev, st.st_ino), path.to_vec());
                 }
             }
             SFlag::S_IFLNK => {
@@ -267,7 +325,7 @@ impl<W: Write> Walker<'_, '_, W> {
             // Sockets have no place in an image.
             _ => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     fn whiteout(&mut self, path: &[u8]) -> Result<(), LayerError> {
@@ -381,6 +439,14 @@ fn read_xattrs(dirfd: &OwnedFd, name: &CStr) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+fn too_deep(path: &[u8]) -> LayerError {
+    LayerError::TooDeep {
+        path: String::from_utf8_lossy(&path[..path.len().min(120)]).into_owned(),
+        max_depth: MAX_DEPTH,
+        max_path: MAX_PATH,
+    }
+}
+
 fn sys(path: &[u8], source: nix::Error) -> LayerError {
     LayerError::Sys {
         path: String::from_utf8_lossy(path).into_owned(),
@@ -483,6 +549,29 @@ mod tests {
         let r = write_layer(&up, &t.join("l.tar.gz"), 1 << 30, &no_exclude);
         assert!(matches!(r, Err(LayerError::TooLarge { .. })), "{r:?}");
         std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn a_tree_too_deep_is_refused_without_recursion() {
+        let t = std::env::temp_dir().join(format!("layer-tar-{}", uuid::Uuid::new_v4().simple()));
+        let up = t.join("upper");
+        std::fs::create_dir_all(&up).unwrap();
+        // Deeper than PATH_MAX allows by name: made relative to each level.
+        let mut fd =
+            nix::fcntl::open(&up, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap();
+        for _ in 0..3000 {
+            nix::sys::stat::mkdirat(&fd, c"d", Mode::from_bits_truncate(0o755)).unwrap();
+            fd = openat(
+                &fd,
+                c"d",
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+                Mode::empty(),
+            )
+            .unwrap();
+        }
+        let r = write_layer(&up, &t.join("l.tar.gz"), 1 << 20, &no_exclude);
+        assert!(matches!(r, Err(LayerError::TooDeep { .. })), "{r:?}");
+        let _ = std::process::Command::new("rm").arg("-rf").arg(&t).status();
     }
 
     #[test]

@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 pub use digest::Digest;
+pub use http_client::Pace;
 pub use oci::{ImageConfig, Manifest};
 pub use pull::PullSnapshot;
 pub use pull::{PullProgress, PullState};
@@ -58,7 +59,7 @@ pub use push::PushReport;
 pub use reference::Reference;
 pub use registry::{login_key as registry_login_key, RegistryConfig};
 
-use crate::store::{ImageRecord, Store, StoreError};
+use crate::store::{ImageRecord, ImageRef, Store, StoreError};
 
 /// Everything that can go wrong with an image. The API maps each variant to
 /// one status (api/images.rs).
@@ -89,6 +90,15 @@ pub enum ImageError {
     Hostile(String),
     #[error("{0}")]
     NoPlatform(String),
+    /// The store as a whole is at `--image-store-max-bytes`.
+    #[error("{0}")]
+    StoreFull(String),
+    /// The tenant's images are at `--image-tenant-max-bytes`.
+    #[error("{0}")]
+    TenantQuota(String),
+    /// Too many pulls running: the caller's own (`tenant`) or the daemon's.
+    #[error("{message}")]
+    TooManyPulls { tenant: bool, message: String },
     /// Deleting an image that runtimes or checkpoints use.
     #[error("image {image} is in use by {}", users.join(", "))]
     InUse { image: String, users: Vec<String> },
@@ -112,6 +122,19 @@ pub struct Limits {
     pub max_files: u64,
     /// Bytes of one path in a layer.
     pub max_path: usize,
+    /// Entries in one image, all layers together.
+    pub max_total_files: u64,
+    /// Bytes of one tar extension header (PAX records, GNU long name).
+    pub max_header_bytes: u64,
+    /// Bytes of one extended attribute value.
+    pub max_xattr_bytes: u64,
+    /// Bytes the whole store may hold (blobs and unpacked layers); 0: no cap.
+    pub max_store_bytes: u64,
+    /// Compressed bytes of the images one tenant holds names of; 0: no cap.
+    pub max_tenant_bytes: u64,
+    /// Pulls running at once: all tenants, and one tenant.
+    pub max_pulls: usize,
+    pub max_pulls_per_tenant: usize,
     /// How long a create waits for the pull of an image it is the first to use.
     pub pull_wait: std::time::Duration,
 }
@@ -124,6 +147,13 @@ impl Default for Limits {
             max_image_bytes: 64 << 30,
             max_files: 2_000_000,
             max_path: 4096,
+            max_total_files: 4_000_000,
+            max_header_bytes: 1 << 20,
+            max_xattr_bytes: 65536,
+            max_store_bytes: 0,
+            max_tenant_bytes: 0,
+            max_pulls: 16,
+            max_pulls_per_tenant: 4,
             pull_wait: std::time::Duration::from_secs(600),
         }
     }
@@ -146,8 +176,13 @@ pub struct Layer {
 pub struct Image {
     /// The manifest digest: the image's identity.
     pub digest: Digest,
-    /// Names pointing at it (`registry/repo:tag`, or a local name).
+    /// Names pointing at it (`registry/repo:tag`, or a local name), of
+    /// every tenant.
     pub names: Vec<String>,
+    /// The same names with the tenant each belongs to (names are per
+    /// tenant; the admin's are seen by every tenant unless pulled with
+    /// credentials).
+    pub refs: Vec<ImageRef>,
     pub manifest: Manifest,
     pub config: ImageConfig,
     /// Bottom layer first, as in the manifest.
@@ -179,6 +214,8 @@ pub struct Images {
     /// One unpack or download at a time per digest.
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pulls: pull::Pulls,
+    /// Bytes of blobs and unpacked layers, counted when a store cap is set.
+    used: std::sync::atomic::AtomicU64,
 }
 
 impl Images {
@@ -205,7 +242,13 @@ impl Images {
             }
         }
         let registries = registry::Registries::new(registry)?;
+        let used = if limits.max_store_bytes > 0 {
+            du(&dir.join("blobs/sha256")) + du(&dir.join("layers/sha256"))
+        } else {
+            0
+        };
         Ok(Arc::new(Images {
+            used: used.into(),
             dir,
             store,
             limits,
@@ -240,17 +283,30 @@ impl Images {
         self.dir.join("layers/sha256").join(diff_id.hex())
     }
 
-    /// The image `r` names: a name as listed (`registry/repo:tag` or a local
-    /// name), a reference in short form (`python:3.12`), `name@sha256:…`
-    /// (the digest wins) or a bare manifest digest.
+    /// The image `r` names, as the admin sees the store (every tenant's
+    /// names, the admin's first): a name as listed (`registry/repo:tag` or a
+    /// local name), a reference in short form (`python:3.12`),
+    /// `name@sha256:…` (the digest wins) or a bare manifest digest.
     pub fn image(&self, r: &str) -> Result<Image> {
-        let digest = self.resolve(r)?;
-        self.by_digest(&digest)?
-            .ok_or_else(|| ImageError::NotFound(format!("image {r:?} is not in the store")))
+        self.image_as(None, r)
+    }
+
+    /// The image `r` names for `tenant` (`None`: the admin): its own names
+    /// first, then the operator's (admin's); a digest only if the tenant or
+    /// the operator holds a name of that image. Another tenant's image is
+    /// not found, whatever the caller knows of it.
+    pub fn image_as(&self, tenant: Option<&str>, r: &str) -> Result<Image> {
+        let not_found = || ImageError::NotFound(format!("image {r:?} is not in the store"));
+        let digest = self.resolve(tenant, r)?;
+        let img = self.by_digest(&digest)?.ok_or_else(not_found)?;
+        if !visible_to(&img, tenant) {
+            return Err(not_found());
+        }
+        Ok(img)
     }
 
     /// The manifest digest `r` names, if the store has it.
-    fn resolve(&self, r: &str) -> Result<String> {
+    fn resolve(&self, tenant: Option<&str>, r: &str) -> Result<String> {
         if let Some((_, d)) = r.rsplit_once('@') {
             let d = Digest::parse(d)?;
             return Ok(d.to_string());
@@ -258,11 +314,11 @@ impl Images {
         if r.starts_with("sha256:") {
             return Ok(Digest::parse(r)?.to_string());
         }
-        if let Some(d) = self.store.image_name(r)? {
+        if let Some(d) = self.store.image_name(tenant, r)? {
             return Ok(d);
         }
         if let Ok(parsed) = Reference::parse(r) {
-            if let Some(d) = self.store.image_name(&parsed.name())? {
+            if let Some(d) = self.store.image_name(tenant, &parsed.name())? {
                 return Ok(d);
             }
         }
@@ -275,14 +331,8 @@ impl Images {
         let Some(rec) = self.store.image_by_digest(digest)? else {
             return Ok(None);
         };
-        let names = self
-            .store
-            .list_images()?
-            .into_iter()
-            .find(|(i, _)| i.digest == digest)
-            .map(|(_, n)| n)
-            .unwrap_or_default();
-        Ok(Some(image_of(rec, names)?))
+        let refs = self.store.image_refs(digest)?;
+        Ok(Some(image_of(rec, refs)?))
     }
 
     /// The image's layer directories, topmost first (the order of overlayfs'
@@ -303,7 +353,7 @@ impl Images {
             .store
             .list_images()?
             .into_iter()
-            .map(|(rec, names)| image_of(rec, names))
+            .map(|(rec, refs)| image_of(rec, refs))
             .collect::<Result<_>>()?;
         v.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
         Ok(v)
@@ -317,28 +367,55 @@ impl Images {
     }
 
     /// Removes the name `r` (or, given a digest, the image and all its
-    /// names). Refused while a runtime or checkpoint uses the image. The
-    /// layers go at the next [`Images::gc`], which this runs.
+    /// names) as the admin sees the store: every tenant's names. Refused
+    /// while a runtime or checkpoint uses the image.
     pub async fn delete(&self, r: &str) -> Result<Image> {
-        let img = self.image(r)?;
-        let users = self.users(&img)?;
+        self.delete_as(None, r).await
+    }
+
+    /// Removes `tenant`'s name `r` (given a digest, all of its names of that
+    /// image); `None`: the admin, every tenant's. Refused while a runtime or
+    /// checkpoint of the caller's uses the image (`users` says whose count).
+    /// The image itself goes, with its layers, at the garbage collection this
+    /// runs once no name and no runtime holds it.
+    pub async fn delete_as(&self, tenant: Option<&str>, r: &str) -> Result<Image> {
+        let img = self.image_as(tenant, r)?;
+        let mine = |t: &str| tenant.is_none_or(|me| me == t);
+        let users: Vec<String> = self
+            .users(&img)?
+            .into_iter()
+            .filter(|u| {
+                mine(
+                    u.trim_start_matches("checkpoint ")
+                        .split('/')
+                        .next()
+                        .unwrap_or(""),
+                )
+            })
+            .collect();
         if !users.is_empty() {
             return Err(ImageError::InUse {
                 image: r.to_string(),
                 users,
             });
         }
-        let by_name = img.names.iter().any(|n| n == r)
-            || Reference::parse(r).is_ok_and(|p| img.names.contains(&p.name()));
-        if by_name && img.names.len() > 1 {
-            let name = if img.names.iter().any(|n| n == r) {
-                r.to_string()
-            } else {
-                Reference::parse(r).map(|p| p.name()).unwrap_or_default()
-            };
-            self.store.delete_image_name(&name)?;
+        let by_digest = r.contains('@') || r.starts_with("sha256:");
+        let name = if by_digest {
+            None
+        } else if img.refs.iter().any(|x| x.name == r && mine(&x.tenant)) {
+            Some(r.to_string())
         } else {
-            self.store.delete_image(img.digest.as_str())?;
+            Reference::parse(r).ok().map(|p| p.name())
+        };
+        let gone = self
+            .store
+            .delete_image_refs(tenant, name.as_deref(), img.digest.as_str())?;
+        if gone == 0 {
+            // Only the operator's name matched: a tenant reads it, never
+            // removes it.
+            return Err(ImageError::NotFound(format!(
+                "image {r:?}: no name of yours points at it (the operator's names are the admin's to remove)"
+            )));
         }
         self.gc().await?;
         Ok(img)
@@ -352,8 +429,8 @@ impl Images {
         let mut keep_blobs = std::collections::HashSet::new();
         let mut keep_layers = std::collections::HashSet::new();
         let mut report = GcReport::default();
-        for (rec, names) in self.store.list_images()? {
-            let img = image_of(rec, names)?;
+        for (rec, refs) in self.store.list_images()? {
+            let img = image_of(rec, refs)?;
             if img.names.is_empty() && self.users(&img)?.is_empty() {
                 self.store.delete_image(img.digest.as_str())?;
                 report.images += 1;
@@ -404,6 +481,11 @@ impl Images {
         report.blobs += r.blobs;
         report.layers += r.layers;
         report.bytes += r.bytes;
+        let _ = self.used.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |u| Some(u.saturating_sub(r.bytes)),
+        );
         if report != GcReport::default() {
             info!(?report, "image garbage collection");
         }
@@ -419,18 +501,36 @@ impl Images {
     /// Every blob is verified against its digest and copied into the store;
     /// layers are unpacked (once: layers the store has are reused). The name
     /// then points at the image (replacing what it pointed at).
+    /// The name belongs to the tenant it is made for: `localhost/<tenant>/…`
+    /// (what a tenant's build or commit is named) to that tenant, any other
+    /// to the admin.
     pub async fn import_oci_layout(&self, dir: &Path, name: &str) -> Result<Image> {
+        self.import_oci_layout_as(&owner_of_name(name), dir, name)
+            .await
+    }
+
+    /// [`Images::import_oci_layout`] with the name given to `tenant`.
+    pub async fn import_oci_layout_as(
+        &self,
+        tenant: &str,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Image> {
         check_name(name)?;
         let source = pull::LayoutSource::open(dir, name, &self.limits)?;
-        let progress = PullProgress::new(name);
-        self.add_image(name, &source, &progress).await
+        let progress = PullProgress::new(tenant, name);
+        self.add_image(tenant, Some(name), true, &source, &progress)
+            .await
     }
 
     /// Fetches (or reuses) every blob of the image `source` offers, unpacks
-    /// its layers, then records it under `name`. Shared by pulls and imports.
+    /// its layers, then records it under `tenant`'s `name`; `shared`: an
+    /// operator's name every tenant sees. Shared by pulls and imports.
     async fn add_image(
         &self,
-        name: &str,
+        tenant: &str,
+        name: Option<&str>,
+        shared: bool,
         source: &dyn pull::BlobSource,
         progress: &PullProgress,
     ) -> Result<Image> {
@@ -452,6 +552,7 @@ impl Images {
                 self.limits.max_image_bytes
             )));
         }
+        self.check_tenant_quota(tenant, &digest, total)?;
         if manifest.config.size > self.limits.max_manifest_bytes {
             return Err(ImageError::TooLarge(format!(
                 "the image config is {} bytes (at most {})",
@@ -485,6 +586,7 @@ impl Images {
         let mut layers = Vec::new();
         let mut lowers: Vec<PathBuf> = Vec::new();
         let mut budget = self.limits.max_image_bytes;
+        let mut files_left = self.limits.max_total_files;
         for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             let blob = Digest::parse(&desc.digest)?;
             let diff_id = Digest::parse(diff_id)?;
@@ -494,8 +596,11 @@ impl Images {
             } else {
                 self.ensure_blob(source, &blob, desc.size, Some(progress))
                     .await?;
-                let used = self.ensure_layer(&blob, &diff_id, &lowers, budget).await?;
+                let (used, files) = self
+                    .ensure_layer(&blob, &diff_id, &lowers, budget, files_left)
+                    .await?;
                 budget = budget.saturating_sub(used);
+                files_left = files_left.saturating_sub(files);
                 progress.layer_done();
             }
             lowers.insert(0, dir);
@@ -522,9 +627,46 @@ impl Images {
             created_at: created,
             pulled_at: now,
         };
-        self.store.put_image(&rec, name)?;
-        info!(name, digest = %digest, layers = layers.len(), bytes = total, "image stored");
+        self.store.put_image(&rec, tenant, name, shared)?;
+        info!(tenant, name, digest = %digest, layers = layers.len(), bytes = total, "image stored");
         self.image(digest.as_str())
+    }
+
+    /// A tenant's images (compressed bytes of those it holds a name of, each
+    /// once) plus `adding` must stay within `--image-tenant-max-bytes`. The
+    /// admin's are the operator's, not capped.
+    fn check_tenant_quota(&self, tenant: &str, digest: &Digest, adding: u64) -> Result<()> {
+        let cap = self.limits.max_tenant_bytes;
+        if cap == 0 || tenant == crate::auth::ADMIN_TENANT {
+            return Ok(());
+        }
+        let mut held = 0u64;
+        for (rec, refs) in self.store.list_images()? {
+            if refs.iter().any(|r| r.tenant == tenant) {
+                if rec.digest == digest.as_str() {
+                    return Ok(()); // the tenant's already: a tag moved onto it costs nothing
+                }
+                held = held.saturating_add(rec.size);
+            }
+        }
+        if held.saturating_add(adding) > cap {
+            return Err(ImageError::TenantQuota(format!(
+                "tenant {tenant} holds images of {held} bytes; {adding} more would pass its {cap} (--image-tenant-max-bytes): delete some with DELETE /v1/images/{{ref}}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Room for `n` more bytes in the store (`--image-store-max-bytes`).
+    fn store_room(&self, n: u64, what: &str) -> Result<()> {
+        let cap = self.limits.max_store_bytes;
+        let used = self.used.load(std::sync::atomic::Ordering::Relaxed);
+        if cap > 0 && used.saturating_add(n) > cap {
+            return Err(ImageError::StoreFull(format!(
+                "the image store holds {used} bytes; {what} of {n} bytes would pass its {cap} (--image-store-max-bytes): the operator frees room with DELETE /v1/images and POST /v1/images/gc"
+            )));
+        }
+        Ok(())
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -571,6 +713,7 @@ impl Images {
             }
             return Ok(());
         }
+        self.store_room(size, &format!("blob {}", digest.short()))?;
         let partial = self.partial_path(digest);
         source.fetch(digest, size, &partial, progress).await?;
         let (p2, d2) = (partial.clone(), digest.clone());
@@ -596,24 +739,27 @@ impl Images {
             });
         }
         std::fs::rename(&partial, &path)?;
+        self.used
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// Unpacks blob `blob` into the layer directory of `diff_id` unless it is
-    /// there; returns the content bytes written. The tar's digest must be
-    /// `diff_id`, or nothing is kept.
+    /// there; returns the content bytes and entries written. The tar's
+    /// digest must be `diff_id`, or nothing is kept.
     async fn ensure_layer(
         &self,
         blob: &Digest,
         diff_id: &Digest,
         lowers: &[PathBuf],
         budget: u64,
-    ) -> Result<u64> {
+        files_left: u64,
+    ) -> Result<(u64, u64)> {
         let lock = self.lock_for(diff_id.as_str());
         let _g = lock.lock().await;
         let dir = self.layer_dir(diff_id);
         if dir.is_dir() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let tmp = self.dir.join("layers/tmp").join(format!(
             "{}-{}",
@@ -621,6 +767,13 @@ impl Images {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir(&tmp)?;
+        let cap = self.limits.max_store_bytes;
+        let store_left = if cap > 0 {
+            cap.saturating_sub(self.used.load(std::sync::atomic::Ordering::Relaxed))
+        } else {
+            u64::MAX
+        };
+        let budget_here = budget.min(store_left);
         let (blob_path, tmp2, lowers, limits, d2) = (
             self.blob_path(blob),
             tmp.clone(),
@@ -629,7 +782,8 @@ impl Images {
             diff_id.clone(),
         );
         let r = tokio::task::spawn_blocking(move || {
-            let out = unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget)?;
+            let out =
+                unpack::unpack_layer(&blob_path, &tmp2, &lowers, &limits, budget_here, files_left)?;
             let got = out.diff_id.clone().unwrap_or_else(|| Digest::of(b""));
             if got != d2 {
                 return Err(ImageError::DigestMismatch {
@@ -641,16 +795,25 @@ impl Images {
             if out.skipped_devices > 0 {
                 warn!(layer = %d2, devices = out.skipped_devices, "device nodes in the layer were skipped");
             }
-            Ok(out.bytes)
+            Ok((out.bytes, out.files))
         })
         .await
         .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))?;
         match r {
             Ok(n) => {
                 std::fs::rename(&tmp, &dir)?;
+                self.used
+                    .fetch_add(n.0, std::sync::atomic::Ordering::Relaxed);
                 Ok(n)
             }
             Err(e) => {
+                let e = match e {
+                    ImageError::TooLarge(_) if store_left < budget => ImageError::StoreFull(format!(
+                        "the image store has {store_left} bytes left of its {cap} (--image-store-max-bytes) and the layer {} unpacks to more",
+                        diff_id.short()
+                    )),
+                    e => e,
+                };
                 let t = tmp.clone();
                 let _ = tokio::task::spawn_blocking(move || make_writable_and_remove(&t)).await;
                 Err(e)
@@ -690,7 +853,30 @@ pub fn check_name(name: &str) -> Result<()> {
     Reference::parse(name).map(drop)
 }
 
-fn image_of(rec: ImageRecord, names: Vec<String>) -> Result<Image> {
+/// Who a name made by a build or commit belongs to: `localhost/<tenant>/…`
+/// to that tenant, anything else (the admin's own names) to the admin.
+pub fn owner_of_name(name: &str) -> String {
+    name.strip_prefix("localhost/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(t, _)| t)
+        .filter(|t| !t.is_empty() && *t != "runta")
+        .unwrap_or(crate::auth::ADMIN_TENANT)
+        .to_string()
+}
+
+/// Whether `tenant` (`None`: the admin) may see `img`: it, or the operator,
+/// holds a name of it.
+pub fn visible_to(img: &Image, tenant: Option<&str>) -> bool {
+    match tenant {
+        None => true,
+        Some(t) => img.refs.iter().any(|r| r.seen_by(t)),
+    }
+}
+
+fn image_of(rec: ImageRecord, refs: Vec<ImageRef>) -> Result<Image> {
+    let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+    names.sort();
+    names.dedup();
     let manifest: Manifest = serde_json::from_str(&rec.manifest)
         .map_err(|e| ImageError::Store(StoreError::Corrupt(format!("image manifest: {e}"))))?;
     let config: ImageConfig = serde_json::from_str(&rec.config)
@@ -700,6 +886,7 @@ fn image_of(rec: ImageRecord, names: Vec<String>) -> Result<Image> {
     Ok(Image {
         digest: Digest::parse(&rec.digest)?,
         names,
+        refs,
         manifest,
         config,
         layers,
@@ -801,17 +988,24 @@ fn opaque_above(layer: &Path, parents: &[String]) -> bool {
     false
 }
 
+/// Apparent bytes under `p`, walked with an explicit stack (no recursion,
+/// whatever the depth).
 fn du(p: &Path) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if m.is_dir() {
-        std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
-            .unwrap_or(0)
-    } else {
-        m.len()
+    let mut total = 0;
+    let mut todo = vec![p.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            total += m.len();
+        }
     }
+    total
 }
 
 /// Removes a tree whose directories may have been made read-only by the

@@ -39,6 +39,8 @@ impl PullState {
 /// Live counters of one pull (or import).
 pub struct PullProgress {
     pub id: String,
+    /// Whose pull it is: its credentials, and the tenant whose name it sets.
+    pub tenant: String,
     pub reference: String,
     pub started_at: DateTime<Utc>,
     layers_total: AtomicU64,
@@ -46,6 +48,10 @@ pub struct PullProgress {
     bytes_total: AtomicU64,
     bytes_done: AtomicU64,
     outcome: Mutex<Outcome>,
+    /// Why it failed, when a create that waited for it should say so rather
+    /// than "unavailable": 1 credentials (403), 2 the store is full (503
+    /// `resource_exhausted`), 3 the tenant's quota (429).
+    failure: std::sync::atomic::AtomicU8,
     done: tokio::sync::watch::Sender<bool>,
 }
 
@@ -76,9 +82,10 @@ pub struct PullSnapshot {
 }
 
 impl PullProgress {
-    pub fn new(reference: &str) -> Arc<Self> {
+    pub fn new(tenant: &str, reference: &str) -> Arc<Self> {
         Arc::new(PullProgress {
             id: uuid::Uuid::new_v4().to_string(),
+            tenant: tenant.to_string(),
             reference: reference.to_string(),
             started_at: crate::store::now(),
             layers_total: AtomicU64::new(0),
@@ -86,6 +93,7 @@ impl PullProgress {
             bytes_total: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             outcome: Mutex::new(Outcome(PullState::Running, None, None, None)),
+            failure: Default::default(),
             done: tokio::sync::watch::channel(false).0,
         })
     }
@@ -117,6 +125,13 @@ impl PullProgress {
     }
 
     fn finish(&self, r: &Result<Image>) {
+        let kind = match r {
+            Err(ImageError::Unauthorized(_)) => 1,
+            Err(ImageError::StoreFull(_)) => 2,
+            Err(ImageError::TenantQuota(_)) => 3,
+            _ => 0,
+        };
+        self.failure.store(kind, Ordering::Relaxed);
         let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         *o = match r {
             Ok(img) => Outcome(
@@ -171,8 +186,10 @@ impl PullProgress {
     }
 }
 
-/// Pulls of this daemon's life: running ones by reference (a second pull of
-/// the same reference joins the first), all by id.
+/// Pulls of this daemon's life: running ones by tenant and reference (a
+/// second pull of the same reference by the same tenant joins the first; one
+/// of another tenant never does, since it pulls with other credentials), all
+/// by id.
 #[derive(Default)]
 pub struct Pulls {
     by_id: Mutex<HashMap<String, Arc<PullProgress>>>,
@@ -356,16 +373,43 @@ impl BlobSource for LayoutSource {
 }
 
 impl Images {
-    /// Starts pulling `reference` in the background (or joins the pull of the
-    /// same reference that is running) and returns its progress.
-    pub fn start_pull(self: &Arc<Self>, reference: &str) -> Result<Arc<PullProgress>> {
+    /// Starts pulling `reference` in the background for `tenant` (or joins
+    /// that tenant's running pull of the same reference) and returns its
+    /// progress. Refused past the running-pull caps (`--image-max-pulls`,
+    /// `--image-max-pulls-per-tenant`): a slow registry holds a slot only
+    /// until the stall timeout.
+    pub fn start_pull(
+        self: &Arc<Self>,
+        tenant: &str,
+        reference: &str,
+    ) -> Result<Arc<PullProgress>> {
         let r = Reference::parse(reference)?;
-        let key = r.to_string();
+        let key = format!("{tenant}\u{0}{r}");
         let mut running = self.pulls.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = running.get(&key) {
             return Ok(p.clone());
         }
-        let progress = PullProgress::new(&key);
+        let mine = running.values().filter(|p| p.tenant == tenant).count();
+        if mine >= self.limits.max_pulls_per_tenant {
+            return Err(ImageError::TooManyPulls {
+                tenant: true,
+                message: format!(
+                    "tenant {tenant} has {mine} pulls running (at most {}, --image-max-pulls-per-tenant); wait for one to end",
+                    self.limits.max_pulls_per_tenant
+                ),
+            });
+        }
+        if running.len() >= self.limits.max_pulls {
+            return Err(ImageError::TooManyPulls {
+                tenant: false,
+                message: format!(
+                    "the daemon has {} pulls running (at most {}, --image-max-pulls); try again later",
+                    running.len(),
+                    self.limits.max_pulls
+                ),
+            });
+        }
+        let progress = PullProgress::new(tenant, &r.to_string());
         running.insert(key.clone(), progress.clone());
         drop(running);
         {
@@ -380,7 +424,7 @@ impl Images {
         tokio::spawn(async move {
             let r = me.pull_now(&r, &p).await;
             if let Err(e) = &r {
-                tracing::warn!(reference = %key, "pull failed: {e}");
+                tracing::warn!(reference = %r_name(&key), "pull failed: {e}");
             }
             p.finish(&r);
             me.pulls
@@ -392,30 +436,53 @@ impl Images {
         Ok(progress)
     }
 
-    /// A pull by id (of this daemon's life).
-    pub fn pull_status(&self, id: &str) -> Option<PullSnapshot> {
+    /// A pull by id (of this daemon's life), if `tenant` (`None`: the admin)
+    /// started it.
+    pub fn pull_status(&self, tenant: Option<&str>, id: &str) -> Option<PullSnapshot> {
         self.pulls
             .by_id
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
+            .filter(|p| tenant.is_none_or(|t| t == p.tenant))
             .map(|p| p.snapshot())
     }
 
-    /// The image `reference` names, pulled first if the store lacks it,
-    /// waiting at most `timeout` for the pull. `Ok((image, Some(pull)))` when
-    /// it had to be pulled.
+    /// [`Images::ensure_as`] for the admin.
     pub async fn ensure(
         self: &Arc<Self>,
         reference: &str,
         timeout: Duration,
     ) -> Result<(Image, Option<PullSnapshot>)> {
-        match self.image(reference) {
+        self.ensure_as(crate::auth::ADMIN_TENANT, reference, timeout)
+            .await
+    }
+
+    /// The image `reference` names for `tenant`, pulled first (with the
+    /// tenant's credentials, as the tenant) if the tenant sees none such,
+    /// waiting at most `timeout` for the pull. `Ok((image, Some(pull)))`
+    /// when it had to be pulled. A local name (`localhost/…`) is never
+    /// pulled: another tenant's is simply not found.
+    pub async fn ensure_as(
+        self: &Arc<Self>,
+        tenant: &str,
+        reference: &str,
+        timeout: Duration,
+    ) -> Result<(Image, Option<PullSnapshot>)> {
+        let scope = (tenant != crate::auth::ADMIN_TENANT).then_some(tenant);
+        match self.image_as(scope, reference) {
             Ok(img) => return Ok((img, None)),
-            Err(ImageError::NotFound(_)) => {}
+            Err(ImageError::NotFound(m)) => {
+                // A bare digest, or a local name, names nothing to pull.
+                if reference.starts_with("sha256:")
+                    || Reference::parse(reference).is_ok_and(|r| r.registry == "localhost")
+                {
+                    return Err(ImageError::NotFound(m));
+                }
+            }
             Err(e) => return Err(e),
         }
-        let p = self.start_pull(reference)?;
+        let p = self.start_pull(tenant, reference)?;
         if !p.wait(timeout).await {
             return Err(ImageError::Registry {
                 registry: Reference::parse(reference)?.registry,
@@ -427,8 +494,19 @@ impl Images {
             });
         }
         let snap = p.snapshot();
+        let why = || snap.error.clone().unwrap_or_default();
+        match p.failure.load(Ordering::Relaxed) {
+            1 => {
+                return Err(ImageError::Unauthorized(
+                    Reference::parse(reference)?.registry,
+                ))
+            }
+            2 => return Err(ImageError::StoreFull(why())),
+            3 => return Err(ImageError::TenantQuota(why())),
+            _ => {}
+        }
         match (&snap.state, &snap.digest) {
-            (PullState::Succeeded, Some(d)) => Ok((self.image(d)?, Some(snap))),
+            (PullState::Succeeded, Some(d)) => Ok((self.image_as(scope, d)?, Some(snap))),
             _ => Err(ImageError::Registry {
                 registry: Reference::parse(reference)?.registry,
                 message: snap
@@ -441,9 +519,11 @@ impl Images {
 
     /// Pulls now, in this task.
     async fn pull_now(&self, r: &Reference, progress: &PullProgress) -> Result<Image> {
+        // The puller's own login only: another tenant's (the admin's too)
+        // never opens a registry for it.
         let login = self
             .store
-            .registry_login(&login_key(&r.registry))?
+            .registry_login(&progress.tenant, &login_key(&r.registry))?
             .map(|l| (l.username, l.secret));
         let session = self.registries.session(r, login);
         let max = self.limits.max_manifest_bytes;
@@ -463,17 +543,26 @@ impl Images {
             }
             match oci::parse_manifest(&bytes, ct.as_deref()).map_err(ImageError::Invalid)? {
                 ManifestOrIndex::Manifest(_) => {
-                    let name = if r.tag.is_some() {
-                        r.name()
-                    } else {
-                        r.to_string()
+                    // A pull by digest names the digest, never a tag (not
+                    // even `repo:tag@sha256:…`'s): an older digest cannot
+                    // move a tag back. Tags are per tenant anyway.
+                    let name = match &r.digest {
+                        Some(d) => format!("{}/{}@{d}", r.registry, r.repository),
+                        None => r.name(),
                     };
+                    // The operator's name is every tenant's to see, unless
+                    // credentials opened the registry (the manifest's fetch
+                    // answered its challenge): a private image stays the
+                    // puller's (docs/images.md, Tenants).
+                    let shared = !session.used_credentials();
                     let source = RegistrySource {
                         session,
                         manifest: bytes,
                         digest,
                     };
-                    return self.add_image(&name, &source, progress).await;
+                    return self
+                        .add_image(&progress.tenant, Some(&name), shared, &source, progress)
+                        .await;
                 }
                 ManifestOrIndex::Index(ix) => {
                     let d = Digest::parse(&platform_entry(&ix, &r.to_string())?.digest)?;
@@ -493,4 +582,9 @@ impl Images {
             .session(&r, Some((username.to_string(), secret.to_string())));
         s.check_login().await
     }
+}
+
+/// The reference part of a running-pull key (`tenant\0reference`).
+fn r_name(key: &str) -> &str {
+    key.split_once('\u{0}').map(|(_, r)| r).unwrap_or(key)
 }

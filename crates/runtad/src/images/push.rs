@@ -49,7 +49,7 @@ impl Images {
         }
         let login = self
             .store
-            .registry_login(&login_key(&r.registry))?
+            .registry_login(crate::auth::ADMIN_TENANT, &login_key(&r.registry))?
             .map(|l| (l.username, l.secret));
         let s = self.registries.session(&r, login);
         let mut report = PushReport {

@@ -34,10 +34,19 @@ pub struct RegistryConfig {
     pub ca_files: Vec<PathBuf>,
     /// `host:port` of registries spoken to over plain HTTP.
     pub insecure: Vec<String>,
+    /// `host:port` of HTTPS registries the operator placed on loopback or a
+    /// private network (`--private-registry`): the only non-public addresses
+    /// besides `insecure` a pull may reach.
+    pub private: Vec<String>,
     /// A Docker/Podman `auth.json` (`{"auths": {"host": {"auth": base64(user:pass)}}}`)
-    /// with credentials of the daemon's own; logins made with `runta image
-    /// login` take precedence.
+    /// with credentials of the daemon's own. They are operator-wide: every
+    /// tenant's pulls from that registry use them (a tenant's own `runta image
+    /// login` takes precedence for that tenant). Logins made with the API are
+    /// the tenant's who made them only.
     pub auth_file: Option<PathBuf>,
+    /// The slowest a registry may send (`--image-pull-stall-secs`,
+    /// `--image-pull-min-rate`).
+    pub pace: super::http_client::Pace,
 }
 
 /// The host's CA bundle (Debian's; `SSL_CERT_FILE` overrides).
@@ -95,7 +104,22 @@ impl Registries {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = Http::new(tls);
+        // The targets the operator placed on non-public addresses on purpose.
+        let with_port = |a: &str, port: u16| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.parse::<Uri>().ok().and_then(|u| u.port_u16()) {
+                Some(_) => a,
+                None => format!("{a}:{port}"),
+            }
+        };
+        let mut allowed = HashSet::new();
+        for a in &cfg.insecure {
+            allowed.insert(with_port(a, 80));
+        }
+        for a in &cfg.private {
+            allowed.insert(with_port(a, 443));
+        }
+        let client = Http::new(tls, cfg.pace, allowed);
         let mut file_auth = HashMap::new();
         if let Some(p) = &cfg.auth_file {
             let text = std::fs::read_to_string(p)
@@ -147,6 +171,7 @@ impl Registries {
             plain,
             creds: login.or_else(|| self.file_auth.get(&login_key(&r.registry)).cloned()),
             auth: tokio::sync::Mutex::new(None),
+            used_creds: Default::default(),
         }
     }
 }
@@ -160,6 +185,8 @@ pub struct Session {
     creds: Option<(String, String)>,
     /// The `Authorization` value that worked last (a token lasts the pull).
     auth: tokio::sync::Mutex<Option<HeaderValue>>,
+    /// Whether the credentials were sent (to the registry or its realm).
+    used_creds: std::sync::atomic::AtomicBool,
 }
 
 fn hv(s: &str) -> Result<HeaderValue, ImageError> {
@@ -173,6 +200,17 @@ fn basic(u: &str, p: &str) -> Result<HeaderValue, ImageError> {
 }
 
 impl Session {
+    /// Whether the registry had to be opened with credentials (an anonymous
+    /// token does not count).
+    pub fn used_credentials(&self) -> bool {
+        self.used_creds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn creds_sent(&self) {
+        self.used_creds
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn err(&self, message: impl Into<String>) -> ImageError {
         ImageError::Registry {
             registry: self.registry.clone(),
@@ -214,7 +252,10 @@ impl Session {
         let params = parse_params(params);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => match &self.creds {
-                Some((u, p)) => basic(u, p),
+                Some((u, p)) => {
+                    self.creds_sent();
+                    basic(u, p)
+                }
                 None => Err(ImageError::Unauthorized(self.registry.clone())),
             },
             "bearer" => {
@@ -225,7 +266,12 @@ impl Session {
                     .parse()
                     .map_err(|e| self.err(format!("token realm {realm:?}: {e}")))?;
                 let scheme = realm_url.scheme_str().unwrap_or("");
-                if scheme != "https" && !(self.plain && scheme == "http") {
+                let realm_named = super::http_client::authority_of(&realm_url)
+                    .is_some_and(|a| self.client.private_allowed(&a));
+                // Plain HTTP only to a realm the operator named, never one a
+                // registry merely announces (the credentials would travel
+                // in clear to a host of its choosing).
+                if scheme != "https" && !(self.plain && scheme == "http" && realm_named) {
                     return Err(self.err(format!(
                         "the token realm {realm:?} is not HTTPS (credentials are only sent over TLS)"
                     )));
@@ -246,6 +292,7 @@ impl Session {
                 let url = format!("{realm}{sep}{query}");
                 let mut headers = vec![];
                 if let Some((u, p)) = &self.creds {
+                    self.creds_sent();
                     headers.push((AUTHORIZATION, basic(u, p)?));
                 }
                 let resp = self

@@ -12,13 +12,18 @@
 //! are resolved inside the runtime, against its own root). Device nodes are
 //! skipped (the rootfs is mounted `nodev`, and a char device 0:0 would read as
 //! a whiteout); `trusted.*` attributes from the tar are dropped (they would
-//! steer overlayfs). Limits on files, bytes and path length stop tar bombs.
+//! steer overlayfs). Limits on files (per layer and per image), bytes, path
+//! length, extension headers and attribute values stop tar bombs: the tar
+//! reader would hold a PAX or GNU long-name header in memory whole, so
+//! [`HeaderGuard`] measures each one in the stream before the reader sees it.
+//! A zstd layer may be several concatenated frames (as `zstd` or `pzstd`
+//! write them); every frame is decoded.
 //!
 //! Written by hand rather than with `tar::Archive::unpack`: that follows
 //! paths by name and knows nothing of overlay whiteouts.
 
 use std::ffi::{CString, OsStr};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -56,13 +61,15 @@ fn hostile(msg: impl Into<String>) -> ImageError {
 /// which must be a new empty directory. `lowers` are the already unpacked
 /// layers below this one, topmost first: a hard link to a file that only a
 /// lower layer has gets its own copy here (what overlayfs' copy-up does).
-/// `budget` is how many content bytes the image may still unpack.
+/// `budget` is how many content bytes the image may still unpack,
+/// `files_left` how many entries (the image's cap less its other layers').
 pub fn unpack_layer(
     blob: &Path,
     dest: &Path,
     lowers: &[PathBuf],
     limits: &Limits,
     budget: u64,
+    files_left: u64,
 ) -> Result<Unpacked, ImageError> {
     let mut f = std::fs::File::open(blob)?;
     let mut head = [0u8; 4];
@@ -71,10 +78,7 @@ pub fn unpack_layer(
     let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(blob)?);
     let decoded: Box<dyn Read> = match sniff(&head[..n]) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(f)
-                .map_err(|e| hostile(format!("bad zstd stream: {e}")))?,
-        ),
+        Compression::Zstd => Box::new(ZstdFrames::new(f)?),
         Compression::None => Box::new(f),
     };
     // The tar stream itself is bounded too: headers and padding of a million
@@ -92,9 +96,11 @@ pub fn unpack_layer(
         lowers,
         limits,
         budget,
+        files_left,
         out: &mut out,
     };
-    let r = w.run(&mut reader);
+    let mut guarded = HeaderGuard::new(&mut reader, limits.max_header_bytes);
+    let r = w.run(&mut guarded);
     match r {
         Ok(()) => {}
         Err(ImageError::Io(e)) if e.get_ref().is_some_and(|i| i.is::<LimitExceeded>()) => {
@@ -122,7 +128,219 @@ struct Writer<'a> {
     lowers: &'a [PathBuf],
     limits: &'a Limits,
     budget: u64,
+    files_left: u64,
     out: &'a mut Unpacked,
+}
+
+/// The frames of a zstd stream one after another (a single
+/// `StreamingDecoder` stops at the end of the first), skippable frames
+/// skipped.
+struct ZstdFrames<R: BufRead> {
+    dec: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(src: R) -> Result<Self, ImageError> {
+        Ok(ZstdFrames {
+            dec: Self::frame(src).map_err(|e| hostile(format!("bad zstd stream: {e}")))?,
+        })
+    }
+
+    /// A decoder of the next frame of `src`; `None` at the end of the stream.
+    #[allow(clippy::type_complexity)]
+    fn frame(
+        mut src: R,
+    ) -> io::Result<Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>>
+    {
+        loop {
+            let head = src.fill_buf()?;
+            if head.is_empty() {
+                return Ok(None);
+            }
+            // Skippable frame: magic 0x184D2A5? (LE), then a u32 length.
+            if head.len() >= 8 && head[1..4] == [0x2a, 0x4d, 0x18] && head[0] & 0xf0 == 0x50 {
+                let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64;
+                src.consume(8);
+                let skipped = io::copy(&mut (&mut src).take(len), &mut io::sink())?;
+                if skipped != len {
+                    return Err(io::Error::other("a skippable zstd frame is cut short"));
+                }
+                continue;
+            }
+            return ruzstd::decoding::StreamingDecoder::new(src)
+                .map(Some)
+                .map_err(|e| io::Error::other(format!("bad zstd frame: {e}")));
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while let Some(dec) = self.dec.as_mut() {
+            let n = dec.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            let src = self.dec.take().expect("some").into_inner();
+            self.dec = Self::frame(src)?;
+        }
+        Ok(0)
+    }
+}
+
+/// Passes a tar stream through unchanged while following its headers, so
+/// an extension header (PAX records, GNU long name or link) larger than
+/// `max` fails before the tar reader buffers it whole, and GNU sparse
+/// entries (which the store does not unpack) fail at once.
+struct HeaderGuard<R> {
+    inner: R,
+    max: u64,
+    /// The header block being gathered.
+    block: [u8; 512],
+    have: usize,
+    /// Bytes of the current entry's data and padding still to pass.
+    data_left: u64,
+    /// The PAX records of the current extension entry, to learn a `size`
+    /// that overrides the next header's.
+    pax: Option<Vec<u8>>,
+    size_override: Option<u64>,
+    /// Past the end-of-archive block: the rest passes unread.
+    done: bool,
+}
+
+/// The error [`HeaderGuard`] fails with.
+#[derive(Debug)]
+struct HeaderTooLarge(String);
+
+impl std::fmt::Display for HeaderTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HeaderTooLarge {}
+
+impl<R: Read> HeaderGuard<R> {
+    fn new(inner: R, max: u64) -> Self {
+        HeaderGuard {
+            inner,
+            max,
+            block: [0; 512],
+            have: 0,
+            data_left: 0,
+            pax: None,
+            size_override: None,
+            done: false,
+        }
+    }
+
+    /// A header block is complete: learn its entry's size.
+    fn header(&mut self) -> io::Result<()> {
+        let b = &self.block;
+        if b.iter().all(|&x| x == 0) {
+            self.done = true;
+            return Ok(());
+        }
+        let kind = b[156];
+        let raw = &b[124..136];
+        let size = if raw[0] & 0x80 != 0 {
+            raw[1..]
+                .iter()
+                .fold(0u64, |a, &x| a.saturating_mul(256).saturating_add(x as u64))
+        } else {
+            let t: Vec<u8> = raw
+                .iter()
+                .copied()
+                .filter(|c| (b'0'..=b'7').contains(c))
+                .collect();
+            std::str::from_utf8(&t)
+                .ok()
+                .and_then(|t| u64::from_str_radix(t, 8).ok())
+                .unwrap_or(0)
+        };
+        let extension = matches!(kind, b'x' | b'g' | b'L' | b'K');
+        if kind == b'S' {
+            return Err(io::Error::other(HeaderTooLarge(
+                "the layer has a GNU sparse entry, which the store does not unpack".into(),
+            )));
+        }
+        let size = if extension {
+            if size > self.max {
+                return Err(io::Error::other(HeaderTooLarge(format!(
+                    "the layer has a tar extension header (PAX or long name) of {size} bytes (at most {}, --image-max-header-bytes)",
+                    self.max
+                ))));
+            }
+            self.pax = (kind == b'x').then(Vec::new);
+            size
+        } else {
+            self.pax = None;
+            self.size_override.take().unwrap_or(size)
+        };
+        self.data_left = size.div_ceil(512).saturating_mul(512);
+        if self.data_left == 0 {
+            self.finish_pax();
+        }
+        Ok(())
+    }
+
+    /// The PAX records are all in: a `size` applies to the next header.
+    fn finish_pax(&mut self) {
+        let Some(pax) = self.pax.take() else { return };
+        let mut rest: &[u8] = &pax;
+        while let Some(sp) = rest.iter().position(|&b| b == b' ') {
+            let Some(len) = std::str::from_utf8(&rest[..sp])
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+            else {
+                break;
+            };
+            if len <= sp || len > rest.len() {
+                break;
+            }
+            let rec = &rest[sp + 1..len];
+            if let Some(v) = rec.strip_prefix(b"size=") {
+                let v = v.strip_suffix(b"\n").unwrap_or(v);
+                self.size_override = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
+            }
+            rest = &rest[len..];
+        }
+    }
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return self.inner.read(buf);
+        }
+        if self.data_left > 0 {
+            let want = buf
+                .len()
+                .min(self.data_left.min(usize::MAX as u64) as usize);
+            let n = self.inner.read(&mut buf[..want])?;
+            if let Some(p) = self.pax.as_mut() {
+                p.extend_from_slice(&buf[..n]);
+            }
+            self.data_left -= n as u64;
+            if self.data_left == 0 {
+                self.finish_pax();
+            }
+            return Ok(n);
+        }
+        // Inside a header block: pass it on as it comes, look at it whole.
+        let want = buf.len().min(512 - self.have);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.block[self.have..self.have + n].copy_from_slice(&buf[..n]);
+        self.have += n;
+        if self.have == 512 {
+            self.have = 0;
+            self.header()?;
+        }
+        Ok(n)
+    }
 }
 
 /// A tar path split into checked components.
@@ -229,31 +447,52 @@ fn kind_at(dir: &OwnedFd, name: &[u8]) -> Option<SFlag> {
         .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
 }
 
-/// Removes whatever is at `name` in `dir` (a directory with all it holds).
+/// Removes whatever is at `name` in `dir` (a directory with all it holds),
+/// with an explicit stack: the depth is the layer's to choose.
 fn remove_at(dir: &OwnedFd, name: &[u8]) -> Result<(), ImageError> {
     match kind_at(dir, name) {
-        None => Ok(()),
-        Some(SFlag::S_IFDIR) => {
-            let sub = open_dir_at(dir, name).map_err(|e| errno("open", name, e))?;
-            let names: Vec<Vec<u8>> = {
-                let d =
-                    nix::dir::Dir::from_fd(sub.try_clone()?).map_err(|e| errno("read", name, e))?;
-                let mut d = d;
-                d.iter()
-                    .flatten()
-                    .map(|e| e.file_name().to_bytes().to_vec())
-                    .filter(|n| n != b"." && n != b"..")
-                    .collect()
-            };
-            for n in names {
-                remove_at(&sub, &n)?;
-            }
-            unlinkat(dir, cstr(name).as_c_str(), UnlinkatFlags::RemoveDir)
+        None => return Ok(()),
+        Some(SFlag::S_IFDIR) => {}
+        Some(_) => {
+            return unlinkat(dir, cstr(name).as_c_str(), UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| errno("remove", name, e))
         }
-        Some(_) => unlinkat(dir, cstr(name).as_c_str(), UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| errno("remove", name, e)),
     }
+    // Each level: its descriptor and the name it has in the level above.
+    let top = open_dir_at(dir, name).map_err(|e| errno("open", name, e))?;
+    let mut stack: Vec<(OwnedFd, Vec<u8>)> = vec![(top, name.to_vec())];
+    while let Some((fd, _)) = stack.last() {
+        let mut d = nix::dir::Dir::from_fd(fd.try_clone()?).map_err(|e| errno("read", name, e))?;
+        let mut sub: Option<Vec<u8>> = None;
+        for e in d.iter().flatten() {
+            let n = e.file_name().to_bytes();
+            if n == b"." || n == b".." {
+                continue;
+            }
+            match kind_at(fd, n) {
+                Some(SFlag::S_IFDIR) => {
+                    sub = Some(n.to_vec());
+                    break;
+                }
+                Some(_) => unlinkat(fd, cstr(n).as_c_str(), UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| errno("remove", n, e))?,
+                None => {}
+            }
+        }
+        match sub {
+            Some(n) => {
+                let next = open_dir_at(fd, &n).map_err(|e| errno("open", &n, e))?;
+                stack.push((next, n));
+            }
+            None => {
+                let (_, n) = stack.pop().expect("non-empty");
+                let parent = stack.last().map(|(f, _)| f).unwrap_or(dir);
+                unlinkat(parent, cstr(&n).as_c_str(), UnlinkatFlags::RemoveDir)
+                    .map_err(|e| errno("remove", &n, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fsetxattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> io::Result<()> {
@@ -366,8 +605,14 @@ impl Writer<'_> {
             self.out.files += 1;
             if self.out.files > self.limits.max_files {
                 return Err(ImageError::TooLarge(format!(
-                    "the layer has more than {} entries",
+                    "the layer has more than {} entries (--image-max-files)",
                     self.limits.max_files
+                )));
+            }
+            if self.out.files > self.files_left {
+                return Err(ImageError::TooLarge(format!(
+                    "the image has more than {} entries in all its layers (--image-max-total-files)",
+                    self.limits.max_total_files
                 )));
             }
             self.entry(&mut entry)?;
@@ -396,6 +641,14 @@ impl Writer<'_> {
             for ext in pax.flatten() {
                 let Ok(key) = ext.key() else { continue };
                 if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
+                    if ext.value_bytes().len() as u64 > self.limits.max_xattr_bytes {
+                        return Err(ImageError::TooLarge(format!(
+                            "the layer gives {:?} an attribute {x:?} of {} bytes (at most {}, --image-max-xattr-bytes)",
+                            String::from_utf8_lossy(&raw),
+                            ext.value_bytes().len(),
+                            self.limits.max_xattr_bytes
+                        )));
+                    }
                     // trusted.* would steer overlayfs (opaque, redirect).
                     if !x.starts_with("trusted.") && x.len() < 256 {
                         meta.xattrs
@@ -667,6 +920,7 @@ mod tests {
             &[],
             &Limits::default(),
             1 << 20,
+            u64::MAX,
         );
         (base, r)
     }

@@ -35,6 +35,8 @@ impl Manager {
     }
 
     /// The store image a runtime of `image` stands on (`base` imported once).
+    /// A runtime's image is pinned by digest and was the tenant's to use at
+    /// create, so it is looked up as the admin sees the store.
     async fn base_image(&self, images: &Arc<Images>, image: &str) -> Result<Image> {
         if image == BASE_IMAGE || !image.contains(['/', ':', '@']) {
             let rootfs = self.backend.image_rootfs(image).ok_or_else(|| {
@@ -98,7 +100,7 @@ impl Manager {
         let layout = written
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(commit_error)?;
-        let img = images.import_commit(&layout, &name).await?;
+        let img = images.import_commit(&p.tenant, &layout, &name).await?;
         self.event(
             &r,
             runta_api::EventKind::Committed,
@@ -131,7 +133,7 @@ impl Manager {
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(commit_error)?;
-        let img = images.import_commit(&layout, &name).await?;
+        let img = images.import_commit(&p.tenant, &layout, &name).await?;
         // `name` first: the same content under two names is one image.
         let mut view = self.image_view(p, &img, true)?;
         view.name = name;
@@ -193,6 +195,7 @@ fn commit_error(e: crate::images::commit::CommitError) -> Error {
     use crate::images::layer_tar::LayerError as L;
     match e {
         C::Layer(L::TooLarge { .. }) => Error::ResourceExhausted(e.to_string()),
+        C::Layer(L::TooDeep { .. }) => Error::invalid("runtime", e.to_string()),
         e => Error::Internal(format!("commit: {e}")),
     }
 }

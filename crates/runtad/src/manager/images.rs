@@ -23,6 +23,10 @@ impl From<ImageError> for Error {
                 Error::invalid("image", e.to_string())
             }
             E::InUse { .. } => Error::FailedPrecondition(e.to_string()),
+            E::StoreFull(m) => Error::ResourceExhausted(m),
+            E::TenantQuota(m) => Error::QuotaExceeded(m),
+            E::TooManyPulls { tenant: true, .. } => Error::RateLimited(e.to_string()),
+            E::TooManyPulls { tenant: false, .. } => Error::Unavailable(e.to_string()),
             E::Io(_) => Error::Internal(e.to_string()),
             E::Store(s) => s.into(),
         }
@@ -62,9 +66,15 @@ fn admin_only(p: &Principal, what: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::PermissionDenied(format!(
-            "{what} needs the admin token (images are shared by every tenant)"
+            "{what} needs the admin token (the store's content is shared by every tenant)"
         )))
     }
+}
+
+/// The store as `p` sees it: `None` (everything) for the admin, else the
+/// tenant's own names and the operator's (docs/images.md, Tenants).
+fn scope(p: &Principal) -> Option<&str> {
+    (!p.admin).then_some(p.tenant.as_str())
 }
 
 impl Manager {
@@ -88,13 +98,22 @@ impl Manager {
         let images = self.images()?;
         let users = visible(p, images.users(img)?);
         let cfg = &img.config.config;
+        // A tenant sees its own names and the operator's, never another
+        // tenant's (they may hold private registry paths or project names).
+        let mut names: Vec<String> = img
+            .refs
+            .iter()
+            .filter(|r| p.admin || r.seen_by(&p.tenant))
+            .map(|r| r.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
         Ok(runta_api::Image {
-            name: img
-                .names
+            name: names
                 .first()
                 .cloned()
                 .unwrap_or_else(|| img.digest.to_string()),
-            names: img.names.clone(),
+            names,
             digest: Some(img.digest.to_string()),
             size_bytes: img.size,
             layers: img.layers.len() as u32,
@@ -147,7 +166,9 @@ impl Manager {
         let mut out = vec![self.base_view(p)?];
         if let Some(images) = self.images.get() {
             for img in images.list()? {
-                out.push(self.image_view(p, &img, false)?);
+                if crate::images::visible_to(&img, scope(p)) {
+                    out.push(self.image_view(p, &img, false)?);
+                }
             }
         }
         Ok(out)
@@ -157,28 +178,32 @@ impl Manager {
         if r == BASE_IMAGE {
             return self.base_view(p);
         }
-        let img = self.images()?.image(r)?;
+        let img = self.images()?.image_as(scope(p), r)?;
         self.image_view(p, &img, true)
     }
 
-    /// Starts a pull (or joins the running pull of the same reference).
-    pub fn pull_image(&self, reference: &str) -> Result<ImagePull> {
+    /// Starts a pull for the caller's tenant, with its credentials (or joins
+    /// its running pull of the same reference).
+    pub fn pull_image(&self, p: &Principal, reference: &str) -> Result<ImagePull> {
         if reference == BASE_IMAGE {
             return Err(Error::invalid(
                 "reference",
                 "base is built in (runtad --prepare-image), not pulled",
             ));
         }
-        let p = self.images()?.start_pull(reference).map_err(|e| match e {
-            ImageError::Invalid(m) => Error::invalid("reference", m),
-            e => e.into(),
-        })?;
-        Ok(pull_view(p.snapshot()))
+        let pull = self
+            .images()?
+            .start_pull(&p.tenant, reference)
+            .map_err(|e| match e {
+                ImageError::Invalid(m) => Error::invalid("reference", m),
+                e => e.into(),
+            })?;
+        Ok(pull_view(pull.snapshot()))
     }
 
-    pub fn image_pull(&self, id: &str) -> Result<ImagePull> {
+    pub fn image_pull(&self, p: &Principal, id: &str) -> Result<ImagePull> {
         self.images()?
-            .pull_status(id)
+            .pull_status(scope(p), id)
             .map(pull_view)
             .ok_or_else(|| {
                 Error::NotFound(format!(
@@ -187,18 +212,18 @@ impl Manager {
             })
     }
 
-    /// `DELETE /v1/images/{ref}` (admin): 409 naming who uses it.
+    /// `DELETE /v1/images/{ref}`: a tenant removes its own names (another
+    /// tenant's image is not found), the admin any; 409 naming who uses it.
     pub async fn delete_image(&self, p: &Principal, r: &str) -> Result<runta_api::Image> {
-        admin_only(p, "deleting an image")?;
         if r == BASE_IMAGE {
             return Err(Error::FailedPrecondition(
                 "base is the built-in image; it cannot be deleted".into(),
             ));
         }
         let images = self.images()?;
-        let img = images.image(r)?;
+        let img = images.image_as(scope(p), r)?;
         let view = self.image_view(p, &img, false)?;
-        images.delete(r).await?;
+        images.delete_as(scope(p), r).await?;
         Ok(view)
     }
 
@@ -213,13 +238,13 @@ impl Manager {
         })
     }
 
-    /// Checks the credentials against the registry, then stores them.
+    /// Checks the credentials against the registry, then stores them for
+    /// the caller's tenant only: its pulls use them, no other tenant's.
     pub async fn registry_login(
         &self,
         p: &Principal,
         req: runta_api::RegistryLoginRequest,
     ) -> Result<RegistryLogin> {
-        admin_only(p, "a registry login")?;
         let registry = crate::images::registry_login_key(req.registry.trim());
         if registry.is_empty()
             || registry.len() > 255
@@ -242,6 +267,7 @@ impl Manager {
             .check_login(&registry, &req.username, &req.password)
             .await?;
         let l = crate::store::RegistryLogin {
+            tenant: p.tenant.clone(),
             registry: registry.clone(),
             username: req.username,
             secret: req.password,
@@ -255,11 +281,11 @@ impl Manager {
         })
     }
 
+    /// The caller's tenant's logins (the admin's are the admin tenant's).
     pub fn registry_logins(&self, p: &Principal) -> Result<Vec<RegistryLogin>> {
-        admin_only(p, "listing registry logins")?;
         Ok(self
             .store
-            .list_registry_logins()?
+            .list_registry_logins(&p.tenant)?
             .into_iter()
             .map(|l| RegistryLogin {
                 registry: l.registry,
@@ -270,10 +296,9 @@ impl Manager {
     }
 
     pub fn registry_logout(&self, p: &Principal, registry: &str) -> Result<()> {
-        admin_only(p, "a registry logout")?;
         if self
             .store
-            .delete_registry_login(&crate::images::registry_login_key(registry))?
+            .delete_registry_login(&p.tenant, &crate::images::registry_login_key(registry))?
         {
             Ok(())
         } else {
@@ -289,6 +314,7 @@ impl Manager {
     /// what was pulled, if anything.
     pub(super) async fn resolve_image(
         &self,
+        tenant: &str,
         image: &str,
     ) -> Result<(String, Option<PullSnapshot>)> {
         let Some(images) = self.images.get() else {
@@ -301,10 +327,16 @@ impl Manager {
         }
         // A folder image dropped into the images dir by hand (one word).
         let plain = !image.contains(['/', '@', ':']);
-        if plain && images.image(image).is_err() && self.backend.ensure_image(image).await.is_ok() {
+        let scope = (tenant != crate::auth::ADMIN_TENANT).then_some(tenant);
+        if plain
+            && images.image_as(scope, image).is_err()
+            && self.backend.ensure_image(image).await.is_ok()
+        {
             return Ok((image.to_string(), None));
         }
-        let (img, pulled) = images.ensure(image, images.limits().pull_wait).await?;
+        let (img, pulled) = images
+            .ensure_as(tenant, image, images.limits().pull_wait)
+            .await?;
         Ok((img.pinned(image), pulled))
     }
 

@@ -155,7 +155,7 @@ impl Manager {
         // built on first use; a registry image is pulled on first use (the
         // request waits, bounded) and pinned by digest.
         let mut plan = plan;
-        let (pinned, pulled) = self.resolve_image(&plan.image).await?;
+        let (pinned, pulled) = self.resolve_image(tenant, &plan.image).await?;
         plan.image = pinned;
 
         let record = {

@@ -29,7 +29,7 @@ mod tokens;
 pub use audits::{audit_seq, AuditScope, NewAudit, RETAINED_PER_CLASS as AUDITS_PER_CLASS};
 pub use checkpoints::CheckpointRecord;
 pub use events::EventRecord;
-pub use images::{ImageRecord, RegistryLogin};
+pub use images::{ImageRecord, ImageRef, RegistryLogin};
 pub use quotas::QuotaOverrides;
 pub use runtimes::{ListFilter, RuntimeRecord};
 pub use secrets::{BindingRecord, BindingScope, BindingWrite, BindingWriteError, SecretRecord};
