@@ -393,7 +393,11 @@ impl Egress {
         let tcp_port = tcp.local_addr().map_err(|e| e.to_string())?.port();
         let dns_port = udp.local_addr().map_err(|e| e.to_string())?.port();
         let r = rules::Rules::new(&self.bridge, &self.tag, tcp_port, dns_port);
-        r.reset().await?;
+        if let Err(e) = r.reset().await {
+            // Fail closed, not at start: the daemon serves everything else.
+            warn!("egress rules cannot be set up ({e}): runtimes with an egress policy cannot be created");
+            return Ok(());
+        }
         let _ = self.running.set(Running { rules: r });
         gateway::spawn(self.clone(), tcp);
         dns::spawn(self.clone(), udp);
