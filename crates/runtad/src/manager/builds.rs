@@ -161,15 +161,15 @@ impl Manager {
         }
         let bad = |m: String| Error::invalid("dockerfile", format!("line {line}: {image}: {m}"));
         let r = Reference::parse(image).map_err(|e| bad(e.to_string()))?;
-        if r.registry == "localhost" {
-            if !p.admin {
-                let own = format!("{}/", p.tenant);
-                if r.repository.contains('/') && !r.repository.starts_with(&own) {
-                    return Err(bad(
-                        "another tenant's image; a build names only its own tenant's images (localhost/<tenant>/…) and shared ones".into(),
-                    ));
-                }
-            }
+        let own = format!("{}/", p.tenant);
+        if r.registry == "localhost"
+            && !p.admin
+            && r.repository.contains('/')
+            && !r.repository.starts_with(&own)
+        {
+            return Err(bad(
+                "another tenant's image; a build names only its own tenant's images (localhost/<tenant>/…) and shared ones".into(),
+            ));
         }
         let images = self.images()?;
         match images.image(image) {
