@@ -436,6 +436,31 @@ async fn run_steps_reach_neither_the_host_nor_private_networks() {
             .is_ok_and(|s| s.success())
     });
     assert!(up, "the test host did not come up");
+    // A public-like host: 203.0.113.7 behind a router hop (198.18.92.2), so
+    // it is on none of the host's own subnets, as an Internet host is not.
+    let pubnet = TestNet::new("rtbq", 92, &[2]);
+    let public = "203.0.113.7";
+    pubnet.sh(&format!(
+        "ip -n {} addr add {public}/32 dev lo && ip route replace {public}/32 via {}",
+        pubnet.ns,
+        pubnet.ip(2)
+    ));
+    let mut pub_server = Command::new("ip")
+        .args(["netns", "exec", &pubnet.ns, "python3", "-m", "http.server"])
+        .args(["--bind", public, "80"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-m", "1"])
+            .arg(format!("http://{public}/"))
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(up, "the public-like test host did not come up");
     // Every address the host has, the runtime gateway and buildah's default
     // bridge gateway, on the host service's port and the API's.
     let mut targets: Vec<String> = vec![
@@ -462,6 +487,10 @@ async fn run_steps_reach_neither_the_host_nor_private_networks() {
             "(timeout 3 bash -c 'exec 3<>/dev/tcp/{h}/{p}' 2>/dev/null && echo REACHED {t} || echo blocked {t}); "
         ));
     }
+    // The allowed path: outbound NAT to a public-like address works.
+    probe.push_str(&format!(
+        "(timeout 5 bash -c 'exec 3<>/dev/tcp/{public}/80' && echo PUBLIC-OK || echo public-failed); "
+    ));
     probe.push_str("echo probe-done\n");
     let b = build(&c, "net:1", &format!("FROM base\n{probe}"), &[]).await;
     b.done();
@@ -480,9 +509,37 @@ async fn run_steps_reach_neither_the_host_nor_private_networks() {
         0,
         "the host service was reached"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    assert!(
+        b.log.iter().any(|l| l == "PUBLIC-OK"),
+        "outbound NAT to a public-like host failed: {:?}",
+        b.log
+    );
+    // The build's namespace, link and rules are gone.
+    let ns = b
+        .log
+        .iter()
+        .find_map(|l| l.strip_prefix("runta: RUN steps in network "))
+        .expect("the log names the build network")
+        .to_string();
+    let id: String = ns["rtbuild-".len()..].chars().take(9).collect();
+    assert!(!Path::new("/run/netns").join(&ns).exists(), "{ns} is left");
+    assert!(
+        !Path::new("/sys/class/net")
+            .join(format!("rbh{id}"))
+            .exists(),
+        "its link is left"
+    );
+    let rules = Command::new("iptables-save").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&format!("RTB-{id}")),
+        "its rules are left"
+    );
+    for s in [&mut server, &mut pub_server] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
     drop(tn);
+    drop(pubnet);
 }
 
 // ---- 6. contexts, Dockerfile paths, directives, sizes ----

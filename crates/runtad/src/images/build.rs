@@ -716,6 +716,289 @@ pub fn unmount_under(dir: &Path) -> usize {
     n
 }
 
+/// Destinations a RUN step never reaches, besides the daemon host itself
+/// (its INPUT is closed to the build) and every subnet the host is directly
+/// on: loopback, "this" network, private ranges, carrier-grade NAT (the
+/// build links themselves), link-local (the metadata address), benchmark
+/// (test networks), multicast and reserved.
+const DENIED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+async fn sh(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| ImageError::Invalid(format!("build network: {cmd}: {e}")))?;
+    if !out.status.success() {
+        return Err(ImageError::Invalid(format!(
+            "build network: {cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The network a build's RUN steps get: a namespace of its own joined to
+/// the host by a veth pair on a /30 of `100.127.0.0/16`, masqueraded out,
+/// with the host, other runtimes, the host's own subnets and every private,
+/// link-local and reserved range denied (only the host's resolvers on port
+/// 53 are let through, so names resolve). buildah joins it with
+/// `--network ns:<path>`. Removed by [`BuildNet::remove`].
+pub struct BuildNet {
+    ns: String,
+    host_if: String,
+    chain: String,
+    subnet: String,
+}
+
+impl BuildNet {
+    pub async fn create() -> Result<BuildNet> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let used = sh("ip", &["-4", "-o", "addr", "show"]).await?;
+        // A /30 no interface is on.
+        let mut k: u32 = u32::from_str_radix(&id[..4], 16).unwrap_or(0) % 16384;
+        let mut base;
+        let mut tries = 0;
+        loop {
+            base = (k * 4) as u16;
+            let prefix = format!(" 100.127.{}.", base >> 8);
+            let last = (base & 0xff) as u8;
+            let clash = used.lines().any(|l| {
+                l.find(&prefix).is_some_and(|p| {
+                    let rest = &l[p + prefix.len()..];
+                    rest.split(['/', ' '])
+                        .next()
+                        .and_then(|o| o.parse::<u8>().ok())
+                        .is_some_and(|o| o & 0xfc == last)
+                })
+            });
+            if !clash {
+                break;
+            }
+            tries += 1;
+            if tries > 64 {
+                return Err(ImageError::Invalid(
+                    "build network: no free /30 in 100.127.0.0/16".into(),
+                ));
+            }
+            k = (k + 1) % 16384;
+        }
+        let addr = |n: u16| format!("100.127.{}.{}", (base + n) >> 8, (base + n) & 0xff);
+        let net = BuildNet {
+            ns: format!("rtbuild-{}", &id[..12]),
+            host_if: format!("rbh{}", &id[..9]),
+            chain: format!("RTB-{}", &id[..9]),
+            subnet: format!("{}/30", addr(0)),
+        };
+        if let Err(e) = net.setup(&addr(1), &addr(2)).await {
+            net.remove().await;
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// The namespace's name (`rtbuild-<12 hex>`; the host link is
+    /// `rbh<first 9>`, the rules' chain `RTB-<first 9>`).
+    pub fn name(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.ns)
+    }
+
+    async fn setup(&self, host_ip: &str, inside_ip: &str) -> Result<()> {
+        let (ns, h) = (self.ns.as_str(), self.host_if.as_str());
+        let peer = format!("rbp{}", &self.host_if[3..]);
+        sh("ip", &["netns", "add", ns]).await?;
+        sh(
+            "ip",
+            &["link", "add", h, "type", "veth", "peer", "name", &peer],
+        )
+        .await?;
+        sh("ip", &["link", "set", &peer, "netns", ns]).await?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1");
+        sh("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", h]).await?;
+        sh("ip", &["link", "set", h, "up"]).await?;
+        for a in [
+            vec!["-n", ns, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{inside_ip}/30"),
+                "dev",
+                &peer,
+            ],
+            vec!["-n", ns, "link", "set", &peer, "up"],
+            vec!["-n", ns, "route", "add", "default", "via", host_ip],
+        ] {
+            sh("ip", &a).await?;
+        }
+        let _ = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ],
+        )
+        .await;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        // The host's own subnets (its LANs), read from its link routes.
+        let routes = sh("ip", &["-4", "route", "show", "scope", "link"]).await?;
+        let mut denied: Vec<String> = DENIED.iter().map(|s| s.to_string()).collect();
+        denied.extend(
+            routes
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|d| d.contains('/') && *d != self.subnet)
+                .map(str::to_string),
+        );
+        let resolvers: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .map(|a| a.trim().to_string())
+            .filter(|a| {
+                a.parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| !ip.is_loopback())
+            })
+            .collect();
+        let c = self.chain.as_str();
+        sh("iptables", &["-w", "-N", c]).await?;
+        for r in &resolvers {
+            for proto in ["udp", "tcp"] {
+                sh(
+                    "iptables",
+                    &[
+                        "-w", "-A", c, "-d", r, "-p", proto, "--dport", "53", "-j", "ACCEPT",
+                    ],
+                )
+                .await?;
+            }
+        }
+        for d in &denied {
+            sh("iptables", &["-w", "-A", c, "-d", d, "-j", "DROP"]).await?;
+        }
+        sh("iptables", &["-w", "-A", c, "-j", "ACCEPT"]).await?;
+        // Inserted first, so no other chain's ACCEPT comes before them.
+        sh(
+            "iptables",
+            &["-w", "-I", "FORWARD", "1", "-o", h, "-j", "DROP"],
+        )
+        .await?;
+        sh(
+            "iptables",
+            &[
+                "-w",
+                "-I",
+                "FORWARD",
+                "1",
+                "-o",
+                h,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+        )
+        .await?;
+        sh("iptables", &["-w", "-I", "FORWARD", "1", "-i", h, "-j", c]).await?;
+        sh(
+            "iptables",
+            &["-w", "-I", "INPUT", "1", "-i", h, "-j", "DROP"],
+        )
+        .await?;
+        sh(
+            "iptables",
+            &[
+                "-w",
+                "-t",
+                "nat",
+                "-I",
+                "POSTROUTING",
+                "1",
+                "-s",
+                &self.subnet,
+                "!",
+                "-o",
+                h,
+                "-j",
+                "MASQUERADE",
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the namespace, the veth pair and the rules; missing pieces
+    /// are fine.
+    pub async fn remove(&self) {
+        let (h, c) = (self.host_if.as_str(), self.chain.as_str());
+        let rules: [Vec<&str>; 5] = [
+            vec!["-w", "-D", "FORWARD", "-o", h, "-j", "DROP"],
+            vec![
+                "-w",
+                "-D",
+                "FORWARD",
+                "-o",
+                h,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+            vec!["-w", "-D", "FORWARD", "-i", h, "-j", c],
+            vec!["-w", "-D", "INPUT", "-i", h, "-j", "DROP"],
+            vec![
+                "-w",
+                "-t",
+                "nat",
+                "-D",
+                "POSTROUTING",
+                "-s",
+                &self.subnet,
+                "!",
+                "-o",
+                h,
+                "-j",
+                "MASQUERADE",
+            ],
+        ];
+        for r in rules {
+            while sh("iptables", &r).await.is_ok() {}
+        }
+        let _ = sh("iptables", &["-w", "-F", c]).await;
+        let _ = sh("iptables", &["-w", "-X", c]).await;
+        let _ = sh("ip", &["link", "del", h]).await;
+        let _ = sh("ip", &["netns", "del", &self.ns]).await;
+    }
+}
+
 /// The builder folder of `tenant` under `root` (`<root>/t-<name>`, the
 /// name hashed when it is not plain lowercase letters, digits, `-`, `_`).
 pub fn tenant_dir(root: &Path, tenant: &str) -> PathBuf {
@@ -841,7 +1124,8 @@ impl Buildah {
 
     /// Runs `buildah bud` on `context` with the (rewritten) Dockerfile at
     /// `dockerfile`, sending every output line to `log`; then writes the
-    /// result as an OCI layout at `out`.
+    /// result as an OCI layout at `out`. RUN steps run in `net`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn build(
         &self,
         context: &Path,
@@ -849,6 +1133,7 @@ impl Buildah {
         spec: &BuildSpec,
         tag: &str,
         out: &Path,
+        net: &BuildNet,
         log: &mpsc::Sender<String>,
     ) -> Result<()> {
         let mut args = self.base_args();
@@ -864,12 +1149,12 @@ impl Buildah {
             self.cfg.runtime.clone(),
             "--memory".into(),
             format!("{}m", self.cfg.memory_mib),
-            // RUN steps get a network namespace with loopback only: buildah's
+            // RUN steps join the build's own restricted namespace: buildah's
             // own network would reach the daemon host's ports, its private
             // networks, other runtimes and the metadata address
             // (docs/security.md, Image builds red-team pass).
             "--network".into(),
-            "none".into(),
+            format!("ns:{}", net.netns_path()),
             "--format".into(),
             "oci".into(),
             "-f".into(),

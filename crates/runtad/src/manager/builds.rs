@@ -245,10 +245,15 @@ impl Manager {
         std::fs::write(&rewritten, text).map_err(|e| Error::Internal(e.to_string()))?;
         let out = b.work.join("out");
         let tag = format!("localhost/runta-build:{}", uuid::Uuid::new_v4().simple());
-        buildah
-            .build(&b.ctx, &rewritten, &b.spec, &tag, &out, log)
-            .await
-            .map_err(build_error)?;
+        let net = build::BuildNet::create().await.map_err(build_error)?;
+        let _ = log
+            .send(format!("runta: RUN steps in network {}", net.name()))
+            .await;
+        let r = buildah
+            .build(&b.ctx, &rewritten, &b.spec, &tag, &out, &net, log)
+            .await;
+        net.remove().await;
+        r.map_err(build_error)?;
         let name = b.name.as_str();
         let img = images.import_oci_layout(&out, name).await?;
         let _ = log
