@@ -36,9 +36,65 @@ macro_rules! skip_without_buildah {
     };
 }
 
+/// A `docker-registry` on a free loopback port (plain HTTP), when the
+/// tool is installed; it dies with the test process.
+fn registry() -> Option<&'static str> {
+    static R: OnceLock<Option<String>> = OnceLock::new();
+    R.get_or_init(|| {
+        if !have("docker-registry") {
+            return None;
+        }
+        let root = tmp("rtb-reg");
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let cfg = root.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                root.join("data").display()
+            ),
+        )
+        .unwrap();
+        // From a thread that lives as long as the process: PDEATHSIG fires
+        // when the spawning thread ends.
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut c = Command::new("docker-registry");
+            c.args(["serve", cfg.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            // SAFETY: prctl in the child before exec.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let _child = c.spawn().expect("start docker-registry");
+            loop {
+                std::thread::park();
+            }
+        });
+        let url = format!("http://{addr}/v2/");
+        let up = (0..300).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "-m", "1", &url])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "docker-registry did not start");
+        Some(addr)
+    })
+    .as_deref()
+}
+
 fn daemon() -> &'static Daemon {
     static D: OnceLock<Daemon> = OnceLock::new();
-    D.get_or_init(|| Daemon::start_new(&[]))
+    D.get_or_init(|| match registry() {
+        Some(r) => Daemon::start_new(&["--insecure-registry", r]),
+        None => Daemon::start_new(&[]),
+    })
 }
 
 fn tmp(prefix: &str) -> PathBuf {
@@ -693,4 +749,112 @@ fn urlenc(s: &str) -> String {
             }
         })
         .collect()
+}
+
+// ---- ONBUILD triggers of a pulled image ----
+
+/// Runs `buildah` with a storage of the test's own.
+fn buildah(root: &Path, args: &[&str]) -> String {
+    let out = Command::new("buildah")
+        .arg("--root")
+        .arg(root.join("storage"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_with_onbuild_triggers_is_refused() {
+    skip_without_buildah!();
+    let Some(reg) = registry() else {
+        eprintln!("SKIPPED: docker-registry is not installed");
+        return;
+    };
+    if !have("busybox") {
+        eprintln!("SKIPPED: busybox is not installed");
+        return;
+    }
+    // A registry image whose config carries a trigger that would bind-mount
+    // the daemon host's root into a later build's step.
+    let root = tmp("rtb-onbuild");
+    let c = buildah(&root, &["from", "scratch"]);
+    let m = buildah(&root, &["mount", &c]);
+    std::fs::create_dir_all(Path::new(&m).join("bin")).unwrap();
+    std::fs::copy("/usr/bin/busybox", Path::new(&m).join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", Path::new(&m).join("bin/sh")).unwrap();
+    buildah(&root, &["umount", &c]);
+    buildah(
+        &root,
+        &[
+            "config",
+            "--onbuild",
+            "RUN --mount=type=bind,source=/,target=/h cat /h/etc/shadow > /leak",
+            &c,
+        ],
+    );
+    buildah(
+        &root,
+        &[
+            "commit",
+            "--quiet",
+            "--format",
+            "docker",
+            &c,
+            "evil-onbuild",
+        ],
+    );
+    let target = format!("{reg}/evil/onbuild:1");
+    buildah(
+        &root,
+        &[
+            "push",
+            "--quiet",
+            "--tls-verify=false",
+            "--format",
+            "v2s2",
+            "evil-onbuild",
+            &format!("docker://{target}"),
+        ],
+    );
+    let cl = daemon().tenant("rtb-onb").await;
+    // First use: pulled during the build, then refused before any step.
+    let b = build(&cl, "onb:1", &format!("FROM {target}\nRUN true\n"), &[]).await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.error);
+    assert_eq!(b.last["type"], "error", "{}\n{}", b.last, b.log.join("\n"));
+    assert!(
+        b.last["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("line 1: image")
+            && b.last["message"].as_str().unwrap_or("").contains("ONBUILD"),
+        "{}",
+        b.last
+    );
+    assert!(!b.log.iter().any(|l| l.starts_with("STEP")), "{:?}", b.log);
+    // Now in the store: refused before the answer starts.
+    build(
+        &cl,
+        "onb:2",
+        &format!("FROM base\nCOPY --from={target} /bin/busybox /bb\n"),
+        &[],
+    )
+    .await
+    .refused_at(2, "ONBUILD");
+    let _ = Command::new("buildah")
+        .arg("--root")
+        .arg(root.join("storage"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs", "rm", "--all"])
+        .status();
+    let _ = std::fs::remove_dir_all(&root);
 }
