@@ -70,10 +70,9 @@ fn registry() -> Option<&'static str> {
                     Ok(())
                 });
             }
-            let _child = c.spawn().expect("start docker-registry");
-            loop {
-                std::thread::park();
-            }
+            // This thread holds the registry until the process ends.
+            let mut child = c.spawn().expect("start docker-registry");
+            let _ = child.wait();
         });
         let url = format!("http://{addr}/v2/");
         let up = (0..300).any(|_| {
