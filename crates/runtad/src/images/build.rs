@@ -1059,22 +1059,10 @@ impl Buildah {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Unmounts what buildah left mounted: its own `umount --all` first,
-    /// then a detach of anything still mounted under the builder's folder.
-    /// Only while no build runs (a build's containers are mounted).
-    pub async fn release(&self) {
-        let _ = self.run(&["umount".into(), "--all".into()]).await;
-        let dir = self.cfg.dir.clone();
-        let n = tokio::task::spawn_blocking(move || unmount_under(&dir))
-            .await
-            .unwrap_or(0);
-        if n > 0 {
-            tracing::debug!(n, "builder mounts detached");
-        }
-    }
-
-    /// [`Buildah::release`] for every tenant's storage under `root`, then a
-    /// detach of anything still mounted under `root`.
+    /// Unmounts what buildah left mounted, only while no build runs (a
+    /// build's containers are mounted): buildah's own `umount --all` for
+    /// every tenant's storage under `root`, then a detach of anything still
+    /// mounted under `root`.
     pub async fn release_all(root: &Path, template: &BuildConfig) {
         let Ok(rd) = std::fs::read_dir(root) else {
             return;
