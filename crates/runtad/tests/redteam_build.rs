@@ -657,6 +657,18 @@ async fn context_links_paths_directives_and_sizes() {
             assert_eq!(b.last["type"], "error", "{}", b.last);
         }
     }
+    // An ignore file that is a link to a host file: buildah would read the
+    // host file's lines as patterns, telling which context names match them.
+    for ignore in [".dockerignore", ".containerignore"] {
+        let dir = tmp("rtb-ignore");
+        std::os::unix::fs::symlink(&secret, dir.join(ignore)).unwrap();
+        std::fs::write(dir.join(&token), "guess").unwrap();
+        std::fs::write(dir.join("Dockerfile"), "FROM base\nCOPY . /c\n").unwrap();
+        let b = build_q(&c, "name=ignore:1", tar_of(&dir)).await;
+        common::assert_error(b.status, &b.error, 422, "invalid_argument", ignore);
+        assert_eq!(b.error["error"]["field"], "context", "{}", b.error);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let _ = std::fs::remove_file(&secret);
     let _ = std::fs::remove_dir_all(&dir);
 

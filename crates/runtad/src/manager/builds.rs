@@ -118,6 +118,18 @@ impl Manager {
                 crate::images::ImageError::Invalid(m) => Error::invalid("context", m),
                 e => e.into(),
             })?;
+        // buildah reads the ignore file on the host, following links: one
+        // pointing at a host file would make the file's lines exclude
+        // context paths, an oracle for its content.
+        for ignore in [".dockerignore", ".containerignore"] {
+            let m = std::fs::symlink_metadata(ctx.join(ignore));
+            if m.as_ref().is_ok_and(|m| !m.is_file()) {
+                return Err(Error::invalid(
+                    "context",
+                    format!("{ignore} must be a regular file (not a link)"),
+                ));
+            }
+        }
         let df_path = ctx.join(&df_rel);
         // The Dockerfile is read by the daemon: it must be a plain file of
         // the context, not a link to anything of the host's.
