@@ -869,3 +869,34 @@ async fn an_image_with_onbuild_triggers_is_refused() {
         .status();
     let _ = std::fs::remove_dir_all(&root);
 }
+
+// ---- one tenant cannot take every build slot ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_endless_builds_do_not_block_another_tenants_build() {
+    skip_without_buildah!();
+    let d = daemon();
+    let a = d.tenant("rtb-hog").await;
+    let b = d.tenant("rtb-fair").await;
+    // Two slow builds of A (there are two build slots in all).
+    let slow = |n: &'static str| {
+        let a = Client::new(&a.base, &a.token);
+        tokio::spawn(
+            async move { build(&a, n, &format!("FROM base\nRUN sleep 40 # {n}\n"), &[]).await },
+        )
+    };
+    let (h1, h2) = (slow("hog:1"), slow("hog:2"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t0 = std::time::Instant::now();
+    let fair = build(&b, "fair:1", "FROM base\nRUN echo fair\n", &[]).await;
+    fair.done();
+    let took = t0.elapsed();
+    eprintln!("B's build took {took:?} while A's two 40 s builds ran");
+    assert!(
+        took < Duration::from_secs(35),
+        "B waited {took:?} behind A's builds"
+    );
+    for h in [h1, h2] {
+        h.await.unwrap().done();
+    }
+}

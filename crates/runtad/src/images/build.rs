@@ -8,9 +8,9 @@
 //! line is rewritten to that local copy, so buildah never reaches a registry
 //! itself and the cache key of every step is the exact image Runta has.
 //! `buildah bud --layers` then runs the steps (RUN inside an OCI container
-//! under crun or runc, with a memory and process limit), caching each by its
-//! inputs in a storage folder of the daemon's own; its log is streamed line
-//! by line. The result is pushed to an OCI layout and imported into the store.
+//! under crun or runc, with a memory limit, in a network namespace of the
+//! build's own: [`BuildNet`]), caching each by its inputs in the calling
+//! tenant's own storage folder; its log is streamed line by line. The result is pushed to an OCI layout and imported into the store.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;

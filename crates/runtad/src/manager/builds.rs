@@ -24,6 +24,22 @@ fn permits() -> &'static tokio::sync::Semaphore {
     S.get_or_init(|| tokio::sync::Semaphore::new(MAX_BUILDS))
 }
 
+/// One build at a time per tenant: a tenant's builds queue on its own lock
+/// before they take one of the [`MAX_BUILDS`] slots, so no tenant can hold
+/// every slot (with endless RUN steps) and stop everyone else's builds.
+fn tenant_lock(tenant: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+    static L: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    let mut m = L
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if m.len() > 4096 {
+        m.retain(|_, v| std::sync::Arc::strong_count(v) > 1);
+    }
+    m.entry(tenant.to_string()).or_default().clone()
+}
+
 /// Largest build context accepted (the API refuses larger uploads with 413).
 pub const MAX_BUILD_CONTEXT: u64 = 2 << 30;
 
@@ -204,6 +220,8 @@ impl Manager {
         let images = self.images()?.clone();
         let cfg = self.builder_config(&images, &prepared.tenant);
         let buildah = Buildah::new(cfg.clone());
+        let mine = tenant_lock(&prepared.tenant);
+        let _mine = mine.lock().await;
         let permit = permits()
             .acquire()
             .await
