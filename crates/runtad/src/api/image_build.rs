@@ -86,6 +86,18 @@ fn build_spec(q: &QueryPairs) -> ApiResult<(String, BuildSpec)> {
         let (k, v) = a
             .split_once('=')
             .ok_or_else(|| ApiError::invalid("build_arg", format!("{a:?} is not NAME=VALUE")))?;
+        let name_ok = k
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && k.len() <= 128
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok {
+            return Err(ApiError::invalid(
+                "build_arg",
+                format!("{k:?}: a name is a letter or '_' then letters, digits, '_'"),
+            ));
+        }
         build_args.push((k.to_string(), v.to_string()));
     }
     Ok((
@@ -105,7 +117,8 @@ fn build_spec(q: &QueryPairs) -> ApiResult<(String, BuildSpec)> {
            ("no_cache" = Option<bool>, Query, description = "Run every step again")),
     request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The build context: a tar (or gzip'd tar) holding the Dockerfile"),
     responses((status = 200, body = BuildEvent, content_type = "application/x-ndjson", description = "One JSON object per line: `log` lines while it builds, then `done` with the image or `error`"),
-              (status = 413, body = runta_api::ErrorBody, description = "The context is larger than the limit")))]
+              (status = 413, body = runta_api::ErrorBody, description = "The context is larger than the limit"),
+              (status = 422, body = runta_api::ErrorBody, description = "A context entry, the Dockerfile or one of its lines is refused (`field` names `context` or `dockerfile`, the message the line)")))]
 pub async fn build(
     State(state): State<AppState>,
     p: Principal,
@@ -160,6 +173,14 @@ pub async fn build(
         let _ = std::fs::remove_file(&tar_path);
         return Err(e);
     }
+    // The context is unpacked and the Dockerfile checked before the answer
+    // starts: a refused line is a plain 4xx, not an event in a 200 stream.
+    let prepared = state
+        .manager
+        .prepare_build(&p, &name, spec, &tar_path)
+        .await;
+    let _ = std::fs::remove_file(&tar_path);
+    let prepared = prepared?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     let manager = state.manager.clone();
@@ -183,8 +204,7 @@ pub async fn build(
         }
     });
     tokio::spawn(async move {
-        let r = manager.build_image(&p, &name, spec, &tar_path, tx).await;
-        let _ = std::fs::remove_file(&tar_path);
+        let r = manager.run_build(&p, prepared, tx).await;
         let _ = pump.await;
         let ev = match r {
             Ok(img) => BuildEvent::Done {

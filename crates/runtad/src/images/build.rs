@@ -8,9 +8,9 @@
 //! line is rewritten to that local copy, so buildah never reaches a registry
 //! itself and the cache key of every step is the exact image Runta has.
 //! `buildah bud --layers` then runs the steps (RUN inside an OCI container
-//! under crun or runc, with a memory and process limit), caching each by its
-//! inputs in a storage folder of the daemon's own; its log is streamed line
-//! by line. The result is pushed to an OCI layout and imported into the store.
+//! under crun or runc, with a memory limit, in a network namespace of the
+//! build's own: [`BuildNet`]), caching each by its inputs in the calling
+//! tenant's own storage folder; its log is streamed line by line. The result is pushed to an OCI layout and imported into the store.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -26,7 +26,9 @@ use super::{ImageError, Result};
 /// Settings of the builder (daemon flags `--build-*`).
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
-    /// buildah's storage and run folders live here (`<data>/builds`).
+    /// buildah's storage and run folders: the calling tenant's own
+    /// ([`tenant_dir`]), so no tenant's step cache or intermediate images
+    /// are another's.
     pub dir: PathBuf,
     /// Memory limit of each RUN step.
     pub memory_mib: u64,
@@ -129,110 +131,379 @@ pub fn unpack_context(tar_path: &Path, dest: &Path, max_bytes: u64) -> Result<u6
     Ok(total)
 }
 
+/// Bounds on what the daemon parses and hands to buildah: the longest
+/// logical line (continuations joined), the most instructions, and the most
+/// distinct images one Dockerfile may name (each may be pulled).
+pub const MAX_LINE: usize = 64 << 10;
+pub const MAX_INSTRUCTIONS: usize = 10_000;
+pub const MAX_IMAGES: usize = 16;
+
+/// What a `FROM` stands on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromTarget {
+    /// An image Runta's store must provide (build args substituted).
+    Image(String),
+    Scratch,
+    /// An earlier stage, by its alias as that stage declared it.
+    Stage(String),
+}
+
 /// One `FROM` line of a Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FromLine {
     /// Index of the (logical) line in [`Dockerfile::lines`].
     pub line: usize,
-    /// The image, with build args substituted.
-    pub image: String,
+    /// The line's number in the file as written (1-based).
+    pub lineno: usize,
+    pub target: FromTarget,
     pub alias: Option<String>,
-    /// `--platform=…` and other flags, kept as written.
-    pub flags: Vec<String>,
+    pub platform: Option<String>,
 }
 
-/// A Dockerfile split into logical lines (continuations joined), enough to
-/// find and rewrite its `FROM` lines; buildah parses the rest.
+/// A `COPY --from=` that names an image rather than an earlier stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyFrom {
+    pub line: usize,
+    pub lineno: usize,
+    pub image: String,
+    /// The line's other flags and its sources/destination, kept as written.
+    flags: Vec<String>,
+    body: String,
+}
+
+/// A Dockerfile split into logical lines (continuations joined) and checked
+/// against what a build may do (docs/images.md, Build). Every line handed to
+/// buildah is one of these lines on one physical line, so buildah reads the
+/// same instructions the checks read; every `FROM` line, and every
+/// `COPY --from` naming an image, is written out by Runta in full.
 #[derive(Debug, Clone)]
 pub struct Dockerfile {
     pub lines: Vec<String>,
     pub froms: Vec<FromLine>,
+    pub copy_froms: Vec<CopyFrom>,
 }
 
-/// Reads the Dockerfile's `FROM` lines. Build args declared before the
-/// first `FROM` (`ARG NAME=default`, overridden by `build_args`) are
-/// substituted in them as `$NAME` / `${NAME}`.
+/// Whitespace as buildah's Dockerfile parser splits words on (Go's
+/// `unicode.IsSpace` on single bytes; the two non-ASCII ones it counts are
+/// UTF-8 continuation bytes, never the start of a word).
+fn go_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+/// The `--flag` words at the start of an instruction's arguments, and the
+/// rest. A flag word must be plain ASCII without quotes or backslashes:
+/// buildah splits flag words byte by byte and unquotes them, so anything
+/// else could make it see a flag these checks did not.
+fn leading_flags(rest: &str) -> std::result::Result<(Vec<String>, &str), String> {
+    let mut flags = Vec::new();
+    let mut s = rest;
+    loop {
+        s = s.trim_start_matches(go_space);
+        if !s.starts_with("--") {
+            return Ok((flags, s));
+        }
+        let end = s.find(go_space).unwrap_or(s.len());
+        let w = &s[..end];
+        if !w.is_ascii() || w.contains(['"', '\'', '\\', '`']) {
+            return Err(format!(
+                "the flag {w:?} must be plain ASCII without quotes or backslashes"
+            ));
+        }
+        flags.push(w.to_string());
+        s = &s[end..];
+    }
+}
+
+/// An image reference, a stage alias or a platform as a FROM or `--from`
+/// may hold once substituted: nothing a shell or buildah would expand.
+fn plain_ref(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+        })
+}
+
+fn alias_ok(s: &str) -> bool {
+    s.len() <= 128
+        && s.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The sources of a COPY/ADD body (shell form or JSON form).
+fn copy_sources(body: &str) -> Vec<String> {
+    let words: Vec<String> = if body.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<String>>(body.trim()).unwrap_or_else(|_| {
+            body.split(go_space)
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+    } else {
+        body.split(go_space)
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let n = words.len().saturating_sub(1);
+    words.into_iter().take(n).collect()
+}
+
+/// Reads and checks a Dockerfile. Build args declared before the first
+/// `FROM` (`ARG NAME=default`, overridden by `build_args`) are substituted
+/// in `FROM` lines as `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME:+word}`.
+/// Errors name the line (`line N: …`).
 pub fn parse_dockerfile(text: &str, build_args: &[(String, String)]) -> Result<Dockerfile> {
+    // buildah drops a byte-order mark; a FROM behind one must not hide.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines: Vec<String> = Vec::new();
+    let mut starts: Vec<usize> = Vec::new();
     let mut cur = String::new();
-    for raw in text.lines() {
+    let mut start = 0;
+    let too_long = |n: usize| {
+        ImageError::Invalid(format!(
+            "line {n}: longer than {MAX_LINE} bytes (continuations joined)"
+        ))
+    };
+    for (i, raw) in text.lines().enumerate() {
         let t = raw.trim_end();
         if cur.is_empty() && t.trim_start().starts_with('#') {
-            lines.push(raw.to_string());
+            lines.push(t.to_string());
+            starts.push(i + 1);
             continue;
+        }
+        if cur.is_empty() {
+            start = i + 1;
         }
         if let Some(s) = t.strip_suffix('\\') {
             cur.push_str(s);
             cur.push(' ');
-            continue;
+        } else {
+            cur.push_str(t);
+            lines.push(std::mem::take(&mut cur).trim_end().to_string());
+            starts.push(start);
         }
-        cur.push_str(t);
-        lines.push(std::mem::take(&mut cur));
+        if cur.len() > MAX_LINE || lines.last().is_some_and(|l| l.len() > MAX_LINE) {
+            return Err(too_long(start));
+        }
     }
     if !cur.is_empty() {
-        lines.push(cur);
+        lines.push(cur.trim_end().to_string());
+        starts.push(start);
     }
     let given: HashMap<&str, &str> = build_args
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let mut args: HashMap<String, String> = HashMap::new();
-    let mut froms = Vec::new();
-    let mut stages: HashSet<String> = HashSet::new();
+    let mut froms: Vec<FromLine> = Vec::new();
+    let mut copy_froms = Vec::new();
+    // Aliases of the stages so far: lowercase -> as declared.
+    let mut aliases: HashMap<String, String> = HashMap::new();
+    let mut count = 0;
     for (i, l) in lines.iter().enumerate() {
-        let mut words = l.split_whitespace();
-        let Some(kw) = words.next() else { continue };
-        if kw.starts_with('#') {
+        let n = starts[i];
+        let bad = |m: String| ImageError::Invalid(format!("line {n}: {m}"));
+        let s = l.trim_start();
+        if s.is_empty() {
             continue;
         }
+        if let Some(c) = s.strip_prefix('#') {
+            // The one parser directive that changes how lines are read.
+            if let Some((k, v)) = c.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("escape") && v.trim() != "\\" {
+                    return Err(bad(
+                        "the `escape` parser directive is refused (only `\\` continues a line here)"
+                            .into(),
+                    ));
+                }
+            }
+            continue;
+        }
+        count += 1;
+        if count > MAX_INSTRUCTIONS {
+            return Err(bad(format!("more than {MAX_INSTRUCTIONS} instructions")));
+        }
+        if s.ends_with('\\') {
+            return Err(bad("the file ends in a line continuation".into()));
+        }
+        let (kw, rest) = match s.find(go_space) {
+            Some(e) => (&s[..e], &s[e..]),
+            None => (s, ""),
+        };
+        if !kw.is_ascii() {
+            return Err(bad(format!("unknown instruction {kw:?}")));
+        }
         let kw = kw.to_ascii_uppercase();
-        if kw == "ARG" && froms.is_empty() {
-            for w in words {
-                let (k, v) = w.split_once('=').unwrap_or((w, ""));
-                let v = given
-                    .get(k)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| v.trim_matches('"').to_string());
-                args.insert(k.to_string(), v);
+        if froms.is_empty() && kw != "ARG" && kw != "FROM" {
+            return Err(bad(format!("{kw} before the first FROM")));
+        }
+        match kw.as_str() {
+            "ARG" if froms.is_empty() => {
+                for w in rest.split(go_space).filter(|w| !w.is_empty()) {
+                    let (k, v) = w.split_once('=').unwrap_or((w, ""));
+                    let v = given
+                        .get(k)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| v.trim_matches('"').to_string());
+                    args.insert(k.to_string(), v);
+                }
             }
-        } else if kw == "FROM" {
-            let rest: Vec<&str> = words.collect();
-            let mut flags = Vec::new();
-            let mut it = rest.iter().peekable();
-            while let Some(w) = it.peek() {
-                if w.starts_with("--") {
-                    flags.push(w.to_string());
-                    it.next();
+            "FROM" => {
+                let (flags, body) = leading_flags(rest).map_err(bad)?;
+                let mut platform = None;
+                for f in flags {
+                    match f.strip_prefix("--platform=") {
+                        Some(v) if platform.is_none() && plain_platform(v) => {
+                            platform = Some(v.to_string())
+                        }
+                        _ => return Err(bad(format!("FROM does not take {f:?}"))),
+                    }
+                }
+                let words: Vec<&str> = body.split(go_space).filter(|w| !w.is_empty()).collect();
+                let (image, alias) = match words.as_slice() {
+                    [img] => (*img, None),
+                    [img, as_, a] if as_.eq_ignore_ascii_case("as") => (*img, Some(*a)),
+                    _ => return Err(bad("expected `FROM image [AS name]`".into())),
+                };
+                let image = substitute(image, &args).map_err(bad)?;
+                if !plain_ref(&image) {
+                    return Err(bad(format!(
+                        "FROM {image:?} is not an image reference or a stage name"
+                    )));
+                }
+                let target = if image.eq_ignore_ascii_case("scratch") {
+                    FromTarget::Scratch
+                } else if let Some(a) = aliases.get(&image.to_ascii_lowercase()) {
+                    FromTarget::Stage(a.clone())
                 } else {
-                    break;
+                    FromTarget::Image(image)
+                };
+                if let Some(a) = alias {
+                    if !alias_ok(a) || a.eq_ignore_ascii_case("scratch") {
+                        return Err(bad(format!(
+                            "the stage name {a:?} must be a letter then letters, digits, '.', '_', '-'"
+                        )));
+                    }
+                    if aliases
+                        .insert(a.to_ascii_lowercase(), a.to_string())
+                        .is_some()
+                    {
+                        return Err(bad(format!("a second stage named {a:?}")));
+                    }
+                }
+                froms.push(FromLine {
+                    line: i,
+                    lineno: n,
+                    target,
+                    alias: alias.map(str::to_string),
+                    platform,
+                });
+            }
+            "RUN" => {
+                let (flags, body) = leading_flags(rest).map_err(bad)?;
+                if let Some(f) = flags.first() {
+                    return Err(bad(format!(
+                        "RUN {f}: RUN flags (--mount, --network, --security) are refused: they reach the build host's files, caches, secrets and networks"
+                    )));
+                }
+                if body.starts_with("<<") {
+                    return Err(bad(
+                        "heredocs (`RUN <<EOF`) are not supported by this builder (it would read their lines as instructions)"
+                            .into(),
+                    ));
                 }
             }
-            let Some(image) = it.next() else {
-                return Err(ImageError::Invalid(format!(
-                    "Dockerfile line {}: FROM needs an image",
-                    i + 1
-                )));
-            };
-            let alias = match (it.next(), it.next()) {
-                (Some(a), Some(name)) if a.eq_ignore_ascii_case("as") => Some(name.to_string()),
-                (None, _) => None,
-                _ => {
-                    return Err(ImageError::Invalid(format!(
-                        "Dockerfile line {}: expected `FROM image [AS name]`",
-                        i + 1
-                    )))
+            "COPY" | "ADD" => {
+                let (flags, body) = leading_flags(rest).map_err(bad)?;
+                if body.starts_with("<<") {
+                    return Err(bad(format!(
+                        "heredocs (`{kw} <<EOF`) are not supported by this builder"
+                    )));
                 }
-            };
-            let image = substitute(image, &args);
-            if let Some(a) = &alias {
-                stages.insert(a.to_ascii_lowercase());
+                let mut from = None;
+                let mut others = Vec::new();
+                let mut seen = HashSet::new();
+                for f in &flags {
+                    let (name, val) = f[2..].split_once('=').unwrap_or((&f[2..], ""));
+                    if !seen.insert(name.to_string()) {
+                        return Err(bad(format!("{kw} {f}: the flag is given twice")));
+                    }
+                    match name {
+                        "chown" | "chmod" if !val.is_empty() => others.push(f.clone()),
+                        "from" if kw == "COPY" => from = Some(val.to_string()),
+                        _ => {
+                            return Err(bad(format!(
+                                "{kw} {f}: refused (a build takes --chown, --chmod and, for COPY, --from)"
+                            )))
+                        }
+                    }
+                }
+                for src in copy_sources(body) {
+                    // What buildah sees once quotes and escapes are gone.
+                    let bare: String = src
+                        .chars()
+                        .filter(|c| !matches!(c, '"' | '\'' | '\\'))
+                        .collect();
+                    let lower = bare.to_ascii_lowercase();
+                    if lower.contains("://") || lower.starts_with("git@") {
+                        return Err(bad(format!(
+                            "{kw} {src}: remote sources are refused (the daemon host would fetch them); download in a RUN step instead"
+                        )));
+                    }
+                    if kw == "ADD" && bare.contains('$') {
+                        return Err(bad(format!(
+                            "ADD {src}: a variable in an ADD source is refused (it could name a URL the daemon host would fetch); use COPY, or download in a RUN step"
+                        )));
+                    }
+                }
+                if let Some(v) = from {
+                    let stage = froms.len() - 1;
+                    if !plain_ref(&v) {
+                        return Err(bad(format!(
+                            "COPY --from={v}: must name an earlier stage or an image (no variables)"
+                        )));
+                    }
+                    if v.bytes().all(|b| b.is_ascii_digit()) {
+                        if !v.parse::<usize>().is_ok_and(|k| k < stage) {
+                            return Err(bad(format!(
+                                "COPY --from={v}: there is no earlier stage {v}"
+                            )));
+                        }
+                    } else if let Some(a) = aliases.get(&v.to_ascii_lowercase()) {
+                        let cur = froms.last().and_then(|f| f.alias.as_deref());
+                        if cur.is_some_and(|c| c.eq_ignore_ascii_case(a)) {
+                            return Err(bad(format!("COPY --from={v}: the stage itself")));
+                        }
+                        let mut fl = others.clone();
+                        fl.push(format!("--from={a}"));
+                        copy_froms.push(CopyFrom {
+                            line: i,
+                            lineno: n,
+                            image: String::new(),
+                            flags: fl,
+                            body: body.to_string(),
+                        });
+                    } else {
+                        copy_froms.push(CopyFrom {
+                            line: i,
+                            lineno: n,
+                            image: v,
+                            flags: others,
+                            body: body.to_string(),
+                        });
+                    }
+                }
             }
-            froms.push(FromLine {
-                line: i,
-                image,
-                alias,
-                flags,
-            });
+            "ONBUILD" => {
+                return Err(bad(
+                    "ONBUILD is refused (its steps would run in later builds unchecked)".into(),
+                ))
+            }
+            "ARG" | "ENV" | "LABEL" | "EXPOSE" | "WORKDIR" | "USER" | "VOLUME" | "CMD"
+            | "ENTRYPOINT" | "SHELL" | "STOPSIGNAL" | "HEALTHCHECK" | "MAINTAINER" => {}
+            _ => return Err(bad(format!("unknown instruction {kw}"))),
         }
     }
     if froms.is_empty() {
@@ -240,91 +511,137 @@ pub fn parse_dockerfile(text: &str, build_args: &[(String, String)]) -> Result<D
             "the Dockerfile has no FROM line".into(),
         ));
     }
-    // A FROM naming an earlier stage stays as it is.
-    let mut seen: HashSet<String> = HashSet::new();
-    for f in &mut froms {
-        if seen.contains(&f.image.to_ascii_lowercase()) {
-            f.flags.push("--runta-stage".into());
-        }
-        if let Some(a) = &f.alias {
-            seen.insert(a.to_ascii_lowercase());
-        }
+    let d = Dockerfile {
+        lines,
+        froms,
+        copy_froms,
+    };
+    if d.images().len() > MAX_IMAGES {
+        return Err(ImageError::Invalid(format!(
+            "the Dockerfile names more than {MAX_IMAGES} images"
+        )));
     }
-    let _ = stages;
-    Ok(Dockerfile { lines, froms })
+    Ok(d)
 }
 
-fn substitute(s: &str, args: &HashMap<String, String>) -> String {
+/// `--platform=` values: a platform, or buildah's own platform args.
+fn plain_platform(v: &str) -> bool {
+    matches!(
+        v,
+        "$BUILDPLATFORM" | "${BUILDPLATFORM}" | "$TARGETPLATFORM" | "${TARGETPLATFORM}"
+    ) || (!v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-')))
+}
+
+/// `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME:+word}` from `args` (an
+/// unknown name is empty, as in Docker); any other form is refused rather
+/// than read differently from buildah.
+fn substitute(s: &str, args: &HashMap<String, String>) -> std::result::Result<String, String> {
+    let name_ok = |n: &str| {
+        n.as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let unsupported = || {
+        format!("FROM {s:?}: only $NAME, ${{NAME}}, ${{NAME:-word}} and ${{NAME:+word}} are substituted")
+    };
     let mut out = String::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' {
-            let (name, next) = if b.get(i + 1) == Some(&b'{') {
-                match s[i + 2..].find('}') {
-                    Some(end) => (&s[i + 2..i + 2 + end], i + 3 + end),
-                    None => ("", i + 1),
-                }
-            } else {
-                let end = s[i + 1..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map(|e| i + 1 + e)
-                    .unwrap_or(s.len());
-                (&s[i + 1..end], end)
+    let mut rest = s;
+    while let Some(p) = rest.find('$') {
+        out.push_str(&rest[..p]);
+        let after = &rest[p + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(unsupported)?;
+            let expr = &inner[..end];
+            let (name, op) = match expr.find(":-").or_else(|| expr.find(":+")) {
+                Some(k) => (&expr[..k], Some((&expr[k..k + 2], &expr[k + 2..]))),
+                None => (expr, None),
             };
-            if !name.is_empty() {
-                out.push_str(args.get(name).map(String::as_str).unwrap_or(""));
-                i = next;
-                continue;
+            if !name_ok(name) {
+                return Err(unsupported());
             }
+            let val = args.get(name).map(String::as_str).unwrap_or("");
+            match op {
+                None => out.push_str(val),
+                Some((_, w)) if w.contains(['$', '{', '}']) => return Err(unsupported()),
+                Some((":-", w)) => out.push_str(if val.is_empty() { w } else { val }),
+                Some((_, w)) => out.push_str(if val.is_empty() { "" } else { w }),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            let name = &after[..end];
+            if !name_ok(name) {
+                return Err(unsupported());
+            }
+            out.push_str(args.get(name).map(String::as_str).unwrap_or(""));
+            rest = &after[end..];
         }
-        out.push(b[i] as char);
-        i += 1;
     }
-    out
-}
-
-impl FromLine {
-    /// Whether this FROM names an image Runta must provide.
-    pub fn is_image(&self) -> bool {
-        !self.flags.iter().any(|f| f == "--runta-stage")
-            && !self.image.eq_ignore_ascii_case("scratch")
-    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl Dockerfile {
-    /// The Dockerfile with each image FROM rewritten through `local` (the
-    /// name buildah knows the store's copy by).
-    pub fn rewritten(&self, local: &HashMap<String, String>) -> String {
+    /// Every image the Dockerfile names (FROM and `COPY --from`), once each,
+    /// with the line that first names it.
+    pub fn images(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        let froms = self.froms.iter().filter_map(|f| match &f.target {
+            FromTarget::Image(i) => Some((i.clone(), f.lineno)),
+            _ => None,
+        });
+        let copies = self
+            .copy_froms
+            .iter()
+            .filter(|c| !c.image.is_empty())
+            .map(|c| (c.image.clone(), c.lineno));
+        for (i, n) in froms.chain(copies) {
+            if !out.iter().any(|(o, _)| *o == i) {
+                out.push((i, n));
+            }
+        }
+        out
+    }
+
+    /// The Dockerfile buildah runs: each image (FROM or `COPY --from`)
+    /// rewritten through `local` (the name buildah knows the store's copy
+    /// by), every FROM written out in full. `None` if an image is missing
+    /// from `local`.
+    pub fn rewritten(&self, local: &HashMap<String, String>) -> Option<String> {
         let mut out = self.lines.clone();
         for f in &self.froms {
-            if !f.is_image() {
-                continue;
-            }
-            let Some(l) = local.get(&f.image) else {
-                continue;
+            let target = match &f.target {
+                FromTarget::Image(i) => local.get(i)?.as_str(),
+                FromTarget::Scratch => "scratch",
+                FromTarget::Stage(a) => a.as_str(),
             };
-            let flags: Vec<&str> = f
-                .flags
-                .iter()
-                .map(String::as_str)
-                .filter(|x| *x != "--runta-stage")
-                .collect();
             let mut line = String::from("FROM ");
-            for fl in flags {
-                line.push_str(fl);
-                line.push(' ');
+            if let Some(p) = &f.platform {
+                line.push_str(&format!("--platform={p} "));
             }
-            line.push_str(l);
+            line.push_str(target);
             if let Some(a) = &f.alias {
                 line.push_str(" AS ");
                 line.push_str(a);
             }
             out[f.line] = line;
         }
+        for c in &self.copy_froms {
+            let mut flags = c.flags.clone();
+            if !c.image.is_empty() {
+                flags.push(format!("--from={}", local.get(&c.image)?));
+            }
+            out[c.line] = format!("COPY {} {}", flags.join(" "), c.body);
+        }
         let mut s = out.join("\n");
         s.push('\n');
-        s
+        Some(s)
     }
 }
 
@@ -399,7 +716,305 @@ pub fn unmount_under(dir: &Path) -> usize {
     n
 }
 
-/// The buildah process, with the daemon's storage.
+/// Destinations a RUN step never reaches, besides the daemon host itself
+/// (its INPUT is closed to the build) and every subnet the host is directly
+/// on: loopback, "this" network, private ranges, carrier-grade NAT (the
+/// build links themselves), link-local (the metadata address), benchmark
+/// (test networks), multicast and reserved.
+const DENIED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+async fn sh(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| ImageError::Invalid(format!("build network: {cmd}: {e}")))?;
+    if !out.status.success() {
+        return Err(ImageError::Invalid(format!(
+            "build network: {cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The network a build's RUN steps get: a namespace of its own joined to
+/// the host by a veth pair on a /30 of `100.127.0.0/16`, masqueraded out,
+/// with the host, other runtimes, the host's own subnets and every private,
+/// link-local and reserved range denied (only the host's resolvers on port
+/// 53 are let through, so names resolve). buildah joins it with
+/// `--network ns:<path>`. Removed by [`BuildNet::remove`].
+pub struct BuildNet {
+    ns: String,
+    host_if: String,
+    chain: String,
+    subnet: String,
+}
+
+impl BuildNet {
+    pub async fn create() -> Result<BuildNet> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let used = sh("ip", &["-4", "-o", "addr", "show"]).await?;
+        // A /30 no interface is on.
+        let mut k: u32 = u32::from_str_radix(&id[..4], 16).unwrap_or(0) % 16384;
+        let mut base;
+        let mut tries = 0;
+        loop {
+            base = (k * 4) as u16;
+            let prefix = format!(" 100.127.{}.", base >> 8);
+            let last = (base & 0xff) as u8;
+            let clash = used.lines().any(|l| {
+                l.find(&prefix).is_some_and(|p| {
+                    let rest = &l[p + prefix.len()..];
+                    rest.split(['/', ' '])
+                        .next()
+                        .and_then(|o| o.parse::<u8>().ok())
+                        .is_some_and(|o| o & 0xfc == last)
+                })
+            });
+            if !clash {
+                break;
+            }
+            tries += 1;
+            if tries > 64 {
+                return Err(ImageError::Invalid(
+                    "build network: no free /30 in 100.127.0.0/16".into(),
+                ));
+            }
+            k = (k + 1) % 16384;
+        }
+        let addr = |n: u16| format!("100.127.{}.{}", (base + n) >> 8, (base + n) & 0xff);
+        let net = BuildNet {
+            ns: format!("rtbuild-{}", &id[..12]),
+            host_if: format!("rbh{}", &id[..9]),
+            chain: format!("RTB-{}", &id[..9]),
+            subnet: format!("{}/30", addr(0)),
+        };
+        if let Err(e) = net.setup(&addr(1), &addr(2)).await {
+            net.remove().await;
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// The namespace's name (`rtbuild-<12 hex>`; the host link is
+    /// `rbh<first 9>`, the rules' chain `RTB-<first 9>`).
+    pub fn name(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.ns)
+    }
+
+    async fn setup(&self, host_ip: &str, inside_ip: &str) -> Result<()> {
+        let (ns, h) = (self.ns.as_str(), self.host_if.as_str());
+        let peer = format!("rbp{}", &self.host_if[3..]);
+        sh("ip", &["netns", "add", ns]).await?;
+        sh(
+            "ip",
+            &["link", "add", h, "type", "veth", "peer", "name", &peer],
+        )
+        .await?;
+        sh("ip", &["link", "set", &peer, "netns", ns]).await?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1");
+        sh("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", h]).await?;
+        sh("ip", &["link", "set", h, "up"]).await?;
+        for a in [
+            vec!["-n", ns, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{inside_ip}/30"),
+                "dev",
+                &peer,
+            ],
+            vec!["-n", ns, "link", "set", &peer, "up"],
+            vec!["-n", ns, "route", "add", "default", "via", host_ip],
+        ] {
+            sh("ip", &a).await?;
+        }
+        let _ = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ],
+        )
+        .await;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        // The host's own subnets (its LANs), read from its link routes.
+        let routes = sh("ip", &["-4", "route", "show", "scope", "link"]).await?;
+        let mut denied: Vec<String> = DENIED.iter().map(|s| s.to_string()).collect();
+        denied.extend(
+            routes
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|d| d.contains('/') && *d != self.subnet)
+                .map(str::to_string),
+        );
+        let resolvers: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .map(|a| a.trim().to_string())
+            .filter(|a| {
+                a.parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| !ip.is_loopback())
+            })
+            .collect();
+        let c = self.chain.as_str();
+        sh("iptables", &["-w", "-N", c]).await?;
+        for r in &resolvers {
+            for proto in ["udp", "tcp"] {
+                sh(
+                    "iptables",
+                    &[
+                        "-w", "-A", c, "-d", r, "-p", proto, "--dport", "53", "-j", "ACCEPT",
+                    ],
+                )
+                .await?;
+            }
+        }
+        for d in &denied {
+            sh("iptables", &["-w", "-A", c, "-d", d, "-j", "DROP"]).await?;
+        }
+        sh("iptables", &["-w", "-A", c, "-j", "ACCEPT"]).await?;
+        // Inserted first, so no other chain's ACCEPT comes before them.
+        sh(
+            "iptables",
+            &["-w", "-I", "FORWARD", "1", "-o", h, "-j", "DROP"],
+        )
+        .await?;
+        sh(
+            "iptables",
+            &[
+                "-w",
+                "-I",
+                "FORWARD",
+                "1",
+                "-o",
+                h,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+        )
+        .await?;
+        sh("iptables", &["-w", "-I", "FORWARD", "1", "-i", h, "-j", c]).await?;
+        sh(
+            "iptables",
+            &["-w", "-I", "INPUT", "1", "-i", h, "-j", "DROP"],
+        )
+        .await?;
+        sh(
+            "iptables",
+            &[
+                "-w",
+                "-t",
+                "nat",
+                "-I",
+                "POSTROUTING",
+                "1",
+                "-s",
+                &self.subnet,
+                "!",
+                "-o",
+                h,
+                "-j",
+                "MASQUERADE",
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the namespace, the veth pair and the rules; missing pieces
+    /// are fine.
+    pub async fn remove(&self) {
+        let (h, c) = (self.host_if.as_str(), self.chain.as_str());
+        let rules: [Vec<&str>; 5] = [
+            vec!["-w", "-D", "FORWARD", "-o", h, "-j", "DROP"],
+            vec![
+                "-w",
+                "-D",
+                "FORWARD",
+                "-o",
+                h,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+            vec!["-w", "-D", "FORWARD", "-i", h, "-j", c],
+            vec!["-w", "-D", "INPUT", "-i", h, "-j", "DROP"],
+            vec![
+                "-w",
+                "-t",
+                "nat",
+                "-D",
+                "POSTROUTING",
+                "-s",
+                &self.subnet,
+                "!",
+                "-o",
+                h,
+                "-j",
+                "MASQUERADE",
+            ],
+        ];
+        for r in rules {
+            while sh("iptables", &r).await.is_ok() {}
+        }
+        let _ = sh("iptables", &["-w", "-F", c]).await;
+        let _ = sh("iptables", &["-w", "-X", c]).await;
+        let _ = sh("ip", &["link", "del", h]).await;
+        let _ = sh("ip", &["netns", "del", &self.ns]).await;
+    }
+}
+
+/// The builder folder of `tenant` under `root` (`<root>/t-<name>`, the
+/// name hashed when it is not plain lowercase letters, digits, `-`, `_`).
+pub fn tenant_dir(root: &Path, tenant: &str) -> PathBuf {
+    let plain = !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+    if plain {
+        root.join(format!("t-{tenant}"))
+    } else {
+        root.join(format!("h-{}", &Digest::of(tenant.as_bytes()).hex()[..32]))
+    }
+}
+
+/// The buildah process, with the calling tenant's storage.
 pub struct Buildah {
     cfg: BuildConfig,
 }
@@ -444,12 +1059,24 @@ impl Buildah {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Unmounts what buildah left mounted: its own `umount --all` first,
-    /// then a detach of anything still mounted under the builder's folder.
-    /// Only while no build runs (a build's containers are mounted).
-    pub async fn release(&self) {
-        let _ = self.run(&["umount".into(), "--all".into()]).await;
-        let dir = self.cfg.dir.clone();
+    /// Unmounts what buildah left mounted, only while no build runs (a
+    /// build's containers are mounted): buildah's own `umount --all` for
+    /// every tenant's storage under `root`, then a detach of anything still
+    /// mounted under `root`.
+    pub async fn release_all(root: &Path, template: &BuildConfig) {
+        let Ok(rd) = std::fs::read_dir(root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let b = Buildah::new(BuildConfig {
+                    dir: e.path(),
+                    ..template.clone()
+                });
+                let _ = b.run(&["umount".into(), "--all".into()]).await;
+            }
+        }
+        let dir = root.to_path_buf();
         let n = tokio::task::spawn_blocking(move || unmount_under(&dir))
             .await
             .unwrap_or(0);
@@ -485,7 +1112,8 @@ impl Buildah {
 
     /// Runs `buildah bud` on `context` with the (rewritten) Dockerfile at
     /// `dockerfile`, sending every output line to `log`; then writes the
-    /// result as an OCI layout at `out`.
+    /// result as an OCI layout at `out`. RUN steps run in `net`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn build(
         &self,
         context: &Path,
@@ -493,6 +1121,7 @@ impl Buildah {
         spec: &BuildSpec,
         tag: &str,
         out: &Path,
+        net: &BuildNet,
         log: &mpsc::Sender<String>,
     ) -> Result<()> {
         let mut args = self.base_args();
@@ -508,6 +1137,12 @@ impl Buildah {
             self.cfg.runtime.clone(),
             "--memory".into(),
             format!("{}m", self.cfg.memory_mib),
+            // RUN steps join the build's own restricted namespace: buildah's
+            // own network would reach the daemon host's ports, its private
+            // networks, other runtimes and the metadata address
+            // (docs/security.md, Image builds red-team pass).
+            "--network".into(),
+            format!("ns:{}", net.netns_path()),
             "--format".into(),
             "oci".into(),
             "-f".into(),
@@ -580,37 +1215,159 @@ mod tests {
 
     #[test]
     fn from_lines_are_found_and_rewritten() {
-        let df = "ARG BASE=base\n# comment\nFROM ${BASE} AS build\nRUN echo a \\\n  b\nFROM build\nFROM --platform=linux/amd64 python:3.12\nCOPY --from=build /a /a\n";
+        let df = "ARG BASE=base\n# comment\nFROM ${BASE} AS build\nRUN echo a \\\n  b\nFROM build\nFROM --platform=linux/amd64 python:3.12\nCOPY --from=build /a /a\nCOPY --from=0 /b /b\nCOPY --chown=1:1 --from=alpine:3 /c /c\n";
         let d = parse_dockerfile(df, &[]).unwrap();
-        let imgs: Vec<(&str, bool)> = d
-            .froms
-            .iter()
-            .map(|f| (f.image.as_str(), f.is_image()))
-            .collect();
+        let t: Vec<&FromTarget> = d.froms.iter().map(|f| &f.target).collect();
         assert_eq!(
-            imgs,
-            vec![("base", true), ("build", false), ("python:3.12", true)]
+            t,
+            vec![
+                &FromTarget::Image("base".into()),
+                &FromTarget::Stage("build".into()),
+                &FromTarget::Image("python:3.12".into())
+            ]
+        );
+        assert_eq!(
+            d.images(),
+            vec![
+                ("base".to_string(), 3),
+                ("python:3.12".to_string(), 7),
+                ("alpine:3".to_string(), 10)
+            ]
         );
         let mut m = HashMap::new();
-        m.insert("base".to_string(), "localhost/runta-from:aa".to_string());
-        m.insert(
-            "python:3.12".to_string(),
-            "localhost/runta-from:bb".to_string(),
-        );
-        let out = d.rewritten(&m);
+        for (k, v) in [("base", "aa"), ("python:3.12", "bb"), ("alpine:3", "cc")] {
+            m.insert(k.to_string(), format!("localhost/runta-from:{v}"));
+        }
+        let out = d.rewritten(&m).unwrap();
         assert!(
             out.contains("FROM localhost/runta-from:aa AS build\n"),
             "{out}"
         );
-        assert!(out.contains("FROM build\n"), "{out}");
+        assert!(out.contains("\nFROM build\n"), "{out}");
         assert!(
             out.contains("FROM --platform=linux/amd64 localhost/runta-from:bb\n"),
             "{out}"
         );
         assert!(out.contains("RUN echo a    b\n"), "{out}");
+        assert!(out.contains("COPY --from=build /a /a\n"), "{out}");
+        assert!(out.contains("COPY --from=0 /b /b\n"), "{out}");
+        assert!(
+            out.contains("COPY --chown=1:1 --from=localhost/runta-from:cc /c /c\n"),
+            "{out}"
+        );
+        m.remove("alpine:3");
+        assert!(d.rewritten(&m).is_none(), "every image must be provided");
         let d2 = parse_dockerfile(df, &[("BASE".into(), "alpine:3".into())]).unwrap();
-        assert_eq!(d2.froms[0].image, "alpine:3");
+        assert_eq!(d2.froms[0].target, FromTarget::Image("alpine:3".into()));
         assert!(parse_dockerfile("RUN x\n", &[]).is_err());
+        let d3 =
+            parse_dockerfile("ARG V\nFROM ${V:-base}\nFROM ${V:+other}scratch\n", &[]).unwrap();
+        assert_eq!(d3.froms[0].target, FromTarget::Image("base".into()));
+        assert_eq!(d3.froms[1].target, FromTarget::Scratch);
+    }
+
+    /// Each line must be refused, naming its line number.
+    #[test]
+    fn lines_that_reach_outside_are_refused() {
+        let bad = [
+            (
+                "FROM base\nRUN --mount=type=bind,source=/,target=/h cat /h/etc/shadow\n",
+                2,
+                "RUN flags",
+            ),
+            ("FROM base\nRUN   --network=host true\n", 2, "RUN flags"),
+            (
+                "FROM base\nRUN\x0b--security=insecure true\n",
+                2,
+                "RUN flags",
+            ),
+            (
+                "FROM base\nRUN \\\n --mount=type=cache,target=/c true\n",
+                2,
+                "RUN flags",
+            ),
+            (
+                "FROM base\nADD http://169.254.169.254/latest/meta-data/ /m\n",
+                2,
+                "remote",
+            ),
+            (
+                "FROM base\nADD [\"https://127.0.0.1:8080/x\", \"/x\"]\n",
+                2,
+                "remote",
+            ),
+            ("FROM base\nADD h\"ttp:\"//10.0.0.1/x /x\n", 2, "remote"),
+            ("FROM base\nADD git@github.com:a/b.git /x\n", 2, "remote"),
+            (
+                "FROM base\nARG U=http://127.0.0.1/\nADD $U /x\n",
+                3,
+                "variable",
+            ),
+            ("FROM base\nCOPY http://127.0.0.1/x /x\n", 2, "remote"),
+            ("FROM base\nCOPY --from=$X /a /a\n", 2, "--from"),
+            ("FROM base\nCOPY --from=1 /a /a\n", 2, "no earlier stage"),
+            (
+                "FROM base AS a\nCOPY --from=a /a /a\n",
+                2,
+                "the stage itself",
+            ),
+            ("FROM base\nCOPY --link /a /a\n", 2, "refused"),
+            ("FROM base\nADD --from=x /a /a\n", 2, "refused"),
+            (
+                "FROM base\nCOPY --chown=1\u{e0}--from=x /a /a\n",
+                2,
+                "plain ASCII",
+            ),
+            ("FROM base\nONBUILD RUN true\n", 2, "ONBUILD"),
+            ("FROM base\nRUN <<EOF\ncat /etc/shadow\nEOF\n", 2, "heredoc"),
+            ("# escape=`\nFROM base\n", 1, "escape"),
+            ("FROM --network=host base\n", 1, "does not take"),
+            ("ARG B=\"base\nRUN x\"\nFROM $B\n", 2, "RUN before"),
+            ("FROM ${B:?x}\n", 1, "only $NAME"),
+            ("FROM base AS localhost/x\n", 1, "stage name"),
+            ("FROM base\nFROOM x\n", 2, "unknown instruction"),
+            ("FROM base\nRUN echo \\\\\n", 2, "continuation"),
+        ];
+        for (df, line, what) in bad {
+            let e = parse_dockerfile(df, &[]).expect_err(df).to_string();
+            assert!(
+                e.contains(&format!("line {line}:")) && e.contains(what),
+                "{df:?}: {e}"
+            );
+        }
+        // A build arg cannot put a line, a space or a flag into a FROM.
+        for v in [
+            "base\nRUN --mount=type=bind,source=/,target=/h true",
+            "base AS x",
+            "--platform=x base",
+        ] {
+            let e = parse_dockerfile("ARG B\nFROM $B\n", &[("B".into(), v.into())])
+                .expect_err(v)
+                .to_string();
+            assert!(e.contains("line 2:"), "{v:?}: {e}");
+        }
+        // A byte-order mark does not hide a FROM from the rewrite.
+        let d = parse_dockerfile("\u{feff}FROM localhost/runta-build:x\n", &[]).unwrap();
+        assert_eq!(
+            d.froms[0].target,
+            FromTarget::Image("localhost/runta-build:x".into())
+        );
+        // A long line and a huge file.
+        let long = format!("FROM base\nRUN echo {}\n", "a".repeat(MAX_LINE));
+        assert!(parse_dockerfile(&long, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("line 2:"));
+        let many = format!("FROM base\n{}", "ENV A=1\n".repeat(MAX_INSTRUCTIONS));
+        assert!(parse_dockerfile(&many, &[]).is_err());
+        // `# syntax=` is a comment to this builder: accepted, nothing fetched.
+        assert!(parse_dockerfile("# syntax=docker/dockerfile:1\nFROM base\n", &[]).is_ok());
+        // Ordinary flags and shell text that merely contains `--` pass.
+        parse_dockerfile(
+            "FROM base\nRUN curl --mount x || true\nCOPY --chown=0:0 --chmod=644 a /a\nADD a.tar.gz /x\nCOPY $SRC /y\n",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

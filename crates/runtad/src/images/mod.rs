@@ -592,6 +592,11 @@ impl Images {
             let diff_id = Digest::parse(diff_id)?;
             let dir = self.layer_dir(&diff_id);
             if dir.is_dir() {
+                // The layer is unpacked, but its blob may be another
+                // compression of it (buildah's push recompresses `base`'s
+                // layer): keep this image's own blob, or it can be neither
+                // exported to a build nor pushed.
+                self.ensure_blob(source, &blob, desc.size, None).await?;
                 progress.layer_cached(desc.size);
             } else {
                 self.ensure_blob(source, &blob, desc.size, Some(progress))

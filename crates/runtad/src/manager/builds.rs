@@ -1,6 +1,8 @@
 //! Dockerfile builds (docs/images.md, Build): the manager's side. The
 //! builder itself is `images/build.rs`; here the context is checked, the
-//! `FROM` images are provided from the store, and the result is recorded.
+//! Dockerfile is checked against what a build may do (before the answer
+//! starts, so a refusal is a plain 4xx naming the line), the images it names
+//! are provided from the store, and the result is recorded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use tokio::sync::mpsc;
 use super::{Error, Manager, Result};
 use crate::auth::Principal;
 use crate::images::build::{self, BuildConfig, BuildSpec, Buildah};
-use crate::images::Image;
+use crate::images::reference::Reference;
+use crate::images::{Image, Images};
 
 /// Builds running at once (each is a buildah process and its containers).
 const MAX_BUILDS: usize = 2;
@@ -21,12 +24,53 @@ fn permits() -> &'static tokio::sync::Semaphore {
     S.get_or_init(|| tokio::sync::Semaphore::new(MAX_BUILDS))
 }
 
+/// One build at a time per tenant: a tenant's builds queue on its own lock
+/// before they take one of the [`MAX_BUILDS`] slots, so no tenant can hold
+/// every slot (with endless RUN steps) and stop everyone else's builds.
+fn tenant_lock(tenant: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+    static L: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    let mut m = L
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if m.len() > 4096 {
+        m.retain(|_, v| std::sync::Arc::strong_count(v) > 1);
+    }
+    m.entry(tenant.to_string()).or_default().clone()
+}
+
 /// Largest build context accepted (the API refuses larger uploads with 413).
 pub const MAX_BUILD_CONTEXT: u64 = 2 << 30;
 
+/// A build whose context is unpacked and whose Dockerfile passed the checks;
+/// [`Manager::run_build`] runs it. Its folder goes when it is dropped.
+pub struct PreparedBuild {
+    tenant: String,
+    name: String,
+    spec: BuildSpec,
+    work: PathBuf,
+    ctx: PathBuf,
+    df: build::Dockerfile,
+}
+
+impl Drop for PreparedBuild {
+    fn drop(&mut self) {
+        if self.work.exists() {
+            let _ = std::fs::remove_dir_all(&self.work);
+        }
+    }
+}
+
+fn dockerfile_error(e: crate::images::ImageError) -> Error {
+    match e {
+        crate::images::ImageError::Invalid(m) => Error::invalid("dockerfile", m),
+        e => e.into(),
+    }
+}
+
 impl Manager {
-    fn builder(&self) -> Result<Buildah> {
-        let images = self.images()?;
+    fn builder_config(&self, images: &Images, tenant: &str) -> BuildConfig {
         // runc: crun refuses a cgroup v1/v2 hybrid host when buildah runs it
         // (it cannot hide the empty cgroup2 mount as the backend does).
         let runtime = if Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists()
@@ -35,12 +79,12 @@ impl Manager {
         } else {
             "crun"
         };
-        Ok(Buildah::new(BuildConfig {
-            dir: images.dir().join("builder"),
+        BuildConfig {
+            dir: build::tenant_dir(&images.dir().join("builder"), tenant),
             memory_mib: self.cfg.default_memory_mib.max(2048),
             max_context_bytes: MAX_BUILD_CONTEXT,
             runtime: runtime.into(),
-        }))
+        }
     }
 
     /// Checks a build's name and Dockerfile path before the context uploads.
@@ -50,65 +94,39 @@ impl Manager {
         check_rel(&spec.dockerfile).map(drop)
     }
 
-    /// Builds the Dockerfile of the context tar at `context_tar` and stores
-    /// the result as `name`; every log line goes to `log`.
-    pub async fn build_image(
+    /// Unpacks the context tar and checks its Dockerfile: what the build
+    /// may do (`build::parse_dockerfile`) and which images it may name
+    /// ([`Manager::check_build_image`]). Nothing runs yet.
+    pub async fn prepare_build(
         &self,
         p: &Principal,
         name: &str,
         spec: BuildSpec,
         context_tar: &Path,
-        log: mpsc::Sender<String>,
-    ) -> Result<runta_api::Image> {
+    ) -> Result<PreparedBuild> {
         let name = self.own_image_name(p, name)?;
         let df_rel = check_rel(&spec.dockerfile)?;
         let images = self.images()?.clone();
-        let buildah = self.builder()?;
-        let permit = permits()
-            .acquire()
-            .await
-            .map_err(|_| Error::Unavailable("the builder is shutting down".into()))?;
         let work = images
             .dir()
             .join("builds")
             .join(uuid::Uuid::new_v4().simple().to_string());
-        let r = self
-            .build_in(p, &name, &spec, &df_rel, context_tar, &work, &buildah, &log)
-            .await;
-        let w = work.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(w)).await;
-        // buildah leaves its step containers' overlays mounted: the last
-        // build to finish (it then holds every permit, so none starts
-        // meanwhile) unmounts them, success or failure.
-        drop(permit);
-        if let Ok(all) = permits().try_acquire_many(MAX_BUILDS as u32) {
-            buildah.release().await;
-            drop(all);
-        }
-        r
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn build_in(
-        &self,
-        p: &Principal,
-        name: &str,
-        spec: &BuildSpec,
-        df_rel: &Path,
-        context_tar: &Path,
-        work: &Path,
-        buildah: &Buildah,
-        log: &mpsc::Sender<String>,
-    ) -> Result<runta_api::Image> {
-        let images = self.images()?.clone();
         let ctx = work.join("context");
         std::fs::create_dir_all(&ctx).map_err(|e| Error::Internal(e.to_string()))?;
-        let (tar, c2, max) = (
-            context_tar.to_path_buf(),
-            ctx.clone(),
-            buildah.config().max_context_bytes,
-        );
-        tokio::task::spawn_blocking(move || build::unpack_context(&tar, &c2, max))
+        let mut prepared = PreparedBuild {
+            tenant: p.tenant.clone(),
+            name,
+            spec,
+            work,
+            ctx: ctx.clone(),
+            df: build::Dockerfile {
+                lines: vec![],
+                froms: vec![],
+                copy_froms: vec![],
+            },
+        };
+        let (tar, c2) = (context_tar.to_path_buf(), ctx.clone());
+        tokio::task::spawn_blocking(move || build::unpack_context(&tar, &c2, MAX_BUILD_CONTEXT))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| match e {
@@ -116,7 +134,19 @@ impl Manager {
                 crate::images::ImageError::Invalid(m) => Error::invalid("context", m),
                 e => e.into(),
             })?;
-        let df_path = ctx.join(df_rel);
+        // buildah reads the ignore file on the host, following links: one
+        // pointing at a host file would make the file's lines exclude
+        // context paths, an oracle for its content.
+        for ignore in [".dockerignore", ".containerignore"] {
+            let m = std::fs::symlink_metadata(ctx.join(ignore));
+            if m.as_ref().is_ok_and(|m| !m.is_file()) {
+                return Err(Error::invalid(
+                    "context",
+                    format!("{ignore} must be a regular file (not a link)"),
+                ));
+            }
+        }
+        let df_path = ctx.join(&df_rel);
         // The Dockerfile is read by the daemon: it must be a plain file of
         // the context, not a link to anything of the host's.
         let inside = df_path
@@ -139,38 +169,122 @@ impl Manager {
         }
         let text = std::fs::read_to_string(&df_path)
             .map_err(|e| Error::invalid("dockerfile", e.to_string()))?;
-        let df = build::parse_dockerfile(&text, &spec.build_args)
-            .map_err(|e| Error::invalid("dockerfile", e.to_string()))?;
+        let df =
+            build::parse_dockerfile(&text, &prepared.spec.build_args).map_err(dockerfile_error)?;
+        for (image, line) in df.images() {
+            self.check_build_image(p, &image, line)?;
+        }
+        prepared.df = df;
+        Ok(prepared)
+    }
+
+    /// Whether `p`'s build may name `image` (line `line`): a valid
+    /// reference; never another tenant's `localhost/<tenant>/` image; a
+    /// `localhost/` name only when the store has it (nothing is pulled from
+    /// the daemon host's own loopback); and, when the store has it, no
+    /// ONBUILD triggers.
+    fn check_build_image(&self, p: &Principal, image: &str, line: usize) -> Result<()> {
+        if image == BASE_IMAGE {
+            return Ok(());
+        }
+        let bad = |m: String| Error::invalid("dockerfile", format!("line {line}: {image}: {m}"));
+        let r = Reference::parse(image).map_err(|e| bad(e.to_string()))?;
+        let own = format!("{}/", p.tenant);
+        if r.registry == "localhost"
+            && !p.admin
+            && r.repository.contains('/')
+            && !r.repository.starts_with(&own)
+        {
+            return Err(bad(
+                "another tenant's image; a build names only its own tenant's images (localhost/<tenant>/…) and shared ones".into(),
+            ));
+        }
+        let images = self.images()?;
+        match images.image_as((!p.admin).then_some(p.tenant.as_str()), image) {
+            Ok(img) => refuse_onbuild(images, &img, line, image),
+            Err(_) if r.registry == "localhost" => Err(bad(
+                "not in the store (a localhost/ image is never pulled)".into(),
+            )),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Runs a prepared build and stores the result under its name; every
+    /// log line goes to `log`.
+    pub async fn run_build(
+        &self,
+        p: &Principal,
+        prepared: PreparedBuild,
+        log: mpsc::Sender<String>,
+    ) -> Result<runta_api::Image> {
+        let images = self.images()?.clone();
+        let cfg = self.builder_config(&images, &prepared.tenant);
+        let buildah = Buildah::new(cfg.clone());
+        let mine = tenant_lock(&prepared.tenant);
+        let _mine = mine.lock().await;
+        let permit = permits()
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the builder is shutting down".into()))?;
+        let r = self.build_in(p, &prepared, &buildah, &log).await;
+        let w = prepared.work.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(w)).await;
+        // buildah leaves its step containers' overlays mounted: the last
+        // build to finish (it then holds every permit, so none starts
+        // meanwhile) unmounts them in every tenant's storage.
+        drop(permit);
+        if let Ok(all) = permits().try_acquire_many(MAX_BUILDS as u32) {
+            Buildah::release_all(&images.dir().join("builder"), &cfg).await;
+            drop(all);
+        }
+        r
+    }
+
+    async fn build_in(
+        &self,
+        p: &Principal,
+        b: &PreparedBuild,
+        buildah: &Buildah,
+        log: &mpsc::Sender<String>,
+    ) -> Result<runta_api::Image> {
+        let images = self.images()?.clone();
+        std::fs::create_dir_all(&buildah.config().dir)
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let mut local: HashMap<String, String> = HashMap::new();
-        for f in df.froms.iter().filter(|f| f.is_image()) {
-            if local.contains_key(&f.image) {
-                continue;
-            }
-            let img = self.resolve_from(&f.image, log).await?;
+        for (image, line) in b.df.images() {
+            let img = self.resolve_from(p, &image, line, log).await?;
+            refuse_onbuild(&images, &img, line, &image)?;
             let lname = build::local_name(&img.digest);
             if !buildah.has(&lname).await {
-                let dir = work.join(format!("from-{}", img.digest.short()));
+                let dir = b.work.join(format!("from-{}", img.digest.short()));
                 let (im, i2, d2) = (images.clone(), img.clone(), dir.clone());
                 tokio::task::spawn_blocking(move || im.export_layout(&i2, &d2))
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))?
-                    .map_err(|e| Error::Internal(format!("export {}: {e}", f.image)))?;
+                    .map_err(|e| Error::Internal(format!("export {image}: {e}")))?;
                 buildah.load(&dir, &lname).await.map_err(build_error)?;
             }
-            let _ = log
-                .send(format!("runta: FROM {} is {}", f.image, img.digest))
-                .await;
-            local.insert(f.image.clone(), lname);
+            let _ = log.send(format!("runta: {image} is {}", img.digest)).await;
+            local.insert(image, lname);
         }
-        let rewritten = work.join("Dockerfile.runta");
-        std::fs::write(&rewritten, df.rewritten(&local))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let out = work.join("out");
+        let text = b
+            .df
+            .rewritten(&local)
+            .ok_or_else(|| Error::Internal("an image of the Dockerfile was not loaded".into()))?;
+        let rewritten = b.work.join("Dockerfile.runta");
+        std::fs::write(&rewritten, text).map_err(|e| Error::Internal(e.to_string()))?;
+        let out = b.work.join("out");
         let tag = format!("localhost/runta-build:{}", uuid::Uuid::new_v4().simple());
-        buildah
-            .build(&ctx, &rewritten, spec, &tag, &out, log)
-            .await
-            .map_err(build_error)?;
+        let net = build::BuildNet::create().await.map_err(build_error)?;
+        let _ = log
+            .send(format!("runta: RUN steps in network {}", net.name()))
+            .await;
+        let r = buildah
+            .build(&b.ctx, &rewritten, &b.spec, &tag, &out, &net, log)
+            .await;
+        net.remove().await;
+        r.map_err(build_error)?;
+        let name = b.name.as_str();
         let img = images.import_oci_layout(&out, name).await?;
         let _ = log
             .send(format!("runta: stored {name} as {}", img.digest))
@@ -181,9 +295,17 @@ impl Manager {
         Ok(view)
     }
 
-    /// The store's image a `FROM` names: `base` imported once, anything else
-    /// pulled on first use.
-    async fn resolve_from(&self, r: &str, log: &mpsc::Sender<String>) -> Result<Image> {
+    /// The store's image a `FROM` or `COPY --from` names, as the building
+    /// tenant sees it (its own names, then the operator's; pulled with its
+    /// own credentials): `base` imported once, anything else pulled on
+    /// first use.
+    async fn resolve_from(
+        &self,
+        p: &Principal,
+        r: &str,
+        line: usize,
+        log: &mpsc::Sender<String>,
+    ) -> Result<Image> {
         let images = self.images()?.clone();
         if r == BASE_IMAGE {
             let rootfs = self.backend.image_rootfs(r).ok_or_else(|| {
@@ -191,15 +313,42 @@ impl Manager {
             })?;
             return Ok(images.ensure_base(&rootfs).await?);
         }
-        if images.image(r).is_err() {
+        let scope = (!p.admin).then_some(p.tenant.as_str());
+        if images.image_as(scope, r).is_err() {
             let _ = log.send(format!("runta: pulling {r}")).await;
         }
         let (img, _) = images
-            .ensure(r, images.limits().pull_wait)
+            .ensure_as(&p.tenant, r, images.limits().pull_wait)
             .await
-            .map_err(|e| Error::invalid("dockerfile", format!("FROM {r}: {e}")))?;
+            .map_err(|e| Error::invalid("dockerfile", format!("line {line}: {r}: {e}")))?;
         Ok(img)
     }
+}
+
+/// An image whose config carries ONBUILD triggers is refused: buildah would
+/// run them as steps of this build, and they never went through the checks.
+fn refuse_onbuild(images: &Images, img: &Image, line: usize, name: &str) -> Result<()> {
+    let Ok(d) = crate::images::digest::Digest::parse(&img.manifest.config.digest) else {
+        return Ok(());
+    };
+    let raw = std::fs::read(images.blob_path(&d)).map_err(|e| Error::Internal(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+    // buildah decodes the config with Go's JSON, whose field names match
+    // in any case: look at every spelling, one level down.
+    let triggers = v.as_object().into_iter().flatten().any(|(_, c)| {
+        c.as_object().into_iter().flatten().any(|(k, t)| {
+            k.eq_ignore_ascii_case("onbuild") && t.as_array().is_some_and(|a| !a.is_empty())
+        })
+    });
+    if triggers {
+        return Err(Error::invalid(
+            "dockerfile",
+            format!(
+                "line {line}: image {name} has ONBUILD triggers, which a build here refuses to run"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_rel(p: &str) -> Result<PathBuf> {
