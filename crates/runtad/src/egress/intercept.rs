@@ -729,6 +729,21 @@ impl hyper::body::Body for Scanned {
             let data = match frame.into_data() {
                 Ok(d) => d,
                 Err(other) => {
+                    // Trailers are part of the response too: an upstream can
+                    // echo the request into them (docs/security.md, "Second
+                    // secrets red-team pass").
+                    if let Some(t) = other.trailers_ref() {
+                        let hit = t.iter().any(|(_, v)| {
+                            let b = v.as_bytes();
+                            me.needles
+                                .iter()
+                                .any(|n| b.windows(n.pat.len()).any(|w| w == &n.pat[..]))
+                        });
+                        if hit {
+                            let e = me.cut();
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
                     // Trailers: what is held goes first.
                     if me.held.is_empty() {
                         return Poll::Ready(Some(Ok(other)));
@@ -978,6 +993,11 @@ impl Conn {
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),
             );
+            // A range of the answer could carry a few bytes of the value at a
+            // time, each too short to be recognised: the whole answer is
+            // asked for, so the scan sees the value whole.
+            parts.headers.remove(header::RANGE);
+            parts.headers.remove(header::IF_RANGE);
         }
         let sender = match self.sender().await {
             Ok(s) => s,
@@ -1074,20 +1094,25 @@ impl Conn {
             self.eg.denied(self.runtime, &self.sni, &why);
             return text(StatusCode::BAD_GATEWAY, why);
         }
+        // A transfer coding other than chunked (`Transfer-Encoding: gzip,
+        // chunked`) is left on the body once hyper removed the chunking, and
+        // the header is dropped as hop-by-hop: the runtime would get
+        // compressed bytes it can inflate itself.
         let coded = resp
             .headers()
             .get_all(header::CONTENT_ENCODING)
             .iter()
+            .chain(resp.headers().get_all(header::TRANSFER_ENCODING).iter())
             .flat_map(|v| v.to_str().unwrap_or("?").split(','))
             .map(|v| v.trim().to_ascii_lowercase())
-            .find(|v| !v.is_empty() && v != "identity");
+            .find(|v| !v.is_empty() && v != "identity" && v != "chunked");
         // A response without a body (to HEAD, 204, 304) has nothing to scan.
         let bodiless = method == "HEAD" || matches!(resp.status().as_u16(), 204 | 304);
         if let (false, false, Some(coding)) = (reflected.is_empty(), bodiless, coded) {
             // Asked for identity, the upstream encoded the body anyway: it
             // cannot be scanned for the value, so it is not passed on.
             let why = format!(
-                "the upstream answered an injected request with content-encoding {coding:?} \
+                "the upstream answered an injected request with content or transfer coding {coding:?} \
                  although identity was asked; an encoded body cannot be checked for the \
                  injected secret, so it is refused"
             );
