@@ -504,12 +504,12 @@ async fn stubs_past_the_check_carry_nothing_and_the_head_check_holds() {
 
 /// A value kept by the upstream from an injected request and returned to a
 /// request that was not injected (another path of the bound host, on the
-/// same kept-alive connection): only injected requests' responses are
-/// scanned, so it reaches the runtime. Open (docs/security.md, "Second
-/// secrets red-team pass"): the fix is to scan every intercepted response
-/// for every value bound to that host.
+/// same kept-alive connection). Was a hole: only injected requests'
+/// responses were scanned. Fixed: every response from a bound host is
+/// scanned for every value bound to that host (and asked for as identity,
+/// without ranges). Still open: a value kept by one host and returned by
+/// another that has no binding for it (docs/security.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "hole: a bound host that keeps the value from an injected request (/v1/store) and returns it to a request outside the binding (/recall), on the same kept-alive connection, hands it to the runtime: responses to requests that were not injected are not scanned"]
 async fn a_value_kept_by_the_upstream_is_not_returned_to_an_uninjected_request() {
     if skip() {
         return;
@@ -532,7 +532,16 @@ async fn a_value_kept_by_the_upstream_is_not_returned_to_an_uninjected_request()
         )
         .await;
     assert_eq!(lab.seen("/v1/store").len(), 1, "{out}");
+    assert_eq!(lab.seen("/recall").len(), 1, "{out}");
     assert!(!out.contains(&v), "the kept value came back: {out}");
+    // A request outside the binding is asked for identity without a range,
+    // and goes out without the value.
+    let recall = &lab.seen("/recall")[0];
+    assert_eq!(header(recall, "authorization"), None);
+    assert_eq!(header(recall, "accept-encoding"), Some("identity"));
+    let a = audits(&c, &rt).await;
+    assert!(a.contains("secret_reflected"), "{a}");
+    assert!(!a.contains(&v));
 }
 
 /// A gzip body whose `Content-Encoding` comes only in a trailer: the head

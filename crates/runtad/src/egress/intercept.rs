@@ -467,7 +467,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// occur by chance; a real credential is longer).
 const MIN_REFLECTED: usize = 8;
 
-/// The values a request was injected with, in every spelling a response
+/// The values bound to a request's host (injected into it or not), in
+/// every spelling a response
 /// could carry them back in: as they are, percent-encoded (form and strict,
 /// either hex case), JSON-escaped, hex, and base64 (standard and URL-safe,
 /// at each of the three alignments a value can have inside a larger encoded
@@ -476,10 +477,10 @@ const MIN_REFLECTED: usize = 8;
 struct Reflection(Vec<zeroize::Zeroizing<Vec<u8>>>);
 
 impl Reflection {
-    fn of(injections: &[crate::secrets::Injection]) -> Reflection {
+    fn of(secrets: &[Arc<zeroize::Zeroizing<String>>]) -> Reflection {
         let mut out: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
-        for inj in injections {
-            let raw = inj.secret.as_bytes();
+        for secret in secrets {
+            let raw = secret.as_bytes();
             if raw.len() < MIN_REFLECTED {
                 continue;
             }
@@ -951,9 +952,13 @@ impl Conn {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let mut new_pq: Option<zeroize::Zeroizing<String>> = None;
         let injections = set.matching(&self.sni, &pq);
+        // Every value bound to this host, not only those injected into this
+        // request: an upstream can keep one and hand it back to a request
+        // outside the binding's path (docs/security.md, "Second secrets
+        // red-team pass").
+        let reflected = Reflection::of(&set.host_secrets(&self.sni));
         drop(set);
         let mut applied = Vec::new();
-        let reflected = Reflection::of(&injections);
         for inj in &injections {
             match &inj.target {
                 Target::Header { name } => {
