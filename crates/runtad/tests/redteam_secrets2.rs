@@ -570,3 +570,87 @@ async fn a_body_encoded_without_saying_so_in_the_head_does_not_return_the_value(
         .await;
     assert!(!out.contains(&v), "the value came back: {out}");
 }
+
+/// Another tenant after its neighbour's value: a binding naming the
+/// neighbour's secret by id, by name and by its stub (`stub_value`, which
+/// stubs, not being secret, invite), and the neighbour's stub sent by its
+/// own runtime to its own bound host. Then, after responses were cut, the
+/// value looked for in the errors, events, audits, metrics and log. All
+/// `404` / absent: a secret is found only within the caller's tenant, and a
+/// foreign stub is just text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_neighbours_secret_cannot_be_bound_by_id_name_or_stub_and_nothing_reports_the_value() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(222);
+    let d = lab.daemon();
+    let a = d.tenant("rs2a").await;
+    let b = d.tenant("rs2b").await;
+    let va = value();
+    let sa = a.new_secret("shared-name", &va).await;
+    let (a_id, a_stub) = (
+        sa["id"].as_str().unwrap().to_string(),
+        sa["stub"].as_str().unwrap().to_string(),
+    );
+    let rb = runtime(&b, &lab, "rs2b").await;
+    for who in [&a_id, "shared-name", &a_stub] {
+        let (st, v) = b
+            .post(
+                &format!("/v1/runtimes/{rb}/secret-injection-rules"),
+                header_rule("echo.test", "/*", who, "Authorization"),
+            )
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{who}: {v}");
+        assert!(!v.to_string().contains(&va));
+        let (st, v) = b
+            .post(
+                "/v1/default-secret-stubs",
+                json!({"host": "echo.test", "stub_value": who,
+                       "config": {"headerName": "Authorization", "valueFormat": "${credential}"}}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{who}: {v}");
+    }
+    // B's own binding; its runtime sends A's stub to its bound host.
+    let vb = value();
+    b.new_secret("mine", &vb).await;
+    b.new_rule(
+        &rb,
+        header_rule("echo.test", "/v1/*", "mine", "Authorization"),
+    )
+    .await;
+    let (_, out) = b
+        .run(
+            &rb,
+            &format!("curl -sS -H 'X-Other: {a_stub}' https://echo.test/v1/neighbour -o /dev/null -w '%{{http_code}}'; curl -sS https://echo.test/v1/rangeecho"),
+        )
+        .await;
+    assert!(!out.contains(&va) && !out.contains(&vb), "{out}");
+    let seen = lab.all_seen();
+    assert!(!seen.contains(&va), "A's value went out for B");
+    // Nothing reports either value: the failed request's error, the
+    // runtime's events, the audits, the metrics, the log.
+    let (_, ev) = b.get(&format!("/v1/runtimes/{rb}/events")).await;
+    let aud = audits(&b, &rb).await;
+    assert!(aud.contains("secret_reflected"), "{aud}");
+    let metrics = reqwest::get(format!("{}/metrics", d.endpoint))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(d.data_dir.join("runtad.log")).unwrap_or_default();
+    for (what, text) in [
+        ("events", ev.to_string()),
+        ("audits", aud),
+        ("metrics", metrics),
+        ("log", log),
+        ("output", out),
+    ] {
+        for v in [&va, &vb] {
+            assert!(!text.contains(v.as_str()), "{what} carries a value");
+            assert!(!text.contains(&v[3..11]), "{what} carries part of a value");
+        }
+    }
+}
