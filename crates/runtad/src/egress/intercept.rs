@@ -467,7 +467,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// occur by chance; a real credential is longer).
 const MIN_REFLECTED: usize = 8;
 
-/// The values a request was injected with, in every spelling a response
+/// The values bound to a request's host (injected into it or not), in
+/// every spelling a response
 /// could carry them back in: as they are, percent-encoded (form and strict,
 /// either hex case), JSON-escaped, hex, and base64 (standard and URL-safe,
 /// at each of the three alignments a value can have inside a larger encoded
@@ -476,10 +477,10 @@ const MIN_REFLECTED: usize = 8;
 struct Reflection(Vec<zeroize::Zeroizing<Vec<u8>>>);
 
 impl Reflection {
-    fn of(injections: &[crate::secrets::Injection]) -> Reflection {
+    fn of(secrets: &[Arc<zeroize::Zeroizing<String>>]) -> Reflection {
         let mut out: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
-        for inj in injections {
-            let raw = inj.secret.as_bytes();
+        for secret in secrets {
+            let raw = secret.as_bytes();
             if raw.len() < MIN_REFLECTED {
                 continue;
             }
@@ -729,6 +730,21 @@ impl hyper::body::Body for Scanned {
             let data = match frame.into_data() {
                 Ok(d) => d,
                 Err(other) => {
+                    // Trailers are part of the response too: an upstream can
+                    // echo the request into them (docs/security.md, "Second
+                    // secrets red-team pass").
+                    if let Some(t) = other.trailers_ref() {
+                        let hit = t.iter().any(|(_, v)| {
+                            let b = v.as_bytes();
+                            me.needles
+                                .iter()
+                                .any(|n| b.windows(n.pat.len()).any(|w| w == &n.pat[..]))
+                        });
+                        if hit {
+                            let e = me.cut();
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
                     // Trailers: what is held goes first.
                     if me.held.is_empty() {
                         return Poll::Ready(Some(Ok(other)));
@@ -936,9 +952,13 @@ impl Conn {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let mut new_pq: Option<zeroize::Zeroizing<String>> = None;
         let injections = set.matching(&self.sni, &pq);
+        // Every value bound to this host, not only those injected into this
+        // request: an upstream can keep one and hand it back to a request
+        // outside the binding's path (docs/security.md, "Second secrets
+        // red-team pass").
+        let reflected = Reflection::of(&set.host_secrets(&self.sni));
         drop(set);
         let mut applied = Vec::new();
-        let reflected = Reflection::of(&injections);
         for inj in &injections {
             match &inj.target {
                 Target::Header { name } => {
@@ -978,6 +998,11 @@ impl Conn {
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),
             );
+            // A range of the answer could carry a few bytes of the value at a
+            // time, each too short to be recognised: the whole answer is
+            // asked for, so the scan sees the value whole.
+            parts.headers.remove(header::RANGE);
+            parts.headers.remove(header::IF_RANGE);
         }
         let sender = match self.sender().await {
             Ok(s) => s,
@@ -1074,20 +1099,25 @@ impl Conn {
             self.eg.denied(self.runtime, &self.sni, &why);
             return text(StatusCode::BAD_GATEWAY, why);
         }
+        // A transfer coding other than chunked (`Transfer-Encoding: gzip,
+        // chunked`) is left on the body once hyper removed the chunking, and
+        // the header is dropped as hop-by-hop: the runtime would get
+        // compressed bytes it can inflate itself.
         let coded = resp
             .headers()
             .get_all(header::CONTENT_ENCODING)
             .iter()
+            .chain(resp.headers().get_all(header::TRANSFER_ENCODING).iter())
             .flat_map(|v| v.to_str().unwrap_or("?").split(','))
             .map(|v| v.trim().to_ascii_lowercase())
-            .find(|v| !v.is_empty() && v != "identity");
+            .find(|v| !v.is_empty() && v != "identity" && v != "chunked");
         // A response without a body (to HEAD, 204, 304) has nothing to scan.
         let bodiless = method == "HEAD" || matches!(resp.status().as_u16(), 204 | 304);
         if let (false, false, Some(coding)) = (reflected.is_empty(), bodiless, coded) {
             // Asked for identity, the upstream encoded the body anyway: it
             // cannot be scanned for the value, so it is not passed on.
             let why = format!(
-                "the upstream answered an injected request with content-encoding {coding:?} \
+                "the upstream answered an injected request with content or transfer coding {coding:?} \
                  although identity was asked; an encoded body cannot be checked for the \
                  injected secret, so it is refused"
             );

@@ -458,6 +458,26 @@ impl BindingSet {
         out
     }
 
+    /// The value of every secret bound to `host`, whatever the path, each
+    /// once: a response from that host carries none of them back, even to a
+    /// request that was not injected (the upstream may have kept the value
+    /// from an earlier one). A secret whose ciphertext does not open is left
+    /// out (it was never injected either).
+    pub fn host_secrets(&self, host: &str) -> Vec<Arc<Zeroizing<String>>> {
+        let mut seen: Vec<Uuid> = Vec::new();
+        let mut out = Vec::new();
+        for b in self.for_host(host) {
+            if seen.contains(&b.secret_id) {
+                continue;
+            }
+            seen.push(b.secret_id);
+            if let Some(p) = b.value.reveal() {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// Every stub of the tenant (stub string → secret).
     pub fn stubs(&self) -> impl Iterator<Item = (&str, &StubHit)> {
         self.stubs.iter().map(|(k, v)| (k.as_str(), v))
