@@ -12,19 +12,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::registry::{have, start_registry, Registry};
 use common::{Client, Daemon};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn missing(tools: &[&str]) -> Option<String> {
     tools.iter().find(|t| !have(t)).map(|t| {
@@ -41,86 +34,6 @@ macro_rules! skip_without {
     };
 }
 
-struct Registry {
-    addr: String,
-}
-
-/// A `docker-registry` on a free loopback port (plain HTTP), with Basic
-/// auth (htpasswd) when `creds` are given. Dies with the test process.
-fn start_registry(creds: Option<(&str, &str)>) -> Registry {
-    let root = std::env::temp_dir().join(format!("runta-reg-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(root.join("data")).unwrap();
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let mut cfg = format!(
-        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-        root.join("data").display()
-    );
-    if let Some((u, p)) = creds {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import crypt,sys; print(sys.argv[1] + ':' + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-                u,
-                p,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
-        cfg.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: runta-test\n    path: {}\n",
-            root.join("htpasswd").display()
-        ));
-    }
-    std::fs::write(root.join("config.yml"), cfg).unwrap();
-    let log = std::fs::File::create(root.join("registry.log")).unwrap();
-    // Spawned from a thread that lives as long as the test process:
-    // PDEATHSIG fires when the spawning *thread* ends, and the test that
-    // first builds the world may end long before the others.
-    let cfg_path = root.join("config.yml");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        let mut c = Command::new("docker-registry");
-        c.args(["serve", cfg_path.to_str().unwrap()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        // SAFETY: prctl in the child before exec.
-        unsafe {
-            c.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = c.spawn().expect("start docker-registry");
-        tx.send(child.id()).unwrap();
-        let _keep = child;
-        loop {
-            std::thread::park();
-        }
-    });
-    let _pid = rx.recv().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let code = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("http://{addr}/v2/"))
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default();
-        if code == b"200" || code == b"401" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(root.join("registry.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Registry { addr }
-}
-
 struct World {
     plain: Registry,
     authed: Registry,
@@ -130,8 +43,8 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let plain = start_registry(None);
-        let authed = start_registry(Some(("pusher", "s3cret-pw")));
+        let plain = start_registry(None, None);
+        let authed = start_registry(None, Some(("pusher", "s3cret-pw")));
         let daemon = Daemon::start_new(&[
             "--insecure-registry",
             &plain.addr,

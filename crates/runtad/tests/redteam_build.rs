@@ -15,17 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use common::registry::have;
 use common::{Client, Daemon, TestNet};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 macro_rules! skip_without_buildah {
     () => {
@@ -882,7 +875,7 @@ async fn a_tenants_endless_builds_do_not_block_another_tenants_build() {
     let slow = |n: &'static str| {
         let a = Client::new(&a.base, &a.token);
         tokio::spawn(
-            async move { build(&a, n, &format!("FROM base\nRUN sleep 40 # {n}\n"), &[]).await },
+            async move { build(&a, n, &format!("FROM base\nRUN sleep 90 # {n}\n"), &[]).await },
         )
     };
     let (h1, h2) = (slow("hog:1"), slow("hog:2"));
@@ -890,11 +883,14 @@ async fn a_tenants_endless_builds_do_not_block_another_tenants_build() {
     let t0 = std::time::Instant::now();
     let fair = build(&b, "fair:1", "FROM base\nRUN echo fair\n", &[]).await;
     fair.done();
-    let took = t0.elapsed();
-    eprintln!("B's build took {took:?} while A's two 40 s builds ran");
+    eprintln!(
+        "B's build took {:?} while A's two 90 s builds ran",
+        t0.elapsed()
+    );
+    // The order, not a time: B's build is done while A's still run.
     assert!(
-        took < Duration::from_secs(35),
-        "B waited {took:?} behind A's builds"
+        !h1.is_finished() && !h2.is_finished(),
+        "B's build waited until one of A's was done"
     );
     for h in [h1, h2] {
         h.await.unwrap().done();

@@ -12,26 +12,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::registry::{busybox, have, make_tls, put_blob, sha, start_registry, Registry, Tls};
 use common::{assert_error, Client, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- images
-
-fn sha(b: &[u8]) -> String {
-    let d = Sha256::digest(b);
-    format!(
-        "sha256:{}",
-        d.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
 
 fn tar_builder() -> tar::Builder<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
@@ -87,14 +79,6 @@ fn zstd(data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-fn put_blob(dir: &Path, bytes: &[u8]) -> String {
-    let d = sha(bytes);
-    let p = dir.join("blobs/sha256").join(&d[7..]);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
-    d
-}
-
 /// One layer: the uncompressed tar (its digest is the diff_id), the blob as
 /// stored, and the blob's media type.
 struct LayerSpec {
@@ -144,12 +128,6 @@ fn layout(dir: &Path, tag: &str, layers: &[LayerSpec], run: Value) -> String {
     md
 }
 
-fn busybox() -> Option<Vec<u8>> {
-    std::fs::read("/bin/busybox")
-        .ok()
-        .filter(|b| b.len() > 100_000)
-}
-
 /// An Alpine-like root (busybox and its applets) with `/etc/app-version`.
 fn app_layer(version: &str) -> Vec<u8> {
     let bb = busybox().unwrap();
@@ -179,14 +157,6 @@ fn app_run() -> Value {
 
 // ---------------------------------------------------------------- registries
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn missing_tools() -> Option<String> {
     for t in ["docker-registry", "skopeo", "zstd", "curl", "python3"] {
         if !have(t) {
@@ -208,144 +178,6 @@ macro_rules! skip_unless_ready {
             return;
         }
     };
-}
-
-struct Registry {
-    addr: String,
-    _child: Child,
-    creds: Option<(String, String)>,
-}
-
-struct Tls {
-    ca_pem: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_tls(dir: &Path) -> Tls {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        SanType,
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_params = || {
-        let mut p = CertificateParams::default();
-        p.distinguished_name
-            .push(DnType::CommonName, "runta red-team registry CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        p
-    };
-    let ca = ca_params().self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params(), ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    p.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let leaf = p.signed_by(&leaf_key, &issuer).unwrap();
-    let t = Tls {
-        ca_pem: dir.join("ca.pem"),
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    std::fs::write(&t.ca_pem, ca.pem()).unwrap();
-    std::fs::write(&t.cert, leaf.pem() + &ca.pem()).unwrap();
-    std::fs::write(&t.key, leaf_key.serialize_pem()).unwrap();
-    t
-}
-
-fn start_registry(tls: Option<&Tls>, creds: Option<(&str, &str)>) -> Registry {
-    let root = std::env::temp_dir().join(format!(
-        "runta-rt-registry-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(root.join("data")).unwrap();
-    let port = common::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut cfg = format!(
-        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-        root.join("data").display()
-    );
-    if let Some(t) = tls {
-        cfg.push_str(&format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            t.cert.display(),
-            t.key.display()
-        ));
-    }
-    if let Some((u, p)) = creds {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import crypt,sys; print(sys.argv[1] + ':' + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-                u,
-                p,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        std::fs::write(root.join("htpasswd"), &out.stdout).unwrap();
-        cfg.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: runta-test\n    path: {}\n",
-            root.join("htpasswd").display()
-        ));
-    }
-    std::fs::write(root.join("config.yml"), cfg).unwrap();
-    let log = std::fs::File::create(root.join("registry.log")).unwrap();
-    let cfg_path = root.join("config.yml");
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Spawned from a thread that lives as long as the process: PDEATHSIG
-    // fires when the spawning thread ends.
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        let mut c = Command::new("docker-registry");
-        c.arg("serve")
-            .arg(&cfg_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        unsafe {
-            c.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        tx.send(c.spawn().expect("start docker-registry")).unwrap();
-        loop {
-            std::thread::park();
-        }
-    });
-    let child = rx.recv().unwrap();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = Command::new("curl")
-            .args([
-                "-sk",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("{scheme}://{addr}/v2/"),
-            ])
-            .output()
-            .map(|o| matches!(o.stdout.as_slice(), b"200" | b"401"))
-            .unwrap_or(false);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(root.join("registry.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Registry {
-        addr,
-        _child: child,
-        creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
-    }
 }
 
 impl Registry {
