@@ -587,7 +587,11 @@ async fn many_flooding_runtimes_of_one_tenant_do_not_starve_another_tenants_dns(
         assert!(
             !rows.is_empty(),
             "{f}: no rate_limited row (sent {sent}); rows: {:?}; victim rows {}; log {}",
-            all_audits(&ca, f, "&kind=dns_query").await.iter().take(3).collect::<Vec<_>>(),
+            all_audits(&ca, f, "&kind=dns_query")
+                .await
+                .iter()
+                .take(3)
+                .collect::<Vec<_>>(),
             all_audits(&cb, &victim, "&kind=dns_query").await.len(),
             d.log_tail()
         );
@@ -684,11 +688,13 @@ async fn an_open_runtime_cannot_reach_the_metadata_range() {
     let out = pyout(
         &c,
         &b,
-        &format!("import socket
+        &format!(
+            "import socket
 try:
   socket.create_connection(('{ll}', 9998), 3).close(); print('connected')
 except Exception as e:
-  print('ERR', e)"),
+  print('ERR', e)"
+        ),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -701,4 +707,81 @@ except Exception as e:
 /// Drop and rate-limit rows are written by a 2 s tick: wait for two.
 async fn two_ticks() {
     tokio::time::sleep(Duration::from_millis(4500)).await;
+}
+
+/// Counters survive a kill -9 in the kernel's sets now that a restart keeps
+/// the members: what the old daemon already audited must not be audited
+/// again by the new one (the counters are taken as reported at start), and
+/// new drops after the restart are still counted exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_neither_repeats_nor_loses_drop_audits() {
+    let s = Sink::new(238);
+    let d = daemon(&s);
+    let c = d.tenant("rtfr").await;
+    let rt = name("rtfr");
+    allowlisted(&c, &rt).await;
+    let t = s.ip(3);
+    let send = |n: u32| {
+        format!("import socket\nu = socket.socket(2, 2)\nfor i in range({n}):\n  u.sendto(b'leak', ('{t}', 9999))\nprint('sent')")
+    };
+    assert!(pyout(&c, &rt, &send(50)).await.contains("sent"));
+    c.eventually(10, "50 drops audited", || async {
+        udp_drops_audited(&c, &rt).await == 50
+    })
+    .await;
+    d.kill9();
+    d.spawn();
+    two_ticks().await;
+    assert_eq!(udp_drops_audited(&c, &rt).await, 50, "re-audited after restart");
+    assert!(pyout(&c, &rt, &send(70)).await.contains("sent"));
+    c.eventually(10, "120 drops audited", || async {
+        udp_drops_audited(&c, &rt).await == 120
+    })
+    .await;
+    two_ticks().await;
+    assert_eq!(udp_drops_audited(&c, &rt).await, 120);
+    assert!(s.lines().iter().all(|l| !l.contains("leak")));
+}
+
+/// DNS answers a filtered runtime sees come from the gateway only: an open
+/// neighbour sending forged "answers" from port 53 (unicast and broadcast)
+/// to the filtered runtime's resolver port never arrives (isolated bridge
+/// ports), and a query to any resolver is answered with that resolver's
+/// address as source (the redirect), the answer the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_dns_answers_from_a_neighbour_never_arrive() {
+    let s = Sink::new(239);
+    let d = daemon(&s);
+    let c = d.tenant("rtfs").await;
+    let (a, b) = (name("rtfs"), name("rtfs"));
+    let av = allowlisted(&c, &a).await;
+    c.create_with(json!({"name": b})).await;
+    let aip = ip_of(&av);
+    background(
+        &c,
+        &a,
+        "/tmp/res.py",
+        "import socket\ns = socket.socket(2, 2); s.setsockopt(1, 6, 1); s.bind(('0.0.0.0', 5353))\nlog = open('/tmp/got', 'a', buffering=1)\nwhile True:\n  d, a = s.recvfrom(2048); log.write('%s %r\\n' % (a, d[:16]))",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bc = format!("10.{}.255.255", d.subnet_octet);
+    let out = pyout(
+        &c,
+        &b,
+        &format!("import socket\ns = socket.socket(2, 2); s.setsockopt(1, 6, 1); s.bind(('0.0.0.0', 53))\nfor dst in ('{aip}', '{bc}', '255.255.255.255'):\n  for i in range(20):\n    try:\n      s.sendto(b'\\x12\\x34\\x81\\x80forged', (dst, 5353))\n    except OSError as e:\n      print('ERR', dst, e)\nprint('sent')"),
+    )
+    .await;
+    assert!(out.contains("sent"), "{out}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, got) = c.run(&a, "cat /tmp/got 2>/dev/null").await;
+    assert!(got.trim().is_empty(), "forged answers arrived: {got}");
+    let q = pyout(
+        &c,
+        &a,
+        "import socket\ns = socket.socket(2, 2); s.settimeout(3)\nq = b'\\x77\\x77\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07allowed\\x04test\\x00\\x00\\x01\\x00\\x01'\ns.sendto(q, ('9.9.9.9', 53)); r, src = s.recvfrom(512)\nprint(src, r[:2].hex(), r[7], r[-4:].hex())",
+    )
+    .await;
+    let want = format!("('9.9.9.9', 53) 7777 1 {:02x}{:02x}{:02x}02", 198, 18, s.tn.net);
+    assert!(q.trim() == want, "{q} != {want}");
 }
