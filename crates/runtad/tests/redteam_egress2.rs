@@ -785,3 +785,47 @@ async fn forged_dns_answers_from_a_neighbour_never_arrive() {
     let want = format!("('9.9.9.9', 53) 7777 1 {:02x}{:02x}{:02x}02", 198, 18, s.tn.net);
     assert!(q.trim() == want, "{q} != {want}");
 }
+
+/// A hostile API caller races policy changes against the secret-binding
+/// sync that every exec runs (a tenant with a secret keeps its runtimes'
+/// TCP on the gateway even under the open policy, and the sync re-applies
+/// the policy it read from the record). After each round of a PATCH and
+/// execs at once, what the API says is in force must be what the host
+/// enforces: a member of the filtered set exactly when the stored policy is
+/// an allowlist, and the gateway judging by the stored list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_patch_racing_execs_ends_as_stored() {
+    let s = Sink::new(240);
+    let d = daemon(&s);
+    let c = d.tenant("rtfp").await;
+    c.new_secret("rtfp-key", "s3cr3t-value").await;
+    let rt = name("rtfp");
+    let v = c.create_with(json!({"name": rt})).await;
+    let ip = ip_of(&v);
+    let policies = [
+        json!({"mode": "allowlist", "allowed_hosts": ["allowed.test"]}),
+        json!({"mode": "denylist", "denied_hosts": []}),
+    ];
+    let mut mismatches = Vec::new();
+    for round in 0..30 {
+        let p = policies[round % 2].clone();
+        let path = format!("/v1/runtimes/{rt}");
+        let patch = c.patch(&path, json!({"egress_policy": p}));
+        let execs = futures_util::future::join_all((0..3).map(|_| c.run(&rt, "true")));
+        let ((st, v), _) = tokio::join!(patch, execs);
+        assert_eq!(st, StatusCode::OK, "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, now) = c.get(&format!("/v1/runtimes/{rt}")).await;
+        let stored = now["data"]["egress_policy"]["mode"].as_str().unwrap_or("").to_string();
+        let filtered = egress_sets_of(&ip).iter().any(|s| s.ends_with("-eg"));
+        if (stored == "allowlist") != filtered {
+            // Not a moment's lag: it stays so until the next change.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let still = egress_sets_of(&ip).iter().any(|s| s.ends_with("-eg"));
+            mismatches.push(format!(
+                "round {round}: stored {stored}, filtered {filtered} (2 s later {still})"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
