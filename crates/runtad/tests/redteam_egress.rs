@@ -984,7 +984,7 @@ async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns
     c.out(
         &rt,
         &format!(
-            "cat > /tmp/hold.py <<'EOF'\nimport socket, os, time\ns=socket.create_connection(('{}',80),5)\ndef ask():\n  s.sendall(b'GET / HTTP/1.1\\r\\nHost: other.test\\r\\n\\r\\n')\n  s.settimeout(5)\n  try:\n    return s.recv(4096).decode('latin1')\n  except Exception as e:\n    return 'ERR %r' % e\nopen('/tmp/one','w').write(ask())\nwhile not os.path.exists('/tmp/go'):\n  time.sleep(0.05)\ntry:\n  r=ask()\nexcept Exception as e:\n  r='ERR %r' % e\nopen('/tmp/two.tmp','w').write(r or 'EOF'); os.rename('/tmp/two.tmp','/tmp/two')\nEOF\nnohup python3 /tmp/hold.py >/dev/null 2>&1 &\necho ok",
+            "cat > /tmp/hold.py <<'EOF'\nimport socket, os, time\ns=socket.create_connection(('{}',80),5)\ndef ask():\n  s.sendall(b'GET / HTTP/1.1\\r\\nHost: other.test\\r\\n\\r\\n')\n  s.settimeout(5)\n  d=b''\n  try:\n    while not (b'\\r\\n\\r\\n' in d and d.split(b'\\r\\n\\r\\n',1)[1].endswith(b'\\n')):\n      c=s.recv(4096)\n      if not c:\n        break\n      d+=c\n  except Exception as e:\n    return d.decode('latin1')+' ERR %r' % e\n  return d.decode('latin1')\nopen('/tmp/one','w').write(ask())\nwhile not os.path.exists('/tmp/go'):\n  time.sleep(0.05)\ntry:\n  r=ask()\nexcept Exception as e:\n  r='ERR %r' % e\nopen('/tmp/two.tmp','w').write(r or 'EOF'); os.rename('/tmp/two.tmp','/tmp/two')\nEOF\nnohup python3 /tmp/hold.py >/dev/null 2>&1 &\necho ok",
             h.ip(3)
         ),
     )

@@ -403,10 +403,18 @@ impl Egress {
         dns::spawn(self.clone(), udp);
         self.spawn_drop_audits();
         let n = policies.len();
+        let keep: std::collections::HashSet<Ipv4Addr> =
+            policies.iter().map(|(_, _, ip, _)| *ip).collect();
         for (id, tenant, ip, p) in policies {
             if let Err(e) = self.apply(id, &tenant, ip, p).await {
                 warn!(%id, "egress policy could not be restored: {e}");
             }
+        }
+        // Only now: until the refill, the members a killed daemon left keep
+        // its policy runtimes filtered (`Rules::reset`).
+        if let Some(run) = self.running.get() {
+            let _l = self.rules_lock.lock().await;
+            run.rules.prune(&keep).await;
         }
         info!(tcp_port, dns_port, runtimes = n, "egress gateway ready");
         Ok(())
@@ -460,7 +468,10 @@ impl Egress {
                     if filtered {
                         run.rules.add(ip).await?;
                     } else {
-                        run.rules.unfilter(ip).await;
+                        for (ip, proto, packets, bytes) in run.rules.unfilter(ip).await {
+                            self.audits
+                                .record(g.id, drop_audit(ip, &proto, packets, bytes));
+                        }
                     }
                 }
             }
@@ -508,16 +519,29 @@ impl Egress {
         let ip = {
             let mut m = self.by_ip.write().unwrap_or_else(|e| e.into_inner());
             let ip = m.iter().find(|(_, g)| g.id == id).map(|(ip, _)| *ip);
-            if let Some(g) = ip.and_then(|ip| m.remove(&ip)) {
+            let g = ip.and_then(|ip| m.remove(&ip));
+            if let Some(g) = &g {
                 for live in g.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
                     live.abort.abort();
                 }
+            }
+            drop(m);
+            // The DNS queries over budget and the refused connections not
+            // written yet are written now, not lost with the record.
+            if let Some(g) = &g {
+                gateway::flush_refusals(self, g);
+                dns::flush_dropped(self, g);
             }
             ip
         };
         if let (Some(ip), Some(run)) = (ip, self.running.get()) {
             let _l = self.rules_lock.lock().await;
-            run.rules.remove(ip).await;
+            // What it dropped since the last 2 s tick is audited now, not
+            // lost with the members (a deleted runtime's rows go with it).
+            for (ip, proto, packets, bytes) in run.rules.remove(ip).await {
+                self.audits
+                    .record(id, drop_audit(ip, &proto, packets, bytes));
+            }
         }
     }
 

@@ -208,13 +208,29 @@ impl Rules {
     /// in and the chains' jumps first. Run at every start: members left by
     /// a daemon killed with -9 are dropped and put back from the store, and
     /// rules left by it point at its old ports.
+    ///
+    /// The filtered sets are NOT emptied here: a daemon killed with -9 left
+    /// its policy runtimes in them, and emptying them before the store puts
+    /// them back left every policy runtime open (plain NAT) until then
+    /// (docs/security.md, "Second egress red-team pass"). They are kept,
+    /// their counters taken as already reported, and [`Rules::prune`] drops
+    /// the members the store no longer holds once the refill is done. The
+    /// TCP-only set is emptied (an open policy: nothing to keep closed).
     pub async fn reset(&self) -> Result<(), String> {
         self.seen().clear();
         let sets = self.sets()?;
         for s in SETS {
             let name = self.set_name(s);
             sets.create(&name).map_err(|e| e.to_string())?;
-            sets.flush(&name).map_err(|e| e.to_string())?;
+            if s == Set::TcpOnly {
+                sets.flush(&name).map_err(|e| e.to_string())?;
+                continue;
+            }
+            let members = sets.members(&name).map_err(|e| e.to_string())?;
+            let mut seen = self.seen();
+            for m in members {
+                seen.insert((s, m.ip), (m.packets, m.bytes));
+            }
         }
         for (table, chain, _) in self.chains() {
             let _ = ipt(table, &["-N", chain]).await;
@@ -256,14 +272,54 @@ impl Rules {
         Ok(())
     }
 
-    fn leave(&self, ip: Ipv4Addr, order: &[Set]) {
-        let Ok(sets) = self.sets() else { return };
+    /// Takes `ip` out of the sets in `order` and returns the drops its
+    /// counters saw since the last [`Rules::drop_counts`]: they would
+    /// otherwise go with the member, unaudited (a burst just before a policy
+    /// is lifted).
+    fn leave(&self, ip: Ipv4Addr, order: &[Set]) -> Vec<(Ipv4Addr, String, u64, u64)> {
+        let Ok(sets) = self.sets() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
         let mut seen = self.seen();
         for &s in order {
-            if let Err(e) = sets.del(&self.set_name(s), ip) {
+            let name = self.set_name(s);
+            let last = seen.remove(&(s, ip));
+            if let Some(proto) = proto_of(s) {
+                let now = sets
+                    .members(&name)
+                    .ok()
+                    .and_then(|m| m.into_iter().find(|m| m.ip == ip));
+                if let Some(m) = now {
+                    let (p0, b0) = last.filter(|l| l.0 <= m.packets).unwrap_or((0, 0));
+                    if m.packets > p0 {
+                        out.push((
+                            ip,
+                            proto.to_string(),
+                            m.packets - p0,
+                            m.bytes.saturating_sub(b0),
+                        ));
+                    }
+                }
+            }
+            if let Err(e) = sets.del(&name, ip) {
                 tracing::warn!(%ip, "egress rules: {e}");
             }
-            seen.remove(&(s, ip));
+        }
+        out
+    }
+
+    /// After a restart's refill: drops the filtered members that are not
+    /// among `keep` (the runtimes the store holds under a policy).
+    pub async fn prune(&self, keep: &std::collections::HashSet<Ipv4Addr>) {
+        let Ok(sets) = self.sets() else { return };
+        for s in [Set::Filtered, Set::Icmp, Set::Udp] {
+            let Ok(members) = sets.members(&self.set_name(s)) else {
+                continue;
+            };
+            for m in members.into_iter().filter(|m| !keep.contains(&m.ip)) {
+                self.leave(m.ip, &[s]);
+            }
         }
     }
 
@@ -286,16 +342,18 @@ impl Rules {
     /// From full filtering back to TCP only (the policy became open while
     /// the runtime still has secret bindings): its TCP is redirected by the
     /// TCP-only member before the filtered one goes.
-    pub async fn unfilter(&self, ip: Ipv4Addr) {
+    /// Returns the drops not reported yet (see [`Rules::leave`]).
+    pub async fn unfilter(&self, ip: Ipv4Addr) -> Vec<(Ipv4Addr, String, u64, u64)> {
         if let Err(e) = self.join(ip, &[Set::TcpOnly]) {
             tracing::warn!(%ip, "egress rules: {e}");
         }
-        self.leave(ip, &[Set::Filtered, Set::Icmp, Set::Udp]);
+        self.leave(ip, &[Set::Filtered, Set::Icmp, Set::Udp])
     }
 
-    /// Takes a runtime off the gateway (back to the plain NAT path).
-    pub async fn remove(&self, ip: Ipv4Addr) {
-        self.leave(ip, &[Set::TcpOnly, Set::Filtered, Set::Icmp, Set::Udp]);
+    /// Takes a runtime off the gateway (back to the plain NAT path); returns
+    /// the drops not reported yet (see [`Rules::leave`]).
+    pub async fn remove(&self, ip: Ipv4Addr) -> Vec<(Ipv4Addr, String, u64, u64)> {
+        self.leave(ip, &[Set::TcpOnly, Set::Filtered, Set::Icmp, Set::Udp])
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -310,11 +368,8 @@ impl Rules {
         };
         let mut out = Vec::new();
         let mut seen = self.seen();
-        for (s, proto) in [
-            (Set::Icmp, "icmp"),
-            (Set::Udp, "udp"),
-            (Set::Filtered, "ip"),
-        ] {
+        for s in [Set::Icmp, Set::Udp, Set::Filtered] {
+            let Some(proto) = proto_of(s) else { continue };
             let Ok(members) = sets.members(&self.set_name(s)) else {
                 continue;
             };
@@ -333,6 +388,16 @@ impl Rules {
             }
         }
         out
+    }
+}
+
+/// The protocol a set's counters count drops of (the TCP-only set drops nothing).
+fn proto_of(s: Set) -> Option<&'static str> {
+    match s {
+        Set::Icmp => Some("icmp"),
+        Set::Udp => Some("udp"),
+        Set::Filtered => Some("ip"),
+        Set::TcpOnly => None,
     }
 }
 

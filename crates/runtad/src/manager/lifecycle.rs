@@ -508,7 +508,13 @@ impl Manager {
             r.idle_wakeup = w;
             changes.push(format!("idle_wakeup={w}"));
         }
+        // Held until the record is stored: a binding sync (every exec runs
+        // one) re-applies the policy it reads from the record, and one that
+        // read the old policy must not apply it after this one (docs/security.md,
+        // "Second egress red-team pass").
+        let mut _sync = None;
         if let Some(p) = req.egress_policy.filter(|p| *p != r.egress) {
+            _sync = Some(self.egress.sync_lock(r.id).await);
             // Enforced before it is stored: a policy never reads as in force
             // while it is not.
             self.egress_set(&r, &p).await?;

@@ -170,9 +170,15 @@ impl Manager {
             return false;
         };
         let _one = self.egress.sync_lock(r.id).await;
+        // The policy as stored now, not as `r` was read before the lock: a
+        // PATCH that changed it meanwhile holds this lock until it is stored,
+        // and applying the older one would undo it on the host.
+        let Ok(Some(fresh)) = self.store.get_runtime(r.id) else {
+            return self.egress.has_ca(r.id);
+        };
         let trust = match self
             .egress
-            .sync_bindings(r.id, &r.tenant, ip, &r.egress)
+            .sync_bindings(r.id, &r.tenant, ip, &fresh.egress)
             .await
         {
             Ok(t) => t,
