@@ -184,9 +184,35 @@ impl Network {
         ensure_chain("filter", &fwd, "FORWARD").await?;
         ensure_chain("filter", &inp, "INPUT").await?;
         ensure_chain("nat", &nat, "POSTROUTING").await?;
-        let rules: Vec<(&str, &str, Vec<&str>)> = vec![
+        // Link-local addresses (169.254.0.0/16: cloud metadata services and
+        // their credentials) are never reachable from a runtime, whatever its
+        // egress policy; only a host resolver that lives there (some clouds
+        // put DNS at 169.254.169.253) is reachable, on port 53.
+        let resolvers = link_local_resolvers();
+        let mut rules: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+        for r in &resolvers {
+            for proto in ["udp", "tcp"] {
+                rules.push((
+                    "filter",
+                    &fwd,
+                    vec![
+                        "-i", br, "-d", r, "-p", proto, "--dport", "53", "-j", "ACCEPT",
+                    ],
+                ));
+            }
+        }
+        rules.push((
+            "filter",
+            &fwd,
+            vec!["-i", br, "-d", "169.254.0.0/16", "-j", "DROP"],
+        ));
+        rules.extend([
             // Runtimes never talk to each other, on this bridge or another instance's.
-            ("filter", &fwd, vec!["-i", br, "-o", "rtb-+", "-j", "DROP"]),
+            (
+                "filter",
+                fwd.as_str(),
+                vec!["-i", br, "-o", "rtb-+", "-j", "DROP"],
+            ),
             ("filter", &fwd, vec!["-i", br, "-j", "ACCEPT"]),
             (
                 "filter",
@@ -227,7 +253,7 @@ impl Network {
                 &nat,
                 vec!["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"],
             ),
-        ];
+        ]);
         for (table, chain, args) in rules {
             let mut a = vec!["-w", "-t", table, "-A", chain];
             a.extend(args);
@@ -360,4 +386,16 @@ pub fn subnet_taken(octet: u8) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+/// The host's IPv4 resolvers (`/etc/resolv.conf`) in the link-local range.
+fn link_local_resolvers() -> Vec<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .filter(|a| a.is_link_local())
+        .map(|a| a.to_string())
+        .collect()
 }

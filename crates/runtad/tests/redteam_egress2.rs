@@ -677,7 +677,6 @@ for host, port in ({ll_targets}("{gw}", {port}), ("{gw}", 22), ("{gw}", 53), ("{
 /// metadata server and its credentials. Measured with a link-local address
 /// routed to the test host, never the real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: a runtime under the open default policy reaches link-local addresses (169.254.0.0/16, the cloud metadata range) through plain NAT; only policy runtimes meet the gateway's rule"]
 async fn an_open_runtime_cannot_reach_the_metadata_range() {
     let s = Sink::new(237);
     let d = daemon(&s);

@@ -236,12 +236,18 @@ impl Rules {
             let _ = ipt(table, &["-N", chain]).await;
         }
         restore(&self.script()).await?;
+        // A jump left by the daemon before (also killed with -9) stays where
+        // it is: taking it out to put it back would leave the runtimes on
+        // the plain path in between, while their sets are still filled.
         for (table, chain, parent) in self.chains() {
-            while ipt(table, &["-D", parent, "-i", &self.bridge, "-j", chain])
-                .await
-                .is_ok()
-            {}
-            ipt(table, &["-I", parent, "1", "-i", &self.bridge, "-j", chain]).await?;
+            let jump = ["-i", self.bridge.as_str(), "-j", chain];
+            let mut check = vec!["-C", parent];
+            check.extend_from_slice(&jump);
+            if ipt(table, &check).await.is_err() {
+                let mut insert = vec!["-I", parent, "1"];
+                insert.extend_from_slice(&jump);
+                ipt(table, &insert).await?;
+            }
         }
         Ok(())
     }
