@@ -12,9 +12,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::{name, py, Client, Daemon, TestNet};
+use common::secrets_lab::{header, header_rule, runtime, skip, value, Lab};
+use common::{name, py};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -97,169 +98,9 @@ for spec in json.loads(sys.argv[2]):
 threading.Event().wait()
 "#;
 
-/// The test hosts: a namespace, their CA, the server, the daemon's hosts file.
-struct Lab {
-    tn: TestNet,
-    dir: std::path::PathBuf,
-    server: Child,
-}
-
-impl Lab {
-    fn new(net: u8) -> Lab {
-        let tn = TestNet::new("rts", net, &[2, 3, 4]);
-        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
-        let dir = std::env::temp_dir().join(format!("runta-rts-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // The upstreams' own CA (given to the daemon), one leaf for the
-        // trusted names, and a self-signed one nobody trusts.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut cap = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        cap.distinguished_name
-            .push(rcgen::DnType::CommonName, "redteam-secrets upstream CA");
-        cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = cap.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(cap, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = [
-            "bound.test",
-            "echo.test",
-            "other.test",
-            "*.wild.test",
-            "wild.test",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let leaf = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(
-            dir.join("chain.pem"),
-            format!("{}{}", leaf.pem(), ca_cert.pem()),
-        )
-        .unwrap();
-        std::fs::write(dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
-        let selfs = rcgen::generate_simple_self_signed(vec!["selfsigned.test".into()]).unwrap();
-        std::fs::write(dir.join("self.pem"), selfs.cert.pem()).unwrap();
-        std::fs::write(dir.join("self.key"), selfs.signing_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("server.py"), SERVER).unwrap();
-        std::fs::write(dir.join("seen.jsonl"), "").unwrap();
-        let (chain, key) = (dir.join("chain.pem"), dir.join("leaf.key"));
-        let (c, k) = (chain.to_str().unwrap(), key.to_str().unwrap());
-        let listeners = json!([
-            [format!("198.18.{net}.2"), 443, c, k],
-            [format!("198.18.{net}.2"), 80, null, null],
-            [format!("198.18.{net}.3"), 443, c, k],
-            [format!("198.18.{net}.3"), 80, null, null],
-            [
-                format!("198.18.{net}.4"),
-                443,
-                dir.join("self.pem"),
-                dir.join("self.key")
-            ],
-        ]);
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
-            .arg(dir.join("server.py"))
-            .arg(dir.join("seen.jsonl"))
-            .arg(listeners.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::fs::write(dir.join("hosts"), Self::hosts_lines(net)).unwrap();
-        for _ in 0..100 {
-            let ok = Command::new("curl")
-                .args(["-sf", "-m", "1", &format!("http://198.18.{net}.3/ready")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Lab { tn, dir, server }
-    }
-
-    fn hosts_lines(net: u8) -> String {
-        format!(
-            "198.18.{net}.2 bound.test echo.test a.wild.test wild.test\n198.18.{net}.3 other.test\n198.18.{net}.4 selfsigned.test\n"
-        )
-    }
-
-    fn daemon(&self) -> Daemon {
-        Daemon::start_new(&[
-            "--egress-hosts",
-            self.dir.join("hosts").to_str().unwrap(),
-            "--egress-upstream-ca",
-            self.dir.join("ca.pem").to_str().unwrap(),
-        ])
-    }
-
-    /// Every request the hosts received whose target contains `needle`.
-    fn seen(&self, needle: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("seen.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["p"].as_str().is_some_and(|p| p.contains(needle)))
-            .collect()
-    }
-
-    /// Everything the hosts received, as text.
-    fn all_seen(&self) -> String {
-        std::fs::read_to_string(self.dir.join("seen.jsonl")).unwrap_or_default()
-    }
-}
-
-fn header<'a>(seen: &'a Value, name: &str) -> Option<&'a str> {
-    seen["h"]
-        .as_array()?
-        .iter()
-        .find(|kv| kv[0] == name)
-        .and_then(|kv| kv[1].as_str())
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn skip() -> bool {
-    if !std::path::Path::new("/usr/bin/python3").exists() {
-        println!("skipped: no /usr/bin/python3 on the host for the test hosts");
-        return true;
-    }
-    false
-}
-
-/// A runtime that resolves the test names as the gateway does.
-async fn runtime(c: &Client, lab: &Lab, prefix: &str) -> String {
-    let rt = name(prefix);
-    c.create(&rt, 256).await;
-    c.out(
-        &rt,
-        &format!(
-            "cat >> /etc/hosts <<'EOF'\n{}EOF",
-            Lab::hosts_lines(lab.tn.net)
-        ),
-    )
-    .await;
-    rt
-}
-
-fn header_rule(host: &str, path: &str, secret: &str, header: &str) -> Value {
-    json!({"host": host, "path": path, "secret": secret,
-           "injection": {"headerName": header, "valueFormat": "Bearer ${credential}"}})
-}
-
-fn value() -> String {
-    format!("sv-{}", uuid::Uuid::new_v4().simple())
+/// This suite's lab (`common::secrets_lab`) on subnet `net`.
+fn lab(net: u8) -> Lab {
+    Lab::new("rts", net, SERVER)
 }
 
 /// The value must come back through none of these: dot segments that a
@@ -271,7 +112,7 @@ async fn the_value_does_not_come_back_through_paths_redirects_or_response_header
     if skip() {
         return;
     }
-    let lab = Lab::new(81);
+    let lab = lab(81);
     let d = lab.daemon();
     let c = d.tenant("rts").await;
     let rt = runtime(&c, &lab, "rts").await;
@@ -389,7 +230,7 @@ async fn a_bound_host_that_echoes_the_body_does_not_return_the_value() {
     if skip() {
         return;
     }
-    let lab = Lab::new(82);
+    let lab = lab(82);
     let d = lab.daemon();
     let c = d.tenant("rtsb").await;
     let rt = runtime(&c, &lab, "rtsb").await;
@@ -477,7 +318,7 @@ async fn a_bound_host_that_reencodes_the_echo_does_not_return_the_value() {
     if skip() {
         return;
     }
-    let lab = Lab::new(86);
+    let lab = lab(86);
     let d = lab.daemon();
     let c = d.tenant("rtsr").await;
     let rt = runtime(&c, &lab, "rtsr").await;
@@ -498,7 +339,7 @@ async fn misdirection_unverified_upstreams_and_the_ca_hold() {
     if skip() {
         return;
     }
-    let lab = Lab::new(83);
+    let lab = lab(83);
     let d = lab.daemon();
     let c = d.tenant("rtsm").await;
     let rt = runtime(&c, &lab, "rtsm").await;
@@ -699,7 +540,7 @@ async fn another_tenant_can_neither_read_bind_replace_nor_delete() {
     if skip() {
         return;
     }
-    let lab = Lab::new(84);
+    let lab = lab(84);
     let d = lab.daemon();
     let a = d.tenant("rtsa").await;
     let b = d.tenant("rtsb").await;
@@ -824,7 +665,7 @@ async fn a_stub_from_a_runtime_without_bindings_is_blocked() {
     if skip() {
         return;
     }
-    let lab = Lab::new(85);
+    let lab = lab(85);
     let d = lab.daemon();
     let c = d.tenant("rtss").await;
     let rt = runtime(&c, &lab, "rtss").await;
@@ -892,7 +733,7 @@ async fn a_stub_over_https_to_an_unbound_host_is_not_seen_but_the_connection_is_
     if skip() {
         return;
     }
-    let lab = Lab::new(87);
+    let lab = lab(87);
     let d = lab.daemon();
     let c = d.tenant("rtsh").await;
     let rt = runtime(&c, &lab, "rtsh").await;

@@ -11,11 +11,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
-use common::{name, py, Client, Daemon, TestNet};
+use common::secrets_lab::{header, header_rule, runtime, skip, value, Lab};
+use common::{py, Client};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// One process serving every listener of the test hosts; every request is
 /// recorded (JSON lines). The echoes put the request's `Authorization` back
@@ -97,169 +96,9 @@ for spec in json.loads(sys.argv[2]):
 threading.Event().wait()
 "#;
 
-/// The test hosts: a namespace, their CA, the server, the daemon's hosts file.
-struct Lab {
-    tn: TestNet,
-    dir: std::path::PathBuf,
-    server: Child,
-}
-
-impl Lab {
-    fn new(net: u8) -> Lab {
-        let tn = TestNet::new("rs2", net, &[2, 3, 4]);
-        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
-        let dir = std::env::temp_dir().join(format!("runta-rs2-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // The upstreams' own CA (given to the daemon), one leaf for the
-        // trusted names, and a self-signed one nobody trusts.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut cap = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        cap.distinguished_name
-            .push(rcgen::DnType::CommonName, "redteam-secrets2 upstream CA");
-        cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = cap.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(cap, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = [
-            "bound.test",
-            "echo.test",
-            "other.test",
-            "*.wild.test",
-            "wild.test",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let leaf = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(
-            dir.join("chain.pem"),
-            format!("{}{}", leaf.pem(), ca_cert.pem()),
-        )
-        .unwrap();
-        std::fs::write(dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
-        let selfs = rcgen::generate_simple_self_signed(vec!["selfsigned.test".into()]).unwrap();
-        std::fs::write(dir.join("self.pem"), selfs.cert.pem()).unwrap();
-        std::fs::write(dir.join("self.key"), selfs.signing_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("server.py"), SERVER).unwrap();
-        std::fs::write(dir.join("seen.jsonl"), "").unwrap();
-        let (chain, key) = (dir.join("chain.pem"), dir.join("leaf.key"));
-        let (c, k) = (chain.to_str().unwrap(), key.to_str().unwrap());
-        let listeners = json!([
-            [format!("198.18.{net}.2"), 443, c, k],
-            [format!("198.18.{net}.2"), 80, null, null],
-            [format!("198.18.{net}.3"), 443, c, k],
-            [format!("198.18.{net}.3"), 80, null, null],
-            [
-                format!("198.18.{net}.4"),
-                443,
-                dir.join("self.pem"),
-                dir.join("self.key")
-            ],
-        ]);
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
-            .arg(dir.join("server.py"))
-            .arg(dir.join("seen.jsonl"))
-            .arg(listeners.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::fs::write(dir.join("hosts"), Self::hosts_lines(net)).unwrap();
-        for _ in 0..100 {
-            let ok = Command::new("curl")
-                .args(["-sf", "-m", "1", &format!("http://198.18.{net}.3/ready")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Lab { tn, dir, server }
-    }
-
-    fn hosts_lines(net: u8) -> String {
-        format!(
-            "198.18.{net}.2 bound.test echo.test a.wild.test wild.test\n198.18.{net}.3 other.test\n198.18.{net}.4 selfsigned.test\n"
-        )
-    }
-
-    fn daemon(&self) -> Daemon {
-        Daemon::start_new(&[
-            "--egress-hosts",
-            self.dir.join("hosts").to_str().unwrap(),
-            "--egress-upstream-ca",
-            self.dir.join("ca.pem").to_str().unwrap(),
-        ])
-    }
-
-    /// Every request the hosts received whose target contains `needle`.
-    fn seen(&self, needle: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("seen.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["p"].as_str().is_some_and(|p| p.contains(needle)))
-            .collect()
-    }
-
-    /// Everything the hosts received, as text.
-    fn all_seen(&self) -> String {
-        std::fs::read_to_string(self.dir.join("seen.jsonl")).unwrap_or_default()
-    }
-}
-
-fn header<'a>(seen: &'a Value, name: &str) -> Option<&'a str> {
-    seen["h"]
-        .as_array()?
-        .iter()
-        .find(|kv| kv[0] == name)
-        .and_then(|kv| kv[1].as_str())
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn skip() -> bool {
-    if !std::path::Path::new("/usr/bin/python3").exists() {
-        println!("skipped: no /usr/bin/python3 on the host for the test hosts");
-        return true;
-    }
-    false
-}
-
-/// A runtime that resolves the test names as the gateway does.
-async fn runtime(c: &Client, lab: &Lab, prefix: &str) -> String {
-    let rt = name(prefix);
-    c.create(&rt, 256).await;
-    c.out(
-        &rt,
-        &format!(
-            "cat >> /etc/hosts <<'EOF'\n{}EOF",
-            Lab::hosts_lines(lab.tn.net)
-        ),
-    )
-    .await;
-    rt
-}
-
-fn header_rule(host: &str, path: &str, secret: &str, header: &str) -> Value {
-    json!({"host": host, "path": path, "secret": secret,
-           "injection": {"headerName": header, "valueFormat": "Bearer ${credential}"}})
-}
-
-fn value() -> String {
-    format!("sv-{}", uuid::Uuid::new_v4().simple())
+/// This suite's lab (`common::secrets_lab`) on subnet `net`.
+fn lab(net: u8) -> Lab {
+    Lab::new("rs2", net, SERVER)
 }
 
 async fn audits(c: &Client, rt: &str) -> String {
@@ -285,7 +124,7 @@ async fn trailers_transfer_codings_and_interim_responses_do_not_return_the_value
     if skip() {
         return;
     }
-    let lab = Lab::new(217);
+    let lab = lab(217);
     let d = lab.daemon();
     let c = d.tenant("rs2t").await;
     let rt = runtime(&c, &lab, "rs2t").await;
@@ -358,7 +197,7 @@ async fn range_requests_do_not_take_the_value_a_byte_at_a_time() {
     if skip() {
         return;
     }
-    let lab = Lab::new(218);
+    let lab = lab(218);
     let d = lab.daemon();
     let c = d.tenant("rs2r").await;
     let rt = runtime(&c, &lab, "rs2r").await;
@@ -409,7 +248,7 @@ async fn stubs_past_the_check_carry_nothing_and_the_head_check_holds() {
     if skip() {
         return;
     }
-    let lab = Lab::new(219);
+    let lab = lab(219);
     let d = lab.daemon();
     let c = d.tenant("rs2s").await;
     let rt = runtime(&c, &lab, "rs2s").await;
@@ -518,7 +357,7 @@ async fn a_value_kept_by_the_upstream_is_not_returned_to_an_uninjected_request()
     if skip() {
         return;
     }
-    let lab = Lab::new(220);
+    let lab = lab(220);
     let d = lab.daemon();
     let c = d.tenant("rs2k").await;
     let rt = runtime(&c, &lab, "rs2k").await;
@@ -558,7 +397,7 @@ async fn a_body_encoded_without_saying_so_in_the_head_does_not_return_the_value(
     if skip() {
         return;
     }
-    let lab = Lab::new(221);
+    let lab = lab(221);
     let d = lab.daemon();
     let c = d.tenant("rs2c").await;
     let rt = runtime(&c, &lab, "rs2c").await;
@@ -587,7 +426,7 @@ async fn a_neighbours_secret_cannot_be_bound_by_id_name_or_stub_and_nothing_repo
     if skip() {
         return;
     }
-    let lab = Lab::new(222);
+    let lab = lab(222);
     let d = lab.daemon();
     let a = d.tenant("rs2a").await;
     let b = d.tenant("rs2b").await;
@@ -671,7 +510,7 @@ async fn a_websocket_echo_after_101_does_not_return_the_value() {
     if skip() {
         return;
     }
-    let lab = Lab::new(223);
+    let lab = lab(223);
     let d = lab.daemon();
     let c = d.tenant("rs2w").await;
     let rt = runtime(&c, &lab, "rs2w").await;

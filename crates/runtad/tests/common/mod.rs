@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod registry;
+pub mod secrets_lab;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
