@@ -39,12 +39,18 @@ E=http://127.0.0.1:$API
 PID=
 SERVER_PID=
 cleanup() {
-  if [ -n "${TOKEN:-}" ]; then
-    for n in $(curl -s "$E/v1/runtimes?limit=100" -H "Authorization: Bearer $TOKEN" |
-      python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin).get("data", [])]' 2>/dev/null); do
-      curl -s -o /dev/null -X DELETE "$E/v1/runtimes/$n" -H "Authorization: Bearer $TOKEN"
+  # Pages of 100 until none is left: the density phase makes more than one
+  # page, and a runtime left behind keeps its bridge (and subnet) alive.
+  local round ids
+  for ((round = 0; round < 20; round++)); do
+    [ -n "${TOKEN:-}" ] || break
+    ids=$(curl -s -m 10 "$E/v1/runtimes?limit=100" -H "Authorization: Bearer $TOKEN" |
+      python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin).get("data", [])]' 2>/dev/null)
+    [ -n "$ids" ] || break
+    for n in $ids; do
+      curl -s -m 30 -o /dev/null -X DELETE "$E/v1/runtimes/$n" -H "Authorization: Bearer $TOKEN"
     done
-  fi
+  done
   [ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
   ip netns del "$NS" 2>/dev/null

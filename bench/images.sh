@@ -19,12 +19,17 @@ for t in docker-registry skopeo curl python3; do
 done
 WORK=$(mktemp -d /tmp/runta-bench-images.XXXXXX)
 PIDS=()
+# Deletes every runtime of the bench tenant, a page of 100 at a time.
+delete_all() {
+  local round ids id
+  for ((round = 0; round < 20; round++)); do
+    ids=$(api GET "/v1/runtimes?limit=100" | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)["data"]]' 2>/dev/null) || return 1
+    [ -n "$ids" ] || return 0
+    for id in $ids; do api DELETE "/v1/runtimes/$id" >/dev/null || true; done
+  done
+}
 cleanup() {
-  if [ -n "${TOKEN:-}" ]; then
-    for id in $(api GET "/v1/runtimes?limit=100" | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)["data"]]' 2>/dev/null); do
-      api DELETE "/v1/runtimes/$id" >/dev/null || true
-    done
-  fi
+  [ -z "${TOKEN:-}" ] || delete_all || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -116,9 +121,7 @@ for i in $(seq 1 "$CREATES"); do
   CB+=("$(create_ms base cb-$i)"); CI+=("$(create_ms "$REG/bench/big:1" ci-$i)")
 done
 BASE_CREATE=$(median "${CB[@]}"); IMG_CREATE=$(median "${CI[@]}")
-for id in $(api GET "/v1/runtimes?limit=100" | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)["data"]]'); do
-  api DELETE "/v1/runtimes/$id" >/dev/null
-done
+delete_all
 
 # --- memory per runtime ---
 # Memory in use that is not page cache (KiB): what runtimes cost beyond the
@@ -131,9 +134,7 @@ per_runtime_kib() { # image prefix
   for i in $(seq 1 "$N"); do create_ms "$1" "$2-$i" >/dev/null; done
   sleep 2
   after=$(mem_used)
-  for id in $(api GET "/v1/runtimes?limit=100" | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)["data"]]'); do
-    api DELETE "/v1/runtimes/$id" >/dev/null
-  done
+  delete_all
   echo $(( (after - before) / N ))
 }
 MEM_BASE=$(per_runtime_kib base mb)

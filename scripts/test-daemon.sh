@@ -18,7 +18,8 @@
 #
 # Env for start: RUNTAD_BIN (default $CARGO_TARGET_DIR/debug/runtad, the target
 # dir defaulting to <repo>/target), RUNTA_TEST_PORT (preferred API port; any
-# free port if it is taken), RUNTA_TEST_SUBNET_OCTET (151),
+# free port if it is taken), RUNTA_TEST_SUBNET_OCTET (preferred runtime subnet
+# 10.N.0.0/16, default 151; the first free one in 160..199 if an interface holds it),
 # RUNTA_TEST_IMAGES_DIR (/var/lib/runta/images), RUNTA_TEST_DATA_PREFIX
 # (runta-test-), RUNTA_TEST_DAEMON_LOG (default <data dir>/runtad.log),
 # RUNTA_AGENT_BIN (passed through to runtad when set).
@@ -43,8 +44,28 @@ except OSError:
 EOF
 }
 
+# Whether 10.OCTET.0.0/16 is free: no interface holds an address in it. A
+# daemon refuses to start on a subnet another interface uses, and the holder
+# may be a runtime bridge that some earlier, killed run left behind.
+subnet_free() { # octet
+  ! ip -4 -o addr show 2>/dev/null | awk '{print $4}' | grep -q "^10\.$1\."
+}
+
+free_octet() { # preferred octet: it, or the first free one in 160..199
+  local o
+  if subnet_free "$1"; then echo "$1"; return; fi
+  for ((o = 160; o < 200; o++)); do
+    if subnet_free "$o"; then
+      echo "subnet 10.$1.0.0/16 is in use; using 10.$o.0.0/16" >&2
+      echo "$o"
+      return
+    fi
+  done
+  echo "$1"
+}
+
 start() {
-  local target bin port data log pid endpoint admin deadline
+  local target bin port data log pid endpoint admin deadline octet
   target=${CARGO_TARGET_DIR:-target}
   [[ $target == /* ]] || target=$REPO/$target
   bin=${RUNTAD_BIN:-$target/debug/runtad}
@@ -54,6 +75,7 @@ start() {
   fi
   port=${RUNTA_TEST_PORT:-}
   if [ -z "$port" ] || ! port_free "$port"; then port=$(free_port); fi
+  octet=$(free_octet "${RUNTA_TEST_SUBNET_OCTET:-151}")
   data=$(mktemp -d "${TMPDIR:-/tmp}/${RUNTA_TEST_DATA_PREFIX:-runta-test-}XXXXXXXX")
   log=${RUNTA_TEST_DAEMON_LOG:-$data/runtad.log}
   endpoint="http://127.0.0.1:$port"
@@ -63,7 +85,7 @@ start() {
     --data-dir "$data" \
     --listen "127.0.0.1:$port" \
     --images-dir "${RUNTA_TEST_IMAGES_DIR:-/var/lib/runta/images}" \
-    --subnet-octet "${RUNTA_TEST_SUBNET_OCTET:-151}" \
+    --subnet-octet "$octet" \
     --no-prebuild \
     --ingress-listen-https "127.0.0.1:$(free_port)" \
     --ingress-listen-http "127.0.0.1:$(free_port)" \
