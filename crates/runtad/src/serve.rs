@@ -220,22 +220,30 @@ impl<T> Drop for PacedIo<T> {
         rt.spawn(async move {
             use std::os::fd::AsRawFd;
             let _slot = slot;
-            let mut before = queued;
+            // The queue is looked at soon and then less often (a healthy peer
+            // acknowledges within a round trip, and the slot must come back
+            // then: one client's sequential calls would otherwise hold a slot
+            // each for a whole window); the pace is judged once per window.
+            let mut mark = (std::time::Instant::now(), queued);
+            let mut delay = Duration::from_millis(2);
             loop {
-                tokio::time::sleep(window).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 4).min(Duration::from_secs(1)).min(window);
                 let now = unsent(Some(keep.as_raw_fd()));
                 if now == 0 {
                     return;
                 }
-                if before.saturating_sub(now) < min {
-                    debug!(
-                        unsent = now,
-                        "resetting a closed connection whose peer reads too slowly"
-                    );
-                    reset_on_close(keep.as_raw_fd());
-                    return;
+                if mark.0.elapsed() >= window {
+                    if mark.1.saturating_sub(now) < min {
+                        debug!(
+                            unsent = now,
+                            "resetting a closed connection whose peer reads too slowly"
+                        );
+                        reset_on_close(keep.as_raw_fd());
+                        return;
+                    }
+                    mark = (std::time::Instant::now(), now);
                 }
-                before = now;
             }
         });
     }
@@ -752,6 +760,63 @@ mod tests {
         w.shutdown().await.unwrap();
         drop(w);
         assert_eq!(reader.await.unwrap().unwrap(), 2 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_gives_its_slot_back_once_its_answer_is_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An answer still queued when the server closes keeps its slot only
+        // until the peer has it: a client's next call must not wait for a
+        // whole pacing window (the API refused a bench's sequential calls).
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut client = sock.connect(addr).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        let tracker = ConnTracker::new(8, 1);
+        let slot = tracker.admit(peer.ip()).unwrap();
+        let mut w = PacedIo::tcp(server, Some(slot));
+        // More than the peer's window: part of it stays in our send queue.
+        let answer = vec![7u8; 1 << 20];
+        let writer = tokio::spawn(async move {
+            let _ = w.write_all(&answer).await;
+            w
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut got = vec![0u8; 64 * 1024];
+        let n = client.read(&mut got).await.unwrap();
+        assert!(n > 0);
+        // The writer is done once the rest fits in the kernel's queue.
+        let mut total = n;
+        let w = loop {
+            if writer.is_finished() {
+                break writer.await.unwrap();
+            }
+            total += client.read(&mut got).await.unwrap();
+        };
+        assert!(
+            unsent(w.fd) > 0,
+            "the test needs an answer still queued at close"
+        );
+        drop(w);
+        assert_eq!(tracker.open(), 1, "held while the answer is queued");
+        let t0 = std::time::Instant::now();
+        while total < 1 << 20 {
+            let n = client.read(&mut got).await.unwrap();
+            assert!(n > 0);
+            total += n;
+        }
+        while tracker.open() > 0 && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(tracker.open(), 0);
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the slot came back {:?} after the answer was read",
+            t0.elapsed()
+        );
+        assert!(tracker.admit(peer.ip()).is_some());
     }
 
     #[tokio::test]
