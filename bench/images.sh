@@ -123,22 +123,45 @@ done
 BASE_CREATE=$(median "${CB[@]}"); IMG_CREATE=$(median "${CI[@]}")
 delete_all
 
-# --- memory per runtime ---
-# Memory in use that is not page cache (KiB): what runtimes cost beyond the
-# image's files, which all runtimes of one image share in the page cache.
-mem_used() { awk '/^MemTotal:/{t=$2} /^MemFree:/{f=$2} /^Buffers:/{b=$2} /^Cached:/{c=$2} /^SReclaimable:/{r=$2} END {print t-f-b-c-r}' /proc/meminfo; }
-per_runtime_kib() { # image prefix
-  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; sleep 1
-  local before after
-  before=$(mem_used)
-  for i in $(seq 1 "$N"); do create_ms "$1" "$2-$i" >/dev/null; done
-  sleep 2
-  after=$(mem_used)
-  delete_all
-  echo $(( (after - before) / N ))
+# --- memory per runtime, disk and page cache ---
+# N runtimes of one image, beside N of base: each runtime's memory cgroup
+# (median of memory.current / memory.usage_in_bytes: what the runtime itself
+# holds, page cache it was first to read included), and for the image, the
+# host's page cache before and after every runtime has read all of the
+# image's 200 MB through its own rootfs mount (from the host, via
+# /proc/PID/root: the image has no shell). Shared lower layers mean the
+# cache grows by the image once, not N times.
+cgroup_of() { # runtime id -> its memory cgroup dir
+  local d
+  for d in /sys/fs/cgroup/runta-*/"$1" /sys/fs/cgroup/memory/runta-*/"$1"; do
+    [ -d "$d" ] && { echo "$d"; return; }
+  done
 }
-MEM_BASE=$(per_runtime_kib base mb)
-MEM_IMG=$(per_runtime_kib "$REG/bench/big:1" mi)
+cg_bytes() { cat "$1/memory.current" 2>/dev/null || cat "$1/memory.usage_in_bytes"; }
+cached_kib() { awk '/^Cached:/{print $2}' /proc/meminfo; }
+ids_of() { api GET "/v1/runtimes?limit=100" | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)["data"] if r["name"].startswith(sys.argv[1])]' "$1"; }
+mem_phase() { # image prefix read? -> "median_cgroup_kib cache_growth_kib"
+  local i id ids cg pid c0 c1 vals=()
+  for i in $(seq 1 "$N"); do create_ms "$1" "$2-$i" >/dev/null; done
+  ids=$(ids_of "$2-")
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; sleep 1
+  c0=$(cached_kib)
+  if [ "$3" = read ]; then
+    for id in $ids; do
+      cg=$(cgroup_of "$id"); pid=$(head -n1 "$cg/cgroup.procs" 2>/dev/null || true)
+      [ -n "$pid" ] && cat /proc/"$pid"/root/layer*/blob* >/dev/null
+    done
+  fi
+  sleep 1
+  c1=$(cached_kib)
+  for id in $ids; do
+    cg=$(cgroup_of "$id"); [ -n "$cg" ] && vals+=($(( $(cg_bytes "$cg") / 1024 )))
+  done
+  delete_all
+  echo "$(median "${vals[@]}") $(( c1 - c0 ))"
+}
+read -r MEM_BASE _ <<<"$(mem_phase base mb no)"
+read -r MEM_IMG CACHE_GROWTH <<<"$(mem_phase "$REG/bench/big:1" mi read)"
 LAYERS_DISK=$(du -sb "$DATA/images/layers" | cut -f1)
 
 rate() { python3 -c "print(round($BYTES/1e6/($1/1000), 1))"; }
@@ -149,6 +172,7 @@ cat <<EOF
 |---|---|---|
 | first pull, $MB MB in 8 layers, loopback registry | ${PULL_MS} ms ($(rate $PULL_MS) MB/s) | skopeo copy: ${SKOPEO_MS} ms ($(rate $SKOPEO_MS) MB/s) |
 | create -> ready, median of $CREATES | image: ${IMG_CREATE} ms | base: ${BASE_CREATE} ms |
-| host memory per runtime (not page cache), $N runtimes | image: $MEM_IMG KiB | base: $MEM_BASE KiB |
+| memory per runtime (cgroup, median of $N) | image: $MEM_IMG KiB | base: $MEM_BASE KiB |
+| page cache after all $N runtimes read the image's $MB MB through their own rootfs | +$(( CACHE_GROWTH / 1024 )) MB (once would be $MB MB; $N copies $(python3 -c "print(round($BYTES*$N/1e6))") MB) | |
 | the image's unpacked layers on disk (once, shared) | $(python3 -c "print(round($LAYERS_DISK/1e6,1))") MB | |
 EOF
