@@ -134,6 +134,16 @@ const EVENTS_PER_MINUTE: u32 = 20;
 
 impl Egress {
     pub fn new(network: &runta_backend::network::Network) -> Self {
+        Self::with_admission(
+            network,
+            gateway::Admission::for_nofile(crate::serve::raise_nofile_limit()),
+        )
+    }
+
+    fn with_admission(
+        network: &runta_backend::network::Network,
+        admission: gateway::Admission,
+    ) -> Self {
         let bridge = network.bridge().to_string();
         let tag = bridge.trim_start_matches("rtb-").to_string();
         let subnet: Ipv4Addr = network
@@ -163,7 +173,7 @@ impl Egress {
             watchers: Mutex::new(HashMap::new()),
             syncing: Mutex::new(HashMap::new()),
             resync: OnceLock::new(),
-            admission: gateway::Admission::for_nofile(crate::serve::raise_nofile_limit()),
+            admission,
         }
     }
 
@@ -346,29 +356,10 @@ impl Egress {
     /// An instance for unit tests: runtime network 10.250.0.0/16, no rules.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
-        Egress {
-            bridge: "rtb-test".into(),
-            tag: "test".into(),
-            gateway_ip: Ipv4Addr::new(10, 250, 0, 1),
-            subnet: (Ipv4Addr::new(10, 250, 0, 0), 16),
-            by_ip: RwLock::new(HashMap::new()),
-            running: OnceLock::new(),
-            rules_lock: tokio::sync::Mutex::new(()),
-            resolver: OnceLock::new(),
-            local: resolve::LocalAddrs::new(),
-            audits: audit::Audits::default(),
-            events: OnceLock::new(),
-            evented: Mutex::new(HashMap::new()),
-            event_budget: Mutex::new(HashMap::new()),
-            hub: OnceLock::new(),
-            cas: OnceLock::new(),
-            upstream: OnceLock::new(),
-            trusted: Mutex::new(HashMap::new()),
-            watchers: Mutex::new(HashMap::new()),
-            syncing: Mutex::new(HashMap::new()),
-            resync: OnceLock::new(),
-            admission: gateway::Admission::for_nofile(4096),
-        }
+        Self::with_admission(
+            &runta_backend::network::Network::new("test", 250),
+            gateway::Admission::for_nofile(4096),
+        )
     }
 
     /// Binds the gateway, resets this instance's chains and puts every stored

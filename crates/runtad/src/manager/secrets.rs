@@ -703,14 +703,13 @@ mod tests {
     //! the moment a write returns, and survives a restart on the same key.
 
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use runta_api::{CreateRuntimeRequest, RequestsSpec, ResourcesSpec, TenantQuota};
+    use runta_api::{CreateRuntimeRequest, RequestsSpec, ResourcesSpec};
     use runta_backend::fake::FakeBackend;
     use serde_json::json;
     use uuid::Uuid;
 
-    use super::super::{Manager, ManagerConfig};
+    use super::super::Manager;
     use super::BindingOwner;
     use crate::store::Store;
 
@@ -718,30 +717,7 @@ mod tests {
 
     fn manager(dir: &std::path::Path) -> Arc<Manager> {
         let store = Arc::new(Store::open(&dir.join("runta.db")).unwrap());
-        let cfg = ManagerConfig {
-            capacity_memory_mib: 64 * 1024,
-            host_memory_mib: 64 * 1024,
-            pids_limit: 512,
-            quota_defaults: TenantQuota {
-                runtimes: 100,
-                vcpus: 64.0,
-                memory_mib: 1 << 20,
-                disk_gib: None,
-                checkpoints: 10,
-                checkpoint_bytes: 1 << 30,
-                pids: 1 << 20,
-            },
-            host_cpus: 4.0,
-            stop_grace: Duration::ZERO,
-            default_image: "base".into(),
-            default_vcpus: 1.0,
-            default_memory_mib: 256,
-            default_disk_gib: None,
-            ingress_domain: "runta.localhost".into(),
-            ingress_https_port: 8443,
-            ingress_http_port: 8081,
-            network: runta_backend::network::Network::new("f00d", 99),
-        };
+        let cfg = super::super::tests::config_for_tests();
         Manager::new(store, Arc::new(FakeBackend::new()), cfg, Default::default())
     }
 

@@ -31,13 +31,10 @@ impl Drop for TempDir {
     }
 }
 
-fn fixture_with(capacity_memory_mib: u64) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("runta-manager-test-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(Store::open(&dir.join("runta.db")).unwrap());
-    let fake = Arc::new(FakeBackend::new());
-    let cfg = ManagerConfig {
-        capacity_memory_mib,
+/// A manager configuration for logic tests: a large host, no grace.
+pub(super) fn config_for_tests() -> ManagerConfig {
+    ManagerConfig {
+        capacity_memory_mib: 64 * 1024,
         host_memory_mib: 64 * 1024,
         pids_limit: 512,
         quota_defaults: TenantQuota {
@@ -59,6 +56,17 @@ fn fixture_with(capacity_memory_mib: u64) -> Fixture {
         ingress_https_port: 8443,
         ingress_http_port: 8081,
         network: runta_backend::network::Network::new("f00d", 99),
+    }
+}
+
+fn fixture_with(capacity_memory_mib: u64) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("runta-manager-test-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Arc::new(Store::open(&dir.join("runta.db")).unwrap());
+    let fake = Arc::new(FakeBackend::new());
+    let cfg = ManagerConfig {
+        capacity_memory_mib,
+        ..config_for_tests()
     };
     let m = Manager::new(store, fake.clone(), cfg, Default::default());
     Fixture {
