@@ -216,3 +216,271 @@ fn stat_field(p: &Path, key: &str) -> Option<u64> {
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })
 }
+
+/// Limits of a [`JobCgroup`].
+#[derive(Debug, Clone, Copy)]
+pub struct JobLimits {
+    /// Most processes (and threads) at once.
+    pub pids: u64,
+    pub memory_bytes: u64,
+    /// CPU time per wall time (1.0 = one core).
+    pub cpus: f64,
+}
+
+/// The v1 controllers a job's processes are placed in (each one's own
+/// hierarchy on a v1 host).
+const JOB_V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
+
+/// A cgroup for work of the daemon's own that runs programs it does not
+/// trust (an image build's `RUN` steps): the limits hold for every process
+/// of the job together, [`JobCgroup::kill`] ends all of them (however they
+/// forked, daemonized or re-parented), and a daemon that died mid-job finds
+/// the job again by its folder ([`JobCgroup::leftovers`]).
+///
+/// The job's first process joins the leaf `<rel>/leader` (cgroup v2 allows
+/// processes only in leaves). What it runs for others goes below
+/// `<rel>/work` ([`JobCgroup::work_rel`], e.g. an OCI runtime's container
+/// cgroup), whose process limit keeps a reserve for the leader: a fork bomb
+/// in the work cannot stop the leader from forking its tools and failing
+/// cleanly.
+pub struct JobCgroup {
+    cg: Cgroups,
+    rel: String,
+}
+
+impl JobCgroup {
+    /// Makes the cgroup `rel` (e.g. `/runta-x-builds/<id>`) with `limits`.
+    pub fn create(mode: CgroupMode, rel: &str, limits: &JobLimits) -> std::io::Result<JobCgroup> {
+        let job = JobCgroup {
+            cg: Cgroups::new(mode),
+            rel: format!("/{}", rel.trim_matches('/')),
+        };
+        if let Err(e) = job.make(limits) {
+            job.remove();
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    /// A job already on the host (for [`JobCgroup::kill`] and removal).
+    pub fn existing(mode: CgroupMode, rel: &str) -> JobCgroup {
+        JobCgroup {
+            cg: Cgroups::new(mode),
+            rel: format!("/{}", rel.trim_matches('/')),
+        }
+    }
+
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// A cgroup path below `<rel>/work` for the job's work (made and
+    /// removed by whoever runs it there).
+    pub fn work_rel(&self, name: &str) -> String {
+        format!("{}/work/{name}", self.rel)
+    }
+
+    /// Processes the leader keeps for itself out of the job's limit.
+    fn leader_reserve(pids: u64) -> u64 {
+        (pids / 4).clamp(64, 256).min(pids / 2)
+    }
+
+    fn make(&self, l: &JobLimits) -> std::io::Result<()> {
+        let period: u64 = 100_000;
+        let quota = ((l.cpus.max(0.01) * period as f64) as u64).max(1000);
+        let work_pids = l.pids.saturating_sub(Self::leader_reserve(l.pids)).max(1);
+        let w = |p: PathBuf, v: String| {
+            std::fs::write(&p, v)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        match self.cg.mode {
+            CgroupMode::V2 => {
+                let rel = self.rel.trim_start_matches('/');
+                // Every folder on the way gets the controllers for its
+                // children (the root has them: the backend's runtimes need them).
+                let mut dir = self.cg.root.clone();
+                for part in rel.split('/') {
+                    dir.push(part);
+                    std::fs::create_dir_all(&dir)?;
+                    w(
+                        dir.join("cgroup.subtree_control"),
+                        "+memory +pids +cpu".into(),
+                    )?;
+                }
+                w(dir.join("pids.max"), l.pids.to_string())?;
+                w(dir.join("memory.max"), l.memory_bytes.to_string())?;
+                let _ = w(dir.join("memory.swap.max"), "0".into());
+                w(dir.join("cpu.max"), format!("{quota} {period}"))?;
+                std::fs::create_dir_all(dir.join("leader"))?;
+                let work = dir.join("work");
+                std::fs::create_dir_all(&work)?;
+                w(
+                    work.join("cgroup.subtree_control"),
+                    "+memory +pids +cpu".into(),
+                )?;
+                w(work.join("pids.max"), work_pids.to_string())?;
+            }
+            CgroupMode::V1 { .. } => {
+                for c in JOB_V1_CONTROLLERS {
+                    std::fs::create_dir_all(self.cg.file(c, &self.rel, "leader"))?;
+                    std::fs::create_dir_all(self.cg.file(c, &self.rel, "work"))?;
+                }
+                w(
+                    self.cg
+                        .file("pids", &format!("{}/work", self.rel), "pids.max"),
+                    work_pids.to_string(),
+                )?;
+                w(
+                    self.cg.file("pids", &self.rel, "pids.max"),
+                    l.pids.to_string(),
+                )?;
+                w(
+                    self.cg.file("memory", &self.rel, "memory.limit_in_bytes"),
+                    l.memory_bytes.to_string(),
+                )?;
+                // Absent when the kernel has no swap accounting.
+                let _ = w(
+                    self.cg
+                        .file("memory", &self.rel, "memory.memsw.limit_in_bytes"),
+                    l.memory_bytes.to_string(),
+                );
+                w(
+                    self.cg.file("cpu", &self.rel, "cpu.cfs_period_us"),
+                    period.to_string(),
+                )?;
+                w(
+                    self.cg.file("cpu", &self.rel, "cpu.cfs_quota_us"),
+                    quota.to_string(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `cgroup.procs` files of the leader leaf, one per hierarchy: a
+    /// process that writes `0` to each (between fork and exec, through
+    /// descriptors opened before the fork) starts inside the job, so not one
+    /// of its children is ever outside.
+    pub fn leader_procs(&self) -> Vec<PathBuf> {
+        let leader = format!("{}/leader", self.rel);
+        match self.cg.mode {
+            CgroupMode::V2 => vec![self.cg.file("", &leader, "cgroup.procs")],
+            CgroupMode::V1 { .. } => JOB_V1_CONTROLLERS
+                .iter()
+                .map(|c| self.cg.file(c, &leader, "cgroup.procs"))
+                .collect(),
+        }
+    }
+
+    /// Every process of the job, in every cgroup under it.
+    pub fn pids(&self) -> Vec<i32> {
+        let top = match self.cg.mode {
+            CgroupMode::V2 => self.cg.file("", &self.rel, ""),
+            CgroupMode::V1 { .. } => self.cg.file("pids", &self.rel, ""),
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![top];
+        while let Some(d) = dirs.pop() {
+            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                dirs.extend(
+                    rd.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Kills every process of the job and waits (up to about 2 s) until
+    /// none is left; returns whether none is. On v2 the kernel does it at
+    /// once (`cgroup.kill`); on v1 the job is frozen first, so nothing forks
+    /// between the reading of the list and the signals.
+    pub fn kill(&self) -> bool {
+        let v2_kill = matches!(self.cg.mode, CgroupMode::V2)
+            && std::fs::write(self.cg.file("", &self.rel, "cgroup.kill"), "1").is_ok();
+        let freezer = self.cg.file("freezer", &self.rel, "freezer.state");
+        for round in 0..200 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if !v2_kill || round > 0 {
+                // v1: a frozen job cannot fork while it is signalled; the
+                // signals land when it thaws.
+                let frozen = !matches!(self.cg.mode, CgroupMode::V2)
+                    && std::fs::write(&freezer, "FROZEN").is_ok();
+                for p in self.pids() {
+                    // Only a job's own processes are listed; a pid of 0 or
+                    // below would signal groups.
+                    if p > 1 {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                if frozen {
+                    let _ = std::fs::write(&freezer, "THAWED");
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.pids().is_empty()
+    }
+
+    /// Removes the job's cgroups, children first (they must be empty), in
+    /// every hierarchy (what the job ran may have made cgroups in all of
+    /// them, not only the ones the job has limits in).
+    pub fn remove(&self) {
+        for top in self.cg.all_hierarchies(&self.rel) {
+            remove_tree(&top);
+        }
+    }
+
+    /// The jobs under `parent` (e.g. `/runta-x-builds`) that are on the
+    /// host, as the `rel` of each.
+    pub fn leftovers(mode: CgroupMode, parent: &str) -> Vec<String> {
+        let parent = format!("/{}", parent.trim_matches('/'));
+        let mut out: Vec<String> = Cgroups::new(mode)
+            .all_hierarchies(&parent)
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|rd| rd.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| format!("{parent}/{}", e.file_name().to_string_lossy()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+impl Cgroups {
+    /// The folder of `rel` in every hierarchy of the host (one on v2).
+    fn all_hierarchies(&self, rel: &str) -> Vec<PathBuf> {
+        let rel = rel.trim_start_matches('/');
+        match self.mode {
+            CgroupMode::V2 => vec![self.root.join(rel)],
+            CgroupMode::V1 { .. } => std::fs::read_dir(&self.root)
+                .map(|rd| rd.flatten().map(|c| c.path().join(rel)).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Removes a cgroup folder and the cgroups below it, deepest first (a
+/// cgroup folder goes with `rmdir`, never with its control files).
+fn remove_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}

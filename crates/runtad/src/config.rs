@@ -102,6 +102,20 @@ pub struct Config {
     /// (seconds); the pull goes on past it.
     #[arg(long, env = "RUNTA_IMAGE_PULL_TIMEOUT_SECS", default_value_t = 600)]
     pub image_pull_timeout_secs: u64,
+    /// Longest an image build may run (seconds); past it every process of
+    /// the build is killed and the build fails saying so.
+    #[arg(long, env = "RUNTA_BUILD_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub build_timeout_secs: u64,
+    /// Most processes and threads an image build has at once (buildah and
+    /// every RUN step together).
+    #[arg(long, env = "RUNTA_BUILD_PIDS_MAX", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(128..))]
+    pub build_pids_max: u64,
+    /// Memory of an image build (buildah and its RUN steps together), MiB.
+    #[arg(long, env = "RUNTA_BUILD_MEMORY_MIB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(64..))]
+    pub build_memory_mib: u64,
+    /// CPUs an image build may use (default: all of the host's).
+    #[arg(long, env = "RUNTA_BUILD_CPUS")]
+    pub build_cpus: Option<f64>,
     /// Debian mirror for building `base`; default: the one apt uses.
     #[arg(long, env = "RUNTA_DEBIAN_MIRROR")]
     pub debian_mirror: Option<String>,

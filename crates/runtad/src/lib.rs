@@ -58,6 +58,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
     data_dir::secure(&data_dir).context("secure the data dir")?;
     let nofile = serve::raise_nofile_limit();
+    let build_cpus = match cfg.build_cpus {
+        None => std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        Some(c) if c.is_finite() && (0.01..=1024.0).contains(&c) => c,
+        Some(c) => return Err(format!("--build-cpus {c}: must be between 0.01 and 1024")),
+    };
     let store = Arc::new(store::Store::open(&data_dir.join("runta.db")).context("open store")?);
     if let Some(token) = auth::ensure_admin_token(&store, &data_dir).context("admin token")? {
         let _ = token;
@@ -174,10 +179,29 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             ingress_https_port: cfg.ingress_https().public_port,
             ingress_http_port: cfg.ingress_http().public_port,
             network: Network::new(&instance, subnet_octet),
+            builds: manager::builds::BuildSettings {
+                timeout: Duration::from_secs(cfg.build_timeout_secs),
+                pids_max: cfg.build_pids_max,
+                memory_mib: cfg.build_memory_mib,
+                cpus: build_cpus,
+                cgroup_parent: format!("/runta-{instance}-builds"),
+            },
         },
         metrics,
     );
-    // A daemon killed mid-build leaves buildah's overlays mounted.
+    // A daemon killed mid-build leaves the build's processes (in its
+    // cgroup), its network and buildah's overlays mounted.
+    let reaped = images::build::reap_leftovers(
+        &format!("/runta-{instance}-builds"),
+        &image_store.dir().join("builds"),
+    )
+    .await;
+    if reaped > 0 {
+        info!(
+            reaped,
+            "builds a killed daemon left were stopped and removed"
+        );
+    }
     images::build::unmount_under(&image_store.dir().join("builder"));
     manager.set_images(image_store);
     manager.exec_gate.configure(
@@ -237,6 +261,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if let Ok(images) = manager.images() {
         let n = images::build::unmount_under(&images.dir().join("builder"));
         info!(n, "builder mounts detached");
+        images::build::remove_job_parent(&format!("/runta-{instance}-builds"));
     }
     if manager
         .store()

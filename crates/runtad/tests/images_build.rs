@@ -612,3 +612,194 @@ async fn a_build_and_a_stop_leave_no_mounts_behind() {
     std::fs::remove_dir_all(&d.data_dir).unwrap();
     let _ = std::fs::remove_dir_all(&ctx);
 }
+
+/// Every process of `d`'s builds (their cgroups' `cgroup.procs`, v1 or v2).
+fn build_procs(inst: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for top in [
+        format!("/sys/fs/cgroup/pids/runta-{inst}-builds"),
+        format!("/sys/fs/cgroup/runta-{inst}-builds"),
+    ] {
+        let mut dirs = vec![PathBuf::from(top)];
+        while let Some(d) = dirs.pop() {
+            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                dirs.extend(
+                    rd.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie's status line says so; it is gone for every purpose here.
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| !s.contains("State:\tZ"))
+        .unwrap_or(false)
+}
+
+/// `d`'s builds' parent cgroup in every hierarchy that has it.
+fn build_cgroups(d: &Daemon) -> Vec<PathBuf> {
+    let inst = d.instance();
+    let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    roots.push("/sys/fs/cgroup".into());
+    roots
+        .into_iter()
+        .map(|r| r.join(format!("runta-{inst}-builds")))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_held_to_their_limits_and_deadline_and_reaped_after_a_crash() {
+    skip_without!("buildah");
+    let d = Daemon::start_new(&["--build-timeout-secs", "25", "--build-pids-max", "256"]);
+    let c = d.tenant("limits").await;
+    let ctx = tmp("ctx");
+
+    // A step that forks 400 sleepers and waits for them: the build's cgroup
+    // holds it to 256 processes (buildah keeps some for itself), and the
+    // deadline ends it.
+    std::fs::write(
+        ctx.join("bomb.py"),
+        "import os, time\nfor i in range(400):\n    try:\n        if os.fork() == 0:\n            time.sleep(120)\n            os._exit(0)\n    except OSError as e:\n        print('fork failed:', e.strerror, flush=True)\n        break\ntime.sleep(120)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base\nCOPY bomb.py /bomb.py\nRUN python3 /bomb.py\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = {
+        let (most, inst) = (most.clone(), d.instance());
+        std::thread::spawn(move || {
+            while started.elapsed() < Duration::from_secs(40) {
+                let n = build_procs(&inst).len();
+                most.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let (st, log, last) = build(&c, "bomb:1", tar_of(&ctx)).await;
+    let took = started.elapsed();
+    assert_eq!(st, StatusCode::OK, "{last}");
+    assert_eq!(last["type"], "error", "{last}\n{}", log.join("\n"));
+    assert!(
+        last.to_string().contains("deadline"),
+        "the error names the deadline: {last}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "stopped at its deadline, not at the end of the step: {took:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.starts_with("fork failed:")),
+        "forks past the limit failed inside the step: {log:?}"
+    );
+    watch.join().unwrap();
+    let seen = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        seen > 100 && seen <= 256,
+        "the build's processes were seen and held to 256: {seen}"
+    );
+    // Nothing of it is left: no process, no cgroup of its own.
+    assert_eq!(build_procs(&d.instance()), Vec::<i32>::new());
+    c.eventually(10, "the build cgroup is removed", || {
+        let left = build_cgroups(&d)
+            .iter()
+            .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count();
+        async move { left == 0 }
+    })
+    .await;
+
+    // A daemon killed mid-build: its build goes on without it (buildah
+    // and the step are its own processes), and the next start ends it and
+    // removes its network.
+    std::fs::write(ctx.join("Dockerfile"), "FROM base\nRUN sleep 300\n").unwrap();
+    let resp = c
+        .http
+        .post(format!("{}/v1/images/builds?name=crash:1", c.base))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/x-tar")
+        .body(tar_of(&ctx))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut resp = resp;
+    let mut text = String::new();
+    let netns = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(120), resp.chunk())
+            .await
+            .expect("the build log goes on")
+            .unwrap()
+            .expect("the build is still running");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(i) = text.find("network rtbuild-") {
+            break text[i + "network ".len()..i + "network ".len() + 20].to_string();
+        }
+    };
+    assert!(Path::new(&format!("/run/netns/{netns}")).exists());
+    c.eventually(60, "the step runs", || {
+        let n = build_procs(&d.instance())
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|s| s.starts_with("sleep\x00300"))
+            })
+            .count();
+        async move { n == 1 }
+    })
+    .await;
+    d.kill9();
+    drop(resp);
+    let orphans = build_procs(&d.instance());
+    assert!(!orphans.is_empty(), "the build outlived the daemon");
+    d.spawn();
+    for p in &orphans {
+        assert!(
+            !alive(*p),
+            "process {p} of the killed daemon's build is gone"
+        );
+    }
+    assert_eq!(build_procs(&d.instance()), Vec::<i32>::new());
+    assert!(
+        !Path::new(&format!("/run/netns/{netns}")).exists(),
+        "the build's network {netns} is removed"
+    );
+    let veth = format!("rbh{}", &netns["rtbuild-".len()..][..9]);
+    assert!(!Path::new(&format!("/sys/class/net/{veth}")).exists());
+    let chain = format!("RTB-{}", &netns["rtbuild-".len()..][..9]);
+    assert!(
+        !common::iptables_save().contains(&chain),
+        "{chain} is removed"
+    );
+    let builds = d.data_dir.join("images").join("builds");
+    assert_eq!(
+        std::fs::read_dir(&builds).map(|r| r.count()).unwrap_or(0),
+        0,
+        "the build's folder is removed"
+    );
+    // And the tenant builds again.
+    std::fs::write(ctx.join("Dockerfile"), "FROM base\nRUN echo ok > /ok\n").unwrap();
+    let (_, log, last) = build(&c, "after:1", tar_of(&ctx)).await;
+    assert_eq!(last["type"], "done", "{last}\n{}", log.join("\n"));
+    // A daemon that stops leaves no cgroup of its builds, in any hierarchy.
+    assert!(d.terminate().success());
+    assert_eq!(build_cgroups(&d), Vec::<PathBuf>::new());
+    let _ = std::fs::remove_dir_all(&ctx);
+}

@@ -17,6 +17,9 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 
+use std::time::Duration;
+
+use runta_backend::cgroups::{CgroupMode, JobCgroup, JobLimits};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -36,6 +39,13 @@ pub struct BuildConfig {
     pub max_context_bytes: u64,
     /// The OCI runtime buildah runs steps with (`crun` or `runc`).
     pub runtime: String,
+    /// Limits of each build's cgroup: buildah and every RUN step together.
+    pub limits: JobLimits,
+    /// Longest a build may run; past it, every process of it is killed.
+    pub timeout: Duration,
+    /// The cgroup the builds' own cgroups are made under
+    /// (`/runta-<instance>-builds`; [`reap_leftovers`] finds them there).
+    pub cgroup_parent: String,
 }
 
 /// What a caller asks to build.
@@ -811,6 +821,40 @@ impl BuildNet {
         Ok(net)
     }
 
+    /// What [`BuildNet::from_record`] needs to find the network again (a
+    /// line the daemon keeps beside the build while it runs, so a daemon
+    /// killed mid-build removes it at its next start).
+    pub fn record(&self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.ns, self.host_if, self.chain, self.subnet
+        )
+    }
+
+    /// The network a [`BuildNet::record`] line names; `None` for anything
+    /// that is not exactly such a line (only names of this shape are ever
+    /// removed).
+    pub fn from_record(line: &str) -> Option<BuildNet> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let [ns, host_if, chain, subnet] = f.as_slice() else {
+            return None;
+        };
+        let ok = ns.strip_prefix("rtbuild-").is_some_and(|h| hex(h, 12))
+            && host_if.strip_prefix("rbh").is_some_and(|h| hex(h, 9))
+            && chain.strip_prefix("RTB-").is_some_and(|h| hex(h, 9))
+            && subnet
+                .strip_suffix("/30")
+                .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+                .is_some_and(|a| a.octets()[..2] == [100, 127] && a.octets()[3] & 3 == 0);
+        ok.then(|| BuildNet {
+            ns: ns.to_string(),
+            host_if: host_if.to_string(),
+            chain: chain.to_string(),
+            subnet: subnet.to_string(),
+        })
+    }
+
     /// The namespace's name (`rtbuild-<12 hex>`; the host link is
     /// `rbh<first 9>`, the rules' chain `RTB-<first 9>`).
     pub fn name(&self) -> &str {
@@ -999,6 +1043,139 @@ impl BuildNet {
     }
 }
 
+/// A build's cgroup ([`JobCgroup`]): made before buildah starts, killed
+/// and removed when the build ends, however it ends (dropped too: a caller
+/// that went away takes the build's processes with it).
+pub struct BuildJob {
+    cg: Option<JobCgroup>,
+}
+
+impl BuildJob {
+    /// The cgroup `<parent>/<name>` with the config's limits.
+    pub fn create(cfg: &BuildConfig, name: &str) -> Result<BuildJob> {
+        let rel = format!("{}/{name}", cfg.cgroup_parent.trim_end_matches('/'));
+        let cg = JobCgroup::create(CgroupMode::detect(), &rel, &cfg.limits).map_err(|e| {
+            ImageError::Io(std::io::Error::new(e.kind(), format!("build cgroup: {e}")))
+        })?;
+        Ok(BuildJob { cg: Some(cg) })
+    }
+
+    fn cg(&self) -> &JobCgroup {
+        self.cg
+            .as_ref()
+            .expect("a build job has its cgroup until dropped")
+    }
+
+    pub fn rel(&self) -> &str {
+        self.cg().rel()
+    }
+
+    fn work_rel(&self, name: &str) -> String {
+        self.cg().work_rel(name)
+    }
+
+    /// Makes `cmd`'s process join the job between fork and exec: the
+    /// `cgroup.procs` files are opened here, and the child writes `0`
+    /// (itself) to each before it runs anything, so not one of its
+    /// children starts outside.
+    fn start_inside(&self, cmd: &mut tokio::process::Command) -> Result<()> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let fds: Vec<OwnedFd> = self
+            .cg()
+            .leader_procs()
+            .iter()
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| {
+                        ImageError::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("{}: {e}", p.display()),
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls write(2), which is async-signal-safe; the descriptors
+        // stay open in the parent (`fds` lives in the closure) until the
+        // command is dropped.
+        unsafe {
+            cmd.pre_exec(move || {
+                let _keep = &fds;
+                for fd in &raw {
+                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    /// Kills every process of the build (its steps' too).
+    pub async fn kill(&self) {
+        let cg = JobCgroup::existing(CgroupMode::detect(), self.rel());
+        let _ = tokio::task::spawn_blocking(move || cg.kill()).await;
+    }
+}
+
+impl Drop for BuildJob {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cg.take() {
+            // Killing waits for the processes to go: not on this thread,
+            // which may be one of the runtime's workers.
+            std::thread::spawn(move || {
+                cg.kill();
+                cg.remove();
+            });
+        }
+    }
+}
+
+/// Ends what a daemon killed mid-build left: every process of every build
+/// cgroup under `cgroup_parent` and the cgroups, and the network named in
+/// each `<builds>/<id>/net` record (then the build's folder). Runs at
+/// start, before any build; returns how many builds were cleaned.
+pub async fn reap_leftovers(cgroup_parent: &str, builds: &Path) -> usize {
+    let mode = CgroupMode::detect();
+    let mut n = 0;
+    for rel in JobCgroup::leftovers(mode, cgroup_parent) {
+        let cg = JobCgroup::existing(mode, &rel);
+        let _ = tokio::task::spawn_blocking(move || {
+            cg.kill();
+            cg.remove();
+        })
+        .await;
+        n += 1;
+    }
+    let parent = JobCgroup::existing(mode, cgroup_parent);
+    parent.remove();
+    if let Ok(rd) = std::fs::read_dir(builds) {
+        for e in rd.flatten() {
+            let dir = e.path();
+            if let Some(net) = std::fs::read_to_string(dir.join("net"))
+                .ok()
+                .and_then(|l| BuildNet::from_record(&l))
+            {
+                net.remove().await;
+                n += 1;
+            }
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        }
+    }
+    n
+}
+
+/// Removes the builds' parent cgroup when no build is left in it (at
+/// daemon stop).
+pub fn remove_job_parent(cgroup_parent: &str) {
+    JobCgroup::existing(CgroupMode::detect(), cgroup_parent).remove();
+}
+
 /// The builder folder of `tenant` under `root` (`<root>/t-<name>`, the
 /// name hashed when it is not plain lowercase letters, digits, `-`, `_`).
 pub fn tenant_dir(root: &Path, tenant: &str) -> PathBuf {
@@ -1074,6 +1251,9 @@ impl Buildah {
                     ..template.clone()
                 });
                 let _ = b.run(&["umount".into(), "--all".into()]).await;
+                // Working containers of builds that were stopped half way
+                // (a deadline, a caller gone, a daemon killed).
+                let _ = b.run(&["rm".into(), "--all".into()]).await;
             }
         }
         let dir = root.to_path_buf();
@@ -1112,7 +1292,9 @@ impl Buildah {
 
     /// Runs `buildah bud` on `context` with the (rewritten) Dockerfile at
     /// `dockerfile`, sending every output line to `log`; then writes the
-    /// result as an OCI layout at `out`. RUN steps run in `net`.
+    /// result as an OCI layout at `out`. RUN steps run in `net`; buildah and
+    /// every process it starts run in the build's own cgroup (`job`, made
+    /// with [`BuildJob::create`]), within the config's deadline.
     #[allow(clippy::too_many_arguments)]
     pub async fn build(
         &self,
@@ -1122,6 +1304,7 @@ impl Buildah {
         tag: &str,
         out: &Path,
         net: &BuildNet,
+        job: &BuildJob,
         log: &mpsc::Sender<String>,
     ) -> Result<()> {
         let mut args = self.base_args();
@@ -1137,6 +1320,11 @@ impl Buildah {
             self.cfg.runtime.clone(),
             "--memory".into(),
             format!("{}m", self.cfg.memory_mib),
+            // buildah gives each step's container this very cgroup (and
+            // runc removes it when the step ends): one below the build's,
+            // so the build's limits hold whatever the step's own are.
+            "--cgroup-parent".into(),
+            job.work_rel("step"),
             // RUN steps join the build's own restricted namespace: buildah's
             // own network would reach the daemon host's ports, its private
             // networks, other runtimes and the metadata address
@@ -1158,12 +1346,14 @@ impl Buildah {
             args.push(format!("{k}={v}"));
         }
         args.push(context.display().to_string());
-        let mut child = tokio::process::Command::new("buildah")
-            .args(&args)
+        let mut cmd = tokio::process::Command::new("buildah");
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        job.start_inside(&mut cmd)?;
+        let mut child = cmd
             .spawn()
             .map_err(|e| ImageError::Invalid(format!("run buildah (is it installed?): {e}")))?;
         let (Some(so), Some(se)) = (child.stdout.take(), child.stderr.take()) else {
@@ -1185,7 +1375,19 @@ impl Buildah {
         };
         let a = pump(Box::new(so), log.clone());
         let b = pump(Box::new(se), log.clone());
-        let status = child.wait().await?;
+        let status = match tokio::time::timeout(self.cfg.timeout, child.wait()).await {
+            Ok(s) => s?,
+            Err(_) => {
+                job.kill().await;
+                let _ = child.wait().await;
+                let secs = self.cfg.timeout.as_secs();
+                let m = format!("the build ran past its deadline ({secs} s) and was stopped");
+                let _ = log.send(format!("runta: {m}")).await;
+                return Err(ImageError::Invalid(m));
+            }
+        };
+        // What a step left running (a daemon of its own) ends with the build.
+        job.kill().await;
         let _ = a.await;
         let tail = b.await.unwrap_or_default();
         if !status.success() {

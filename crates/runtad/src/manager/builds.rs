@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runta_backend::cgroups::JobLimits;
 
 use runta_backend::images::BASE_IMAGE;
 use tokio::sync::mpsc;
@@ -15,6 +18,31 @@ use crate::auth::Principal;
 use crate::images::build::{self, BuildConfig, BuildSpec, Buildah};
 use crate::images::reference::Reference;
 use crate::images::{Image, Images};
+
+/// Limits and deadline of every image build (daemon flags `--build-*`).
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    pub timeout: Duration,
+    /// Processes and threads of one build at once.
+    pub pids_max: u64,
+    /// Memory of one build (buildah and its steps together).
+    pub memory_mib: u64,
+    pub cpus: f64,
+    /// Where the builds' cgroups are made (`/runta-<instance>-builds`).
+    pub cgroup_parent: String,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            timeout: Duration::from_secs(1800),
+            pids_max: 4096,
+            memory_mib: 2048,
+            cpus: 1.0,
+            cgroup_parent: "/runta-test-builds".into(),
+        }
+    }
+}
 
 /// Builds running at once (each is a buildah process and its containers).
 const MAX_BUILDS: usize = 2;
@@ -79,11 +107,19 @@ impl Manager {
         } else {
             "crun"
         };
+        let b = &self.cfg.builds;
         BuildConfig {
             dir: build::tenant_dir(&images.dir().join("builder"), tenant),
-            memory_mib: self.cfg.default_memory_mib.max(2048),
+            memory_mib: b.memory_mib,
             max_context_bytes: MAX_BUILD_CONTEXT,
             runtime: runtime.into(),
+            limits: JobLimits {
+                pids: b.pids_max,
+                memory_bytes: b.memory_mib << 20,
+                cpus: b.cpus,
+            },
+            timeout: b.timeout,
+            cgroup_parent: b.cgroup_parent.clone(),
         }
     }
 
@@ -275,13 +311,23 @@ impl Manager {
         std::fs::write(&rewritten, text).map_err(|e| Error::Internal(e.to_string()))?;
         let out = b.work.join("out");
         let tag = format!("localhost/runta-build:{}", uuid::Uuid::new_v4().simple());
+        let id = b
+            .work
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let job = build::BuildJob::create(buildah.config(), &id).map_err(build_error)?;
         let net = build::BuildNet::create().await.map_err(build_error)?;
+        // Beside the build, so a daemon killed now removes the network at
+        // its next start (build::reap_leftovers).
+        let _ = std::fs::write(b.work.join("net"), net.record());
         let _ = log
             .send(format!("runta: RUN steps in network {}", net.name()))
             .await;
         let r = buildah
-            .build(&b.ctx, &rewritten, &b.spec, &tag, &out, &net, log)
+            .build(&b.ctx, &rewritten, &b.spec, &tag, &out, &net, &job, log)
             .await;
+        drop(job);
         net.remove().await;
         r.map_err(build_error)?;
         let name = b.name.as_str();

@@ -6,7 +6,7 @@
 
 mod admission;
 mod apply;
-mod builds;
+pub mod builds;
 mod checkpoints;
 mod commit;
 mod egress;
@@ -181,6 +181,8 @@ pub struct ManagerConfig {
     pub ingress_http_port: u16,
     /// Address math of the runtime network (the backend owns the network itself).
     pub network: runta_backend::network::Network,
+    /// Limits and deadline of image builds.
+    pub builds: builds::BuildSettings,
 }
 
 /// Per-runtime activity, for the idle policy and `/metrics`.

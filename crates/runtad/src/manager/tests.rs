@@ -56,6 +56,7 @@ pub(super) fn config_for_tests() -> ManagerConfig {
         ingress_https_port: 8443,
         ingress_http_port: 8081,
         network: runta_backend::network::Network::new("f00d", 99),
+        builds: Default::default(),
     }
 }
 
