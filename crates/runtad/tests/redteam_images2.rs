@@ -1,0 +1,723 @@
+//! Second red-team pass on the image subsystem (docs/security.md, Image
+//! red-team pass 2): each test performs one attack against a real runtad,
+//! with real Debian `docker-registry` instances on loopback, hostile HTTP
+//! servers of the test's own and a real buildah, and asserts the attack
+//! fails cleanly (a clear 4xx or error, nothing written outside the store,
+//! no other tenant affected, the daemon still healthy).
+//!
+//! Needs root, `docker-registry`, `skopeo`, `curl`, `python3` and a static
+//! busybox (`busybox-static`); the build tests also `buildah`. A test that
+//! cannot find them says so and skips.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::registry::{busybox, have, put_blob, sha, start_registry, Registry};
+use common::{Client, Daemon};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- layers and layouts
+
+fn tar_builder() -> tar::Builder<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.mode(tar::HeaderMode::Complete);
+    b
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]) {
+    let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+fn add_dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    b.append_data(&mut h, path, &[][..]).unwrap();
+}
+
+fn add_symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    b.append_link(&mut h, path, target).unwrap();
+}
+
+fn gzip(tar: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(tar).unwrap();
+    e.finish().unwrap()
+}
+
+/// A busybox root (the shell and the applets the tests use).
+fn bb_tar() -> Vec<u8> {
+    let bb = busybox().unwrap();
+    let mut t = tar_builder();
+    for d in ["bin", "etc", "tmp", "root", "work"] {
+        add_dir(&mut t, d);
+    }
+    add_file(&mut t, "bin/busybox", 0o755, &bb);
+    add_file(
+        &mut t,
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\n",
+    );
+    for a in [
+        "sh", "ls", "cat", "echo", "mkdir", "rm", "sleep", "true", "test", "[", "seq", "head",
+        "tr", "wc", "ps", "grep", "ln", "mkfifo", "stat",
+    ] {
+        add_symlink(&mut t, &format!("bin/{a}"), "busybox");
+    }
+    t.into_inner().unwrap()
+}
+
+/// One file in a layer of its own.
+fn file_tar(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut t = tar_builder();
+    add_file(&mut t, path, 0o644, body);
+    t.into_inner().unwrap()
+}
+
+/// What [`layout`] wrote: digests of the manifest, config, blobs, diff_ids.
+#[derive(Clone, Debug)]
+struct Written {
+    manifest: String,
+    config: String,
+    blobs: Vec<String>,
+    diff_ids: Vec<String>,
+}
+
+/// Writes an OCI layout at `dir` with one image tagged `tag`: `layers` as
+/// (tar, blob) pairs, `run` as the config's `config`.
+fn layout(dir: &Path, tag: &str, layers: &[(Vec<u8>, Vec<u8>)], run: Value) -> Written {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut descs = Vec::new();
+    let (mut blobs, mut diff_ids) = (Vec::new(), Vec::new());
+    for (tar, blob) in layers {
+        diff_ids.push(sha(tar));
+        let d = put_blob(dir, blob);
+        descs.push(
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                          "digest": d, "size": blob.len()}),
+        );
+        blobs.push(d);
+    }
+    let config = config_bytes(&diff_ids, run);
+    let cd = put_blob(dir, &config);
+    let manifest = manifest_bytes(&cd, config.len(), &descs);
+    let md = put_blob(dir, &manifest);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    Written {
+        manifest: md,
+        config: cd,
+        blobs,
+        diff_ids,
+    }
+}
+
+fn config_bytes(diff_ids: &[String], run: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+        "config": run,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+fn manifest_bytes(config: &str, config_len: usize, layers: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+fn layer_desc(digest: &str, size: usize) -> Value {
+    json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size})
+}
+
+fn run_cfg() -> Value {
+    json!({"Env": ["PATH=/bin"], "WorkingDir": "/work"})
+}
+
+/// Pushes the layout's `tag` to `reg` as `repo:repo_tag` (skopeo, digests kept).
+fn push_layout(reg: &Registry, dir: &Path, tag: &str, repo: &str, repo_tag: &str) {
+    let mut args: Vec<String> = vec![
+        "copy".into(),
+        "--quiet".into(),
+        "--insecure-policy".into(),
+        "--dest-tls-verify=false".into(),
+        "--preserve-digests".into(),
+    ];
+    if let Some((u, p)) = &reg.creds {
+        args.push(format!("--dest-creds={u}:{p}"));
+    }
+    args.push(format!("oci:{}:{tag}", dir.display()));
+    args.push(format!("docker://{}/{repo}:{repo_tag}", reg.addr));
+    let out = Command::new("skopeo").args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn missing_tools(extra: &[&str]) -> Option<String> {
+    for t in ["docker-registry", "skopeo", "curl", "python3"]
+        .iter()
+        .chain(extra)
+    {
+        if !have(t) {
+            return Some(format!(
+                "{t} is not installed (apt-get install docker-registry skopeo buildah busybox-static)"
+            ));
+        }
+    }
+    if busybox().is_none() {
+        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+macro_rules! skip_unless {
+    ($($t:expr),*) => {
+        if let Some(why) = missing_tools(&[$($t),*]) {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+fn tmp(prefix: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// What the tests share: a plain anonymous registry with a busybox image
+/// (`bb/box:1`), and the busybox layer itself.
+struct World {
+    plain: Registry,
+    work: PathBuf,
+    bb_tar: Vec<u8>,
+    bb_blob: Vec<u8>,
+    bb: Written,
+}
+
+fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        let work = tmp("runta-rt-img2");
+        let plain = start_registry(None, None);
+        let bb_tar = bb_tar();
+        let bb_blob = gzip(&bb_tar);
+        let bb = layout(
+            &work.join("bb"),
+            "1",
+            &[(bb_tar.clone(), bb_blob.clone())],
+            run_cfg(),
+        );
+        push_layout(&plain, &work.join("bb"), "1", "bb/box", "1");
+        World {
+            plain,
+            work,
+            bb_tar,
+            bb_blob,
+            bb,
+        }
+    })
+}
+
+fn bb_ref() -> String {
+    format!("{}/bb/box:1", world().plain.addr)
+}
+
+// ---------------------------------------------------------------- hostile HTTP
+
+#[derive(Debug, Clone)]
+struct Req {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum Resp {
+    Full(u16, Vec<(String, String)>, Vec<u8>),
+    /// A chunked body that never ends.
+    Endless(u16),
+    /// No answer at all (the connection is held open).
+    Hang,
+}
+
+fn resp(code: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    Resp::Full(
+        code,
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body.to_vec(),
+    )
+}
+
+type Handler = Arc<dyn Fn(&Req) -> Resp + Send + Sync>;
+
+/// A small HTTP/1.1 server on loopback: one request per connection, every
+/// request kept, answered as its handler says.
+struct Fake {
+    addr: String,
+    reqs: Arc<Mutex<Vec<Req>>>,
+}
+
+impl Fake {
+    fn start(make: impl FnOnce(&str) -> Handler) -> Fake {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let handler = make(&addr);
+        let reqs: Arc<Mutex<Vec<Req>>> = Default::default();
+        let r2 = reqs.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (h, r) = (handler.clone(), r2.clone());
+                std::thread::spawn(move || serve_one(s, h, r));
+            }
+        });
+        Fake { addr, reqs }
+    }
+
+    fn requests(&self) -> Vec<Req> {
+        self.reqs.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(mut s: std::net::TcpStream, h: Handler, reqs: Arc<Mutex<Vec<Req>>>) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut buf = Vec::new();
+    let mut b = [0u8; 65536];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+        if buf.len() > 64 << 10 {
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let first = lines.next().unwrap_or("");
+    let mut parts = first.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let req = Req {
+        method,
+        path,
+        headers,
+    };
+    // Read (and drop) the request body, so the client sees our answer.
+    let len: usize = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut have = buf.len() - end;
+    while have < len {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => have += n,
+        }
+    }
+    reqs.lock().unwrap().push(req.clone());
+    match h(&req) {
+        Resp::Full(code, headers, body) => {
+            let mut head = format!(
+                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+        Resp::Endless(code) => {
+            let head = format!(
+                "HTTP/1.1 {code} X\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+            );
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = format!("{:x}\r\n{}\r\n", 65536, "E".repeat(65536));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                if s.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }
+        Resp::Hang => std::thread::sleep(Duration::from_secs(120)),
+    }
+}
+
+/// A TCP listener on loopback that counts connections: a stand-in for the
+/// daemon's own API, the metadata service or any host service a request
+/// must never reach.
+fn canary() -> (u16, Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            n2.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (port, n)
+}
+
+// ---------------------------------------------------------------- API helpers
+
+fn admin(d: &Daemon) -> Client {
+    Client::new(&d.endpoint, &d.admin_token)
+}
+
+async fn pull(c: &Client, reference: &str) -> Value {
+    let (st, v) = c
+        .post("/v1/images/pulls", json!({ "reference": reference }))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "pull {reference}: {v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (st, v) = c.get(&format!("/v1/images/pulls/{id}")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["data"]["status"] != "running" {
+            return v["data"].clone();
+        }
+        assert!(Instant::now() < deadline, "pull {id} did not end: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pull_ok(c: &Client, reference: &str) -> Value {
+    let p = pull(c, reference).await;
+    assert_eq!(p["status"], "succeeded", "pull {reference}: {p}");
+    p
+}
+
+async fn pull_fails(c: &Client, reference: &str, needle: &str) -> String {
+    let p = pull(c, reference).await;
+    assert_eq!(p["status"], "failed", "pull {reference} should fail: {p}");
+    let e = p["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        e.contains(needle),
+        "pull {reference}: error {e:?} should say {needle:?}"
+    );
+    e
+}
+
+async fn healthy(d: &Daemon) {
+    let r = reqwest::get(format!("{}/healthz", d.endpoint)).await;
+    assert!(
+        r.is_ok_and(|r| r.status().is_success()),
+        "runtad is gone: {}",
+        d.log_tail()
+    );
+}
+
+fn enc(r: &str) -> String {
+    let mut out = String::new();
+    for b in r.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn small(image: &str, name: &str) -> Value {
+    json!({"name": name, "image": image,
+           "resources": {"requests": {"vcpus": 1, "memory_mib": 128}}})
+}
+
+/// Every file under `dir` whose contents hold `needle` (a bounded grep).
+fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let out = Command::new("grep")
+        .args(["-rlsa", "--", needle])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The entries of a gzip'd layer blob: (path, type, link target, data).
+fn blob_entries(p: &Path) -> Vec<(String, tar::EntryType, Option<String>, Vec<u8>)> {
+    let f = std::fs::File::open(p).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let t = e.header().entry_type();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push((path, t, link, data));
+    }
+    out
+}
+
+// ---------------------------------------------------------------- 1. digests as keys
+
+/// Tenant A pulls a private image (a password registry, A's own login):
+/// a secret file in one layer, a secret in its config's `Env`. Tenant B,
+/// who has no login but has learnt the digests (a pinned manifest in a
+/// public repository, a log), serves from a registry of its own manifests
+/// that name A's layer blob (which B's registry does not have), A's
+/// config, or a blob of B's own labelled with the diff_id of A's layer.
+/// None of them gives B anything of A's: every pull fails, B holds no
+/// image, and B's registry is asked for every blob (whether the daemon
+/// has it is not told either). B's own image of a layer A also has still
+/// pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_digest_is_no_key_to_another_tenants_layers() {
+    skip_unless!();
+    let w = world();
+    let secret = format!("A-LAYER-SECRET-{}", uuid::Uuid::new_v4().simple());
+    let env_secret = format!("A-CONFIG-SECRET-{}", uuid::Uuid::new_v4().simple());
+    let private = start_registry(None, Some(("alice", "alice-pw")));
+    let s_tar = file_tar("secret.txt", secret.as_bytes());
+    let s_blob = gzip(&s_tar);
+    let a_img = layout(
+        &w.work.join("private"),
+        "1",
+        &[
+            (w.bb_tar.clone(), w.bb_blob.clone()),
+            (s_tar.clone(), s_blob.clone()),
+        ],
+        json!({"Env": ["PATH=/bin", format!("TOKEN={env_secret}")]}),
+    );
+    push_layout(&private, &w.work.join("private"), "1", "private/app", "1");
+
+    // B's registry: manifests built from what B knows, blobs B has.
+    let b_own = gzip(&file_tar("mine.txt", b"b's own"));
+    let b_own_d = sha(&b_own);
+    let bb_d = w.bb.blobs[0].clone();
+    let mut docs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifests: Vec<(&str, Vec<u8>)> = Vec::new();
+    // (a) A's layer blob by digest (B's registry does not have it).
+    let c_a = config_bytes(&a_img.diff_ids, run_cfg());
+    manifests.push((
+        "steal-blob",
+        manifest_bytes(
+            &sha(&c_a),
+            c_a.len(),
+            &[
+                layer_desc(&bb_d, w.bb_blob.len()),
+                layer_desc(&a_img.blobs[1], s_blob.len()),
+            ],
+        ),
+    ));
+    docs.push((sha(&c_a), c_a));
+    // (b) B's own blob, labelled with the diff_id of A's secret layer.
+    let c_b = config_bytes(&a_img.diff_ids, run_cfg());
+    let c_b = [c_b, b" ".to_vec()].concat();
+    manifests.push((
+        "relabel",
+        manifest_bytes(
+            &sha(&c_b),
+            c_b.len(),
+            &[
+                layer_desc(&bb_d, w.bb_blob.len()),
+                layer_desc(&b_own_d, b_own.len()),
+            ],
+        ),
+    ));
+    docs.push((sha(&c_b), c_b));
+    // (c) A's config (its Env) by digest, over layers B has.
+    let a_cfg_len = std::fs::metadata(w.work.join("private/blobs/sha256").join(&a_img.config[7..]))
+        .unwrap()
+        .len() as usize;
+    manifests.push((
+        "steal-config",
+        manifest_bytes(
+            &a_img.config,
+            a_cfg_len,
+            &[
+                layer_desc(&bb_d, w.bb_blob.len()),
+                layer_desc(&b_own_d, b_own.len()),
+            ],
+        ),
+    ));
+    // (d) control: B's own image of busybox (a layer A holds too) and B's file.
+    let c_ok = config_bytes(
+        &[
+            w.bb.diff_ids[0].clone(),
+            sha(&file_tar("mine.txt", b"b's own")),
+        ],
+        run_cfg(),
+    );
+    manifests.push((
+        "own",
+        manifest_bytes(
+            &sha(&c_ok),
+            c_ok.len(),
+            &[
+                layer_desc(&bb_d, w.bb_blob.len()),
+                layer_desc(&b_own_d, b_own.len()),
+            ],
+        ),
+    ));
+    docs.push((sha(&c_ok), c_ok));
+    docs.push((bb_d.clone(), w.bb_blob.clone()));
+    docs.push((b_own_d.clone(), b_own.clone()));
+    let manifests: Vec<(String, Vec<u8>)> = manifests
+        .into_iter()
+        .map(|(t, m)| (t.to_string(), m))
+        .collect();
+    let fake = Fake::start(move |_| {
+        Arc::new(move |r: &Req| {
+            let p = r.path.as_str();
+            if p == "/v2/" {
+                return resp(200, &[], b"{}");
+            }
+            if let Some(tag) = p.strip_prefix("/v2/evil/app/manifests/") {
+                if let Some((_, m)) = manifests.iter().find(|(t, _)| t == tag) {
+                    return resp(
+                        200,
+                        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+                        m,
+                    );
+                }
+            }
+            if let Some(d) = p.strip_prefix("/v2/evil/app/blobs/") {
+                if let Some((_, b)) = docs.iter().find(|(dd, _)| dd == d) {
+                    return resp(200, &[("Content-Type", "application/octet-stream")], b);
+                }
+            }
+            resp(404, &[], b"{\"errors\":[{\"code\":\"BLOB_UNKNOWN\"}]}")
+        })
+    });
+    let d = Daemon::start_new(&[
+        "--insecure-registry",
+        &format!("{},{},{}", w.plain.addr, private.addr, fake.addr),
+    ]);
+    let a = d.tenant("alice").await;
+    let b = d.tenant("mallory").await;
+    let (st, v) = a
+        .post(
+            "/v1/images/logins",
+            json!({"registry": private.addr, "username": "alice", "password": "alice-pw"}),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let a_ref = format!("{}/private/app:1", private.addr);
+    pull_ok(&a, &a_ref).await;
+    let n = common::name("a");
+    a.create_with(small(&a_ref, &n)).await;
+    assert_eq!(a.out(&n, "cat /secret.txt").await, secret);
+
+    // B without a login: the registry refuses, by tag and by digest.
+    pull_fails(&b, &a_ref, "authentication").await;
+    pull_fails(
+        &b,
+        &format!("{}/private/app@{}", private.addr, a_img.manifest),
+        "authentication",
+    )
+    .await;
+
+    // B's own registry, with what B knows of A's image.
+    let evil = |t: &str| format!("{}/evil/app:{t}", fake.addr);
+    let e = pull_fails(&b, &evil("steal-blob"), "").await;
+    assert!(e.contains("no blob") || e.contains("404"), "{e}");
+    let e = pull_fails(&b, &evil("relabel"), "").await;
+    assert!(e.contains("diff_id") || e.contains("does not match"), "{e}");
+    let e = pull_fails(&b, &evil("steal-config"), "").await;
+    assert!(e.contains("no blob") || e.contains("404"), "{e}");
+    // The daemon asked B's registry for A's blob and config although it
+    // has both: B learns nothing of what the store holds.
+    let asked: Vec<String> = fake.requests().into_iter().map(|r| r.path).collect();
+    for digest in [&a_img.blobs[1], &a_img.config] {
+        assert!(
+            asked.iter().any(|p| p.ends_with(digest.as_str())),
+            "the daemon never asked B's registry for {digest}: {asked:?}"
+        );
+    }
+    let (_, list) = b.get("/v1/images").await;
+    let text = list.to_string();
+    for digest in [&a_img.manifest, &a_img.config, &a_img.blobs[1]] {
+        assert!(!text.contains(digest.as_str()), "{text}");
+    }
+    assert!(
+        !text.contains("evil/app:steal") && !text.contains("evil/app:relabel"),
+        "{text}"
+    );
+    for t in ["steal-blob", "relabel", "steal-config"] {
+        let (st, v) = b
+            .post("/v1/runtimes", small(&evil(t), &common::name("b")))
+            .await;
+        assert!(
+            st.is_client_error() || st.is_server_error(),
+            "{t}: {st} {v}"
+        );
+        assert!(!v.to_string().contains(&secret) && !v.to_string().contains(&env_secret));
+    }
+
+    // B's image of a layer A holds too (busybox) pulls and runs.
+    pull_ok(&b, &evil("own")).await;
+    let m = common::name("b");
+    b.create_with(small(&evil("own"), &m)).await;
+    assert_eq!(b.out(&m, "cat /mine.txt").await, "b's own");
+    let (c, _) = b.run(&m, "cat /secret.txt").await;
+    assert_ne!(c, 0, "B's image has no secret.txt");
+    let out = b.out(&m, "env").await;
+    assert!(!out.contains(&env_secret), "{out}");
+    healthy(&d).await;
+}
