@@ -79,7 +79,8 @@ fn bb_tar() -> Vec<u8> {
     );
     for a in [
         "sh", "ls", "cat", "echo", "mkdir", "rm", "sleep", "true", "test", "[", "seq", "head",
-        "tr", "wc", "ps", "grep", "ln", "mkfifo", "stat",
+        "tr", "wc", "ps", "grep", "ln", "mkfifo", "stat", "chmod", "cp", "truncate", "mknod",
+        "setsid", "readlink", "env", "id", "dd", "cut",
     ] {
         add_symlink(&mut t, &format!("bin/{a}"), "busybox");
     }
@@ -720,4 +721,376 @@ async fn a_known_digest_is_no_key_to_another_tenants_layers() {
     let out = b.out(&m, "env").await;
     assert!(!out.contains(&env_secret), "{out}");
     healthy(&d).await;
+}
+
+// ---------------------------------------------------------------- 2. commit of a hostile layer
+
+/// One daemon for the tests that need no flags of their own.
+fn shared() -> &'static Daemon {
+    static D: OnceLock<Daemon> = OnceLock::new();
+    D.get_or_init(|| Daemon::start_new(&["--insecure-registry", &world().plain.addr]))
+}
+
+/// What a hostile program leaves in its writable layer before the tenant
+/// commits: links to host files by absolute path, by `../` from where the
+/// layer sits on the host (the daemon's admin token), through
+/// `/proc/1/root`; a hard link to the daemon's agent binary; a device node;
+/// a FIFO; a setuid copy of the shell; a sparse file; and a loop that keeps
+/// swapping a file for a link to the host file while the commits run.
+const PLANT: &str = r#"set -e
+mkdir -p /data && cd /data
+ln -s "$CANARY" abs-link
+ln -s "../../../../../../../../../../../../../../..$TOKEN" rel-token
+ln -s /proc/1/root/etc/passwd proc-link
+if ln /.runta/agent agent-hard 2>/dev/null; then echo HARDLINKED; else echo no-hardlink; fi
+if mknod blk b 8 0 2>/dev/null; then echo MKNOD; else echo no-mknod; fi
+mkfifo fifo
+cp /bin/busybox suid && chmod 4755 suid
+truncate -s 64M sparse
+setsid sh -c 'while :; do rm -f race; echo data > race; rm -f race; ln -s "$CANARY" race; done' >/dev/null 2>&1 < /dev/null &
+echo planted
+"#;
+
+/// A runtime plants links, devices, FIFOs and a racing file swap in its
+/// layer, then the tenant commits it (running, three times during the
+/// race; paused; under another tenant's namespace). No commit follows a
+/// link on the host: no blob or layer of the store holds the host file or
+/// the daemon's admin token, the links stay links that resolve inside the
+/// next runtime, the FIFO never blocks the commit, a device node cannot be
+/// made at all, a paused runtime stays paused, and the image lands in the
+/// committer's own namespace, invisible to the other tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host() {
+    skip_unless!();
+    let d = shared();
+    let c = d.tenant("planter").await;
+    let other = d.tenant("victim").await;
+    let canary_text = format!("HOST-CANARY-{}", uuid::Uuid::new_v4().simple());
+    let canary = std::env::temp_dir().join(format!("runta-rt2-canary-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&canary, &canary_text).unwrap();
+    let token_path = d.data_dir.join("admin-token");
+    let n = common::name("plant");
+    c.create_with(json!({"name": n, "image": bb_ref(),
+        "env": {"CANARY": canary.display().to_string(), "TOKEN": token_path.display().to_string()},
+        "resources": {"requests": {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}}}))
+        .await;
+    let out = c.out(&n, PLANT).await;
+    assert!(out.contains("no-hardlink"), "a link to the agent binary: {out}");
+    assert!(out.contains("no-mknod"), "a device node: {out}");
+
+    // Three commits while the swap loop runs.
+    let mut names = Vec::new();
+    for i in 0..3 {
+        let (st, v) = c
+            .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": format!("plant:{i}")}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        assert_eq!(c.status(&n).await, "running", "thawed after the commit");
+        names.push(v["data"]["name"].as_str().unwrap().to_string());
+    }
+    let me = names[0]
+        .strip_prefix("localhost/")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let store = d.data_dir.join("images");
+    for name in &names {
+        let (st, v) = c.get(&format!("/v1/images/{}", enc(name))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let top = v["data"]["layer_digests"].as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let entries = blob_entries(&store.join("blobs/sha256").join(&top[7..]));
+        let find = |p: &str| entries.iter().find(|e| e.0 == p).cloned();
+        let l = find("data/abs-link").expect("abs-link");
+        assert_eq!((l.1, l.2.as_deref()), (tar::EntryType::Symlink, Some(canary.to_str().unwrap())));
+        assert_eq!(find("data/rel-token").expect("rel-token").1, tar::EntryType::Symlink);
+        assert_eq!(find("data/proc-link").expect("proc-link").1, tar::EntryType::Symlink);
+        assert_eq!(find("data/fifo").expect("fifo").1, tar::EntryType::Fifo);
+        assert!(find("data/blk").is_none() && find("data/agent-hard").is_none());
+        let race = find("data/race");
+        if let Some(r) = &race {
+            match r.1 {
+                tar::EntryType::Regular => assert!(r.3 == b"data\n" || r.3.is_empty(), "{r:?}"),
+                tar::EntryType::Symlink => {}
+                t => panic!("race is a {t:?}"),
+            }
+        }
+        let sparse = find("data/sparse").expect("sparse");
+        assert_eq!(sparse.3.len(), 64 << 20);
+        for e in &entries {
+            let body = String::from_utf8_lossy(&e.3);
+            assert!(!body.contains(&canary_text), "{} holds the host file", e.0);
+            assert!(!body.contains(&d.admin_token), "{} holds the admin token", e.0);
+        }
+    }
+    let leaked = files_holding(&store, &canary_text);
+    assert!(leaked.is_empty(), "the host file is in the store: {leaked:?}");
+    let leaked = files_holding(&store, &d.admin_token);
+    assert!(leaked.is_empty(), "the admin token is in the store: {leaked:?}");
+
+    // A runtime of the image: the links resolve inside it.
+    let m = common::name("copy");
+    c.create_with(small(&names[2], &m)).await;
+    let (code, out) = c.run(&m, "cat /data/abs-link /data/rel-token /data/race").await;
+    assert!(!out.contains(&canary_text) && !out.contains(&d.admin_token), "{code} {out}");
+    assert_eq!(c.out(&m, "test -p /data/fifo && stat -c %a /data/suid").await, "4755\n");
+    let (code, _) = c.run(&m, "test -e /data/blk").await;
+    assert_ne!(code, 0);
+
+    // Paused: committed as it is, and still paused.
+    let (st, v) = c.post(&format!("/v1/runtimes/{n}/pause"), json!({})).await;
+    assert!(st.is_success(), "{v}");
+    let (st, v) = c
+        .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": "paused:1"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(c.status(&n).await, "paused");
+    let (st, v) = c.post(&format!("/v1/runtimes/{n}/resume"), json!({})).await;
+    assert!(st.is_success(), "{v}");
+
+    // Another tenant's namespace: the image stays the committer's.
+    let victim_ns = "localhost/victim-00000000/app:1".to_string();
+    let (st, v) = c
+        .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": victim_ns}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let got = v["data"]["name"].as_str().unwrap();
+    assert!(got.starts_with(&format!("localhost/{me}/")), "{got}");
+    for name in names.iter().map(String::as_str).chain([got, victim_ns.as_str()]) {
+        let (st, _) = other.get(&format!("/v1/images/{}", enc(name))).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{name}");
+        let (st, v) = other.post("/v1/runtimes", small(name, &common::name("v"))).await;
+        assert!(st == StatusCode::NOT_FOUND || st.is_client_error(), "{name}: {st} {v}");
+    }
+    let _ = std::fs::remove_file(&canary);
+    healthy(d).await;
+}
+
+// ---------------------------------------------------------------- 3. push to a hostile registry
+
+/// The admin pushes to a registry that answers hostile things: an upload
+/// `Location` at the metadata address or at the daemon's own API, a token
+/// realm there, a redirect of the upload, an answer that never ends, no
+/// answer at all; and to a registry only a tenant has a login for. Each
+/// push fails naming why, within the stall window; nothing connects to
+/// the stand-in for the daemon's API; a tenant's login is never used for
+/// the admin's push, and a tenant cannot push at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_a_hostile_registry_go_nowhere_else() {
+    skip_unless!();
+    let w = world();
+    let (api_port, api_hits) = canary();
+    let authed = start_registry(None, Some(("tenant-user", "tenant-pw")));
+    let fake = Fake::start(move |_| {
+        Arc::new(move |r: &Req| {
+            let repo = r
+                .path
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split('/').next())
+                .unwrap_or("");
+            let api = format!("http://127.0.0.1:{api_port}");
+            let head = r.method == "HEAD";
+            let post = r.method == "POST";
+            match repo {
+                "meta" if post => resp(202, &[("Location", "http://169.254.169.254/latest/meta-data/x")], b""),
+                "api" if post => resp(202, &[("Location", &format!("{api}/v1/tokens"))], b""),
+                "realm-api" => resp(
+                    401,
+                    &[("WWW-Authenticate", &format!("Bearer realm=\"{api}/token\",service=\"x\""))],
+                    b"",
+                ),
+                "realm-meta" => resp(
+                    401,
+                    &[("WWW-Authenticate", "Bearer realm=\"https://169.254.169.254/token\"")],
+                    b"",
+                ),
+                "redirect" if post => resp(307, &[("Location", &format!("{api}/v1/runtimes"))], b""),
+                "endless" if r.method == "PUT" => Resp::Endless(500),
+                "endless" if post || r.method == "PATCH" => {
+                    resp(202, &[("Location", "/v2/endless/blobs/uploads/u1")], b"")
+                }
+                "hang" => Resp::Hang,
+                _ if head => resp(404, &[], b""),
+                _ => resp(404, &[], b""),
+            }
+        })
+    });
+    let d = Daemon::start_new(&[
+        "--insecure-registry",
+        &format!("{},{},{}", w.plain.addr, fake.addr, authed.addr),
+        "--image-pull-stall-secs",
+        "3",
+    ]);
+    let a = admin(&d);
+    pull_ok(&a, &bb_ref()).await;
+    let img = bb_ref();
+    let push = |target: String| {
+        let a = a.clone();
+        let img = img.clone();
+        async move {
+            let t0 = Instant::now();
+            let (st, v) = a
+                .post(&format!("/v1/images/{}/push", enc(&img)), json!({ "reference": target }))
+                .await;
+            (st, v, t0.elapsed())
+        }
+    };
+    for (repo, needle) in [
+        ("meta", "another host"),
+        ("api", "another host"),
+        ("realm-api", "not HTTPS"),
+        ("realm-meta", "refused to connect"),
+        ("redirect", "307"),
+        ("endless", "finish the upload"),
+        ("hang", "no answer"),
+    ] {
+        let (st, v, took) = push(format!("{}/{repo}/app:1", fake.addr)).await;
+        assert!(st.is_client_error() || st.is_server_error(), "{repo}: {st} {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{repo}: {msg:?} should say {needle:?}");
+        assert!(msg.len() < 4096, "{repo}: a message of {} bytes", msg.len());
+        assert!(took < Duration::from_secs(30), "{repo}: took {took:?}");
+    }
+    assert_eq!(api_hits.load(Ordering::SeqCst), 0, "a push reached the daemon's API stand-in");
+    assert!(
+        !fake.requests().iter().any(|r| r.header("authorization").is_some()),
+        "the admin has no login for the hostile registry; nothing was sent"
+    );
+
+    // A tenant's login opens no registry for the admin's push.
+    let t = d.tenant("pusher").await;
+    let (st, v) = t
+        .post(
+            "/v1/images/logins",
+            json!({"registry": authed.addr, "username": "tenant-user", "password": "tenant-pw"}),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let (st, v, _) = push(format!("{}/team/app:1", authed.addr)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // Nor may the tenant push (it would use the daemon's logins).
+    pull_ok(&t, &bb_ref()).await;
+    let (st, v) = t
+        .post(
+            &format!("/v1/images/{}/push", enc(&bb_ref())),
+            json!({"reference": format!("{}/team/app:1", authed.addr)}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "tenant-user:tenant-pw"])
+        .arg(format!("http://{}/v2/team/app/manifests/1", authed.addr))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "nothing was pushed");
+    healthy(&d).await;
+}
+
+// ---------------------------------------------------------------- 4. hostile names
+
+/// Image names with `..`, encoded slashes, NUL, control and bidi
+/// characters, full-width look-alikes of `localhost`, a digest that is a
+/// path, 20,000 characters, in every field that takes one: pull
+/// references, inspect and delete paths, commit names, registry logins
+/// and logouts, push targets. Each is a 4xx (or a pull that fails), never
+/// a 5xx; nothing named by them appears on the host, and the daemon
+/// stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_in_every_image_field_are_refused_cleanly() {
+    skip_unless!();
+    let d = shared();
+    let c = d.tenant("names").await;
+    let a = admin(d);
+    let mark = format!("pwn{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let long = "a".repeat(20_000);
+    let names: Vec<String> = vec![
+        format!("../../../../tmp/{mark}"),
+        format!("127.0.0.1:1/../../../../tmp/{mark}:1"),
+        format!("localhost/../{mark}/x:1"),
+        format!("{mark}/..%2F..%2Fx:1"),
+        format!("{mark}:1\u{0}/etc/passwd"),
+        format!("{mark}\n/x:1"),
+        format!("\u{202e}{mark}/x:1"),
+        format!("ｌｏｃａｌｈｏｓｔ/{mark}/x:1"),
+        format!("{mark}@sha256:../../../../tmp/x"),
+        format!("sha256:../../{mark}"),
+        format!("{mark}:../../x"),
+        format!("-{mark}"),
+        format!("{}/{mark}:1", "x".repeat(300)),
+        long.clone(),
+    ];
+    let bad = |what: &str, n: &str, st: StatusCode, v: &Value| {
+        assert!(
+            st.is_client_error(),
+            "{what} {:?}: {st} {}",
+            &n[..n.len().min(80)],
+            v.to_string().chars().take(300).collect::<String>()
+        );
+    };
+    let m = common::name("src");
+    c.create_with(small(&bb_ref(), &m)).await;
+    for n in &names {
+        let (st, v) = c.post("/v1/images/pulls", json!({"reference": n})).await;
+        if st == StatusCode::ACCEPTED {
+            let id = v["data"]["id"].as_str().unwrap();
+            loop {
+                let (_, v) = c.get(&format!("/v1/images/pulls/{id}")).await;
+                if v["data"]["status"] != "running" {
+                    assert_eq!(v["data"]["status"], "failed", "{n:?}: {v}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            bad("pull", n, st, &v);
+        }
+        for client in [&c, &a] {
+            let (st, v) = client.get(&format!("/v1/images/{}", enc(n))).await;
+            bad("inspect", n, st, &v);
+            let (st, v) = client.delete(&format!("/v1/images/{}", enc(n))).await;
+            bad("delete", n, st, &v);
+        }
+        let (st, v) = c
+            .post(&format!("/v1/runtimes/{m}/commit"), json!({"name": n}))
+            .await;
+        if st == StatusCode::CREATED {
+            // Taken as a name under the tenant's own prefix: harmless.
+            let got = v["data"]["name"].as_str().unwrap();
+            assert!(got.starts_with("localhost/names-"), "{n:?} became {got:?}");
+        } else {
+            bad("commit", n, st, &v);
+        }
+        let (st, v) = c
+            .post("/v1/images/logins", json!({"registry": n, "username": "u", "password": "p"}))
+            .await;
+        bad("login", n, st, &v);
+        let (st, v) = c.delete(&format!("/v1/images/logins/{}", enc(n))).await;
+        bad("logout", n, st, &v);
+        let (st, v) = a
+            .post(&format!("/v1/images/{}/push", enc(&bb_ref())), json!({"reference": n}))
+            .await;
+        assert!(st.is_client_error() || st == StatusCode::BAD_GATEWAY || st.is_server_error() && v["error"]["code"] != "internal",
+            "push {:?}: {st} {v}", &n[..n.len().min(80)]);
+        let (st, v) = c
+            .post(&format!("/v1/images/{}/push", enc(n)), json!({"reference": "x/y:1"}))
+            .await;
+        bad("tenant push", n, st, &v);
+    }
+    // Nothing by those names on the host.
+    let out = Command::new("find")
+        .args(["/tmp", "/var/lib/runta", "/run"])
+        .arg(&d.data_dir)
+        .args(["-maxdepth", "6", "-name", &format!("*{mark}*")])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<&str> = found
+        .lines()
+        .filter(|l| !l.contains("/images/commits/"))
+        .collect();
+    // A commit name lives only in the store's records, never as a path.
+    assert!(found.is_empty(), "{found:?}");
+    healthy(d).await;
 }
