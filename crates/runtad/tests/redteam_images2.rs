@@ -766,7 +766,10 @@ async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host(
     let c = d.tenant("planter").await;
     let other = d.tenant("victim").await;
     let canary_text = format!("HOST-CANARY-{}", uuid::Uuid::new_v4().simple());
-    let canary = std::env::temp_dir().join(format!("runta-rt2-canary-{}", uuid::Uuid::new_v4().simple()));
+    let canary = std::env::temp_dir().join(format!(
+        "runta-rt2-canary-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::write(&canary, &canary_text).unwrap();
     let token_path = d.data_dir.join("admin-token");
     let n = common::name("plant");
@@ -775,14 +778,20 @@ async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host(
         "resources": {"requests": {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}}}))
         .await;
     let out = c.out(&n, PLANT).await;
-    assert!(out.contains("no-hardlink"), "a link to the agent binary: {out}");
+    assert!(
+        out.contains("no-hardlink"),
+        "a link to the agent binary: {out}"
+    );
     assert!(out.contains("no-mknod"), "a device node: {out}");
 
     // Three commits while the swap loop runs.
     let mut names = Vec::new();
     for i in 0..3 {
         let (st, v) = c
-            .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": format!("plant:{i}")}))
+            .post(
+                &format!("/v1/runtimes/{n}/commit"),
+                json!({"name": format!("plant:{i}")}),
+            )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{v}");
         assert_eq!(c.status(&n).await, "running", "thawed after the commit");
@@ -797,16 +806,29 @@ async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host(
     for name in &names {
         let (st, v) = c.get(&format!("/v1/images/{}", enc(name))).await;
         assert_eq!(st, StatusCode::OK, "{v}");
-        let top = v["data"]["layer_digests"].as_array().unwrap().last().unwrap()["digest"]
+        let top = v["data"]["layer_digests"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["digest"]
             .as_str()
             .unwrap()
             .to_string();
         let entries = blob_entries(&store.join("blobs/sha256").join(&top[7..]));
         let find = |p: &str| entries.iter().find(|e| e.0 == p).cloned();
         let l = find("data/abs-link").expect("abs-link");
-        assert_eq!((l.1, l.2.as_deref()), (tar::EntryType::Symlink, Some(canary.to_str().unwrap())));
-        assert_eq!(find("data/rel-token").expect("rel-token").1, tar::EntryType::Symlink);
-        assert_eq!(find("data/proc-link").expect("proc-link").1, tar::EntryType::Symlink);
+        assert_eq!(
+            (l.1, l.2.as_deref()),
+            (tar::EntryType::Symlink, Some(canary.to_str().unwrap()))
+        );
+        assert_eq!(
+            find("data/rel-token").expect("rel-token").1,
+            tar::EntryType::Symlink
+        );
+        assert_eq!(
+            find("data/proc-link").expect("proc-link").1,
+            tar::EntryType::Symlink
+        );
         assert_eq!(find("data/fifo").expect("fifo").1, tar::EntryType::Fifo);
         assert!(find("data/blk").is_none() && find("data/agent-hard").is_none());
         let race = find("data/race");
@@ -822,20 +844,39 @@ async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host(
         for e in &entries {
             let body = String::from_utf8_lossy(&e.3);
             assert!(!body.contains(&canary_text), "{} holds the host file", e.0);
-            assert!(!body.contains(&d.admin_token), "{} holds the admin token", e.0);
+            assert!(
+                !body.contains(&d.admin_token),
+                "{} holds the admin token",
+                e.0
+            );
         }
     }
     let leaked = files_holding(&store, &canary_text);
-    assert!(leaked.is_empty(), "the host file is in the store: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "the host file is in the store: {leaked:?}"
+    );
     let leaked = files_holding(&store, &d.admin_token);
-    assert!(leaked.is_empty(), "the admin token is in the store: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "the admin token is in the store: {leaked:?}"
+    );
 
     // A runtime of the image: the links resolve inside it.
     let m = common::name("copy");
     c.create_with(small(&names[2], &m)).await;
-    let (code, out) = c.run(&m, "cat /data/abs-link /data/rel-token /data/race").await;
-    assert!(!out.contains(&canary_text) && !out.contains(&d.admin_token), "{code} {out}");
-    assert_eq!(c.out(&m, "test -p /data/fifo && stat -c %a /data/suid").await, "4755\n");
+    let (code, out) = c
+        .run(&m, "cat /data/abs-link /data/rel-token /data/race")
+        .await;
+    assert!(
+        !out.contains(&canary_text) && !out.contains(&d.admin_token),
+        "{code} {out}"
+    );
+    assert_eq!(
+        c.out(&m, "test -p /data/fifo && stat -c %a /data/suid")
+            .await,
+        "4755\n"
+    );
     let (code, _) = c.run(&m, "test -e /data/blk").await;
     assert_ne!(code, 0);
 
@@ -843,7 +884,10 @@ async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host(
     let (st, v) = c.post(&format!("/v1/runtimes/{n}/pause"), json!({})).await;
     assert!(st.is_success(), "{v}");
     let (st, v) = c
-        .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": "paused:1"}))
+        .post(
+            &format!("/v1/runtimes/{n}/commit"),
+            json!({"name": "paused:1"}),
+        )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     assert_eq!(c.status(&n).await, "paused");
@@ -853,16 +897,28 @@ async fn a_hostile_writable_layer_commits_as_data_and_reads_nothing_of_the_host(
     // Another tenant's namespace: the image stays the committer's.
     let victim_ns = "localhost/victim-00000000/app:1".to_string();
     let (st, v) = c
-        .post(&format!("/v1/runtimes/{n}/commit"), json!({"name": victim_ns}))
+        .post(
+            &format!("/v1/runtimes/{n}/commit"),
+            json!({"name": victim_ns}),
+        )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let got = v["data"]["name"].as_str().unwrap();
     assert!(got.starts_with(&format!("localhost/{me}/")), "{got}");
-    for name in names.iter().map(String::as_str).chain([got, victim_ns.as_str()]) {
+    for name in names
+        .iter()
+        .map(String::as_str)
+        .chain([got, victim_ns.as_str()])
+    {
         let (st, _) = other.get(&format!("/v1/images/{}", enc(name))).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{name}");
-        let (st, v) = other.post("/v1/runtimes", small(name, &common::name("v"))).await;
-        assert!(st == StatusCode::NOT_FOUND || st.is_client_error(), "{name}: {st} {v}");
+        let (st, v) = other
+            .post("/v1/runtimes", small(name, &common::name("v")))
+            .await;
+        assert!(
+            st == StatusCode::NOT_FOUND || st.is_client_error(),
+            "{name}: {st} {v}"
+        );
     }
     let _ = std::fs::remove_file(&canary);
     healthy(d).await;
@@ -894,19 +950,31 @@ async fn pushes_to_a_hostile_registry_go_nowhere_else() {
             let head = r.method == "HEAD";
             let post = r.method == "POST";
             match repo {
-                "meta" if post => resp(202, &[("Location", "http://169.254.169.254/latest/meta-data/x")], b""),
+                "meta" if post => resp(
+                    202,
+                    &[("Location", "http://169.254.169.254/latest/meta-data/x")],
+                    b"",
+                ),
                 "api" if post => resp(202, &[("Location", &format!("{api}/v1/tokens"))], b""),
                 "realm-api" => resp(
                     401,
-                    &[("WWW-Authenticate", &format!("Bearer realm=\"{api}/token\",service=\"x\""))],
+                    &[(
+                        "WWW-Authenticate",
+                        &format!("Bearer realm=\"{api}/token\",service=\"x\""),
+                    )],
                     b"",
                 ),
                 "realm-meta" => resp(
                     401,
-                    &[("WWW-Authenticate", "Bearer realm=\"https://169.254.169.254/token\"")],
+                    &[(
+                        "WWW-Authenticate",
+                        "Bearer realm=\"https://169.254.169.254/token\"",
+                    )],
                     b"",
                 ),
-                "redirect" if post => resp(307, &[("Location", &format!("{api}/v1/runtimes"))], b""),
+                "redirect" if post => {
+                    resp(307, &[("Location", &format!("{api}/v1/runtimes"))], b"")
+                }
                 "endless" if r.method == "PUT" => Resp::Endless(500),
                 "endless" if post || r.method == "PATCH" => {
                     resp(202, &[("Location", "/v2/endless/blobs/uploads/u1")], b"")
@@ -932,7 +1000,10 @@ async fn pushes_to_a_hostile_registry_go_nowhere_else() {
         async move {
             let t0 = Instant::now();
             let (st, v) = a
-                .post(&format!("/v1/images/{}/push", enc(&img)), json!({ "reference": target }))
+                .post(
+                    &format!("/v1/images/{}/push", enc(&img)),
+                    json!({ "reference": target }),
+                )
                 .await;
             (st, v, t0.elapsed())
         }
@@ -947,15 +1018,28 @@ async fn pushes_to_a_hostile_registry_go_nowhere_else() {
         ("hang", "no answer"),
     ] {
         let (st, v, took) = push(format!("{}/{repo}/app:1", fake.addr)).await;
-        assert!(st.is_client_error() || st.is_server_error(), "{repo}: {st} {v}");
+        assert!(
+            st.is_client_error() || st.is_server_error(),
+            "{repo}: {st} {v}"
+        );
         let msg = v["error"]["message"].as_str().unwrap_or("");
-        assert!(msg.contains(needle), "{repo}: {msg:?} should say {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{repo}: {msg:?} should say {needle:?}"
+        );
         assert!(msg.len() < 4096, "{repo}: a message of {} bytes", msg.len());
         assert!(took < Duration::from_secs(30), "{repo}: took {took:?}");
     }
-    assert_eq!(api_hits.load(Ordering::SeqCst), 0, "a push reached the daemon's API stand-in");
+    assert_eq!(
+        api_hits.load(Ordering::SeqCst),
+        0,
+        "a push reached the daemon's API stand-in"
+    );
     assert!(
-        !fake.requests().iter().any(|r| r.header("authorization").is_some()),
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.header("authorization").is_some()),
         "the admin has no login for the hostile registry; nothing was sent"
     );
 
@@ -980,11 +1064,23 @@ async fn pushes_to_a_hostile_registry_go_nowhere_else() {
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "tenant-user:tenant-pw"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "tenant-user:tenant-pw",
+        ])
         .arg(format!("http://{}/v2/team/app/manifests/1", authed.addr))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "nothing was pushed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "404",
+        "nothing was pushed"
+    );
     healthy(&d).await;
 }
 
@@ -1063,18 +1159,32 @@ async fn hostile_names_in_every_image_field_are_refused_cleanly() {
             bad("commit", n, st, &v);
         }
         let (st, v) = c
-            .post("/v1/images/logins", json!({"registry": n, "username": "u", "password": "p"}))
+            .post(
+                "/v1/images/logins",
+                json!({"registry": n, "username": "u", "password": "p"}),
+            )
             .await;
         bad("login", n, st, &v);
         let (st, v) = c.delete(&format!("/v1/images/logins/{}", enc(n))).await;
         bad("logout", n, st, &v);
         let (st, v) = a
-            .post(&format!("/v1/images/{}/push", enc(&bb_ref())), json!({"reference": n}))
+            .post(
+                &format!("/v1/images/{}/push", enc(&bb_ref())),
+                json!({"reference": n}),
+            )
             .await;
-        assert!(st.is_client_error() || st == StatusCode::BAD_GATEWAY || st.is_server_error() && v["error"]["code"] != "internal",
-            "push {:?}: {st} {v}", &n[..n.len().min(80)]);
+        assert!(
+            st.is_client_error()
+                || st == StatusCode::BAD_GATEWAY
+                || st.is_server_error() && v["error"]["code"] != "internal",
+            "push {:?}: {st} {v}",
+            &n[..n.len().min(80)]
+        );
         let (st, v) = c
-            .post(&format!("/v1/images/{}/push", enc(n)), json!({"reference": "x/y:1"}))
+            .post(
+                &format!("/v1/images/{}/push", enc(n)),
+                json!({"reference": "x/y:1"}),
+            )
             .await;
         bad("tenant push", n, st, &v);
     }
@@ -1093,4 +1203,328 @@ async fn hostile_names_in_every_image_field_are_refused_cleanly() {
     // A commit name lives only in the store's records, never as a path.
     assert!(found.is_empty(), "{found:?}");
     healthy(d).await;
+}
+
+// ---------------------------------------------------------------- 5. builds
+
+/// Posts a build of `dockerfile` (a context of that file alone) as `name`;
+/// the last event (`done` or `error`) and the log lines.
+async fn build(c: &Client, name: &str, dockerfile: &str) -> (StatusCode, Value, Vec<String>) {
+    let dir = tmp("rt2-ctx");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let resp = c
+        .http
+        .request(
+            Method::POST,
+            format!("{}/v1/images/builds?name={name}", c.base),
+        )
+        .bearer_auth(&c.token)
+        .header("content-type", "application/x-tar")
+        .timeout(Duration::from_secs(600))
+        .body(out.stdout)
+        .send()
+        .await;
+    let Ok(resp) = resp else {
+        return (StatusCode::BAD_GATEWAY, Value::Null, vec![]);
+    };
+    let st = resp.status();
+    // A daemon killed mid-build cuts the answer short.
+    let text = resp.text().await.unwrap_or_default();
+    if st != StatusCode::OK {
+        return (
+            st,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            vec![],
+        );
+    }
+    let (mut log, mut last) = (Vec::new(), Value::Null);
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+        match v["type"].as_str() {
+            Some("log") => log.push(v["line"].as_str().unwrap_or("").to_string()),
+            _ => last = v,
+        }
+    }
+    (st, last, log)
+}
+
+/// Host processes whose command line contains `needle`.
+fn procs_with(needle: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(needle)
+            && pid != std::process::id() as i32
+        {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// The network namespace, host link and chain of every build of daemon `d`
+/// running now (named on its buildah command lines, `ns:/run/netns/rtbuild-…`).
+fn build_nets(data_dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for pid in procs_with(&format!("{}/images/builder", data_dir.display())) {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        for w in cmd.split([' ', '/', ':', ',']) {
+            if let Some(id) = w.strip_prefix("rtbuild-").filter(|h| h.len() == 12) {
+                v.push(format!("netns rtbuild-{id}"));
+                v.push(format!("link rbh{}", &id[..9]));
+                v.push(format!("chain RTB-{}", &id[..9]));
+            }
+        }
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What a build leaves on the host: network namespaces `rtbuild-*`, links
+/// `rbh*`, iptables chains `RTB-*`, mounts under the data dir, and the
+/// builds' cgroups (`/runta-<instance>-builds/*`).
+/// Only the network pieces named in `nets` (this daemon's builds', from
+/// [`build_nets`]) count: other daemons of the host build too.
+fn build_remains(d: &Daemon, nets: &[String]) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/run/netns") {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("rtbuild-") {
+                v.push(format!("netns {n}"));
+            }
+        }
+    }
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    for l in String::from_utf8_lossy(&links.stdout).lines() {
+        if let Some(n) = l.split(": ").nth(1).filter(|n| n.starts_with("rbh")) {
+            v.push(format!("link {}", n.split('@').next().unwrap_or(n)));
+        }
+    }
+    for l in common::iptables_save().lines() {
+        if let Some(c) = l.strip_prefix(':').filter(|c| c.starts_with("RTB-")) {
+            v.push(format!("chain {}", c.split(' ').next().unwrap_or(c)));
+        }
+    }
+    v.retain(|r| nets.contains(r));
+    let dd = d.data_dir.display().to_string();
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        if l.contains(&format!("{dd}/images")) {
+            v.push(format!("mount {}", l.split(' ').nth(4).unwrap_or("")));
+        }
+    }
+    let parent = format!("runta-{}-builds", d.instance());
+    for c in ["pids", "memory", "cpu", "freezer", "unified", ""] {
+        let root = Path::new("/sys/fs/cgroup").join(c).join(&parent);
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                v.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Removes what a build left (processes by id, and the [`build_remains`]
+/// entries of its network), for a test that found them.
+fn purge(pids: &[i32], remains: &[String]) {
+    for p in pids {
+        // SAFETY: signalling processes of this test's own build.
+        unsafe {
+            libc::kill(*p, libc::SIGKILL);
+        }
+    }
+    let sh = |c: &str| {
+        let _ = Command::new("sh").args(["-c", c]).status();
+    };
+    for r in remains {
+        let Some((kind, name)) = r.split_once(' ') else {
+            continue;
+        };
+        match kind {
+            "netns" => sh(&format!("ip netns del {name}")),
+            "link" => sh(&format!("ip link del {name}")),
+            "chain" => {
+                let link = format!("rbh{}", name.trim_start_matches("RTB-"));
+                for t in ["filter", "nat"] {
+                    sh(&format!(
+                        "iptables-save -t {t} | grep -E '^-A .*({name}|{link})( |$)' | sed 's/^-A/-D/' | while read -r l; do eval iptables -t {t} $l; done"
+                    ));
+                }
+                sh(&format!("iptables -F {name}; iptables -X {name}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A daemon for builds with tight limits, and the busybox image to build on.
+fn build_daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--insecure-registry", world().plain.addr.as_str()];
+    args.extend_from_slice(extra);
+    Daemon::start_new(&args)
+}
+
+/// Three tenants build at once: a RUN step that forks a thousand
+/// sleepers, one that holds 400 MB in a shell variable, one that never
+/// ends. With `--build-pids-max 128 --build-memory-mib 192
+/// --build-timeout-secs 40` the forks stop at the cap (the host never
+/// sees more than the cap of them), the memory hog is killed, the endless
+/// step fails saying it ran past its deadline, every process of each is
+/// gone after, and nothing of the builds stays on the host.
+/// (The per-build cgroup, deadline and flags are the lead's change in
+/// progress: until it lands the daemon refuses the flags.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bombs_memory_hogs_and_endless_steps_are_contained() {
+    skip_unless!("buildah");
+    let d = build_daemon(&[
+        "--build-pids-max",
+        "128",
+        "--build-memory-mib",
+        "192",
+        "--build-timeout-secs",
+        "40",
+    ]);
+    let from = format!("FROM {}\n", bb_ref());
+    let fork =
+        format!("{from}RUN for i in $(seq 1 1000); do sleep 4321 & done; sleep 5; echo forked\n");
+    let hog = format!("{from}RUN x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo ${{#x}}\n");
+    let endless = format!("{from}RUN sleep 5678\n");
+    let (t1, t2, t3) = (
+        d.tenant("fork").await,
+        d.tenant("hog").await,
+        d.tenant("endless").await,
+    );
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let nets: Arc<Mutex<Vec<String>>> = Default::default();
+    let (p2, s2, n2) = (peak.clone(), stop.clone(), nets.clone());
+    let dd = d.data_dir.clone();
+    let sampler = std::thread::spawn(move || {
+        while !s2.load(Ordering::SeqCst) {
+            p2.fetch_max(procs_with("sleep 4321").len(), Ordering::SeqCst);
+            let mut n = n2.lock().unwrap();
+            n.extend(build_nets(&dd));
+            n.sort();
+            n.dedup();
+            drop(n);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let t0 = Instant::now();
+    let (f, h, e) = tokio::join!(
+        build(&t1, "fork:1", &fork),
+        build(&t2, "hog:1", &hog),
+        build(&t3, "endless:1", &endless)
+    );
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    // What is left is removed before anything is asserted, so a failure
+    // leaves the host clean.
+    let stray: Vec<i32> = ["sleep 4321", "sleep 5678", "head -c 400000000"]
+        .iter()
+        .flat_map(|n| procs_with(n))
+        .collect();
+    let nets = nets.lock().unwrap().clone();
+    let left = build_remains(&d, &nets);
+    purge(&stray, &left);
+    assert!(
+        stray.is_empty(),
+        "processes of the builds still ran: {stray:?}"
+    );
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(f.0, StatusCode::OK, "{}", f.1);
+    assert!(
+        peak.load(Ordering::SeqCst) <= 128,
+        "{} forked sleepers at once past --build-pids-max 128",
+        peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(h.0, StatusCode::OK, "{}", h.1);
+    assert_eq!(
+        h.1["type"], "error",
+        "the hog's build should fail: {} {:?}",
+        h.1, h.2
+    );
+    assert_eq!(e.0, StatusCode::OK, "{}", e.1);
+    assert_eq!(e.1["type"], "error", "{} {:?}", e.1, e.2);
+    let msg = e.1["message"].as_str().unwrap_or("");
+    assert!(msg.contains("deadline"), "{msg:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(150),
+        "took {:?}",
+        t0.elapsed()
+    );
+    healthy(&d).await;
+}
+
+/// A daemon killed (SIGKILL) while a build's RUN step runs, then started
+/// again: nothing of that build is left once it is up: no process of it
+/// (buildah, runc, the step), no network namespace, link, chain, mount or
+/// cgroup; and the tenant builds again.
+/// (Reconcile at start is the lead's change in progress.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_build_leaves_nothing_once_it_restarts() {
+    skip_unless!("buildah");
+    let d = build_daemon(&[]);
+    let c = d.tenant("killed").await;
+    let df = format!("FROM {}\nRUN sleep 6789\n", bb_ref());
+    let c2 = c.clone();
+    let job = tokio::spawn(async move { build(&c2, "killed:1", &df).await });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while procs_with("sleep 6789").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the step never started: {}",
+            d.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let nets = build_nets(&d.data_dir);
+    let during = build_remains(&d, &nets);
+    assert!(
+        !during.is_empty(),
+        "a running build has a namespace, chain, cgroup"
+    );
+    d.kill9();
+    let _ = job.await;
+    d.spawn();
+    // Reconcile runs at start; allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = build_remains(&d, &nets);
+        let procs = procs_with("sleep 6789");
+        let builders = procs_with(&format!("{}/images/builder", d.data_dir.display()));
+        if left.is_empty() && procs.is_empty() && builders.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            // Leave the host clean even when the daemon did not.
+            purge(&[procs.clone(), builders.clone()].concat(), &left);
+            panic!("after the restart: {left:?}, step {procs:?}, buildah {builders:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (st, last, log) = build(&c, "again:1", &format!("FROM {}\nRUN echo ok\n", bb_ref())).await;
+    assert_eq!(st, StatusCode::OK, "{last}");
+    assert_eq!(last["type"], "done", "{last} {log:?}");
+    healthy(&d).await;
 }

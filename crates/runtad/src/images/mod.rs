@@ -723,25 +723,28 @@ impl Images {
 
     /// What `tenant` already has a right to: the blobs and (blob, diff_id)
     /// pairs of the images it sees (its own names, the operator's shared
-    /// ones). `None` for the admin, who sees the whole store.
+    /// ones); everything for the admin, who sees the whole store.
     fn known_to(&self, tenant: &str) -> Result<Known> {
-        if tenant == crate::auth::ADMIN_TENANT {
-            return Ok(Known(None));
+        let mut known = Known {
+            all: tenant == crate::auth::ADMIN_TENANT,
+            blobs: Default::default(),
+            pairs: Default::default(),
+        };
+        if known.all {
+            return Ok(known);
         }
-        let mut blobs = std::collections::HashSet::new();
-        let mut pairs = std::collections::HashSet::new();
         for (rec, refs) in self.store.list_images()? {
             if !refs.iter().any(|r| r.seen_by(tenant)) {
                 continue;
             }
             let img = image_of(rec, refs)?;
-            blobs.insert(img.manifest.config.digest.clone());
+            known.blobs.insert(img.manifest.config.digest.clone());
             for l in img.layers {
-                blobs.insert(l.digest.clone());
-                pairs.insert((l.digest, l.diff_id));
+                known.blobs.insert(l.digest.clone());
+                known.pairs.insert((l.digest, l.diff_id));
             }
         }
-        Ok(Known(Some((blobs, pairs))))
+        Ok(known)
     }
 
     /// Fails unless blob `blob` uncompresses to the tar `diff_id` names (a
@@ -931,24 +934,24 @@ impl Images {
     }
 }
 
-/// The blobs and (blob, diff_id) pairs a tenant's images hold; `None`:
+/// The blobs and (blob, diff_id) pairs a tenant's images hold; `all`:
 /// everything (the admin).
-struct Known(
-    Option<(
-        std::collections::HashSet<String>,
-        std::collections::HashSet<(String, String)>,
-    )>,
-);
+struct Known {
+    all: bool,
+    blobs: std::collections::HashSet<String>,
+    pairs: std::collections::HashSet<(String, String)>,
+}
 
 impl Known {
     fn has_blob(&self, digest: &str) -> bool {
-        self.0.as_ref().is_none_or(|(b, _)| b.contains(digest))
+        self.all || self.blobs.contains(digest)
     }
 
     fn has_pair(&self, blob: &str, diff_id: &str) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|(_, p)| p.contains(&(blob.to_string(), diff_id.to_string())))
+        self.all
+            || self
+                .pairs
+                .contains(&(blob.to_string(), diff_id.to_string()))
     }
 }
 
