@@ -568,10 +568,15 @@ impl Images {
             }
         }
         progress.start(manifest.layers.len(), total);
+        // Content the store has is reused only where this tenant already has
+        // it: a digest is no key to another tenant's layers (docs/security.md,
+        // Image red-team pass 2). Anything else must come from the source.
+        let known = self.known_to(tenant)?;
         // Write the manifest blob too, so the image can be pushed again as is.
         self.put_small_blob(&digest, &manifest_bytes)?;
         let config_digest = Digest::parse(&manifest.config.digest)?;
-        self.ensure_blob(source, &config_digest, manifest.config.size, None)
+        let prove = !known.has_blob(config_digest.as_str());
+        self.ensure_blob(source, &config_digest, manifest.config.size, None, prove)
             .await?;
         let config_bytes = std::fs::read(self.blob_path(&config_digest))?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
@@ -591,19 +596,35 @@ impl Images {
             let blob = Digest::parse(&desc.digest)?;
             let diff_id = Digest::parse(diff_id)?;
             let dir = self.layer_dir(&diff_id);
+            let prove = !known.has_blob(blob.as_str());
+            let pair_known = known.has_pair(blob.as_str(), diff_id.as_str());
             if dir.is_dir() {
                 // The layer is unpacked, but its blob may be another
                 // compression of it (buildah's push recompresses `base`'s
                 // layer): keep this image's own blob, or it can be neither
                 // exported to a build nor pushed.
-                self.ensure_blob(source, &blob, desc.size, None).await?;
+                self.ensure_blob(source, &blob, desc.size, None, prove)
+                    .await?;
+                if !pair_known {
+                    self.check_diff_id(&blob, &diff_id).await?;
+                }
                 progress.layer_cached(desc.size);
             } else {
-                self.ensure_blob(source, &blob, desc.size, Some(progress))
+                self.ensure_blob(source, &blob, desc.size, Some(progress), prove)
                     .await?;
-                let (used, files) = self
+                let unpacked = self
                     .ensure_layer(&blob, &diff_id, &lowers, budget, files_left)
                     .await?;
+                let (used, files) = match unpacked {
+                    Some(n) => n,
+                    // Unpacked meanwhile by another pull: this blob must
+                    // still be that layer.
+                    None if !pair_known => {
+                        self.check_diff_id(&blob, &diff_id).await?;
+                        (0, 0)
+                    }
+                    None => (0, 0),
+                };
                 budget = budget.saturating_sub(used);
                 files_left = files_left.saturating_sub(files);
                 progress.layer_done();
@@ -700,28 +721,107 @@ impl Images {
         Ok(())
     }
 
+    /// What `tenant` already has a right to: the blobs and (blob, diff_id)
+    /// pairs of the images it sees (its own names, the operator's shared
+    /// ones); everything for the admin, who sees the whole store.
+    fn known_to(&self, tenant: &str) -> Result<Known> {
+        let mut known = Known {
+            all: tenant == crate::auth::ADMIN_TENANT,
+            blobs: Default::default(),
+            pairs: Default::default(),
+        };
+        if known.all {
+            return Ok(known);
+        }
+        for (rec, refs) in self.store.list_images()? {
+            if !refs.iter().any(|r| r.seen_by(tenant)) {
+                continue;
+            }
+            let img = image_of(rec, refs)?;
+            known.blobs.insert(img.manifest.config.digest.clone());
+            for l in img.layers {
+                known.blobs.insert(l.digest.clone());
+                known.pairs.insert((l.digest, l.diff_id));
+            }
+        }
+        Ok(known)
+    }
+
+    /// Fails unless blob `blob` uncompresses to the tar `diff_id` names (a
+    /// blob reused for a layer the store unpacked from another one).
+    async fn check_diff_id(&self, blob: &Digest, diff_id: &Digest) -> Result<()> {
+        let path = self.blob_path(blob);
+        let limit = self
+            .limits
+            .max_image_bytes
+            .saturating_add(self.limits.max_files.saturating_mul(1024));
+        let got = tokio::task::spawn_blocking(move || unpack::diff_id_of(&path, limit))
+            .await
+            .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
+        if got != *diff_id {
+            return Err(ImageError::DigestMismatch {
+                what: format!("layer {} (its diff_id)", blob.short()),
+                expected: diff_id.to_string(),
+                got: got.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Makes sure blob `digest` of `size` bytes is in the store: fetched into
     /// `blobs/partial` (resuming what is there), verified, moved into place.
+    /// With `prove`, a blob the store has already is fetched from `source`
+    /// all the same (into a fresh file, no resume) and verified, then
+    /// dropped: the caller must show it has the content, not only its digest.
     async fn ensure_blob(
         &self,
         source: &dyn pull::BlobSource,
         digest: &Digest,
         size: u64,
         progress: Option<&PullProgress>,
+        prove: bool,
     ) -> Result<()> {
         let lock = self.lock_for(digest.as_str());
         let _g = lock.lock().await;
         let path = self.blob_path(digest);
-        if path.exists() {
+        if path.exists() && !prove {
             if let Some(p) = progress {
                 p.bytes(size);
             }
             return Ok(());
         }
-        self.store_room(size, &format!("blob {}", digest.short()))?;
-        let partial = self.partial_path(digest);
-        source.fetch(digest, size, &partial, progress).await?;
-        let (p2, d2) = (partial.clone(), digest.clone());
+        let proof = path.exists();
+        let partial = if proof {
+            self.dir.join("blobs/partial").join(format!(
+                "{}.proof-{}",
+                digest.hex(),
+                uuid::Uuid::new_v4().simple()
+            ))
+        } else {
+            self.store_room(size, &format!("blob {}", digest.short()))?;
+            self.partial_path(digest)
+        };
+        let fetched = source.fetch(digest, size, &partial, progress).await;
+        if proof {
+            let checked = match fetched {
+                Ok(()) => self.verify_blob(&partial, digest, size).await,
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_file(&partial);
+            return checked;
+        }
+        fetched?;
+        self.verify_blob(&partial, digest, size).await?;
+        std::fs::rename(&partial, &path)?;
+        self.used
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks the file `partial` is blob `digest` of `size` bytes; removes it
+    /// when it is not.
+    async fn verify_blob(&self, partial: &Path, digest: &Digest, size: u64) -> Result<()> {
+        let p2 = partial.to_path_buf();
         let got = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, u64)> {
             let mut f = std::fs::File::open(&p2)?;
             let mut h = digest::HashingWriter {
@@ -730,28 +830,24 @@ impl Images {
                 count: 0,
             };
             std::io::copy(&mut f, &mut h)?;
-            let _ = &d2;
             Ok((h.hasher.finish(), h.count))
         })
         .await
         .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
         if got.0 != *digest || got.1 != size {
-            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(partial);
             return Err(ImageError::DigestMismatch {
                 what: format!("blob {}", digest.short()),
                 expected: format!("{digest} ({size} bytes)"),
                 got: format!("{} ({} bytes)", got.0, got.1),
             });
         }
-        std::fs::rename(&partial, &path)?;
-        self.used
-            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// Unpacks blob `blob` into the layer directory of `diff_id` unless it is
-    /// there; returns the content bytes and entries written. The tar's
-    /// digest must be `diff_id`, or nothing is kept.
+    /// there (`None`); returns the content bytes and entries written. The
+    /// tar's digest must be `diff_id`, or nothing is kept.
     async fn ensure_layer(
         &self,
         blob: &Digest,
@@ -759,12 +855,12 @@ impl Images {
         lowers: &[PathBuf],
         budget: u64,
         files_left: u64,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<Option<(u64, u64)>> {
         let lock = self.lock_for(diff_id.as_str());
         let _g = lock.lock().await;
         let dir = self.layer_dir(diff_id);
         if dir.is_dir() {
-            return Ok((0, 0));
+            return Ok(None);
         }
         let tmp = self.dir.join("layers/tmp").join(format!(
             "{}-{}",
@@ -809,7 +905,7 @@ impl Images {
                 std::fs::rename(&tmp, &dir)?;
                 self.used
                     .fetch_add(n.0, std::sync::atomic::Ordering::Relaxed);
-                Ok(n)
+                Ok(Some(n))
             }
             Err(e) => {
                 let e = match e {
@@ -835,6 +931,27 @@ impl Images {
         }
         let dirs = self.layer_dirs(image);
         exists_in_layers(&dirs, "/bin/sh").then(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+}
+
+/// The blobs and (blob, diff_id) pairs a tenant's images hold; `all`:
+/// everything (the admin).
+struct Known {
+    all: bool,
+    blobs: std::collections::HashSet<String>,
+    pairs: std::collections::HashSet<(String, String)>,
+}
+
+impl Known {
+    fn has_blob(&self, digest: &str) -> bool {
+        self.all || self.blobs.contains(digest)
+    }
+
+    fn has_pair(&self, blob: &str, diff_id: &str) -> bool {
+        self.all
+            || self
+                .pairs
+                .contains(&(blob.to_string(), diff_id.to_string()))
     }
 }
 

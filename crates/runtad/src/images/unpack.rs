@@ -71,16 +71,7 @@ pub fn unpack_layer(
     budget: u64,
     files_left: u64,
 ) -> Result<Unpacked, ImageError> {
-    let mut f = std::fs::File::open(blob)?;
-    let mut head = [0u8; 4];
-    let n = f.read(&mut head)?;
-    drop(f);
-    let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(blob)?);
-    let decoded: Box<dyn Read> = match sniff(&head[..n]) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Zstd => Box::new(ZstdFrames::new(f)?),
-        Compression::None => Box::new(f),
-    };
+    let decoded = decoder(blob)?;
     // The tar stream itself is bounded too: headers and padding of a million
     // empty files cost bytes without any content.
     let mut reader = HashingReader {
@@ -121,6 +112,43 @@ pub fn unpack_layer(
     })?;
     out.diff_id = Some(reader.hasher.finish());
     Ok(out)
+}
+
+/// The uncompressed tar stream of the layer blob at `blob` (plain, gzip or
+/// zstd, told by its first bytes).
+fn decoder(blob: &Path) -> Result<Box<dyn Read>, ImageError> {
+    let mut f = std::fs::File::open(blob)?;
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head)?;
+    drop(f);
+    let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(blob)?);
+    Ok(match sniff(&head[..n]) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        Compression::Zstd => Box::new(ZstdFrames::new(f)?),
+        Compression::None => Box::new(f),
+    })
+}
+
+/// The diff_id of the layer blob at `blob` (sha256 of its uncompressed
+/// tar), nothing written: what checks that a blob really is a layer the
+/// store has unpacked already. Reading stops past `limit` bytes.
+pub fn diff_id_of(blob: &Path, limit: u64) -> Result<Digest, ImageError> {
+    let mut reader = HashingReader {
+        inner: decoder(blob)?,
+        hasher: Hasher::new(),
+        count: 0,
+        limit,
+    };
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| {
+        if e.get_ref().is_some_and(|i| i.is::<LimitExceeded>()) {
+            ImageError::TooLarge(format!(
+                "the layer's tar stream is larger than {limit} bytes"
+            ))
+        } else {
+            hostile(format!("bad layer stream: {e}"))
+        }
+    })?;
+    Ok(reader.hasher.finish())
 }
 
 struct Writer<'a> {
