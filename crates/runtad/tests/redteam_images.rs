@@ -1302,3 +1302,45 @@ async fn the_store_and_each_tenant_have_a_disk_quota() {
     assert!(layers.is_empty(), "{layers:?}");
     healthy(&d2).await;
 }
+
+/// A decompression bomb against the tenant quota: a layer of a few hundred
+/// KiB that unpacks to 64 MiB. The quota counts what a tenant's images
+/// unpack to, not only their compressed bytes: the pull is refused,
+/// nothing of it stays in the store, and a layer another tenant (here the
+/// admin) already unpacked is charged all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decompression_bomb_is_counted_unpacked_against_the_tenant_quota() {
+    skip_unless_ready!();
+    let w = world();
+    let mut t = tar_builder();
+    add_dir(&mut t, "data");
+    add_file(&mut t, "data/zeros", 0o644, &vec![0u8; 64 << 20]);
+    let bomb = gz_layer(t.into_inner().unwrap());
+    assert!(bomb.blob.len() < 1 << 20, "{}", bomb.blob.len());
+    let dir = w.work.join("bomb");
+    layout(&dir, "bomb", &[gz_layer(app_layer("b")), bomb], app_run());
+    w.plain.push(&dir, "bomb", "test/bomb", "v1");
+    let bomb_ref = format!("{}/test/bomb:v1", w.plain.addr);
+    // 16 MiB: ample for the compressed image, a quarter of what it unpacks to.
+    let d = daemon(&[], &["--image-tenant-max-bytes", "16777216"]);
+    let t = d.tenant("bomb").await;
+    let why = pull_fails(&t, &bomb_ref, "--image-tenant-max-bytes").await;
+    assert!(why.contains("unpack"), "{why}");
+    let (st, _) = t.get(&format!("/v1/images/{}", enc(&bomb_ref))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let unpacked: u64 = std::fs::read_dir(d.data_dir.join("images/layers/sha256"))
+        .map(|rd| rd.flatten().count() as u64)
+        .unwrap_or(0);
+    assert!(
+        unpacked <= 1,
+        "only the small layer may stay unpacked: {unpacked}"
+    );
+    // The operator pulls it (uncapped): the 64 MiB layer is now on disk. The
+    // tenant's pull reuses it, and is charged for it all the same.
+    pull_ok(&admin(&d), &bomb_ref).await;
+    let why = pull_fails(&t, &bomb_ref, "--image-tenant-max-bytes").await;
+    assert!(why.contains("unpack"), "{why}");
+    // An image within the quota still pulls.
+    pull_ok(&t, &format!("{}/test/app:v1", w.plain.addr)).await;
+    healthy(&d).await;
+}

@@ -956,6 +956,18 @@ async fn pushes_to_a_hostile_registry_go_nowhere_else() {
                     b"",
                 ),
                 "api" if post => resp(202, &[("Location", &format!("{api}/v1/tokens"))], b""),
+                // The same host and port, another scheme.
+                "scheme" if post => {
+                    let own = r.header("host").unwrap_or("127.0.0.1").to_string();
+                    resp(
+                        202,
+                        &[(
+                            "Location",
+                            &format!("https://{own}/v2/scheme/blobs/uploads/u1"),
+                        )],
+                        b"",
+                    )
+                }
                 "realm-api" => resp(
                     401,
                     &[(
@@ -1011,6 +1023,7 @@ async fn pushes_to_a_hostile_registry_go_nowhere_else() {
     for (repo, needle) in [
         ("meta", "another host"),
         ("api", "another host"),
+        ("scheme", "another scheme"),
         ("realm-api", "not HTTPS"),
         ("realm-meta", "refused to connect"),
         ("redirect", "307"),

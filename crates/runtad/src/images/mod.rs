@@ -169,6 +169,10 @@ pub struct Layer {
     /// Compressed size in bytes.
     pub size: u64,
     pub media_type: String,
+    /// Bytes the layer unpacked to (what it costs on disk; what a tenant's
+    /// quota counts). Absent in records of before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<u64>,
 }
 
 /// An image in the store.
@@ -553,6 +557,7 @@ impl Images {
             )));
         }
         self.check_tenant_quota(tenant, &digest, total)?;
+        let mut quota = self.tenant_quota(tenant, &digest)?;
         if manifest.config.size > self.limits.max_manifest_bytes {
             return Err(ImageError::TooLarge(format!(
                 "the image config is {} bytes (at most {})",
@@ -589,6 +594,7 @@ impl Images {
             )));
         }
         let mut layers = Vec::new();
+        let mut unpacked_sizes: HashMap<String, u64> = HashMap::new();
         let mut lowers: Vec<PathBuf> = Vec::new();
         let mut budget = self.limits.max_image_bytes;
         let mut files_left = self.limits.max_total_files;
@@ -608,13 +614,25 @@ impl Images {
                 if !pair_known {
                     self.check_diff_id(&blob, &diff_id).await?;
                 }
+                if let Some(q) = quota.as_mut() {
+                    let n = q.size_of(&diff_id, &dir).await;
+                    q.charge(tenant, n, &diff_id)?;
+                }
                 progress.layer_cached(desc.size);
             } else {
                 self.ensure_blob(source, &blob, desc.size, Some(progress), prove)
                     .await?;
+                let quota_left = quota.as_ref().map_or(u64::MAX, |q| q.left);
                 let unpacked = self
-                    .ensure_layer(&blob, &diff_id, &lowers, budget, files_left)
-                    .await?;
+                    .ensure_layer(&blob, &diff_id, &lowers, budget.min(quota_left), files_left)
+                    .await
+                    .map_err(|e| match e {
+                        ImageError::TooLarge(_) if quota_left < budget => ImageError::TenantQuota(format!(
+                            "layer {} unpacks to more than the {quota_left} bytes left of tenant {tenant}'s --image-tenant-max-bytes",
+                            diff_id.short()
+                        )),
+                        e => e,
+                    })?;
                 let (used, files) = match unpacked {
                     Some(n) => n,
                     // Unpacked meanwhile by another pull: this blob must
@@ -627,14 +645,30 @@ impl Images {
                 };
                 budget = budget.saturating_sub(used);
                 files_left = files_left.saturating_sub(files);
+                if let Some(q) = quota.as_mut() {
+                    let n = if used > 0 {
+                        used
+                    } else {
+                        q.size_of(&diff_id, &dir).await
+                    };
+                    q.charge(tenant, n, &diff_id)?;
+                }
+                unpacked_sizes.insert(diff_id.to_string(), used);
                 progress.layer_done();
             }
             lowers.insert(0, dir);
+            let unpacked = match unpacked_sizes.get(diff_id.as_str()) {
+                Some(&n) if n > 0 => Some(n),
+                _ => quota
+                    .as_ref()
+                    .and_then(|q| q.known.get(diff_id.as_str()).copied()),
+            };
             layers.push(Layer {
                 digest: blob.to_string(),
                 diff_id: diff_id.to_string(),
                 size: desc.size,
                 media_type: desc.media_type.clone(),
+                unpacked,
             });
         }
         let now = crate::store::now();
@@ -666,15 +700,9 @@ impl Images {
         if cap == 0 || tenant == crate::auth::ADMIN_TENANT {
             return Ok(());
         }
-        let mut held = 0u64;
-        for (rec, refs) in self.store.list_images()? {
-            if refs.iter().any(|r| r.tenant == tenant) {
-                if rec.digest == digest.as_str() {
-                    return Ok(()); // the tenant's already: a tag moved onto it costs nothing
-                }
-                held = held.saturating_add(rec.size);
-            }
-        }
+        let Some(held) = self.tenant_held(tenant, digest)? else {
+            return Ok(()); // the tenant's already: a tag moved onto it costs nothing
+        };
         if held.saturating_add(adding) > cap {
             return Err(ImageError::TenantQuota(format!(
                 "tenant {tenant} holds images of {held} bytes; {adding} more would pass its {cap} (--image-tenant-max-bytes): delete some with DELETE /v1/images/{{ref}}"
@@ -684,6 +712,48 @@ impl Images {
     }
 
     /// Room for `n` more bytes in the store (`--image-store-max-bytes`).
+    /// What `tenant`'s images cost, each once: the larger of its compressed
+    /// and unpacked bytes (a few MiB of gzip may unpack to gigabytes).
+    /// `None` when the tenant holds `digest` already.
+    fn tenant_held(&self, tenant: &str, digest: &Digest) -> Result<Option<u64>> {
+        let mut held = 0u64;
+        for (rec, refs) in self.store.list_images()? {
+            if refs.iter().any(|r| r.tenant == tenant) {
+                if rec.digest == digest.as_str() {
+                    return Ok(None);
+                }
+                held = held.saturating_add(rec.size.max(unpacked_of(&rec)));
+            }
+        }
+        Ok(Some(held))
+    }
+
+    /// The unpacked bytes `tenant` may still add with the image `digest`,
+    /// and the unpacked sizes of the layers the store knows; `None` when
+    /// nothing is counted (no cap, the admin, an image the tenant holds).
+    fn tenant_quota(&self, tenant: &str, digest: &Digest) -> Result<Option<QuotaLeft>> {
+        let cap = self.limits.max_tenant_bytes;
+        if cap == 0 || tenant == crate::auth::ADMIN_TENANT {
+            return Ok(None);
+        }
+        let Some(held) = self.tenant_held(tenant, digest)? else {
+            return Ok(None);
+        };
+        let mut known = HashMap::new();
+        for (rec, _) in self.store.list_images()? {
+            for l in serde_json::from_str::<Vec<Layer>>(&rec.layers).unwrap_or_default() {
+                if let Some(n) = l.unpacked {
+                    known.insert(l.diff_id, n);
+                }
+            }
+        }
+        Ok(Some(QuotaLeft {
+            cap,
+            left: cap.saturating_sub(held),
+            known,
+        }))
+    }
+
     fn store_room(&self, n: u64, what: &str) -> Result<()> {
         let cap = self.limits.max_store_bytes;
         let used = self.used.load(std::sync::atomic::Ordering::Relaxed);
@@ -1112,6 +1182,51 @@ fn opaque_above(layer: &Path, parents: &[String]) -> bool {
 
 /// Apparent bytes under `p`, walked with an explicit stack (no recursion,
 /// whatever the depth).
+/// The unpacked bytes of an image's layers, where its record has them.
+fn unpacked_of(rec: &ImageRecord) -> u64 {
+    serde_json::from_str::<Vec<Layer>>(&rec.layers)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l.unpacked)
+        .fold(0u64, u64::saturating_add)
+}
+
+/// A tenant's room while one of its pulls or imports adds layers.
+struct QuotaLeft {
+    cap: u64,
+    left: u64,
+    /// Unpacked bytes of layers, by diff_id, from the store's records.
+    known: HashMap<String, u64>,
+}
+
+impl QuotaLeft {
+    /// The unpacked size of the layer at `dir`: from a record, else counted.
+    async fn size_of(&mut self, diff_id: &Digest, dir: &Path) -> u64 {
+        if let Some(&n) = self.known.get(diff_id.as_str()) {
+            return n;
+        }
+        let d = dir.to_path_buf();
+        let n = tokio::task::spawn_blocking(move || du(&d))
+            .await
+            .unwrap_or(0);
+        self.known.insert(diff_id.to_string(), n);
+        n
+    }
+
+    fn charge(&mut self, tenant: &str, n: u64, diff_id: &Digest) -> Result<()> {
+        if n > self.left {
+            return Err(ImageError::TenantQuota(format!(
+                "layer {} unpacks to {n} bytes; tenant {tenant} has {} left of its {} (--image-tenant-max-bytes, which counts what its images unpack to): delete some with DELETE /v1/images/{{ref}}",
+                diff_id.short(),
+                self.left,
+                self.cap
+            )));
+        }
+        self.left -= n;
+        Ok(())
+    }
+}
+
 fn du(p: &Path) -> u64 {
     let mut total = 0;
     let mut todo = vec![p.to_path_buf()];

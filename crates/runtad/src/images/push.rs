@@ -237,10 +237,17 @@ impl Session {
         let parsed: Uri = url
             .parse()
             .map_err(|e| self.push_err(format!("upload location {loc:?}: {e}")))?;
-        // The registry must not send our credentials elsewhere.
+        // The registry must not send our credentials elsewhere, nor from
+        // HTTPS to plain HTTP on the same host and port.
         if parsed.authority() != base.authority() {
             return Err(self.push_err(format!(
                 "the registry sent the upload to another host ({loc:?})"
+            )));
+        }
+        if parsed.scheme_str() != base.scheme_str() {
+            return Err(self.push_err(format!(
+                "the registry sent the upload to another scheme ({loc:?}, not {})",
+                base.scheme_str().unwrap_or("?")
             )));
         }
         Ok(url)
