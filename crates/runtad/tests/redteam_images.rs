@@ -1262,7 +1262,10 @@ fn layers_size(dir: &Path) -> u64 {
 async fn the_store_and_each_tenant_have_a_disk_quota() {
     skip_unless_ready!();
     let w = world();
-    let one = layers_size(&w.work.join("v1"));
+    // What one image costs: its layer's tar is a little more than what it
+    // unpacks to, which is more than its compressed size.
+    let one = app_layer("one").len() as u64;
+    assert!(one > layers_size(&w.work.join("v1")));
     let cap = (one + one / 2).to_string();
     let d = daemon(&[], &["--image-tenant-max-bytes", &cap]);
     let t = d.tenant("quota").await;
@@ -1342,5 +1345,23 @@ async fn a_decompression_bomb_is_counted_unpacked_against_the_tenant_quota() {
     assert!(why.contains("unpack"), "{why}");
     // An image within the quota still pulls.
     pull_ok(&t, &format!("{}/test/app:v1", w.plain.addr)).await;
+    // Two pulls at once, each within the quota alone (12 of 16 MiB), both
+    // together past it: they never both spend the same room.
+    let mut refs = Vec::new();
+    for i in 0..2 {
+        let mut tb = tar_builder();
+        add_file(&mut tb, &format!("zeros-{i}"), 0o644, &vec![0u8; 12 << 20]);
+        let dir = w.work.join(format!("half-{i}"));
+        layout(&dir, "v1", &[gz_layer(tb.into_inner().unwrap())], app_run());
+        w.plain.push(&dir, "v1", &format!("test/half{i}"), "v1");
+        refs.push(format!("{}/test/half{i}:v1", w.plain.addr));
+    }
+    let t2 = d.tenant("bomb2").await;
+    let (a, b) = tokio::join!(pull(&t2, &refs[0]), pull(&t2, &refs[1]));
+    let ok = [&a, &b]
+        .iter()
+        .filter(|v| v["status"] == "succeeded")
+        .count();
+    assert_eq!(ok, 1, "exactly one fits: {a}\n{b}");
     healthy(&d).await;
 }

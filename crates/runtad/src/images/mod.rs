@@ -539,6 +539,15 @@ impl Images {
         progress: &PullProgress,
     ) -> Result<Image> {
         let _shared = self.gc_lock.read().await;
+        // A capped tenant's pulls and imports add images one at a time: each
+        // counts what it unpacks against the room the ones before it left,
+        // so two at once never both spend the same room.
+        let quota_lock = (self.limits.max_tenant_bytes > 0 && tenant != crate::auth::ADMIN_TENANT)
+            .then(|| self.lock_for(&format!("quota:{tenant}")));
+        let _quota = match &quota_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
         let (manifest_bytes, digest) = source.manifest().await?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| ImageError::Invalid(format!("bad image manifest: {e}")))?;
