@@ -251,27 +251,7 @@ impl Registry {
     }
 
     fn push_args(&self, layout_dir: &Path, tag: &str, repo: &str, extra: &[&str]) {
-        let mut args: Vec<String> = vec![
-            "copy".into(),
-            "--quiet".into(),
-            "--insecure-policy".into(),
-            "--dest-tls-verify=false".into(),
-        ];
-        if !extra.contains(&"--format") {
-            args.push("--preserve-digests".into());
-        }
-        if let Some((u, p)) = &self.creds {
-            args.push(format!("--dest-creds={u}:{p}"));
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(format!("oci:{}:{tag}", layout_dir.display()));
-        args.push(format!("docker://{}/{repo}:{tag}", self.addr));
-        let out = Command::new("skopeo").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.push_layout(layout_dir, tag, repo, tag, extra);
     }
 
     /// The registry's stored copy of a blob (filesystem driver layout).

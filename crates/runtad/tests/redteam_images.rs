@@ -10,58 +10,21 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::image_attacks::*;
 use common::registry::{busybox, have, make_tls, put_blob, sha, start_registry, Registry, Tls};
-use common::{assert_error, Client, Daemon};
+use common::{assert_error, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- images
-
-fn tar_builder() -> tar::Builder<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.mode(tar::HeaderMode::Complete);
-    b
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_size(size);
-    h.set_mtime(1_700_000_000);
-    h
-}
-
-fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]) {
-    let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-fn add_dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    b.append_data(&mut h, path, &[][..]).unwrap();
-}
-
-fn add_symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-    b.append_link(&mut h, path, target).unwrap();
-}
-
-fn gzip(tar: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(tar).unwrap();
-    e.finish().unwrap()
-}
 
 fn zstd(data: &[u8]) -> Vec<u8> {
     let mut child = Command::new("zstd")
@@ -180,29 +143,6 @@ macro_rules! skip_unless_ready {
     };
 }
 
-impl Registry {
-    fn push(&self, layout_dir: &Path, tag: &str, repo: &str, repo_tag: &str) {
-        let mut args: Vec<String> = vec![
-            "copy".into(),
-            "--quiet".into(),
-            "--insecure-policy".into(),
-            "--dest-tls-verify=false".into(),
-            "--preserve-digests".into(),
-        ];
-        if let Some((u, p)) = &self.creds {
-            args.push(format!("--dest-creds={u}:{p}"));
-        }
-        args.push(format!("oci:{}:{tag}", layout_dir.display()));
-        args.push(format!("docker://{}/{repo}:{repo_tag}", self.addr));
-        let out = Command::new("skopeo").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// What every test shares: a plain registry and a TLS one with a password,
 /// the app image (two versions) pushed to both.
 struct World {
@@ -238,9 +178,9 @@ fn world() -> &'static World {
             &[gz_layer(app_layer("two"))],
             app_run(),
         );
-        plain.push(&work.join("v1"), "v1", "test/app", "v1");
-        plain.push(&work.join("v2"), "v2", "test/app", "v2");
-        secure.push(&work.join("v1"), "v1", "private/app", "v1");
+        plain.push_layout(&work.join("v1"), "v1", "test/app", "v1", &[]);
+        plain.push_layout(&work.join("v2"), "v2", "test/app", "v2", &[]);
+        secure.push_layout(&work.join("v1"), "v1", "private/app", "v1", &[]);
         World {
             plain,
             secure,
@@ -275,141 +215,6 @@ fn daemon(insecure: &[&str], extra: &[&str]) -> Daemon {
 
 // ---------------------------------------------------------------- hostile HTTP
 
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-enum Resp {
-    Full(u16, Vec<(String, String)>, Vec<u8>),
-    /// `body`: `fast` bytes at once, then one byte a second.
-    Trickle {
-        body: Arc<Vec<u8>>,
-        fast: usize,
-    },
-}
-
-fn resp(code: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    Resp::Full(
-        code,
-        headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body.to_vec(),
-    )
-}
-
-fn redirect(code: u16, to: &str) -> Resp {
-    resp(code, &[("Location", to)], b"")
-}
-
-type Handler = Arc<dyn Fn(&Req) -> Resp + Send + Sync>;
-
-/// A small HTTP/1.1 server on loopback answering each request with what its
-/// handler says, one request per connection, and keeping every request.
-struct Fake {
-    addr: String,
-    reqs: Arc<Mutex<Vec<Req>>>,
-    conns: Arc<AtomicUsize>,
-}
-
-impl Fake {
-    fn start(make: impl FnOnce(&str) -> Handler) -> Fake {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let handler = make(&addr);
-        let reqs: Arc<Mutex<Vec<Req>>> = Default::default();
-        let conns: Arc<AtomicUsize> = Default::default();
-        let (r2, c2) = (reqs.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                c2.fetch_add(1, Ordering::SeqCst);
-                let (h, r) = (handler.clone(), r2.clone());
-                std::thread::spawn(move || serve_one(s, h, r));
-            }
-        });
-        Fake { addr, reqs, conns }
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.reqs.lock().unwrap().clone()
-    }
-}
-
-fn serve_one(mut s: std::net::TcpStream, h: Handler, reqs: Arc<Mutex<Vec<Req>>>) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut buf = Vec::new();
-    let mut b = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&b[..n]),
-        }
-        if buf.len() > 64 << 10 {
-            return;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let mut lines = text.split("\r\n");
-    let first = lines.next().unwrap_or("");
-    let mut parts = first.split(' ');
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    let headers = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let req = Req {
-        method,
-        path,
-        headers,
-    };
-    reqs.lock().unwrap().push(req.clone());
-    match h(&req) {
-        Resp::Full(code, headers, body) => {
-            let mut head = format!(
-                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                body.len()
-            );
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        }
-        Resp::Trickle { body, fast } => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            if s.write_all(&body[..fast]).is_err() {
-                return;
-            }
-            for b in &body[fast..] {
-                std::thread::sleep(Duration::from_secs(1));
-                if s.write_all(&[*b]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// A manifest (bytes, content type) of the plain registry.
 async fn manifest_of(repo: &str, reference: &str) -> (Vec<u8>, String) {
     let w = world();
@@ -433,64 +238,6 @@ async fn manifest_of(repo: &str, reference: &str) -> (Vec<u8>, String) {
 }
 
 // ---------------------------------------------------------------- helpers
-
-fn admin(d: &Daemon) -> Client {
-    Client::new(&d.endpoint, &d.admin_token)
-}
-
-async fn start_pull(c: &Client, reference: &str) -> (StatusCode, Value) {
-    c.post("/v1/images/pulls", json!({ "reference": reference }))
-        .await
-}
-
-async fn wait_pull(c: &Client, id: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let (st, v) = c.get(&format!("/v1/images/pulls/{id}")).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        if v["data"]["status"] != "running" {
-            return v["data"].clone();
-        }
-        assert!(Instant::now() < deadline, "pull {id} did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn pull(c: &Client, reference: &str) -> Value {
-    let (st, v) = start_pull(c, reference).await;
-    assert_eq!(st, StatusCode::ACCEPTED, "pull {reference}: {v}");
-    wait_pull(c, v["data"]["id"].as_str().unwrap(), 120).await
-}
-
-async fn pull_ok(c: &Client, reference: &str) -> Value {
-    let p = pull(c, reference).await;
-    assert_eq!(p["status"], "succeeded", "pull {reference}: {p}");
-    p
-}
-
-async fn pull_fails(c: &Client, reference: &str, needle: &str) -> String {
-    let p = pull(c, reference).await;
-    assert_eq!(p["status"], "failed", "pull {reference} should fail: {p}");
-    let e = p["error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        e.contains(needle),
-        "pull {reference}: error {e:?} should say {needle:?}"
-    );
-    e
-}
-
-async fn healthy(d: &Daemon) {
-    let r = reqwest::get(format!("{}/healthz", d.endpoint)).await;
-    assert!(
-        r.is_ok_and(|r| r.status().is_success()),
-        "runtad is gone: {}",
-        d.log_tail()
-    );
-}
-
-fn enc(r: &str) -> String {
-    r.replace('/', "%2F")
-}
 
 fn small() -> Value {
     json!({"requests": {"vcpus": 1, "memory_mib": 128}})
@@ -680,9 +427,9 @@ async fn a_digest_pull_or_a_moved_tag_never_rewrites_another_tenants_tag() {
     let w = world();
     // The registry's tag moves from v1 to v2.
     w.plain
-        .push(&w.work.join("v1"), "v1", "test/roll", "latest");
+        .push_layout(&w.work.join("v1"), "v1", "test/roll", "latest", &[]);
     w.plain
-        .push(&w.work.join("v2"), "v2", "test/roll", "latest");
+        .push_layout(&w.work.join("v2"), "v2", "test/roll", "latest", &[]);
     let d = daemon(&[], &[]);
     let victim = d.tenant("victim").await;
     let attacker = d.tenant("attacker").await;
@@ -705,7 +452,7 @@ async fn a_digest_pull_or_a_moved_tag_never_rewrites_another_tenants_tag() {
     );
     // The registry serves v1 for the tag again; the attacker pulls it.
     w.plain
-        .push(&w.work.join("v1"), "v1", "test/roll", "latest");
+        .push_layout(&w.work.join("v1"), "v1", "test/roll", "latest", &[]);
     assert_eq!(pull_ok(&attacker, &tag).await["digest"], w.v1);
     let (_, v) = attacker.get(&format!("/v1/images/{}", enc(&tag))).await;
     assert_eq!(v["data"]["digest"], w.v1, "{v}");
@@ -974,7 +721,7 @@ async fn inode_and_header_bombs_are_refused_and_multi_frame_zstd_unpacks() {
         let dir = w.work.join(format!("bomb-{tag}"));
         let specs: Vec<LayerSpec> = layers.into_iter().map(gz_layer).collect();
         layout(&dir, tag, &specs, json!({}));
-        w.plain.push(&dir, tag, "test/bomb", tag);
+        w.plain.push_layout(&dir, tag, "test/bomb", tag, &[]);
         let reference = format!("{}/test/bomb:{tag}", w.plain.addr);
         pull_fails(&c, &reference, needle).await;
         let (st, _) = c.get(&format!("/v1/images/{}", enc(&reference))).await;
@@ -1012,7 +759,7 @@ async fn inode_and_header_bombs_are_refused_and_multi_frame_zstd_unpacks() {
         }],
         json!({}),
     );
-    w.plain.push(&dir, "mf", "test/zstd", "mf");
+    w.plain.push_layout(&dir, "mf", "test/zstd", "mf", &[]);
     pull_ok(&c, &format!("{}/test/zstd:mf", w.plain.addr)).await;
     let layer = store.join("layers/sha256").join(&sha(&tar)[7..]);
     assert_eq!(
@@ -1051,7 +798,7 @@ async fn a_trickling_registry_stalls_out_and_pulls_are_capped() {
     let layer_blob = Arc::new(spec.blob.clone());
     let dir = w.work.join("noise");
     layout(&dir, "noise", &[spec], json!({}));
-    w.plain.push(&dir, "noise", "test/noise", "v1");
+    w.plain.push_layout(&dir, "noise", "test/noise", "v1", &[]);
     let (manifest, ct) = manifest_of("test/noise", "v1").await;
     let mode = Arc::new(AtomicU8::new(0));
     let (m2, reg, ld) = (mode.clone(), w.plain.addr.clone(), layer_digest.clone());
@@ -1322,7 +1069,7 @@ async fn a_decompression_bomb_is_counted_unpacked_against_the_tenant_quota() {
     assert!(bomb.blob.len() < 1 << 20, "{}", bomb.blob.len());
     let dir = w.work.join("bomb");
     layout(&dir, "bomb", &[gz_layer(app_layer("b")), bomb], app_run());
-    w.plain.push(&dir, "bomb", "test/bomb", "v1");
+    w.plain.push_layout(&dir, "bomb", "test/bomb", "v1", &[]);
     let bomb_ref = format!("{}/test/bomb:v1", w.plain.addr);
     // 16 MiB: ample for the compressed image, a quarter of what it unpacks to.
     let d = daemon(&[], &["--image-tenant-max-bytes", "16777216"]);
@@ -1353,7 +1100,8 @@ async fn a_decompression_bomb_is_counted_unpacked_against_the_tenant_quota() {
         add_file(&mut tb, &format!("zeros-{i}"), 0o644, &vec![0u8; 12 << 20]);
         let dir = w.work.join(format!("half-{i}"));
         layout(&dir, "v1", &[gz_layer(tb.into_inner().unwrap())], app_run());
-        w.plain.push(&dir, "v1", &format!("test/half{i}"), "v1");
+        w.plain
+            .push_layout(&dir, "v1", &format!("test/half{i}"), "v1", &[]);
         refs.push(format!("{}/test/half{i}:v1", w.plain.addr));
     }
     let t2 = d.tenant("bomb2").await;

@@ -11,57 +11,20 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::image_attacks::*;
 use common::registry::{busybox, have, put_blob, sha, start_registry, Registry};
 use common::{Client, Daemon};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- layers and layouts
-
-fn tar_builder() -> tar::Builder<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.mode(tar::HeaderMode::Complete);
-    b
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_size(size);
-    h.set_mtime(1_700_000_000);
-    h
-}
-
-fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]) {
-    let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-fn add_dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    b.append_data(&mut h, path, &[][..]).unwrap();
-}
-
-fn add_symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-    b.append_link(&mut h, path, target).unwrap();
-}
-
-fn gzip(tar: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(tar).unwrap();
-    e.finish().unwrap()
-}
 
 /// A busybox root (the shell and the applets the tests use).
 fn bb_tar() -> Vec<u8> {
@@ -163,28 +126,6 @@ fn run_cfg() -> Value {
     json!({"Env": ["PATH=/bin"], "WorkingDir": "/work"})
 }
 
-/// Pushes the layout's `tag` to `reg` as `repo:repo_tag` (skopeo, digests kept).
-fn push_layout(reg: &Registry, dir: &Path, tag: &str, repo: &str, repo_tag: &str) {
-    let mut args: Vec<String> = vec![
-        "copy".into(),
-        "--quiet".into(),
-        "--insecure-policy".into(),
-        "--dest-tls-verify=false".into(),
-        "--preserve-digests".into(),
-    ];
-    if let Some((u, p)) = &reg.creds {
-        args.push(format!("--dest-creds={u}:{p}"));
-    }
-    args.push(format!("oci:{}:{tag}", dir.display()));
-    args.push(format!("docker://{}/{repo}:{repo_tag}", reg.addr));
-    let out = Command::new("skopeo").args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn missing_tools(extra: &[&str]) -> Option<String> {
     for t in ["docker-registry", "skopeo", "curl", "python3"]
         .iter()
@@ -240,7 +181,7 @@ fn world() -> &'static World {
             &[(bb_tar.clone(), bb_blob.clone())],
             run_cfg(),
         );
-        push_layout(&plain, &work.join("bb"), "1", "bb/box", "1");
+        plain.push_layout(&work.join("bb"), "1", "bb/box", "1", &[]);
         World {
             plain,
             work,
@@ -256,148 +197,6 @@ fn bb_ref() -> String {
 }
 
 // ---------------------------------------------------------------- hostile HTTP
-
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-enum Resp {
-    Full(u16, Vec<(String, String)>, Vec<u8>),
-    /// A chunked body that never ends.
-    Endless(u16),
-    /// No answer at all (the connection is held open).
-    Hang,
-}
-
-fn resp(code: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    Resp::Full(
-        code,
-        headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body.to_vec(),
-    )
-}
-
-type Handler = Arc<dyn Fn(&Req) -> Resp + Send + Sync>;
-
-/// A small HTTP/1.1 server on loopback: one request per connection, every
-/// request kept, answered as its handler says.
-struct Fake {
-    addr: String,
-    reqs: Arc<Mutex<Vec<Req>>>,
-}
-
-impl Fake {
-    fn start(make: impl FnOnce(&str) -> Handler) -> Fake {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let handler = make(&addr);
-        let reqs: Arc<Mutex<Vec<Req>>> = Default::default();
-        let r2 = reqs.clone();
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                let (h, r) = (handler.clone(), r2.clone());
-                std::thread::spawn(move || serve_one(s, h, r));
-            }
-        });
-        Fake { addr, reqs }
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.reqs.lock().unwrap().clone()
-    }
-}
-
-fn serve_one(mut s: std::net::TcpStream, h: Handler, reqs: Arc<Mutex<Vec<Req>>>) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-    let mut buf = Vec::new();
-    let mut b = [0u8; 65536];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&b[..n]),
-        }
-        if buf.len() > 64 << 10 {
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = text.split("\r\n");
-    let first = lines.next().unwrap_or("");
-    let mut parts = first.split(' ');
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let req = Req {
-        method,
-        path,
-        headers,
-    };
-    // Read (and drop) the request body, so the client sees our answer.
-    let len: usize = req
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut have = buf.len() - end;
-    while have < len {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => have += n,
-        }
-    }
-    reqs.lock().unwrap().push(req.clone());
-    match h(&req) {
-        Resp::Full(code, headers, body) => {
-            let mut head = format!(
-                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                body.len()
-            );
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        }
-        Resp::Endless(code) => {
-            let head = format!(
-                "HTTP/1.1 {code} X\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
-            );
-            if s.write_all(head.as_bytes()).is_err() {
-                return;
-            }
-            let chunk = format!("{:x}\r\n{}\r\n", 65536, "E".repeat(65536));
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < deadline {
-                if s.write_all(chunk.as_bytes()).is_err() {
-                    return;
-                }
-            }
-        }
-        Resp::Hang => std::thread::sleep(Duration::from_secs(120)),
-    }
-}
 
 /// A TCP listener on loopback that counts connections: a stand-in for the
 /// daemon's own API, the metadata service or any host service a request
@@ -417,66 +216,6 @@ fn canary() -> (u16, Arc<AtomicUsize>) {
 }
 
 // ---------------------------------------------------------------- API helpers
-
-fn admin(d: &Daemon) -> Client {
-    Client::new(&d.endpoint, &d.admin_token)
-}
-
-async fn pull(c: &Client, reference: &str) -> Value {
-    let (st, v) = c
-        .post("/v1/images/pulls", json!({ "reference": reference }))
-        .await;
-    assert_eq!(st, StatusCode::ACCEPTED, "pull {reference}: {v}");
-    let id = v["data"]["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (st, v) = c.get(&format!("/v1/images/pulls/{id}")).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        if v["data"]["status"] != "running" {
-            return v["data"].clone();
-        }
-        assert!(Instant::now() < deadline, "pull {id} did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn pull_ok(c: &Client, reference: &str) -> Value {
-    let p = pull(c, reference).await;
-    assert_eq!(p["status"], "succeeded", "pull {reference}: {p}");
-    p
-}
-
-async fn pull_fails(c: &Client, reference: &str, needle: &str) -> String {
-    let p = pull(c, reference).await;
-    assert_eq!(p["status"], "failed", "pull {reference} should fail: {p}");
-    let e = p["error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        e.contains(needle),
-        "pull {reference}: error {e:?} should say {needle:?}"
-    );
-    e
-}
-
-async fn healthy(d: &Daemon) {
-    let r = reqwest::get(format!("{}/healthz", d.endpoint)).await;
-    assert!(
-        r.is_ok_and(|r| r.status().is_success()),
-        "runtad is gone: {}",
-        d.log_tail()
-    );
-}
-
-fn enc(r: &str) -> String {
-    let mut out = String::new();
-    for b in r.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 fn small(image: &str, name: &str) -> Value {
     json!({"name": name, "image": image,
@@ -545,7 +284,7 @@ async fn a_known_digest_is_no_key_to_another_tenants_layers() {
         ],
         json!({"Env": ["PATH=/bin", format!("TOKEN={env_secret}")]}),
     );
-    push_layout(&private, &w.work.join("private"), "1", "private/app", "1");
+    private.push_layout(&w.work.join("private"), "1", "private/app", "1", &[]);
 
     // B's registry: manifests built from what B knows, blobs B has.
     let b_own = gzip(&file_tar("mine.txt", b"b's own"));

@@ -9,6 +9,7 @@
 //! leaves nothing running.
 #![allow(dead_code)]
 
+pub mod image_attacks;
 pub mod registry;
 pub mod secrets_lab;
 

@@ -183,3 +183,32 @@ pub fn start_registry(tls: Option<&Tls>, creds: Option<(&str, &str)>) -> Registr
         creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
     }
 }
+
+impl Registry {
+    /// Pushes the OCI layout's `tag` to this registry as `repo:repo_tag`
+    /// with skopeo, digests kept unless `extra` converts the format
+    /// (`--format …`).
+    pub fn push_layout(&self, dir: &Path, tag: &str, repo: &str, repo_tag: &str, extra: &[&str]) {
+        let mut args: Vec<String> = vec![
+            "copy".into(),
+            "--quiet".into(),
+            "--insecure-policy".into(),
+            "--dest-tls-verify=false".into(),
+        ];
+        if !extra.contains(&"--format") {
+            args.push("--preserve-digests".into());
+        }
+        if let Some((u, p)) = &self.creds {
+            args.push(format!("--dest-creds={u}:{p}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("oci:{}:{tag}", dir.display()));
+        args.push(format!("docker://{}/{repo}:{repo_tag}", self.addr));
+        let out = Command::new("skopeo").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
