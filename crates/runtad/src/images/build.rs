@@ -1573,6 +1573,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_build_network_record_names_what_a_restart_removes() {
+        let good = "rtbuild-0123456789ab rbh012345678 RTB-012345678 100.127.3.4/30\n";
+        let net = BuildNet::from_record(good).expect("a record of BuildNet::record");
+        assert_eq!(net.record(), good);
+        assert_eq!(net.name(), "rtbuild-0123456789ab");
+        for bad in [
+            "",
+            "rtbuild-0123456789ab rbh012345678 RTB-012345678",
+            "rtbuild-../../etc rbh012345678 RTB-012345678 100.127.3.4/30",
+            "rtbuild-0123456789ab eth0 RTB-012345678 100.127.3.4/30",
+            "rtbuild-0123456789ab rbh012345678 FORWARD 100.127.3.4/30",
+            "rtbuild-0123456789ab rbh012345678 RTB-012345678 0.0.0.0/0",
+            "rtbuild-0123456789ab rbh012345678 RTB-012345678 100.127.3.5/30",
+            "rtbuild-0123456789ab rbh012345678 RTB-012345678 100.127.3.4/30 extra",
+            "rtbuild-0123456789ab rbh01234567g RTB-012345678 100.127.3.4/30",
+        ] {
+            assert!(BuildNet::from_record(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hostile_contexts_are_refused() {
         let t = std::env::temp_dir().join(format!("ctx-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&t).unwrap();
