@@ -1189,8 +1189,6 @@ fn opaque_above(layer: &Path, parents: &[String]) -> bool {
     false
 }
 
-/// Apparent bytes under `p`, walked with an explicit stack (no recursion,
-/// whatever the depth).
 /// The unpacked bytes of an image's layers, where its record has them.
 fn unpacked_of(rec: &ImageRecord) -> u64 {
     serde_json::from_str::<Vec<Layer>>(&rec.layers)
@@ -1236,8 +1234,15 @@ impl QuotaLeft {
     }
 }
 
+/// Bytes of regular files under `p`, each inode once (a file hard-linked
+/// a thousand times is on disk once), walked with an explicit stack (no
+/// recursion, whatever the depth): what an unpack counts as it writes, so
+/// the store's counter goes down at garbage collection by what it went up
+/// (docs/security.md, quota red-team pass).
 fn du(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let mut total = 0;
+    let mut seen = std::collections::HashSet::new();
     let mut todo = vec![p.to_path_buf()];
     while let Some(p) = todo.pop() {
         let Ok(m) = std::fs::symlink_metadata(&p) else {
@@ -1247,7 +1252,7 @@ fn du(p: &Path) -> u64 {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 todo.extend(rd.flatten().map(|e| e.path()));
             }
-        } else {
+        } else if m.is_file() && (m.nlink() < 2 || seen.insert((m.dev(), m.ino()))) {
             total += m.len();
         }
     }

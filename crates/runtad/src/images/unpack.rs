@@ -881,6 +881,15 @@ impl Writer<'_> {
             )
             .map_err(|e| errno("open", target, e))?;
             let st = nix::sys::stat::fstat(&src).map_err(|e| errno("stat", target, e))?;
+            // The copy is content of this layer like any other: within what
+            // the image (and its tenant) may still unpack.
+            if st.st_size.max(0) as u64 > self.budget.saturating_sub(self.out.bytes) {
+                return Err(ImageError::TooLarge(format!(
+                    "the layer unpacks to more than the {} bytes allowed for this image (a hard link copies {:?} up from a layer below)",
+                    self.budget,
+                    String::from_utf8_lossy(target)
+                )));
+            }
             let dst = openat(
                 tparent,
                 cstr(tname).as_c_str(),
