@@ -276,7 +276,6 @@ fn layer_count(d: &Daemon) -> usize {
 /// it. Round after round, with a new first layer each time, the tenant
 /// fills the disk without ever holding an image.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "HOLE: a refused pull leaves its unpacked layers and blobs unrecorded and uncounted until a DELETE or admin gc (the gc lock is exclusive, so cleanup needs pins, see the report)"]
 async fn refused_pulls_leave_nothing_behind_round_after_round() {
     skip_unless_ready!();
     let d = daemon(&[], &["--image-tenant-max-bytes", &(16 * MIB).to_string()]);
@@ -308,7 +307,6 @@ async fn refused_pulls_leave_nothing_behind_round_after_round() {
 /// but still on disk (no garbage collection runs) and no longer counted:
 /// images of 6 MiB under a 16 MiB quota, the same tag pulled five times.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "HOLE: an image a moved tag leaves unnamed stays on disk, counted against nobody, until a DELETE or admin gc runs"]
 async fn a_moved_tag_frees_the_image_it_moved_off() {
     skip_unless_ready!();
     let d = daemon(&[], &["--image-tenant-max-bytes", &(16 * MIB).to_string()]);
@@ -414,7 +412,6 @@ async fn a_hard_link_to_a_lower_layer_is_copied_up_within_the_budget() {
 /// inodes, charged nothing against a 4 MiB quota (the default limits allow
 /// 4 million entries an image: a few such images exhaust the host's inodes).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "HOLE: the quota counts file content only; directories, empty files and links (blocks, inodes) are free"]
 async fn entries_without_content_are_charged_to_the_quota() {
     skip_unless_ready!();
     let d = daemon(&[], &["--image-tenant-max-bytes", &(4 * MIB).to_string()]);
@@ -527,7 +524,6 @@ fn serve(mut s: std::net::TcpStream, dir: &Path, layer: &str) {
 /// after that waits behind the DELETE: the slow tenant stalls everyone's
 /// pulls and deletes.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "HOLE: pulls hold the gc lock shared for their whole download; a DELETE waits for it exclusively and later pulls queue behind"]
 async fn a_slow_pull_never_stalls_another_tenants_delete_or_pull() {
     skip_unless_ready!();
     let w = world();

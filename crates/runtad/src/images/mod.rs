@@ -212,9 +212,10 @@ pub struct Images {
     store: Arc<Store>,
     limits: Limits,
     registries: registry::Registries,
-    /// Pulls and imports hold it shared; garbage collection exclusively (it
-    /// must not delete a layer a pull has just put in place).
-    gc_lock: tokio::sync::RwLock<()>,
+    /// The blobs and layers pulls and imports in flight use: garbage
+    /// collection leaves them alone whether or not a record names them yet
+    /// (and never waits for a pull, however slow).
+    in_use: Mutex<InUse>,
     /// One unpack or download at a time per digest.
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pulls: pull::Pulls,
@@ -257,7 +258,7 @@ impl Images {
             store,
             limits,
             registries,
-            gc_lock: tokio::sync::RwLock::new(()),
+            in_use: Mutex::new(InUse::default()),
             busy: Mutex::new(HashMap::new()),
             pulls: pull::Pulls::default(),
         }))
@@ -429,55 +430,95 @@ impl Images {
     /// partial downloads, and images with no name that nothing uses.
     /// Returns the bytes freed (apparent sizes).
     pub async fn gc(&self) -> Result<GcReport> {
-        let _x = self.gc_lock.write().await;
-        let mut keep_blobs = std::collections::HashSet::new();
-        let mut keep_layers = std::collections::HashSet::new();
+        self.collect(None).await
+    }
+
+    /// [`Images::gc`], keeping at most `partials` bytes of partial downloads
+    /// (`None`: none).
+    async fn collect(&self, partials: Option<u64>) -> Result<GcReport> {
+        // One collection at a time (each is quick: what it removes is moved
+        // aside first and deleted after).
+        let once = self.lock_for("gc");
+        let _once = once.lock().await;
         let mut report = GcReport::default();
-        for (rec, refs) in self.store.list_images()? {
-            let img = image_of(rec, refs)?;
-            if img.names.is_empty() && self.users(&img)?.is_empty() {
-                self.store.delete_image(img.digest.as_str())?;
-                report.images += 1;
-                continue;
-            }
-            keep_blobs.insert(img.digest.hex().to_string());
-            if let Ok(d) = Digest::parse(&img.manifest.config.digest) {
-                keep_blobs.insert(d.hex().to_string());
-            }
-            for l in &img.layers {
-                if let Ok(d) = Digest::parse(&l.digest) {
+        // Under the in-use lock, from reading the records to moving aside
+        // what no record keeps and no pull holds: a pull that records an
+        // image and lets go of its blobs meanwhile is in the listing, one
+        // that holds a blob a moment later finds it gone and fetches or
+        // unpacks it again, never half of it. Deleting (which may take long)
+        // happens after, with no lock held.
+        let trash = self
+            .dir
+            .join("layers/tmp")
+            .join(format!("gc-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&trash)?;
+        let moved: Vec<(PathBuf, bool)> = {
+            let held = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+            let mut keep_blobs = std::collections::HashSet::new();
+            let mut keep_layers = std::collections::HashSet::new();
+            for (rec, refs) in self.store.list_images()? {
+                let img = image_of(rec, refs)?;
+                // (An image a pull is recording right now is held by it.)
+                let recording = held.blobs.contains_key(img.digest.hex());
+                if img.names.is_empty() && !recording && self.users(&img)?.is_empty() {
+                    self.store.delete_image(img.digest.as_str())?;
+                    report.images += 1;
+                    continue;
+                }
+                keep_blobs.insert(img.digest.hex().to_string());
+                if let Ok(d) = Digest::parse(&img.manifest.config.digest) {
                     keep_blobs.insert(d.hex().to_string());
                 }
-                if let Ok(d) = Digest::parse(&l.diff_id) {
-                    keep_layers.insert(d.hex().to_string());
+                for l in &img.layers {
+                    if let Ok(d) = Digest::parse(&l.digest) {
+                        keep_blobs.insert(d.hex().to_string());
+                    }
+                    if let Ok(d) = Digest::parse(&l.diff_id) {
+                        keep_layers.insert(d.hex().to_string());
+                    }
                 }
             }
-        }
-        let dir = self.dir.clone();
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<GcReport> {
-            let mut rep = GcReport::default();
+            let kept_partials = match partials {
+                Some(room) => partials_within(&self.dir.join("blobs/partial"), room),
+                None => std::collections::HashSet::new(),
+            };
+            let mut moved = Vec::new();
             for (sub, keep, layers) in [
                 ("blobs/sha256", &keep_blobs, false),
-                ("blobs/partial", &std::collections::HashSet::new(), false),
+                ("blobs/partial", &kept_partials, false),
                 ("layers/sha256", &keep_layers, true),
             ] {
-                for e in std::fs::read_dir(dir.join(sub))?.flatten() {
+                for e in std::fs::read_dir(self.dir.join(sub))?.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if keep.contains(&name) {
+                    let in_use = if layers {
+                        held.layers.contains_key(&name)
+                    } else {
+                        held.blobs.contains_key(&name)
+                    };
+                    if keep.contains(&name) || in_use {
                         continue;
                     }
-                    let p = e.path();
-                    if layers {
-                        rep.bytes += du(&p);
-                        make_writable_and_remove(&p)?;
-                        rep.layers += 1;
-                    } else {
-                        rep.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                        std::fs::remove_file(&p)?;
-                        rep.blobs += 1;
-                    }
+                    let to = trash.join(format!("{}-{name}", moved.len()));
+                    std::fs::rename(e.path(), &to)?;
+                    moved.push((to, layers));
                 }
             }
+            moved
+        };
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<GcReport> {
+            let mut rep = GcReport::default();
+            for (p, layer) in moved {
+                if layer {
+                    rep.bytes += du(&p);
+                    make_writable_and_remove(&p)?;
+                    rep.layers += 1;
+                } else {
+                    rep.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    std::fs::remove_file(&p)?;
+                    rep.blobs += 1;
+                }
+            }
+            std::fs::remove_dir(&trash)?;
             Ok(rep)
         })
         .await
@@ -538,7 +579,36 @@ impl Images {
         source: &dyn pull::BlobSource,
         progress: &PullProgress,
     ) -> Result<Image> {
-        let _shared = self.gc_lock.read().await;
+        let r = {
+            let mut holds = Holds {
+                images: self,
+                blobs: Vec::new(),
+                layers: Vec::new(),
+            };
+            self.add_image_held(tenant, name, shared, source, progress, &mut holds)
+                .await
+        };
+        // What a refused pull left (layers it unpacked, blobs it fetched,
+        // partial downloads) and an image a moved name left unnamed go now,
+        // not at the operator's next gc: they are nobody's and counted
+        // against no quota.
+        // Partial downloads stay (the next pull of the blob resumes them),
+        // within PARTIALS_KEPT bytes in all, the oldest going first.
+        if let Err(e) = self.collect(Some(PARTIALS_KEPT)).await {
+            warn!("image garbage collection after a pull: {e}");
+        }
+        r
+    }
+
+    async fn add_image_held(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        shared: bool,
+        source: &dyn pull::BlobSource,
+        progress: &PullProgress,
+        holds: &mut Holds<'_>,
+    ) -> Result<Image> {
         // A capped tenant's pulls and imports add images one at a time: each
         // counts what it unpacks against the room the ones before it left,
         // so two at once never both spend the same room.
@@ -587,8 +657,10 @@ impl Images {
         // Image red-team pass 2). Anything else must come from the source.
         let known = self.known_to(tenant)?;
         // Write the manifest blob too, so the image can be pushed again as is.
+        holds.blob(&digest);
         self.put_small_blob(&digest, &manifest_bytes)?;
         let config_digest = Digest::parse(&manifest.config.digest)?;
+        holds.blob(&config_digest);
         let prove = !known.has_blob(config_digest.as_str());
         self.ensure_blob(source, &config_digest, manifest.config.size, None, prove)
             .await?;
@@ -610,6 +682,9 @@ impl Images {
         for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             let blob = Digest::parse(&desc.digest)?;
             let diff_id = Digest::parse(diff_id)?;
+            // Held before it is looked at: a gc now leaves it be.
+            holds.blob(&blob);
+            holds.layer(&diff_id);
             let dir = self.layer_dir(&diff_id);
             let prove = !known.has_blob(blob.as_str());
             let pair_known = known.has_pair(blob.as_str(), diff_id.as_str());
@@ -1189,6 +1264,86 @@ fn opaque_above(layer: &Path, parents: &[String]) -> bool {
     false
 }
 
+/// Bytes of partial downloads a pull's own collection keeps for a later
+/// pull to resume (an operator's gc keeps none).
+const PARTIALS_KEPT: u64 = 1 << 30;
+
+/// The partial downloads in `dir` to keep: the newest, within `room` bytes.
+fn partials_within(dir: &Path, room: u64) -> std::collections::HashSet<String> {
+    let mut all: Vec<(std::time::SystemTime, u64, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((
+                m.modified().ok()?,
+                m.len(),
+                e.file_name().to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut used = 0u64;
+    let mut keep = std::collections::HashSet::new();
+    for (_, len, name) in all {
+        used = used.saturating_add(len);
+        if used > room {
+            break;
+        }
+        keep.insert(name);
+    }
+    keep
+}
+
+/// What pulls and imports in flight hold, by digest hex: blob (and its
+/// partial download) and layer, each with how many hold it.
+#[derive(Default)]
+struct InUse {
+    blobs: HashMap<String, usize>,
+    layers: HashMap<String, usize>,
+}
+
+/// What one pull or import holds (see [`Images::gc`]); let go when dropped.
+struct Holds<'a> {
+    images: &'a Images,
+    blobs: Vec<String>,
+    layers: Vec<String>,
+}
+
+impl Holds<'_> {
+    fn blob(&mut self, d: &Digest) {
+        let k = d.hex().to_string();
+        let mut u = self.images.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *u.blobs.entry(k.clone()).or_default() += 1;
+        self.blobs.push(k);
+    }
+
+    fn layer(&mut self, d: &Digest) {
+        let k = d.hex().to_string();
+        let mut u = self.images.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *u.layers.entry(k.clone()).or_default() += 1;
+        self.layers.push(k);
+    }
+}
+
+impl Drop for Holds<'_> {
+    fn drop(&mut self) {
+        let mut u = self.images.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        let InUse { blobs, layers } = &mut *u;
+        for (m, keys) in [(blobs, &self.blobs), (layers, &self.layers)] {
+            for k in keys {
+                if let Some(n) = m.get_mut(k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(k);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The unpacked bytes of an image's layers, where its record has them.
 fn unpacked_of(rec: &ImageRecord) -> u64 {
     serde_json::from_str::<Vec<Layer>>(&rec.layers)
@@ -1241,19 +1396,29 @@ impl QuotaLeft {
 /// (docs/security.md, quota red-team pass).
 fn du(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
+    let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![p.to_path_buf()];
+    let mut root = true;
     while let Some(p) = todo.pop() {
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;
         };
+        // As the unpack counts (unpack::on_disk): a block per entry (the
+        // tree's own root aside), a regular file its content in blocks,
+        // once per inode.
+        if !root {
+            total += if m.is_file() && (m.nlink() < 2 || seen.insert((m.dev(), m.ino()))) {
+                unpack::on_disk(m.len())
+            } else {
+                unpack::BLOCK
+            };
+        }
+        root = false;
         if m.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 todo.extend(rd.flatten().map(|e| e.path()));
             }
-        } else if m.is_file() && (m.nlink() < 2 || seen.insert((m.dev(), m.ino()))) {
-            total += m.len();
         }
     }
     total

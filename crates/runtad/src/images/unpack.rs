@@ -57,11 +57,21 @@ fn hostile(msg: impl Into<String>) -> ImageError {
     ImageError::Hostile(msg.into())
 }
 
+/// What the store counts an entry as taking on disk: its content rounded
+/// up to whole blocks, and never less than one block (an inode and a
+/// directory entry are not free). [`super::du`] counts a tree the same way.
+pub const BLOCK: u64 = 4096;
+
+pub fn on_disk(content: u64) -> u64 {
+    content.div_ceil(BLOCK).max(1).saturating_mul(BLOCK)
+}
+
 /// Unpacks the layer blob at `blob` (plain, gzip or zstd tar) into `dest`,
 /// which must be a new empty directory. `lowers` are the already unpacked
 /// layers below this one, topmost first: a hard link to a file that only a
 /// lower layer has gets its own copy here (what overlayfs' copy-up does).
-/// `budget` is how many content bytes the image may still unpack,
+/// `budget` is how many bytes the image may still unpack (counted as
+/// [`on_disk`] does),
 /// `files_left` how many entries (the image's cap less its other layers').
 pub fn unpack_layer(
     blob: &Path,
@@ -700,10 +710,24 @@ impl Writer<'_> {
             fsetxattr(parent.as_fd(), OPAQUE_XATTR, b"y")?;
             return Ok(());
         }
+        // Every entry costs at least a block (and an inode): a layer of
+        // nothing but empty directories or links is not free.
+        let blocks = if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            on_disk(h.size().unwrap_or(0))
+        } else {
+            BLOCK
+        };
+        if blocks > self.budget.saturating_sub(self.out.bytes) {
+            return Err(ImageError::TooLarge(format!(
+                "the layer unpacks to more than the {} bytes allowed for this image (each entry counts at least {BLOCK} bytes)",
+                self.budget
+            )));
+        }
         if let Some(hidden) = name_str.strip_prefix(WHITEOUT.as_bytes()) {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(hostile("the layer has an empty whiteout"));
             }
+            self.out.bytes += BLOCK;
             remove_at(&parent, hidden)?;
             mknodat(
                 &parent,
@@ -716,6 +740,9 @@ impl Writer<'_> {
             return Ok(());
         }
         let cname = cstr(name_str);
+        if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            self.out.bytes += BLOCK;
+        }
         match kind {
             tar::EntryType::Directory => {
                 match kind_at(&parent, name_str) {
@@ -747,21 +774,15 @@ impl Writer<'_> {
                 // SAFETY: `fd` is a fresh descriptor we own; the File takes it.
                 let mut file =
                     unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-                let left = self.budget.saturating_sub(self.out.bytes);
+                // Checked above against the budget, in blocks.
                 let size = h.size().unwrap_or(0);
-                if size > left {
-                    return Err(ImageError::TooLarge(format!(
-                        "the layer unpacks to more than the {} bytes allowed for this image",
-                        self.budget
-                    )));
-                }
                 let n = io::copy(&mut entry.take(size), &mut file).map_err(|e| {
                     hostile(format!(
                         "read {:?} from the layer: {e}",
                         String::from_utf8_lossy(&raw)
                     ))
                 })?;
-                self.out.bytes += n;
+                self.out.bytes += on_disk(n);
                 file.flush()?;
                 let fd: OwnedFd = file.into();
                 finish_meta(&fd, &meta)?;
@@ -883,7 +904,7 @@ impl Writer<'_> {
             let st = nix::sys::stat::fstat(&src).map_err(|e| errno("stat", target, e))?;
             // The copy is content of this layer like any other: within what
             // the image (and its tenant) may still unpack.
-            if st.st_size.max(0) as u64 > self.budget.saturating_sub(self.out.bytes) {
+            if on_disk(st.st_size.max(0) as u64) > self.budget.saturating_sub(self.out.bytes) {
                 return Err(ImageError::TooLarge(format!(
                     "the layer unpacks to more than the {} bytes allowed for this image (a hard link copies {:?} up from a layer below)",
                     self.budget,
@@ -903,7 +924,7 @@ impl Writer<'_> {
             .map_err(|e| errno("create", target, e))?;
             let mut s = std::fs::File::from(src);
             let mut d = std::fs::File::from(dst);
-            self.out.bytes += io::copy(&mut s, &mut d)?;
+            self.out.bytes += on_disk(io::copy(&mut s, &mut d)?);
             let dfd: OwnedFd = d.into();
             let meta = Meta {
                 path: target.to_vec(),
