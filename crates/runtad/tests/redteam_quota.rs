@@ -18,41 +18,15 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::image_attacks::*;
 use common::registry::{busybox, have, put_blob, sha, start_registry, Registry};
-use common::{Client, Daemon};
+use common::Daemon;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------- layers
-
-fn tar_builder() -> tar::Builder<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.mode(tar::HeaderMode::Complete);
-    b
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_size(size);
-    h.set_mtime(1_700_000_000);
-    h
-}
-
-fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-    let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-fn add_dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    b.append_data(&mut h, path, &[][..]).unwrap();
-}
 
 fn add_link(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
     let mut h = header(tar::EntryType::Link, 0o644, 0);
@@ -63,14 +37,8 @@ fn add_link(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
 /// a layer of its own).
 fn zeros(name: &str, n: u64) -> Vec<u8> {
     let mut t = tar_builder();
-    add_file(&mut t, name, &vec![0u8; n as usize]);
+    add_file(&mut t, name, 0o644, &vec![0u8; n as usize]);
     t.into_inner().unwrap()
-}
-
-fn gzip(tar: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(tar).unwrap();
-    e.finish().unwrap()
 }
 
 /// Writes an OCI layout of one image (gzip layers from `tars`) tagged
@@ -189,50 +157,6 @@ fn daemon(insecure: &[&str], extra: &[&str]) -> Daemon {
     Daemon::start_new(&args)
 }
 
-async fn start_pull(c: &Client, reference: &str) -> (StatusCode, Value) {
-    c.post("/v1/images/pulls", json!({ "reference": reference }))
-        .await
-}
-
-async fn wait_pull(c: &Client, id: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let (st, v) = c.get(&format!("/v1/images/pulls/{id}")).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        if v["data"]["status"] != "running" {
-            return v["data"].clone();
-        }
-        assert!(Instant::now() < deadline, "pull {id} did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn pull(c: &Client, reference: &str) -> Value {
-    let (st, v) = start_pull(c, reference).await;
-    assert_eq!(st, StatusCode::ACCEPTED, "pull {reference}: {v}");
-    wait_pull(c, v["data"]["id"].as_str().unwrap(), 120).await
-}
-
-async fn pull_ok(c: &Client, reference: &str) {
-    let p = pull(c, reference).await;
-    assert_eq!(p["status"], "succeeded", "pull {reference}: {p}");
-}
-
-async fn pull_fails(c: &Client, reference: &str, needle: &str) -> String {
-    let p = pull(c, reference).await;
-    assert_eq!(p["status"], "failed", "pull {reference} should fail: {p}");
-    let e = p["error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        e.contains(needle),
-        "pull {reference}: {e:?} should say {needle:?}"
-    );
-    e
-}
-
-fn enc(r: &str) -> String {
-    r.replace('/', "%2F")
-}
-
 /// Bytes of disk blocks under `p`, each inode once (what the disk holds).
 fn disk(p: &Path) -> u64 {
     let mut seen = HashSet::new();
@@ -344,7 +268,7 @@ async fn hard_links_do_not_blind_the_store_cap() {
     pull_ok(&t, &p1).await;
     let links = {
         let mut b = tar_builder();
-        add_file(&mut b, "one", &vec![7u8; MIB as usize]);
+        add_file(&mut b, "one", 0o644, &vec![7u8; MIB as usize]);
         for i in 0..200 {
             add_link(&mut b, &format!("l{i}"), "one");
         }
@@ -385,7 +309,12 @@ async fn a_hard_link_to_a_lower_layer_is_copied_up_within_the_budget() {
     let lower = {
         let mut b = tar_builder();
         for i in 0..3 {
-            add_file(&mut b, &format!("f{i}"), &vec![i as u8; 5 * MIB as usize]);
+            add_file(
+                &mut b,
+                &format!("f{i}"),
+                0o644,
+                &vec![i as u8; 5 * MIB as usize],
+            );
         }
         b.into_inner().unwrap()
     };
@@ -538,7 +467,7 @@ async fn a_slow_pull_never_stalls_another_tenants_delete_or_pull() {
     }
     let tar = {
         let mut b = tar_builder();
-        add_file(&mut b, "noise", &noise);
+        add_file(&mut b, "noise", 0o644, &noise);
         b.into_inner().unwrap()
     };
     layout(&dir, "v1", std::slice::from_ref(&tar));
