@@ -94,6 +94,11 @@ async fn auth_is_required_and_tenants_are_separate() {
         .post("/v1/tokens", json!({"tenant": "Not Valid"}))
         .await;
     assert_error(st, &v, 422, "invalid_argument", "tenant");
+    // `runta` would pass for the operator (its images are localhost/runta/…).
+    let (st, v) = admin.post("/v1/tokens", json!({"tenant": "runta"})).await;
+    assert_error(st, &v, 422, "invalid_argument", "reserved");
+    let (st, v) = admin.post("/v1/tenants", json!({"name": "runta"})).await;
+    assert_error(st, &v, 422, "invalid_argument", "reserved");
     a.delete(&format!("/v1/runtimes/{n}")).await;
     b.delete(&format!("/v1/runtimes/{n}")).await;
 }

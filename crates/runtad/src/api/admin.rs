@@ -24,6 +24,7 @@ pub async fn create_tenant(
     ApiJson(req): ApiJson<CreateTenantRequest>,
 ) -> ApiResult<(StatusCode, Json<Data<Tenant>>)> {
     validate::name("name", &req.name).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    not_reserved("name", &req.name)?;
     let (created, tenant) = state.manager.create_tenant(&req.name)?;
     Ok((
         if created {
@@ -50,6 +51,7 @@ pub async fn create_token(
             "the admin tenant gets no further tokens",
         ));
     }
+    not_reserved("tenant", &req.tenant)?;
     let created = state.manager.mint_token(&req.tenant)?;
     Ok((StatusCode::CREATED, Json(Data { data: created })))
 }
@@ -149,4 +151,17 @@ pub async fn own_quota(
     Ok(Json(Data {
         data: state.manager.quota_view(&p.tenant)?,
     }))
+}
+
+/// `runta` is no tenant's name: `localhost/runta/…` images are the
+/// operator's (images/mod.rs, `owner_of_name`), so a tenant of that name
+/// would pass for the operator.
+fn not_reserved(field: &str, name: &str) -> ApiResult<()> {
+    if name == "runta" {
+        return Err(ApiError::invalid(
+            field,
+            "\"runta\" is reserved (the operator's image names are localhost/runta/…)",
+        ));
+    }
+    Ok(())
 }

@@ -331,7 +331,8 @@ impl Manager {
         net.remove().await;
         r.map_err(build_error)?;
         let name = b.name.as_str();
-        let img = images.import_oci_layout(&out, name).await?;
+        // The building tenant's, whatever its name looks like.
+        let img = images.import_oci_layout_as(&b.tenant, &out, name).await?;
         let _ = log
             .send(format!("runta: stored {name} as {}", img.digest))
             .await;
