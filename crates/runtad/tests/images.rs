@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::registry::{busybox, have, make_tls, put_blob, sha, start_registry, Registry, Tls};
+use common::registry::{busybox, make_tls, put_blob, sha, start_registry, Registry, Tls};
 use common::{assert_error, Client, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -217,22 +217,14 @@ fn busybox_layer(bb: &[u8]) -> Vec<u8> {
 
 /// Why these tests cannot run here, if they cannot.
 fn missing_tools() -> Option<String> {
-    for t in [
+    common::registry::missing_tools_of(&[
         "docker-registry",
         "skopeo",
         "umoci",
         "zstd",
         "curl",
         "python3",
-    ] {
-        if !have(t) {
-            return Some(format!("{t} is not installed (apt-get install docker-registry skopeo umoci zstd busybox-static)"));
-        }
-    }
-    if busybox().is_none() {
-        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
-    }
-    None
+    ])
 }
 
 macro_rules! skip_unless_ready {

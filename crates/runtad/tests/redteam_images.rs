@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::image_attacks::*;
-use common::registry::{busybox, have, make_tls, put_blob, sha, start_registry, Registry, Tls};
+use common::registry::{busybox, make_tls, sha, start_registry, Registry, Tls};
 use common::{assert_error, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -42,53 +42,10 @@ fn zstd(data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// One layer: the uncompressed tar (its digest is the diff_id), the blob as
-/// stored, and the blob's media type.
-struct LayerSpec {
-    tar: Vec<u8>,
-    blob: Vec<u8>,
-    media_type: &'static str,
-}
-
-fn gz_layer(tar: Vec<u8>) -> LayerSpec {
-    LayerSpec {
-        blob: gzip(&tar),
-        tar,
-        media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
-    }
-}
-
 /// Writes an OCI layout with one image tagged `tag`; returns the manifest
 /// digest.
 fn layout(dir: &Path, tag: &str, layers: &[LayerSpec], run: Value) -> String {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for l in layers {
-        diff_ids.push(sha(&l.tar));
-        descs.push(json!({"mediaType": l.media_type, "digest": put_blob(dir, &l.blob), "size": l.blob.len()}));
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
-        "config": run,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put_blob(dir, &config), "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let md = put_blob(dir, &manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    md
+    write_layout(dir, tag, layers, run).manifest
 }
 
 /// An Alpine-like root (busybox and its applets) with `/etc/app-version`.
@@ -121,17 +78,7 @@ fn app_run() -> Value {
 // ---------------------------------------------------------------- registries
 
 fn missing_tools() -> Option<String> {
-    for t in ["docker-registry", "skopeo", "zstd", "curl", "python3"] {
-        if !have(t) {
-            return Some(format!(
-                "{t} is not installed (apt-get install docker-registry skopeo zstd busybox-static)"
-            ));
-        }
-    }
-    if busybox().is_none() {
-        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
-    }
-    None
+    common::registry::missing_tools_of(&["docker-registry", "skopeo", "zstd", "curl", "python3"])
 }
 
 macro_rules! skip_unless_ready {

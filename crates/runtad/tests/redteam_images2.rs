@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::image_attacks::*;
-use common::registry::{busybox, have, put_blob, sha, start_registry, Registry};
+use common::registry::{busybox, sha, start_registry, Registry};
 use common::{Client, Daemon};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -57,65 +57,18 @@ fn file_tar(path: &str, body: &[u8]) -> Vec<u8> {
     t.into_inner().unwrap()
 }
 
-/// What [`layout`] wrote: digests of the manifest, config, blobs, diff_ids.
-#[derive(Clone, Debug)]
-struct Written {
-    manifest: String,
-    config: String,
-    blobs: Vec<String>,
-    diff_ids: Vec<String>,
-}
-
 /// Writes an OCI layout at `dir` with one image tagged `tag`: `layers` as
 /// (tar, blob) pairs, `run` as the config's `config`.
 fn layout(dir: &Path, tag: &str, layers: &[(Vec<u8>, Vec<u8>)], run: Value) -> Written {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let mut descs = Vec::new();
-    let (mut blobs, mut diff_ids) = (Vec::new(), Vec::new());
-    for (tar, blob) in layers {
-        diff_ids.push(sha(tar));
-        let d = put_blob(dir, blob);
-        descs.push(
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                          "digest": d, "size": blob.len()}),
-        );
-        blobs.push(d);
-    }
-    let config = config_bytes(&diff_ids, run);
-    let cd = put_blob(dir, &config);
-    let manifest = manifest_bytes(&cd, config.len(), &descs);
-    let md = put_blob(dir, &manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    Written {
-        manifest: md,
-        config: cd,
-        blobs,
-        diff_ids,
-    }
-}
-
-fn config_bytes(diff_ids: &[String], run: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
-        "config": run,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap()
-}
-
-fn manifest_bytes(config: &str, config_len: usize, layers: &[Value]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
-        "layers": layers,
-    }))
-    .unwrap()
+    let specs: Vec<LayerSpec> = layers
+        .iter()
+        .map(|(tar, blob)| LayerSpec {
+            tar: tar.clone(),
+            blob: blob.clone(),
+            media_type: GZIP_LAYER,
+        })
+        .collect();
+    write_layout(dir, tag, &specs, run)
 }
 
 fn layer_desc(digest: &str, size: usize) -> Value {
@@ -127,20 +80,9 @@ fn run_cfg() -> Value {
 }
 
 fn missing_tools(extra: &[&str]) -> Option<String> {
-    for t in ["docker-registry", "skopeo", "curl", "python3"]
-        .iter()
-        .chain(extra)
-    {
-        if !have(t) {
-            return Some(format!(
-                "{t} is not installed (apt-get install docker-registry skopeo buildah busybox-static)"
-            ));
-        }
-    }
-    if busybox().is_none() {
-        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
-    }
-    None
+    let mut tools = vec!["docker-registry", "skopeo", "curl", "python3"];
+    tools.extend_from_slice(extra);
+    common::registry::missing_tools_of(&tools)
 }
 
 macro_rules! skip_unless {

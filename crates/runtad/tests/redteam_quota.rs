@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::image_attacks::*;
-use common::registry::{busybox, have, put_blob, sha, start_registry, Registry};
+use common::registry::{sha, start_registry, Registry};
 use common::Daemon;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -44,39 +44,8 @@ fn zeros(name: &str, n: u64) -> Vec<u8> {
 /// Writes an OCI layout of one image (gzip layers from `tars`) tagged
 /// `tag`; returns the manifest digest.
 fn layout(dir: &Path, tag: &str, tars: &[Vec<u8>]) -> String {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for t in tars {
-        let blob = gzip(t);
-        diff_ids.push(sha(t));
-        descs.push(
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": put_blob(dir, &blob), "size": blob.len()}),
-        );
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
-        "config": {"Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": put_blob(dir, &config), "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let md = put_blob(dir, &manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    md
+    let specs: Vec<LayerSpec> = tars.iter().cloned().map(gz_layer).collect();
+    write_layout(dir, tag, &specs, json!({"Env": ["PATH=/bin"]})).manifest
 }
 
 // ---------------------------------------------------------------- world
@@ -87,15 +56,7 @@ struct World {
 }
 
 fn missing_tools() -> Option<String> {
-    for t in ["docker-registry", "skopeo"] {
-        if !have(t) {
-            return Some(format!("{t} is not installed"));
-        }
-    }
-    if busybox().is_none() {
-        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
-    }
-    None
+    common::registry::missing_tools_of(&["docker-registry", "skopeo"])
 }
 
 macro_rules! skip_unless_ready {

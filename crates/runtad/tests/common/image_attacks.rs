@@ -295,3 +295,83 @@ pub fn enc(r: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------- OCI layouts
+
+pub const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// One layer of a test image: the tar (its digest is the diff_id), the
+/// blob as stored, and the blob's media type.
+pub struct LayerSpec {
+    pub tar: Vec<u8>,
+    pub blob: Vec<u8>,
+    pub media_type: &'static str,
+}
+
+pub fn gz_layer(tar: Vec<u8>) -> LayerSpec {
+    LayerSpec {
+        blob: gzip(&tar),
+        tar,
+        media_type: GZIP_LAYER,
+    }
+}
+
+/// What [`write_layout`] wrote: digests of the manifest, config, blobs
+/// and the layers' diff_ids.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub manifest: String,
+    pub config: String,
+    pub blobs: Vec<String>,
+    pub diff_ids: Vec<String>,
+}
+
+/// Writes an OCI layout at `dir` (anew) with one image tagged `tag`:
+/// `layers` bottom first, `run` as the config's `config`.
+pub fn write_layout(dir: &std::path::Path, tag: &str, layers: &[LayerSpec], run: Value) -> Written {
+    use super::registry::{put_blob, sha};
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut descs = Vec::new();
+    let (mut blobs, mut diff_ids) = (Vec::new(), Vec::new());
+    for l in layers {
+        diff_ids.push(sha(&l.tar));
+        let d = put_blob(dir, &l.blob);
+        descs.push(json!({"mediaType": l.media_type, "digest": d, "size": l.blob.len()}));
+        blobs.push(d);
+    }
+    let config = config_bytes(&diff_ids, run);
+    let cd = put_blob(dir, &config);
+    let manifest = manifest_bytes(&cd, config.len(), &descs);
+    let md = put_blob(dir, &manifest);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    Written {
+        manifest: md,
+        config: cd,
+        blobs,
+        diff_ids,
+    }
+}
+
+pub fn config_bytes(diff_ids: &[String], run: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+        "config": run,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+pub fn manifest_bytes(config: &str, config_len: usize, layers: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": layers,
+    }))
+    .unwrap()
+}

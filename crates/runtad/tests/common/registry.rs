@@ -212,3 +212,18 @@ impl Registry {
         );
     }
 }
+
+/// Why an image suite cannot run here, if it cannot: the first of `tools`
+/// not on the PATH, or no static busybox (the suites' images are built from
+/// it).
+pub fn missing_tools_of(tools: &[&str]) -> Option<String> {
+    if let Some(t) = tools.iter().find(|t| !have(t)) {
+        return Some(format!(
+            "{t} is not installed (apt-get install docker-registry skopeo umoci zstd buildah busybox-static)"
+        ));
+    }
+    if busybox().is_none() {
+        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
+    }
+    None
+}
