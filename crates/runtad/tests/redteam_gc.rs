@@ -454,7 +454,7 @@ async fn a_delete_never_breaks_another_tenants_proof_download() {
         add_file(&mut t, "noise", 0o644, &noise(768 << 10, 1));
         t.into_inner().unwrap()
     };
-    let (shared, dir) = publish("gc/shared", "v1", &[big.clone()]);
+    let (shared, dir) = publish("gc/shared", "v1", std::slice::from_ref(&big));
     let (tiny, _) = publish("gc/tiny", "v1", &[zeros("tiny", 10)]);
     // The same image on our own registry, its layer 32 KiB every 100 ms.
     w.srv.add(&dir);
