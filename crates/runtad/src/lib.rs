@@ -112,6 +112,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         },
     )
     .context("open the image store")?;
+    {
+        let s = image_store.clone();
+        tokio::spawn(async move { s.collect_at_start().await });
+    }
 
     let agent_bin = host::install_agent(cfg.agent_bin.as_deref(), &data_dir)?;
     let instance = host::instance_tag(&data_dir);

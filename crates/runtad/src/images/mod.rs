@@ -225,7 +225,9 @@ pub struct Images {
 
 impl Images {
     /// Opens (or makes) the store under `dir` (`<data dir>/images`). Unpacks
-    /// left by a killed daemon are removed; partial downloads are kept.
+    /// (and collections' trash, commit layouts) left by a killed daemon are
+    /// removed; partial downloads are kept. The daemon then runs
+    /// [`Images::collect_at_start`].
     pub fn open(
         dir: PathBuf,
         store: Arc<Store>,
@@ -241,9 +243,12 @@ impl Images {
             std::fs::create_dir_all(dir.join(d))
                 .map_err(|e| format!("create {}: {e}", dir.join(d).display()))?;
         }
-        if let Ok(rd) = std::fs::read_dir(dir.join("layers/tmp")) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_dir_all(e.path());
+        // (And commit layouts a killed daemon was writing or importing.)
+        for tmp in ["layers/tmp", "commits"] {
+            if let Ok(rd) = std::fs::read_dir(dir.join(tmp)) {
+                for e in rd.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
         }
         let registries = registry::Registries::new(registry)?;
@@ -422,7 +427,11 @@ impl Images {
                 "image {r:?}: no name of yours points at it (the operator's names are the admin's to remove)"
             )));
         }
-        self.gc().await?;
+        // Partial downloads stay within their room, as at a pull's end: a
+        // tenant's DELETE (any tenant's, as often as it likes) is no way to
+        // drop every other tenant's resume (docs/security.md, gc red-team
+        // pass). The operator's gc drops them all.
+        self.collect(Some(PARTIALS_KEPT)).await?;
         Ok(img)
     }
 
@@ -431,6 +440,15 @@ impl Images {
     /// Returns the bytes freed (apparent sizes).
     pub async fn gc(&self) -> Result<GcReport> {
         self.collect(None).await
+    }
+
+    /// The collection a daemon runs at start: what a killed one had moved
+    /// half aside (records dropped, files not yet) goes, partial downloads
+    /// stay within their room.
+    pub async fn collect_at_start(&self) {
+        if let Err(e) = self.collect(Some(PARTIALS_KEPT)).await {
+            warn!("image garbage collection at start: {e}");
+        }
     }
 
     /// [`Images::gc`], keeping at most `partials` bytes of partial downloads
@@ -452,7 +470,7 @@ impl Images {
             .join("layers/tmp")
             .join(format!("gc-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir(&trash)?;
-        let moved: Vec<(PathBuf, bool)> = {
+        let moved: Vec<(PathBuf, Gone)> = {
             let held = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
             let mut keep_blobs = std::collections::HashSet::new();
             let mut keep_layers = std::collections::HashSet::new();
@@ -478,7 +496,19 @@ impl Images {
                     }
                 }
             }
-            let kept_partials = match partials {
+            // Partial downloads are not counted against the store's cap
+            // while they wait: kept, they fit in the room it leaves.
+            let cap = self.limits.max_store_bytes;
+            let room = partials.map(|room| {
+                if cap > 0 {
+                    room.min(
+                        cap.saturating_sub(self.used.load(std::sync::atomic::Ordering::Relaxed)),
+                    )
+                } else {
+                    room
+                }
+            });
+            let kept_partials = match room {
                 Some(room) => partials_within(&self.dir.join("blobs/partial"), room),
                 None => std::collections::HashSet::new(),
             };
@@ -493,43 +523,61 @@ impl Images {
                     let in_use = if layers {
                         held.layers.contains_key(&name)
                     } else {
-                        held.blobs.contains_key(&name)
+                        // A proof download (`<hex>.proof-<uuid>`) is its
+                        // blob's, held with it.
+                        let hex = name.split_once('.').map_or(name.as_str(), |(h, _)| h);
+                        held.blobs.contains_key(hex)
                     };
                     if keep.contains(&name) || in_use {
                         continue;
                     }
                     let to = trash.join(format!("{}-{name}", moved.len()));
                     std::fs::rename(e.path(), &to)?;
-                    moved.push((to, layers));
+                    let kind = match (layers, sub == "blobs/partial") {
+                        (true, _) => Gone::Layer,
+                        (false, true) => Gone::Partial,
+                        (false, false) => Gone::Blob,
+                    };
+                    moved.push((to, kind));
                 }
             }
             moved
         };
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<GcReport> {
-            let mut rep = GcReport::default();
-            for (p, layer) in moved {
-                if layer {
-                    rep.bytes += du(&p);
-                    make_writable_and_remove(&p)?;
-                    rep.layers += 1;
-                } else {
-                    rep.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                    std::fs::remove_file(&p)?;
-                    rep.blobs += 1;
+        // (Report, bytes the store's counter held of them: partial
+        // downloads were never counted, so they are not taken off it.)
+        let (r, counted) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(GcReport, u64)> {
+                let mut rep = GcReport::default();
+                let mut counted = 0u64;
+                for (p, kind) in moved {
+                    if kind == Gone::Layer {
+                        let n = du(&p);
+                        rep.bytes += n;
+                        counted += n;
+                        make_writable_and_remove(&p)?;
+                        rep.layers += 1;
+                    } else {
+                        let n = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                        rep.bytes += n;
+                        if kind == Gone::Blob {
+                            counted += n;
+                        }
+                        std::fs::remove_file(&p)?;
+                        rep.blobs += 1;
+                    }
                 }
-            }
-            std::fs::remove_dir(&trash)?;
-            Ok(rep)
-        })
-        .await
-        .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
+                std::fs::remove_dir(&trash)?;
+                Ok((rep, counted))
+            })
+            .await
+            .map_err(|e| ImageError::Io(std::io::Error::other(e.to_string())))??;
         report.blobs += r.blobs;
         report.layers += r.layers;
         report.bytes += r.bytes;
         let _ = self.used.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
             std::sync::atomic::Ordering::Relaxed,
-            |u| Some(u.saturating_sub(r.bytes)),
+            |u| Some(u.saturating_sub(counted)),
         );
         if report != GcReport::default() {
             info!(?report, "image garbage collection");
@@ -871,6 +919,9 @@ impl Images {
             let tmp = self.partial_path(digest);
             std::fs::write(&tmp, bytes)?;
             std::fs::rename(&tmp, &path)?;
+            // Counted as a collection will take it off.
+            self.used
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -1265,8 +1316,17 @@ fn opaque_above(layer: &Path, parents: &[String]) -> bool {
 }
 
 /// Bytes of partial downloads a pull's own collection keeps for a later
-/// pull to resume (an operator's gc keeps none).
+/// pull to resume (an operator's gc keeps none; under a store cap, at
+/// most the room it leaves).
 const PARTIALS_KEPT: u64 = 1 << 30;
+
+/// What a collection moved aside.
+#[derive(Clone, Copy, PartialEq)]
+enum Gone {
+    Blob,
+    Partial,
+    Layer,
+}
 
 /// The partial downloads in `dir` to keep: the newest, within `room` bytes.
 fn partials_within(dir: &Path, room: u64) -> std::collections::HashSet<String> {
