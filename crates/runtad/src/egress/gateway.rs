@@ -1164,7 +1164,15 @@ async fn handle(eg: Arc<Egress>, mut s: TcpStream, peer: SocketAddr) {
         g: g.clone(),
         host: h.host.clone(),
     });
-    let task = tokio::spawn(async move {
+    // Both sockets move to a relay thread (relays.rs) for the data phase.
+    let (s, up) = match (s.into_std(), up.into_std()) {
+        (Ok(s), Ok(up)) => (s, up),
+        _ => return,
+    };
+    let task = super::relays::spawn(async move {
+        let (Ok(s), Ok(up)) = (TcpStream::from_std(s), TcpStream::from_std(up)) else {
+            return None;
+        };
         if let Some(k) = inspect {
             return k.relay(s, up, buf, c2).await;
         }

@@ -42,6 +42,7 @@ mod ca;
 mod dns;
 mod gateway;
 mod intercept;
+mod relays;
 mod resolve;
 mod rules;
 
