@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use common::{egress_gateway_port_of, egress_sets_of, name, Client, Daemon, TestNet};
@@ -55,81 +55,30 @@ serve(80, False)
 "#;
 
 /// A network namespace with two test-host addresses, torn down on drop.
-struct TestHosts {
-    tn: TestNet,
-    server: Child,
-    hosts_file: std::path::PathBuf,
-}
+type TestHosts = common::PyHosts;
 
-impl TestHosts {
-    fn new(net: u8) -> TestHosts {
-        let tn = TestNet::new("egt", net, &[2, 3]);
-        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
-        // The private address the tests try lives here too, so even a broken
-        // gateway that lets it through reaches nothing but this namespace.
-        let (peer, veth) = (&tn.peer, &tn.veth);
-        tn.sh(&format!(
-            "ip -n {ns} addr add 172.31.{net}.7/32 dev {peer} && ip route add 172.31.{net}.7/32 dev {veth}"
-        ));
-        // Likewise the metadata address the escape tests try (tests running
-        // at once share the route; the last one up owns it).
-        tn.sh(&format!(
-            "ip -n {ns} addr add 169.254.169.254/32 dev {peer} && ip route replace 169.254.169.254/32 dev {veth}"
-        ));
-        let dir = std::env::temp_dir().join(format!("runta-egress-{tag}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec![
-            "allowed.test".to_string(),
-            "other.test".to_string(),
-            "a.wild.test".to_string(),
-        ])
-        .unwrap();
-        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("server.py"), SERVER).unwrap();
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
-            .arg(dir.join("server.py"))
-            .arg(dir.join("cert.pem"))
-            .arg(dir.join("key.pem"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let hosts_file = dir.join("hosts");
-        std::fs::write(
-            &hosts_file,
-            format!(
-                "# test hosts\n198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n172.31.{net}.7 private.test\n"
-            ),
-        )
-        .unwrap();
-        // The servers are up when the host can reach them.
-        for _ in 0..50 {
-            let ok = Command::new("curl")
-                .args(["-sf", "-m", "1", &format!("http://198.18.{net}.2/")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        TestHosts {
-            tn,
-            server,
-            hosts_file,
-        }
-    }
-
-    fn ip(&self, last: u8) -> String {
-        self.tn.ip(last)
-    }
-}
-
-impl Drop for TestHosts {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-    }
+fn test_hosts(net: u8) -> TestHosts {
+    let tn = TestNet::new("egt", net, &[2, 3]);
+    let (ns, peer, veth) = (&tn.ns, &tn.peer, &tn.veth);
+    // The private address the tests try lives here too, so even a broken
+    // gateway that lets it through reaches nothing but this namespace.
+    tn.sh(&format!(
+        "ip -n {ns} addr add 172.31.{net}.7/32 dev {peer} && ip route add 172.31.{net}.7/32 dev {veth}"
+    ));
+    // Likewise the metadata address the escape tests try (tests running
+    // at once share the route; the last one up owns it).
+    tn.sh(&format!(
+        "ip -n {ns} addr add 169.254.169.254/32 dev {peer} && ip route replace 169.254.169.254/32 dev {veth}"
+    ));
+    TestHosts::start(
+        tn,
+        "egress",
+        SERVER,
+        &["allowed.test", "other.test", "a.wild.test"],
+        &format!(
+            "# test hosts\n198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n172.31.{net}.7 private.test\n"
+        ),
+    )
 }
 
 async fn audits(c: &Client, rt: &str, extra: &str) -> Vec<Value> {
@@ -156,7 +105,7 @@ fn daemon(h: &TestHosts) -> Daemon {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowlist_by_name_denies_everything_else_and_audits_it() {
-    let h = TestHosts::new(41);
+    let h = test_hosts(41);
     let d = daemon(&h);
     let c = d.tenant("eg").await;
     let rt = name("eg");
@@ -490,7 +439,7 @@ print('ok', ok)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denylist_wildcard_ip_cidr_and_live_changes() {
-    let h = TestHosts::new(42);
+    let h = test_hosts(42);
     let d = daemon(&h);
     let c = d.tenant("eg2").await;
     let rt = name("eg2");
@@ -698,7 +647,7 @@ open('/tmp/ka', 'w').write('closed %r' % (d,))
 /// bound at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_runtime_cannot_send_as_an_open_neighbour() {
-    let h = TestHosts::new(43);
+    let h = test_hosts(43);
     let d = daemon(&h);
     let c = d.tenant("spoof").await;
     let (locked, open) = (name("locked"), name("open"));
@@ -750,7 +699,7 @@ fn audit_ids(list: &[Value]) -> Vec<String> {
 /// listing too, and stay gone after another restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audits_survive_kill9_and_go_with_the_runtime() {
-    let h = TestHosts::new(44);
+    let h = test_hosts(44);
     let d = daemon(&h);
     let c = d.tenant("egk").await;
     let rt = name("egk");
@@ -915,7 +864,7 @@ for x in r:
 /// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_on_a_kept_alive_connection_is_checked() {
-    let h = TestHosts::new(45);
+    let h = test_hosts(45);
     let d = daemon(&h);
     let c = d.tenant("egka").await;
     let rt = name("egka");
@@ -1011,7 +960,7 @@ async fn every_request_on_a_kept_alive_connection_is_checked() {
 /// `egress::gateway::tests::a_system_answer_in_a_private_range_is_rebinding`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebound_or_always_denied_answer_is_never_connected_to() {
-    let h = TestHosts::new(46);
+    let h = test_hosts(46);
     let d = daemon(&h);
     let bridge = format!("10.{}.0.1", d.subnet_octet);
     let hosts = std::fs::read_to_string(&h.hosts_file).unwrap();
@@ -1226,7 +1175,7 @@ async fn icmp_is_dropped_and_audited_under_a_policy() {
             return;
         }
     }
-    let h = TestHosts::new(47);
+    let h = test_hosts(47);
     let d = daemon(&h);
     let c = d.tenant("egicmp").await;
     let (locked, open) = (name("icmp-locked"), name("icmp-open"));
@@ -1302,7 +1251,7 @@ async fn icmp_is_dropped_and_audited_under_a_policy() {
 /// another tenant gets 404 from both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_runtime_egress_routes_work_on_the_same_policy() {
-    let h = TestHosts::new(48);
+    let h = test_hosts(48);
     let d = daemon(&h);
     let c = d.tenant("egr").await;
     let rt = name("egr");
@@ -1420,7 +1369,7 @@ async fn the_per_runtime_egress_routes_work_on_the_same_policy() {
 /// delete then takes them out too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtimes_egress_rules_all_go_on_delete_also_after_kill9() {
-    let h = TestHosts::new(49);
+    let h = test_hosts(49);
     let d = daemon(&h);
     let c = d.tenant("egr").await;
     let policy = json!({"mode": "allowlist", "allowed_hosts": ["allowed.test"]});

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{egress_gateway_port_of, name, py, Client, Daemon, TestNet};
 use reqwest::StatusCode;
@@ -73,64 +73,16 @@ serve(80, False)
 "#;
 
 /// A network namespace holding the test hosts, torn down on drop.
-struct TestHosts {
-    tn: TestNet,
-    server: Child,
-    hosts_file: std::path::PathBuf,
-}
+type TestHosts = common::PyHosts;
 
-impl TestHosts {
-    fn new(net: u8) -> TestHosts {
-        let tn = TestNet::new("rte", net, &[2, 3]);
-        let (ns, tag) = (tn.ns.clone(), tn.tag.clone());
-        let dir = std::env::temp_dir().join(format!("runta-rte-{tag}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec!["allowed.test".to_string()]).unwrap();
-        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("server.py"), SERVER).unwrap();
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
-            .arg(dir.join("server.py"))
-            .arg(dir.join("cert.pem"))
-            .arg(dir.join("key.pem"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let hosts_file = dir.join("hosts");
-        std::fs::write(
-            &hosts_file,
-            format!(
-                "198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n"
-            ),
-        )
-        .unwrap();
-        for _ in 0..50 {
-            let ok = Command::new("curl")
-                .args(["-sf", "-m", "1", &format!("http://198.18.{net}.2/")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        TestHosts {
-            tn,
-            server,
-            hosts_file,
-        }
-    }
-
-    fn ip(&self, last: u8) -> String {
-        self.tn.ip(last)
-    }
-}
-
-impl Drop for TestHosts {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-    }
+fn test_hosts(net: u8) -> TestHosts {
+    TestHosts::start(
+        TestNet::new("rte", net, &[2, 3]),
+        "rte",
+        SERVER,
+        &["allowed.test"],
+        &format!("198.18.{net}.2 allowed.test a.wild.test wild.test\n198.18.{net}.3 other.test\n"),
+    )
 }
 
 fn daemon(h: &TestHosts) -> Daemon {
@@ -213,7 +165,7 @@ fn dns_script(server: &str, qname: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowlist_header_name_and_socket_tricks_are_refused() {
-    let h = TestHosts::new(61);
+    let h = test_hosts(61);
     let d = daemon(&h);
     let c = d.tenant("rte").await;
     let rt = name("rte");
@@ -421,7 +373,7 @@ except Exception as e:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denylist_names_that_resolve_to_forbidden_addresses_are_refused() {
-    let h = TestHosts::new(62);
+    let h = test_hosts(62);
     let d = daemon(&h);
     let c = d.tenant("rtd").await;
     let rt = name("rtd");
@@ -485,7 +437,7 @@ async fn denylist_names_that_resolve_to_forbidden_addresses_are_refused() {
 /// audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_the_server_refused_does_not_open_a_tunnel() {
-    let h = TestHosts::new(63);
+    let h = test_hosts(63);
     let d = daemon(&h);
     let c = d.tenant("rtu").await;
     let rt = name("rtu");
@@ -550,7 +502,7 @@ async fn an_upgrade_the_server_refused_does_not_open_a_tunnel() {
 /// HEAD (whose answer has no body), after a `100 Continue`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_websocket_upgrade_still_tunnels() {
-    let h = TestHosts::new(68);
+    let h = test_hosts(68);
     let d = daemon(&h);
     let c = d.tenant("rtw").await;
     let rt = name("rtw");
@@ -622,7 +574,7 @@ for case, kw in [("alone", {}), ("early", {"early": True}),
 /// reach).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intercepted_websocket_is_part_of_its_connection() {
-    let h = TestHosts::new(69);
+    let h = test_hosts(69);
     let dir = h.hosts_file.parent().unwrap().to_path_buf();
     let d = Daemon::start_new(&[
         "--egress-hosts",
@@ -747,7 +699,7 @@ echo ok"#,
 /// attempt's rows stay; each burst only pushes out its own class's oldest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_burst_does_not_erase_the_runtimes_earlier_denials() {
-    let h = TestHosts::new(64);
+    let h = test_hosts(64);
     let d = daemon(&h);
     let c = d.tenant("rtf").await;
     let rt = name("rtf");
@@ -838,7 +790,7 @@ fn rss_kib(pid: i32) -> u64 {
 /// stays bounded, and neither tenant sees the other's audits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_dns_flood_costs_another_tenant_nothing() {
-    let h = TestHosts::new(65);
+    let h = test_hosts(65);
     let d = daemon(&h);
     let a = d.tenant("rtfa").await;
     let b = d.tenant("rtfb").await;
@@ -975,7 +927,7 @@ async fn d_api_ok(c: &Client) -> (StatusCode, Value) {
 /// other policy change does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns() {
-    let h = TestHosts::new(66);
+    let h = test_hosts(66);
     let d = daemon(&h);
     let c = d.tenant("rtl").await;
     let rt = name("rtl");
@@ -1024,7 +976,7 @@ async fn a_connection_opened_before_the_policy_was_lifted_is_cut_when_it_returns
 /// must still serve another tenant, its API, creates and allowed traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_held_gateway_connections_do_not_starve_the_daemon() {
-    let h = TestHosts::new(67);
+    let h = test_hosts(67);
     // A server that accepts and holds every connection, never answering.
     let holder = Command::new("ip")
         .args(["netns", "exec", &h.tn.ns, "/usr/bin/python3", "-c"])

@@ -495,3 +495,70 @@ pub fn iptables_save() -> String {
         .expect("iptables-save");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Test hosts for the egress suites: a python3 server (`script`, run with
+/// the paths of a certificate and key it makes for `names`) inside `tn`'s
+/// namespace, and a hosts(5) file (`hosts`) for `--egress-hosts`. Ready
+/// once the host reaches `http://198.18.<net>.2/`; the server is killed on
+/// drop (the namespace with `tn`).
+pub struct PyHosts {
+    pub tn: TestNet,
+    server: Child,
+    pub hosts_file: PathBuf,
+}
+
+impl PyHosts {
+    pub fn start(
+        tn: TestNet,
+        dir_kind: &str,
+        script: &str,
+        names: &[&str],
+        hosts: &str,
+    ) -> PyHosts {
+        let dir = std::env::temp_dir().join(format!("runta-{dir_kind}-{}", tn.tag));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("server.py"), script).unwrap();
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &tn.ns, "/usr/bin/python3"])
+            .arg(dir.join("server.py"))
+            .arg(dir.join("cert.pem"))
+            .arg(dir.join("key.pem"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let hosts_file = dir.join("hosts");
+        std::fs::write(&hosts_file, hosts).unwrap();
+        let url = format!("http://{}/", tn.ip(2));
+        for _ in 0..50 {
+            let ok = std::process::Command::new("curl")
+                .args(["-sf", "-m", "1", &url])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        PyHosts {
+            tn,
+            server,
+            hosts_file,
+        }
+    }
+
+    pub fn ip(&self, last: u8) -> String {
+        self.tn.ip(last)
+    }
+}
+
+impl Drop for PyHosts {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+    }
+}
