@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::image_attacks::*;
-use common::registry::{busybox, have, put_blob, sha, start_registry, Registry};
+use common::registry::{busybox, put_blob, sha, start_registry, Registry};
 use common::{Client, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -126,15 +126,7 @@ struct World {
 }
 
 fn missing_tools() -> Option<String> {
-    for t in ["docker-registry", "skopeo"] {
-        if !have(t) {
-            return Some(format!("{t} is not installed"));
-        }
-    }
-    if busybox().is_none() {
-        return Some("no static /bin/busybox (apt-get install busybox-static)".into());
-    }
-    None
+    common::registry::missing_tools_of(&["docker-registry", "skopeo"])
 }
 
 macro_rules! skip_unless_ready {
