@@ -196,7 +196,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     // A daemon killed mid-build leaves the build's processes (in its
     // cgroup), its network and buildah's overlays mounted.
     let reaped = images::build::reap_leftovers(
-        &format!("/runta-{instance}-builds"),
+        &manager.config().builds.cgroup_parent,
         &image_store.dir().join("builds"),
     )
     .await;
@@ -265,7 +265,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if let Ok(images) = manager.images() {
         let n = images::build::unmount_under(&images.dir().join("builder"));
         info!(n, "builder mounts detached");
-        images::build::remove_job_parent(&format!("/runta-{instance}-builds"));
+        images::build::remove_job_parent(&manager.config().builds.cgroup_parent);
     }
     if manager
         .store()

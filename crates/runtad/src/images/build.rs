@@ -33,8 +33,6 @@ pub struct BuildConfig {
     /// ([`tenant_dir`]), so no tenant's step cache or intermediate images
     /// are another's.
     pub dir: PathBuf,
-    /// Memory limit of each RUN step.
-    pub memory_mib: u64,
     /// Largest context upload, and the most its files may unpack to.
     pub max_context_bytes: u64,
     /// The OCI runtime buildah runs steps with (`crun` or `runc`).
@@ -1319,7 +1317,8 @@ impl Buildah {
             "--runtime".into(),
             self.cfg.runtime.clone(),
             "--memory".into(),
-            format!("{}m", self.cfg.memory_mib),
+            // Each step's own limit: the build's (they share it anyway).
+            format!("{}m", self.cfg.limits.memory_bytes >> 20),
             // buildah gives each step's container this very cgroup (and
             // runc removes it when the step ends): one below the build's,
             // so the build's limits hold whatever the step's own are.

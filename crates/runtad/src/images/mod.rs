@@ -446,8 +446,14 @@ impl Images {
     /// half aside (records dropped, files not yet) goes, partial downloads
     /// stay within their room.
     pub async fn collect_at_start(&self) {
+        self.collect_keeping_partials("at start").await;
+    }
+
+    /// A collection that keeps partial downloads within [`PARTIALS_KEPT`]
+    /// (and the store cap's room); a failure is logged, `when` saying when.
+    async fn collect_keeping_partials(&self, when: &str) {
         if let Err(e) = self.collect(Some(PARTIALS_KEPT)).await {
-            warn!("image garbage collection at start: {e}");
+            warn!("image garbage collection {when}: {e}");
         }
     }
 
@@ -636,15 +642,12 @@ impl Images {
             self.add_image_held(tenant, name, shared, source, progress, &mut holds)
                 .await
         };
-        // What a refused pull left (layers it unpacked, blobs it fetched,
-        // partial downloads) and an image a moved name left unnamed go now,
-        // not at the operator's next gc: they are nobody's and counted
-        // against no quota.
-        // Partial downloads stay (the next pull of the blob resumes them),
-        // within PARTIALS_KEPT bytes in all, the oldest going first.
-        if let Err(e) = self.collect(Some(PARTIALS_KEPT)).await {
-            warn!("image garbage collection after a pull: {e}");
-        }
+        // What a refused pull left (layers it unpacked, blobs it fetched)
+        // and an image a moved name left unnamed go now, not at the
+        // operator's next gc: they are nobody's and counted against no
+        // quota. Partial downloads stay within their room, for the next
+        // pull of the blob to resume.
+        self.collect_keeping_partials("after a pull").await;
         r
     }
 
@@ -683,8 +686,7 @@ impl Images {
                 self.limits.max_image_bytes
             )));
         }
-        self.check_tenant_quota(tenant, &digest, total)?;
-        let mut quota = self.tenant_quota(tenant, &digest)?;
+        let mut quota = self.tenant_quota(tenant, &digest, total)?;
         if manifest.config.size > self.limits.max_manifest_bytes {
             return Err(ImageError::TooLarge(format!(
                 "the image config is {} bytes (at most {})",
@@ -824,60 +826,49 @@ impl Images {
         self.image(digest.as_str())
     }
 
-    /// A tenant's images (compressed bytes of those it holds a name of, each
-    /// once) plus `adding` must stay within `--image-tenant-max-bytes`. The
-    /// admin's are the operator's, not capped.
-    fn check_tenant_quota(&self, tenant: &str, digest: &Digest, adding: u64) -> Result<()> {
+    /// What `tenant` may still add to the store with the image `digest`
+    /// whose layers are `adding` compressed bytes, from one reading of the
+    /// records: each of the tenant's images costs, once, the larger of its
+    /// compressed and unpacked bytes (a few MiB of gzip may unpack to
+    /// gigabytes), and the compressed layers must fit in what is left
+    /// (`--image-tenant-max-bytes`). Also the unpacked sizes of the layers
+    /// the store knows. `None` when nothing is counted: no cap, the admin
+    /// (the operator's images), or an image the tenant holds already (a tag
+    /// moved onto it costs nothing).
+    fn tenant_quota(
+        &self,
+        tenant: &str,
+        digest: &Digest,
+        adding: u64,
+    ) -> Result<Option<QuotaLeft>> {
         let cap = self.limits.max_tenant_bytes;
         if cap == 0 || tenant == crate::auth::ADMIN_TENANT {
-            return Ok(());
+            return Ok(None);
         }
-        let Some(held) = self.tenant_held(tenant, digest)? else {
-            return Ok(()); // the tenant's already: a tag moved onto it costs nothing
-        };
-        if held.saturating_add(adding) > cap {
-            return Err(ImageError::TenantQuota(format!(
-                "tenant {tenant} holds images of {held} bytes; {adding} more would pass its {cap} (--image-tenant-max-bytes): delete some with DELETE /v1/images/{{ref}}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Room for `n` more bytes in the store (`--image-store-max-bytes`).
-    /// What `tenant`'s images cost, each once: the larger of its compressed
-    /// and unpacked bytes (a few MiB of gzip may unpack to gigabytes).
-    /// `None` when the tenant holds `digest` already.
-    fn tenant_held(&self, tenant: &str, digest: &Digest) -> Result<Option<u64>> {
         let mut held = 0u64;
+        let mut known = HashMap::new();
         for (rec, refs) in self.store.list_images()? {
+            let layers = serde_json::from_str::<Vec<Layer>>(&rec.layers).unwrap_or_default();
             if refs.iter().any(|r| r.tenant == tenant) {
                 if rec.digest == digest.as_str() {
                     return Ok(None);
                 }
-                held = held.saturating_add(rec.size.max(unpacked_of(&rec)));
+                let unpacked = layers
+                    .iter()
+                    .filter_map(|l| l.unpacked)
+                    .fold(0u64, u64::saturating_add);
+                held = held.saturating_add(rec.size.max(unpacked));
             }
-        }
-        Ok(Some(held))
-    }
-
-    /// The unpacked bytes `tenant` may still add with the image `digest`,
-    /// and the unpacked sizes of the layers the store knows; `None` when
-    /// nothing is counted (no cap, the admin, an image the tenant holds).
-    fn tenant_quota(&self, tenant: &str, digest: &Digest) -> Result<Option<QuotaLeft>> {
-        let cap = self.limits.max_tenant_bytes;
-        if cap == 0 || tenant == crate::auth::ADMIN_TENANT {
-            return Ok(None);
-        }
-        let Some(held) = self.tenant_held(tenant, digest)? else {
-            return Ok(None);
-        };
-        let mut known = HashMap::new();
-        for (rec, _) in self.store.list_images()? {
-            for l in serde_json::from_str::<Vec<Layer>>(&rec.layers).unwrap_or_default() {
+            for l in layers {
                 if let Some(n) = l.unpacked {
                     known.insert(l.diff_id, n);
                 }
             }
+        }
+        if held.saturating_add(adding) > cap {
+            return Err(ImageError::TenantQuota(format!(
+                "tenant {tenant} holds images of {held} bytes; {adding} more would pass its {cap} (--image-tenant-max-bytes): delete some with DELETE /v1/images/{{ref}}"
+            )));
         }
         Ok(Some(QuotaLeft {
             cap,
@@ -886,6 +877,7 @@ impl Images {
         }))
     }
 
+    /// Room for `n` more bytes in the store (`--image-store-max-bytes`).
     fn store_room(&self, n: u64, what: &str) -> Result<()> {
         let cap = self.limits.max_store_bytes;
         let used = self.used.load(std::sync::atomic::Ordering::Relaxed);
@@ -1373,17 +1365,23 @@ struct Holds<'a> {
 
 impl Holds<'_> {
     fn blob(&mut self, d: &Digest) {
-        let k = d.hex().to_string();
-        let mut u = self.images.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        *u.blobs.entry(k.clone()).or_default() += 1;
-        self.blobs.push(k);
+        self.hold(false, d);
     }
 
     fn layer(&mut self, d: &Digest) {
+        self.hold(true, d);
+    }
+
+    fn hold(&mut self, layer: bool, d: &Digest) {
         let k = d.hex().to_string();
         let mut u = self.images.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        *u.layers.entry(k.clone()).or_default() += 1;
-        self.layers.push(k);
+        let (map, mine) = if layer {
+            (&mut u.layers, &mut self.layers)
+        } else {
+            (&mut u.blobs, &mut self.blobs)
+        };
+        *map.entry(k.clone()).or_default() += 1;
+        mine.push(k);
     }
 }
 
@@ -1402,15 +1400,6 @@ impl Drop for Holds<'_> {
             }
         }
     }
-}
-
-/// The unpacked bytes of an image's layers, where its record has them.
-fn unpacked_of(rec: &ImageRecord) -> u64 {
-    serde_json::from_str::<Vec<Layer>>(&rec.layers)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| l.unpacked)
-        .fold(0u64, u64::saturating_add)
 }
 
 /// A tenant's room while one of its pulls or imports adds layers.
@@ -1449,11 +1438,12 @@ impl QuotaLeft {
     }
 }
 
-/// Bytes of regular files under `p`, each inode once (a file hard-linked
-/// a thousand times is on disk once), walked with an explicit stack (no
-/// recursion, whatever the depth): what an unpack counts as it writes, so
-/// the store's counter goes down at garbage collection by what it went up
-/// (docs/security.md, quota red-team pass).
+/// Bytes under `p` as an unpack counts them as it writes
+/// ([`unpack::on_disk`]: a block per entry, a regular file's content in
+/// whole blocks, once per inode, so a file hard-linked a thousand times is
+/// on disk once), walked with an explicit stack (no recursion, whatever the
+/// depth): the store's counter goes down at garbage collection by what it
+/// went up (docs/security.md, quota red-team pass).
 fn du(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0u64;

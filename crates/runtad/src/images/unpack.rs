@@ -712,7 +712,8 @@ impl Writer<'_> {
         }
         // Every entry costs at least a block (and an inode): a layer of
         // nothing but empty directories or links is not free.
-        let blocks = if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+        let regular = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
+        let blocks = if regular {
             on_disk(h.size().unwrap_or(0))
         } else {
             BLOCK
@@ -740,7 +741,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let cname = cstr(name_str);
-        if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+        if !regular {
             self.out.bytes += BLOCK;
         }
         match kind {

@@ -110,7 +110,6 @@ impl Manager {
         let b = &self.cfg.builds;
         BuildConfig {
             dir: build::tenant_dir(&images.dir().join("builder"), tenant),
-            memory_mib: b.memory_mib,
             max_context_bytes: MAX_BUILD_CONTEXT,
             runtime: runtime.into(),
             limits: JobLimits {
